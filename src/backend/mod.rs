@@ -1,0 +1,91 @@
+//! How maintd talks to a cluster: the job queue and configuration (Luxi), and each
+//! node's self-diagnose report (HTTP).
+//!
+//! Futures are `LocalBoxFuture`: the HTTP client (awc) is `!Send`, and everything runs on
+//! the actor system's single-threaded runtime anyway.
+
+pub mod http_diagnose;
+pub mod luxi;
+pub mod sim;
+
+use futures_util::future::LocalBoxFuture;
+use thiserror::Error;
+
+use crate::model::{
+    cluster::ClusterSnapshot,
+    diagnose::{Diagnose, ReportError},
+    job::{JobId, JobStatus},
+    opcode::Opcode,
+};
+
+/// What can go wrong talking to the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BackendError {
+    /// Worth retrying: socket gone, timeout, daemon restarting.
+    #[error("transient backend error: {0}")]
+    Transient(String),
+    /// The request itself was refused (bad opcode, unknown entity...).
+    #[error("backend refused the request: {0}")]
+    Refused(String),
+    /// The answer could not be understood.
+    #[error("unexpected answer from the backend: {0}")]
+    Protocol(String),
+}
+
+impl BackendError {
+    /// A later retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BackendError::Transient(_))
+    }
+}
+
+/// Outcome of submitting one job of a batch.
+pub type Submission = Result<JobId, String>;
+
+/// The job queue and configuration of a Ganeti cluster.
+pub trait ClusterBackend {
+    /// Nodes, instances, groups and tags at one instant.
+    fn snapshot(&self) -> LocalBoxFuture<'static, Result<ClusterSnapshot, BackendError>>;
+
+    /// Name of the current master node.
+    fn master_node(&self) -> LocalBoxFuture<'static, Result<String, BackendError>>;
+
+    /// Submit several jobs at once (Luxi `SubmitManyJobs`); one result per job, in order.
+    fn submit_jobs(
+        &self,
+        jobs: Vec<Vec<Opcode>>,
+    ) -> LocalBoxFuture<'static, Result<Vec<Submission>, BackendError>>;
+
+    /// Current status of each job; `None` for a job the queue does not know.
+    fn job_statuses(
+        &self,
+        ids: Vec<JobId>,
+    ) -> LocalBoxFuture<'static, Result<Vec<Option<JobStatus>>, BackendError>>;
+
+    /// Ids of queued or archived jobs whose reason trail contains `marker` in an entry's text;
+    /// used after a restart to find submissions whose ids were not yet recorded.
+    fn find_jobs_by_reason(
+        &self,
+        marker: String,
+    ) -> LocalBoxFuture<'static, Result<Vec<JobId>, BackendError>>;
+}
+
+/// The per-node self-diagnose reports.
+pub trait DiagnoseSource {
+    /// Fetch and parse the current report of `node`.
+    fn fetch(&self, node: &str) -> LocalBoxFuture<'static, Result<Diagnose, FetchError>>;
+}
+
+/// Why a report could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FetchError {
+    /// Connection refused, DNS failure, timeout.
+    #[error("node unreachable: {0}")]
+    Unreachable(String),
+    /// HTTP error status.
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// The body was not a valid report.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}

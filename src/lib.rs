@@ -1,0 +1,27 @@
+//! # maintd: the domain of the Ganeti maintenance daemon
+//!
+//! Everything here is plain Rust with no actor code, so it can be tested without an actor
+//! system. The actix shells, the HTTP API and the `maintd` binary live in the
+//! `maintd-actors` package (`actors/`).
+//!
+//! # Layout
+//!
+//! - [`model`]: the cluster snapshot, diagnose reports, jobs, opcodes and the incident
+//!   lifecycle ([`model::incident`]).
+//! - [`planner`]: turns open incidents and a cluster snapshot into the jobs of one round.
+//! - [`backend`]: how maintd talks to a cluster: Luxi for jobs and configuration, HTTP for
+//!   diagnose reports, and in-process adapters for the simulator.
+//! - [`sim`]: the built-in simulated Ganeti cluster, driven by the time its caller passes in.
+//! - [`store`]: crash-safe persistence of the daemon's state.
+//! - [`config`]: settings, with `config/default.toml` as the documented reference.
+//! - [`clock`]: wall-clock time that follows the runtime's (possibly virtual) clock.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod clock;
+pub mod config;
+pub mod model;
+pub mod planner;
+pub mod sim;
+pub mod store;

@@ -1,0 +1,224 @@
+//! The self-diagnose report of a node, as served by the monitoring daemon
+//! (`/1/report/node/diagnose`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+/// What a node asks for, ordered from least to most invasive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RepairAction {
+    /// Nothing to do.
+    #[serde(rename = "Ok")]
+    Ok,
+    /// Run a repair command while instances keep running.
+    #[serde(rename = "live-repair")]
+    LiveRepair,
+    /// Drain the node and live-migrate its instances away.
+    #[serde(rename = "evacuate")]
+    Evacuate,
+    /// Drain the node and fail its instances over (no live migration).
+    #[serde(rename = "evacuate-failover")]
+    EvacuateFailover,
+}
+
+impl RepairAction {
+    /// The diagnose protocol's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepairAction::Ok => "Ok",
+            RepairAction::LiveRepair => "live-repair",
+            RepairAction::Evacuate => "evacuate",
+            RepairAction::EvacuateFailover => "evacuate-failover",
+        }
+    }
+
+    /// Parse the protocol's spelling (case matters: `Ok`, not `ok`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Ok" => Some(RepairAction::Ok),
+            "live-repair" => Some(RepairAction::LiveRepair),
+            "evacuate" => Some(RepairAction::Evacuate),
+            "evacuate-failover" => Some(RepairAction::EvacuateFailover),
+            _ => None,
+        }
+    }
+
+    /// The action empties the node.
+    pub fn is_evacuation(self) -> bool {
+        matches!(self, RepairAction::Evacuate | RepairAction::EvacuateFailover)
+    }
+}
+
+impl fmt::Display for RepairAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A parsed, valid diagnose object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnose {
+    /// The requested action.
+    pub action: RepairAction,
+    /// The repair command for `live-repair`, if any (empty means none).
+    pub command: Option<String>,
+    /// The very object the collector reported; it identifies the incident.
+    pub original: Value,
+}
+
+/// Why a report was rejected. None of these ever becomes an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReportError {
+    /// The body exceeds the configured limit.
+    #[error("report is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// Bytes received (at least).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The body is not JSON.
+    #[error("report is not JSON: {0}")]
+    NotJson(String),
+    /// The JSON does not have the monitoring daemon's report shape.
+    #[error("report has the wrong envelope: {0}")]
+    BadEnvelope(String),
+    /// The diagnose object lacks `status` or has an unknown one.
+    #[error("diagnose object is invalid: {0}")]
+    BadDiagnose(String),
+}
+
+/// Default limit on a report's size: a diagnose object is small.
+pub const DEFAULT_MAX_REPORT_BYTES: usize = 64 * 1024;
+
+/// Parse a monitoring-daemon report (`{"name": "diagnose", ..., "data": {...}}`).
+pub fn parse_report(body: &[u8], max_bytes: usize) -> Result<Diagnose, ReportError> {
+    if body.len() > max_bytes {
+        return Err(ReportError::TooLarge {
+            size: body.len(),
+            limit: max_bytes,
+        });
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ReportError::NotJson(e.to_string()))?;
+    let Value::Object(envelope) = value else {
+        return Err(ReportError::BadEnvelope("not a JSON object".into()));
+    };
+    match envelope.get("name") {
+        Some(Value::String(name)) if name == "diagnose" => {}
+        Some(other) => {
+            return Err(ReportError::BadEnvelope(format!(
+                "collector name is {other}, expected \"diagnose\""
+            )))
+        }
+        None => return Err(ReportError::BadEnvelope("no collector name".into())),
+    }
+    let data = envelope
+        .get("data")
+        .ok_or_else(|| ReportError::BadEnvelope("no data".into()))?;
+    parse_diagnose(data.clone())
+}
+
+/// Validate a diagnose object (the `data` of the report).
+pub fn parse_diagnose(original: Value) -> Result<Diagnose, ReportError> {
+    let Value::Object(fields) = &original else {
+        return Err(ReportError::BadDiagnose("not a JSON object".into()));
+    };
+    let status = match fields.get("status") {
+        Some(Value::String(s)) => s,
+        Some(other) => return Err(ReportError::BadDiagnose(format!("status is {other}"))),
+        None => return Err(ReportError::BadDiagnose("no status".into())),
+    };
+    let action = RepairAction::parse(status)
+        .ok_or_else(|| ReportError::BadDiagnose(format!("unknown status {status:?}")))?;
+    let command = match fields.get("command") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => return Err(ReportError::BadDiagnose(format!("command is {other}"))),
+    };
+    Ok(Diagnose {
+        action,
+        command,
+        original,
+    })
+}
+
+/// Wrap a diagnose object in the monitoring daemon's report envelope.
+pub fn report_envelope(data: &Value, timestamp_ns: i64) -> Value {
+    serde_json::json!({
+        "name": "diagnose",
+        "version": "B",
+        "format_version": 1,
+        "timestamp": timestamp_ns,
+        "category": "node",
+        "kind": 1,
+        "data": data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn report(data: Value) -> Vec<u8> {
+        serde_json::to_vec(&report_envelope(&data, 1)).unwrap()
+    }
+
+    #[test]
+    fn parses_each_status() {
+        for (s, a) in [
+            ("Ok", RepairAction::Ok),
+            ("live-repair", RepairAction::LiveRepair),
+            ("evacuate", RepairAction::Evacuate),
+            ("evacuate-failover", RepairAction::EvacuateFailover),
+        ] {
+            let d = parse_report(&report(json!({"status": s})), 1024).unwrap();
+            assert_eq!(d.action, a);
+        }
+    }
+
+    #[test]
+    fn invasiveness_order() {
+        assert!(RepairAction::EvacuateFailover > RepairAction::Evacuate);
+        assert!(RepairAction::Evacuate > RepairAction::LiveRepair);
+        assert!(RepairAction::LiveRepair > RepairAction::Ok);
+    }
+
+    #[test]
+    fn rejects_bad_reports() {
+        assert!(matches!(parse_report(b"not json", 1024), Err(ReportError::NotJson(_))));
+        assert!(matches!(parse_report(b"[1]", 1024), Err(ReportError::BadEnvelope(_))));
+        assert!(matches!(
+            parse_report(br#"{"name":"lv","data":{}}"#, 1024),
+            Err(ReportError::BadEnvelope(_))
+        ));
+        assert!(matches!(
+            parse_report(&report(json!({"details": 1})), 1024),
+            Err(ReportError::BadDiagnose(_))
+        ));
+        assert!(matches!(
+            parse_report(&report(json!({"status": "ok"})), 1024),
+            Err(ReportError::BadDiagnose(_))
+        ));
+        assert!(matches!(
+            parse_report(&report(json!({"status": "evacuate"})), 10),
+            Err(ReportError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn keeps_original_and_command() {
+        let data = json!({"status": "live-repair", "command": "fix", "details": {"x": [1, 2]}});
+        let d = parse_report(&report(data.clone()), 1024).unwrap();
+        assert_eq!(d.command.as_deref(), Some("fix"));
+        assert_eq!(d.original, data);
+        let empty = parse_diagnose(json!({"status": "live-repair", "command": ""})).unwrap();
+        assert_eq!(empty.command, None);
+    }
+}

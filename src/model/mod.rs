@@ -1,0 +1,7 @@
+//! The cluster and maintenance model: plain data, no I/O.
+
+pub mod cluster;
+pub mod diagnose;
+pub mod incident;
+pub mod job;
+pub mod opcode;
