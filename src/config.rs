@@ -1,1 +1,203 @@
-//! config
+//! Settings. `config/default.toml` is the documented reference and is compiled in as the
+//! base layer, so the documented defaults are the defaults.
+
+use std::{path::Path, time::Duration};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The documented defaults.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Why settings could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A source could not be read or parsed.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Process-level settings.
+    pub daemon: DaemonSettings,
+    /// How to reach the cluster.
+    pub cluster: ClusterSettings,
+    /// Diagnose polling.
+    pub monitoring: MonitoringSettings,
+    /// Round timing.
+    pub rounds: RoundSettings,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSettings {
+    /// This node's name; empty: the host name.
+    pub node_name: String,
+    /// HTTP bind address.
+    pub bind: String,
+    /// HTTP port.
+    pub port: u16,
+    /// State directory.
+    pub state_dir: String,
+    /// Seconds between master checks.
+    pub master_check_interval: f64,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Luxi socket path.
+    pub luxi_socket: String,
+    /// Seconds per Luxi request.
+    pub luxi_timeout: f64,
+    /// Seconds between node-list refreshes.
+    pub node_refresh_interval: f64,
+}
+
+/// `[monitoring]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringSettings {
+    /// Report URL template with `{node}`.
+    pub diagnose_url: String,
+    /// Seconds between polls of one node.
+    pub poll_interval: f64,
+    /// Seconds per request.
+    pub timeout: f64,
+    /// Report size limit in bytes.
+    pub max_report_bytes: usize,
+    /// First restart backoff, seconds.
+    pub backoff_initial: f64,
+    /// Backoff cap, seconds.
+    pub backoff_max: f64,
+}
+
+/// `[rounds]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoundSettings {
+    /// Seconds between round starts.
+    pub round_delay: f64,
+    /// Seconds between job status queries.
+    pub job_poll_interval: f64,
+    /// Extra seconds after a failed round.
+    pub error_backoff: f64,
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then `MAINTD__SECTION__KEY` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("MAINTD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The documented defaults alone.
+    pub fn defaults() -> Self {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("config/default.toml is valid (checked by tests)");
+        settings
+    }
+
+    /// Check ranges once, at startup.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("daemon.master_check_interval", self.daemon.master_check_interval),
+            ("cluster.luxi_timeout", self.cluster.luxi_timeout),
+            ("cluster.node_refresh_interval", self.cluster.node_refresh_interval),
+            ("monitoring.poll_interval", self.monitoring.poll_interval),
+            ("monitoring.timeout", self.monitoring.timeout),
+            ("monitoring.backoff_initial", self.monitoring.backoff_initial),
+            ("monitoring.backoff_max", self.monitoring.backoff_max),
+            ("rounds.job_poll_interval", self.rounds.job_poll_interval),
+        ];
+        for (name, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ConfigError::Invalid(format!("{name} must be a positive number of seconds, not {value}")));
+            }
+        }
+        for (name, value) in [("rounds.round_delay", self.rounds.round_delay), ("rounds.error_backoff", self.rounds.error_backoff)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(ConfigError::Invalid(format!("{name} must be zero or more seconds, not {value}")));
+            }
+        }
+        if !self.monitoring.diagnose_url.contains("{node}") {
+            return Err(ConfigError::Invalid(format!(
+                "monitoring.diagnose_url must contain {{node}}: {:?}",
+                self.monitoring.diagnose_url
+            )));
+        }
+        if self.monitoring.max_report_bytes == 0 {
+            return Err(ConfigError::Invalid("monitoring.max_report_bytes must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Seconds (as configured) to a `Duration`; callers validated the value.
+pub fn seconds(value: f64) -> Duration {
+    Duration::from_secs_f64(value.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn documented_defaults_load_and_validate() {
+        let settings = Settings::defaults();
+        settings.validate().unwrap();
+        assert_eq!(settings.daemon.port, 1816);
+        assert_eq!(settings.rounds.round_delay, 300.0);
+        assert_eq!(settings.cluster.luxi_socket, "/var/run/ganeti/socket/ganeti-query");
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_unknown_keys_are_refused() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[rounds]\nround_delay = 7").unwrap();
+        let settings = Settings::load(Some(file.path())).unwrap();
+        assert_eq!(settings.rounds.round_delay, 7.0);
+        assert_eq!(settings.daemon.port, 1816);
+
+        let mut bad = tempfile::NamedTempFile::new().unwrap();
+        writeln!(bad, "[rounds]\nround_dleay = 7").unwrap();
+        assert!(Settings::load(Some(bad.path())).is_err());
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        let mut settings = Settings::defaults();
+        settings.monitoring.diagnose_url = "http://x/".into();
+        assert!(settings.validate().is_err());
+        let mut settings = Settings::defaults();
+        settings.monitoring.poll_interval = 0.0;
+        assert!(settings.validate().is_err());
+    }
+}

@@ -157,6 +157,20 @@ pub enum OpBody {
         #[serde(default)]
         early_release: bool,
     },
+    /// Copy a non-mirrored instance to another node (the instance is shut down meanwhile).
+    #[serde(rename = "OP_INSTANCE_MOVE")]
+    InstanceMove {
+        /// The instance.
+        instance_name: String,
+        /// Target node.
+        target_node: String,
+        /// Seconds to wait for a clean shutdown.
+        #[serde(default = "default_shutdown_timeout")]
+        shutdown_timeout: u64,
+        /// Ignore the disks' consistency.
+        #[serde(default)]
+        ignore_consistency: bool,
+    },
     /// Add tags to an object.
     #[serde(rename = "OP_TAGS_SET")]
     TagsSet {
@@ -210,6 +224,7 @@ impl OpBody {
             OpBody::InstanceMigrate { .. } => "OP_INSTANCE_MIGRATE",
             OpBody::InstanceFailover { .. } => "OP_INSTANCE_FAILOVER",
             OpBody::InstanceReplaceDisks { .. } => "OP_INSTANCE_REPLACE_DISKS",
+            OpBody::InstanceMove { .. } => "OP_INSTANCE_MOVE",
             OpBody::TagsSet { .. } => "OP_TAGS_SET",
             OpBody::TagsDel { .. } => "OP_TAGS_DEL",
             OpBody::RepairCommand { .. } => "OP_REPAIR_COMMAND",
@@ -260,6 +275,16 @@ impl OpBody {
             remote_node: Some(remote_node.to_owned()),
             disks: Vec::new(),
             early_release: false,
+        }
+    }
+
+    /// Copy a non-mirrored instance to `target` (downtime while its disks are copied).
+    pub fn instance_move(instance: &str, target: &str) -> Self {
+        OpBody::InstanceMove {
+            instance_name: instance.to_owned(),
+            target_node: target.to_owned(),
+            shutdown_timeout: default_shutdown_timeout(),
+            ignore_consistency: false,
         }
     }
 

@@ -1,0 +1,254 @@
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
+use super::*;
+use crate::model::{
+    cluster::{ClusterSnapshot, Node},
+    diagnose::parse_diagnose,
+};
+
+fn diag(v: Value) -> Diagnose {
+    parse_diagnose(v).unwrap()
+}
+
+fn node(name: &str, tags: &[&str]) -> Node {
+    Node {
+        name: name.into(),
+        uuid: format!("uuid-{name}"),
+        group: "g".into(),
+        memory_total: 1000,
+        memory_free: 1000,
+        disk_total: 1000,
+        disk_free: 1000,
+        cpus: 4,
+        offline: false,
+        drained: false,
+        vm_capable: true,
+        tags: tags.iter().map(|t| t.to_string()).collect::<BTreeSet<_>>(),
+    }
+}
+
+fn cluster(nodes: Vec<Node>) -> ClusterSnapshot {
+    ClusterSnapshot {
+        master: "n1".into(),
+        nodes,
+        ..Default::default()
+    }
+}
+
+fn only_uuid(state: &MaintenanceState) -> Uuid {
+    assert_eq!(state.incidents.len(), 1);
+    state.incidents[0].uuid
+}
+
+/// Submit one job for `uuid` and finish it with `status`.
+fn run_job(state: &mut MaintenanceState, uuid: Uuid, purpose: JobPurpose, id: u64, status: Option<JobStatus>) {
+    let job = PlannedJob {
+        key: format!("k{id}"),
+        incident: Some(uuid),
+        purpose,
+        nodes: BTreeSet::new(),
+        ops: vec![],
+    };
+    state.start_round(&[job], 1.0);
+    state.record_submission(&format!("k{id}"), Ok(JobId(id)), 1.0);
+    assert_eq!(state.unfinished_jobs(), vec![JobId(id)]);
+    state.record_job_status(JobId(id), status, 2.0);
+    assert!(state.round_finished());
+}
+
+#[test]
+fn same_json_same_incident_different_json_new_incident() {
+    let mut s = MaintenanceState::new();
+    let a = json!({"status": "evacuate", "details": {"disk": "sda"}});
+    assert!(matches!(s.observe("n1", &diag(a.clone()), 0.0), Observed::NewIncident(_)));
+    // Key order does not matter: it is the same JSON object.
+    let a_reordered: Value = serde_json::from_str(r#"{"details": {"disk": "sda"}, "status": "evacuate"}"#).unwrap();
+    assert_eq!(s.observe("n1", &diag(a_reordered), 1.0), Observed::Nothing);
+    assert!(matches!(s.observe("n2", &diag(a.clone()), 1.0), Observed::NewIncident(_)));
+    assert_eq!(s.observe("n2", &diag(a), 1.5), Observed::Nothing);
+    assert!(matches!(
+        s.observe("n1", &diag(json!({"status": "evacuate", "details": {"disk": "sdb"}})), 2.0),
+        Observed::NewIncident(_)
+    ));
+    assert_eq!(s.incidents.len(), 3);
+    assert!(s.incidents.iter().all(|i| i.status == RepairStatus::Noted));
+    assert_eq!(s.observe("n3", &diag(json!({"status": "Ok"})), 3.0), Observed::Nothing);
+    assert_eq!(s.incidents.len(), 3);
+}
+
+#[test]
+fn success_path_completes_and_tags() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let u = only_uuid(&s);
+    run_job(&mut s, u, JobPurpose::Drain, 1, Some(JobStatus::Success));
+    assert_eq!(s.incident(u).unwrap().status, RepairStatus::Pending);
+    run_job(&mut s, u, JobPurpose::TagReady, 2, Some(JobStatus::Success));
+    let i = s.incident(u).unwrap();
+    assert_eq!(i.status, RepairStatus::Completed);
+    assert!(i.tagged);
+    assert_eq!(i.tag, format!("maintd:repairready:{u}"));
+    assert_eq!(i.jobs, vec![JobId(1), JobId(2)]);
+}
+
+#[test]
+fn failed_job_fails_incident_and_switches_tag() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let u = only_uuid(&s);
+    run_job(&mut s, u, JobPurpose::Drain, 1, Some(JobStatus::Error));
+    let i = s.incident(u).unwrap();
+    assert_eq!(i.status, RepairStatus::Failed);
+    assert_eq!(i.tag, format!("maintd:repairfailed:{u}"));
+    assert!(!i.tagged);
+    // A failing failure-tag job keeps the incident failed and untagged (retried later).
+    run_job(&mut s, u, JobPurpose::TagFailed, 2, Some(JobStatus::Error));
+    assert!(!s.incident(u).unwrap().tagged);
+    run_job(&mut s, u, JobPurpose::TagFailed, 3, Some(JobStatus::Success));
+    assert!(s.incident(u).unwrap().tagged);
+}
+
+#[test]
+fn unknown_job_counts_as_failed() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let u = only_uuid(&s);
+    run_job(&mut s, u, JobPurpose::Drain, 9, None);
+    let i = s.incident(u).unwrap();
+    assert_eq!(i.status, RepairStatus::Failed);
+    assert!(i.message.as_deref().unwrap().contains("unknown to the queue"));
+}
+
+#[test]
+fn refused_submission_fails_incident_and_finishes_round() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let u = only_uuid(&s);
+    let job = PlannedJob { key: "k".into(), incident: Some(u), purpose: JobPurpose::Drain, nodes: BTreeSet::new(), ops: vec![] };
+    s.start_round(&[job], 1.0);
+    s.record_submission("k", Err("Queue drained".into()), 1.0);
+    assert!(s.round_finished());
+    assert_eq!(s.incident(u).unwrap().status, RepairStatus::Failed);
+}
+
+#[test]
+fn removing_ready_tag_forgets_once_no_longer_observed() {
+    let mut s = MaintenanceState::new();
+    let report = json!({"status": "evacuate"});
+    s.observe("n1", &diag(report.clone()), 0.0);
+    let u = only_uuid(&s);
+    run_job(&mut s, u, JobPurpose::TagReady, 1, Some(JobStatus::Success));
+    let tag = s.incident(u).unwrap().tag.clone();
+    // Tag present: nothing happens.
+    assert!(s.reconcile(&cluster(vec![node("n1", &[&tag])])).is_empty());
+    // Tag removed while still reported: kept, and no new incident for the same report.
+    assert!(s.reconcile(&cluster(vec![node("n1", &[])])).is_empty());
+    assert_eq!(s.observe("n1", &diag(report), 1.0), Observed::Nothing);
+    assert_eq!(s.incidents.len(), 1);
+    // No longer reported: forgotten.
+    s.observe("n1", &diag(json!({"status": "Ok"})), 2.0);
+    assert!(s.incidents.is_empty());
+}
+
+#[test]
+fn removing_failed_tag_forgets_at_once_and_restarts_flow() {
+    let mut s = MaintenanceState::new();
+    let report = json!({"status": "evacuate"});
+    s.observe("n1", &diag(report.clone()), 0.0);
+    let u = only_uuid(&s);
+    run_job(&mut s, u, JobPurpose::Drain, 1, Some(JobStatus::Error));
+    run_job(&mut s, u, JobPurpose::TagFailed, 2, Some(JobStatus::Success));
+    let tag = s.incident(u).unwrap().tag.clone();
+    assert!(s.reconcile(&cluster(vec![node("n1", &[&tag])])).is_empty());
+    assert_eq!(s.reconcile(&cluster(vec![node("n1", &[])])), vec![u]);
+    assert!(s.incidents.is_empty());
+    // Still reported: a fresh incident.
+    assert!(matches!(s.observe("n1", &diag(report), 3.0), Observed::NewIncident(n) if n != u));
+}
+
+#[test]
+fn failed_incident_is_not_forgotten_before_its_tag_was_set() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let u = only_uuid(&s);
+    run_job(&mut s, u, JobPurpose::Drain, 1, Some(JobStatus::Error));
+    assert!(s.reconcile(&cluster(vec![node("n1", &[])])).is_empty());
+    assert_eq!(s.incidents.len(), 1);
+}
+
+#[test]
+fn cancel_stops_and_forgets_once_unobserved() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let u = only_uuid(&s);
+    s.cancel(u, 1.0).unwrap();
+    assert_eq!(s.incident(u).unwrap().status, RepairStatus::Canceled);
+    s.cancel(u, 1.5).unwrap(); // idempotent
+    // A late job result does not revive it.
+    run_job(&mut s, u, JobPurpose::Drain, 1, Some(JobStatus::Error));
+    assert_eq!(s.incident(u).unwrap().status, RepairStatus::Canceled);
+    s.observe("n1", &diag(json!({"status": "Ok"})), 2.0);
+    assert!(s.incidents.is_empty());
+    assert_eq!(s.cancel(u, 3.0), Err(CancelError::NotFound(u)));
+}
+
+#[test]
+fn cancel_of_unobserved_incident_forgets_immediately() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let u = only_uuid(&s);
+    s.observe("n1", &diag(json!({"status": "Ok"})), 1.0);
+    assert_eq!(s.incidents.len(), 1, "open incidents stay when the node recovers");
+    s.cancel(u, 2.0).unwrap();
+    assert!(s.incidents.is_empty());
+}
+
+#[test]
+fn finished_incidents_cannot_be_canceled() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let u = only_uuid(&s);
+    run_job(&mut s, u, JobPurpose::TagReady, 1, Some(JobStatus::Success));
+    assert_eq!(s.cancel(u, 1.0), Err(CancelError::Finished(u, RepairStatus::Completed)));
+}
+
+#[test]
+fn departed_node_forgets_incidents_and_evacuated_instances() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let u = only_uuid(&s);
+    run_job(&mut s, u, JobPurpose::MovePrimary { instance: "i1".into() }, 1, Some(JobStatus::Success));
+    assert_eq!(s.evacuated.keys().collect::<Vec<_>>(), vec!["i1"]);
+    assert_eq!(s.reconcile(&cluster(vec![node("n2", &[])])), vec![u]);
+    assert!(s.incidents.is_empty());
+    assert!(s.evacuated.is_empty());
+}
+
+#[test]
+fn unconfirmed_submissions_are_listed_and_dropped() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let u = only_uuid(&s);
+    let jobs: Vec<PlannedJob> = ["a", "b"]
+        .iter()
+        .map(|k| PlannedJob { key: k.to_string(), incident: Some(u), purpose: JobPurpose::Drain, nodes: BTreeSet::new(), ops: vec![] })
+        .collect();
+    s.start_round(&jobs, 0.0);
+    s.record_submission("a", Ok(JobId(5)), 0.0);
+    assert_eq!(s.unconfirmed_submissions(), vec!["b".to_string()]);
+    s.drop_unsubmitted("b");
+    assert_eq!(s.round.jobs.len(), 1);
+    assert!(!s.round_finished());
+}
+
+#[test]
+fn state_survives_serialization() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "live-repair", "command": "fix"})), 0.0);
+    let text = serde_json::to_string(&s).unwrap();
+    let back: MaintenanceState = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.incidents, s.incidents);
+    assert_eq!(back.state_id, s.state_id);
+}
