@@ -1,1 +1,249 @@
-//! http_diagnose
+//! Self-diagnose reports over HTTP, from the monitoring daemon (`/1/report/node/diagnose`,
+//! port 1815, plain HTTP without authentication; see PROTOCOLS.md §5) or from the simulator.
+//!
+//! awc needs the actix runtime (`actix_rt`); call [`HttpDiagnose::fetch`] from inside it.
+//! The client is built without TLS support, so an `https` template is accepted but its
+//! requests fail as [`FetchError::Unreachable`] until awc's TLS features are enabled.
+
+use std::time::Duration;
+
+use awc::{error::SendRequestError, http::Uri, Client};
+use futures_util::{
+    future::{FutureExt, LocalBoxFuture},
+    StreamExt,
+};
+use thiserror::Error;
+
+use super::{DiagnoseSource, FetchError};
+use crate::model::diagnose::{parse_report, Diagnose, ReportError, DEFAULT_MAX_REPORT_BYTES};
+
+/// The placeholder replaced by the node name in a URL template.
+pub const NODE_PLACEHOLDER: &str = "{node}";
+
+/// The monitoring daemon's diagnose report on its default port.
+pub const MOND_URL_TEMPLATE: &str = "http://{node}:1815/1/report/node/diagnose";
+
+/// Default limit on one fetch, from connecting to the end of the body.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a URL template was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TemplateError {
+    /// The template lacks the `{node}` placeholder.
+    #[error("URL template {0:?} does not contain {{node}}")]
+    NoPlaceholder(String),
+    /// The template does not give a valid URL once a node name is filled in.
+    #[error("URL template {template:?} does not give a valid URL: {reason}")]
+    InvalidUrl {
+        /// The template.
+        template: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The URL's scheme is not `http` or `https`.
+    #[error("URL template {0:?} must start with http:// or https://")]
+    UnsupportedScheme(String),
+}
+
+/// Fetches diagnose reports with awc from a URL built per node.
+#[derive(Clone)]
+pub struct HttpDiagnose {
+    template: String,
+    timeout: Duration,
+    max_body_bytes: usize,
+    client: Client,
+}
+
+impl std::fmt::Debug for HttpDiagnose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpDiagnose")
+            .field("template", &self.template)
+            .field("timeout", &self.timeout)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Node names are DNS names; anything else could redirect the request elsewhere
+/// (`evil.example/x?`, `user@host`) once pasted into the URL.
+fn is_plain_host_name(node: &str) -> bool {
+    !node.is_empty()
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+impl HttpDiagnose {
+    /// A source for `template` (containing `{node}`) with the given per-fetch timeout and
+    /// body limit. Must be called inside the actix runtime (awc's client is built here).
+    pub fn new(
+        template: &str,
+        timeout: Duration,
+        max_body_bytes: usize,
+    ) -> Result<Self, TemplateError> {
+        validate_template(template)?;
+        let client = Client::builder().timeout(timeout).finish();
+        Ok(HttpDiagnose {
+            template: template.to_owned(),
+            timeout,
+            max_body_bytes,
+            client,
+        })
+    }
+
+    /// The monitoring daemon on every node's port 1815, with default limits.
+    pub fn mond() -> Self {
+        HttpDiagnose {
+            template: MOND_URL_TEMPLATE.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            max_body_bytes: DEFAULT_MAX_REPORT_BYTES,
+            client: Client::builder().timeout(DEFAULT_TIMEOUT).finish(),
+        }
+    }
+
+    /// The URL of `node`'s report.
+    pub fn url_for(&self, node: &str) -> Result<String, FetchError> {
+        if !is_plain_host_name(node) {
+            return Err(FetchError::Unreachable(format!(
+                "{node:?} is not a valid node name"
+            )));
+        }
+        Ok(self.template.replace(NODE_PLACEHOLDER, node))
+    }
+}
+
+/// Check that `template` has the placeholder and gives an http(s) URL with a host.
+pub fn validate_template(template: &str) -> Result<(), TemplateError> {
+    if !template.contains(NODE_PLACEHOLDER) {
+        return Err(TemplateError::NoPlaceholder(template.to_owned()));
+    }
+    let example = template.replace(NODE_PLACEHOLDER, "node1.example.com");
+    let uri: Uri = example.parse().map_err(|e| TemplateError::InvalidUrl {
+        template: template.to_owned(),
+        reason: format!("{e}"),
+    })?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(TemplateError::UnsupportedScheme(template.to_owned())),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(TemplateError::InvalidUrl {
+            template: template.to_owned(),
+            reason: "no host".into(),
+        });
+    }
+    Ok(())
+}
+
+/// One fetch: send, check the status, read at most `max_body_bytes + 1` bytes, parse.
+async fn fetch_report(
+    client: Client,
+    url: String,
+    max_body_bytes: usize,
+) -> Result<Diagnose, FetchError> {
+    let mut response = client.get(url.as_str()).send().await.map_err(|e| {
+        let reason = match e {
+            SendRequestError::Timeout => "timed out".to_owned(),
+            other => other.to_string(),
+        };
+        FetchError::Unreachable(format!("{url}: {reason}"))
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(FetchError::Status(status.as_u16()));
+    }
+    // Refuse early when the server announces a body over the limit.
+    let announced = response
+        .headers()
+        .get(awc::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(size) = announced.filter(|&size| size > max_body_bytes) {
+        return Err(ReportError::TooLarge {
+            size,
+            limit: max_body_bytes,
+        }
+        .into());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.next().await {
+        let chunk =
+            chunk.map_err(|e| FetchError::Unreachable(format!("{url}: reading the body: {e}")))?;
+        let room = max_body_bytes + 1 - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() > max_body_bytes {
+            // Stop reading: the rest of the body is never buffered.
+            break;
+        }
+    }
+    Ok(parse_report(&body, max_body_bytes)?)
+}
+
+impl DiagnoseSource for HttpDiagnose {
+    fn fetch(&self, node: &str) -> LocalBoxFuture<'static, Result<Diagnose, FetchError>> {
+        let url = self.url_for(node);
+        let client = self.client.clone();
+        let (timeout, max_body_bytes) = (self.timeout, self.max_body_bytes);
+        async move {
+            let url = url?;
+            // awc's own timeout covers only the response head; this one covers the body too.
+            tokio::time::timeout(timeout, fetch_report(client, url.clone(), max_body_bytes))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(FetchError::Unreachable(format!(
+                        "{url}: timed out after {timeout:?}"
+                    )))
+                })
+        }
+        .boxed_local()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_are_validated() {
+        assert!(validate_template(MOND_URL_TEMPLATE).is_ok());
+        assert!(
+            validate_template("http://127.0.0.1:8080/mond/{node}/1/report/node/diagnose").is_ok()
+        );
+        assert!(validate_template("https://{node}/diag").is_ok());
+        assert_eq!(
+            validate_template("http://node1:1815/"),
+            Err(TemplateError::NoPlaceholder("http://node1:1815/".into()))
+        );
+        assert!(matches!(
+            validate_template("ftp://{node}/x"),
+            Err(TemplateError::UnsupportedScheme(_))
+        ));
+        assert!(matches!(
+            validate_template("{node}/1/report"),
+            Err(TemplateError::UnsupportedScheme(_) | TemplateError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            validate_template("http://{node} x/"),
+            Err(TemplateError::InvalidUrl { .. })
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn node_names_cannot_redirect_the_request() {
+        let source = HttpDiagnose::mond();
+        assert_eq!(
+            source.url_for("node3.example.com").as_deref(),
+            Ok("http://node3.example.com:1815/1/report/node/diagnose")
+        );
+        for bad in ["", "evil.example/x?", "user@host", "a b"] {
+            assert!(matches!(
+                source.url_for(bad),
+                Err(FetchError::Unreachable(_))
+            ));
+            assert!(matches!(
+                source.fetch(bad).await,
+                Err(FetchError::Unreachable(_))
+            ));
+        }
+    }
+}

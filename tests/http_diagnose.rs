@@ -1,0 +1,198 @@
+//! `HttpDiagnose` against an actix-web server on loopback.
+
+use std::time::Duration;
+
+use actix_web::{dev::ServerHandle, web, App, HttpResponse, HttpServer};
+use maintd::{
+    backend::{
+        http_diagnose::{HttpDiagnose, TemplateError},
+        DiagnoseSource, FetchError,
+    },
+    model::diagnose::{report_envelope, RepairAction, ReportError},
+};
+use serde_json::json;
+
+const CAP: usize = 4096;
+/// Long enough never to fire on a healthy answer, however slow the machine.
+const GENEROUS: Duration = Duration::from_secs(60);
+
+async fn good(node: web::Path<String>) -> HttpResponse {
+    let data = json!({"status": "evacuate", "command": "", "details": {"node": *node}});
+    HttpResponse::Ok().json(report_envelope(&data, 1_700_000_000_000_000_000))
+}
+
+async fn not_json() -> HttpResponse {
+    HttpResponse::Ok().body("Ganeti monitoring daemon says hello")
+}
+
+async fn without_status() -> HttpResponse {
+    HttpResponse::Ok().json(report_envelope(&json!({"details": "?"}), 1))
+}
+
+async fn failing() -> HttpResponse {
+    HttpResponse::InternalServerError().body("boom")
+}
+
+/// An endless body without a length: only a reader that stops at the cap gets through.
+async fn endless() -> HttpResponse {
+    let chunk = web::Bytes::from(vec![b' '; 1024]);
+    HttpResponse::Ok().streaming(futures_util::stream::repeat_with(move || {
+        Ok::<_, actix_web::Error>(chunk.clone())
+    }))
+}
+
+/// A body whose announced length exceeds the cap.
+async fn announced_huge() -> HttpResponse {
+    HttpResponse::Ok().body(vec![b' '; 4 * CAP])
+}
+
+/// Never answers.
+async fn stalled() -> HttpResponse {
+    std::future::pending::<()>().await;
+    HttpResponse::Ok().finish()
+}
+
+struct Server {
+    port: u16,
+    handle: ServerHandle,
+}
+
+impl Server {
+    fn start() -> Self {
+        let server = HttpServer::new(|| {
+            App::new()
+                .route("/good/{node}", web::get().to(good))
+                .route("/not-json/{node}", web::get().to(not_json))
+                .route("/without-status/{node}", web::get().to(without_status))
+                .route("/failing/{node}", web::get().to(failing))
+                .route("/endless/{node}", web::get().to(endless))
+                .route("/announced-huge/{node}", web::get().to(announced_huge))
+                .route("/stalled/{node}", web::get().to(stalled))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .expect("bind loopback");
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Server { port, handle }
+    }
+
+    fn source(&self, route: &str, timeout: Duration) -> HttpDiagnose {
+        let template = format!("http://127.0.0.1:{}/{route}/{{node}}", self.port);
+        HttpDiagnose::new(&template, timeout, CAP).expect("valid template")
+    }
+
+    async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+#[actix_rt::test]
+async fn good_report_is_parsed() {
+    let server = Server::start();
+    let report = server
+        .source("good", GENEROUS)
+        .fetch("node3.example.com")
+        .await
+        .expect("report");
+    assert_eq!(report.action, RepairAction::Evacuate);
+    assert_eq!(report.command, None);
+    assert_eq!(report.original["details"]["node"], "node3.example.com");
+    server.stop().await;
+}
+
+#[actix_rt::test]
+async fn bad_bodies_are_report_errors() {
+    let server = Server::start();
+    let not_json = server.source("not-json", GENEROUS).fetch("node1").await;
+    assert!(matches!(
+        not_json,
+        Err(FetchError::Report(ReportError::NotJson(_)))
+    ));
+    let without_status = server
+        .source("without-status", GENEROUS)
+        .fetch("node1")
+        .await;
+    assert!(matches!(
+        without_status,
+        Err(FetchError::Report(ReportError::BadDiagnose(_)))
+    ));
+    server.stop().await;
+}
+
+#[actix_rt::test]
+async fn server_error_is_a_status() {
+    let server = Server::start();
+    let answer = server.source("failing", GENEROUS).fetch("node1").await;
+    assert_eq!(answer, Err(FetchError::Status(500)));
+    server.stop().await;
+}
+
+#[actix_rt::test]
+async fn huge_bodies_are_cut_at_the_cap() {
+    let server = Server::start();
+    let endless = server.source("endless", GENEROUS).fetch("node1").await;
+    assert_eq!(
+        endless,
+        Err(FetchError::Report(ReportError::TooLarge {
+            size: CAP + 1,
+            limit: CAP
+        }))
+    );
+    let announced = server
+        .source("announced-huge", GENEROUS)
+        .fetch("node1")
+        .await;
+    assert_eq!(
+        announced,
+        Err(FetchError::Report(ReportError::TooLarge {
+            size: 4 * CAP,
+            limit: CAP
+        }))
+    );
+    server.stop().await;
+}
+
+#[actix_rt::test]
+async fn stalled_server_times_out() {
+    let server = Server::start();
+    let answer = server
+        .source("stalled", Duration::from_millis(200))
+        .fetch("node1")
+        .await;
+    assert!(
+        matches!(&answer, Err(FetchError::Unreachable(reason)) if reason.contains("timed out")),
+        "{answer:?}"
+    );
+    server.stop().await;
+}
+
+#[actix_rt::test]
+async fn closed_port_is_unreachable() {
+    let port = {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let template = format!("http://127.0.0.1:{port}/1/report/node/diagnose?node={{node}}");
+    let source = HttpDiagnose::new(&template, GENEROUS, CAP).expect("valid template");
+    let answer = source.fetch("node1").await;
+    assert!(
+        matches!(answer, Err(FetchError::Unreachable(_))),
+        "{answer:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn bad_templates_are_refused_at_construction() {
+    assert!(matches!(
+        HttpDiagnose::new("http://127.0.0.1:1815/", GENEROUS, CAP),
+        Err(TemplateError::NoPlaceholder(_))
+    ));
+    assert!(matches!(
+        HttpDiagnose::new("gopher://{node}/", GENEROUS, CAP),
+        Err(TemplateError::UnsupportedScheme(_))
+    ));
+}
