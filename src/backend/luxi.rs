@@ -14,7 +14,7 @@ use futures_util::future::{FutureExt, LocalBoxFuture};
 use serde_json::{json, Value};
 use thiserror::Error;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::UnixStream,
     time::timeout,
 };
@@ -228,10 +228,111 @@ impl Default for LuxiConfig {
     }
 }
 
+/// Why no complete message could be read from a Luxi stream.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameError {
+    /// The peer closed the stream; `received` bytes of an unfinished message were read.
+    #[error("connection closed after {received} bytes of a message")]
+    Closed {
+        /// Bytes of the unfinished message.
+        received: usize,
+    },
+    /// The message exceeds the limit; the stream is out of step and must be dropped.
+    #[error("message exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// Reading failed.
+    #[error("read failed: {0}")]
+    Io(String),
+}
+
+/// Splits a byte stream into 0x03-terminated Luxi messages, never buffering more than
+/// `max_bytes + 1` bytes of one message. Shared by the client and the simulator's server.
+#[derive(Debug)]
+pub struct MessageReader {
+    pending: Vec<u8>,
+    max_bytes: usize,
+}
+
+impl MessageReader {
+    /// A reader accepting messages of at most `max_bytes` (terminator excluded).
+    pub fn new(max_bytes: usize) -> Self {
+        MessageReader {
+            pending: Vec::new(),
+            max_bytes,
+        }
+    }
+
+    /// Bytes received beyond the last complete message.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The next message, without its terminator.
+    pub async fn read_message<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+    ) -> Result<Vec<u8>, FrameError> {
+        let max_bytes = self.max_bytes;
+        let mut searched = 0;
+        loop {
+            if let Some(offset) = self.pending[searched..]
+                .iter()
+                .position(|&b| b == END_OF_MESSAGE)
+            {
+                let end = searched + offset;
+                let mut message: Vec<u8> = self.pending.drain(..=end).collect();
+                message.pop();
+                if message.len() > max_bytes {
+                    return Err(FrameError::TooLarge { limit: max_bytes });
+                }
+                return Ok(message);
+            }
+            searched = self.pending.len();
+            if self.pending.len() > max_bytes {
+                return Err(FrameError::TooLarge { limit: max_bytes });
+            }
+            // Read at most up to one byte past the limit (plus the terminator).
+            let room = (max_bytes + 2 - self.pending.len()).min(READ_CHUNK_BYTES);
+            let start = self.pending.len();
+            self.pending.resize(start + room, 0);
+            let read = reader.read(&mut self.pending[start..]).await;
+            let got = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    self.pending.truncate(start);
+                    return Err(FrameError::Io(e.to_string()));
+                }
+            };
+            self.pending.truncate(start + got);
+            if got == 0 {
+                return Err(FrameError::Closed {
+                    received: self.pending.len(),
+                });
+            }
+        }
+    }
+}
+
+/// Write `payload` and the terminator. The payload must not contain 0x03; JSON produced by
+/// serde_json never does, since it escapes control characters.
+pub async fn write_message<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let mut framed = Vec::with_capacity(payload.len() + 1);
+    framed.extend_from_slice(payload);
+    framed.push(END_OF_MESSAGE);
+    writer.write_all(&framed).await?;
+    writer.flush().await
+}
+
 /// One open connection with the bytes read past the last answer.
 struct Connection {
     stream: UnixStream,
-    pending: Vec<u8>,
+    reader: MessageReader,
 }
 
 impl Connection {
@@ -246,56 +347,18 @@ impl Connection {
     }
 
     /// Send one framed request and read one framed answer.
-    async fn exchange(&mut self, request: &[u8], max_bytes: usize) -> Result<Vec<u8>, LuxiError> {
-        let mut framed = Vec::with_capacity(request.len() + 1);
-        framed.extend_from_slice(request);
-        framed.push(END_OF_MESSAGE);
-        self.stream
-            .write_all(&framed)
+    async fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>, LuxiError> {
+        write_message(&mut self.stream, request)
             .await
             .map_err(|e| LuxiError::Io(format!("sending the request: {e}")))?;
-        self.read_message(max_bytes).await
-    }
-
-    /// Read up to and excluding the next 0x03, never buffering more than `max_bytes + 1`.
-    async fn read_message(&mut self, max_bytes: usize) -> Result<Vec<u8>, LuxiError> {
-        let mut searched = 0;
-        loop {
-            if let Some(offset) = self.pending[searched..]
-                .iter()
-                .position(|&b| b == END_OF_MESSAGE)
-            {
-                let end = searched + offset;
-                let mut message: Vec<u8> = self.pending.drain(..=end).collect();
-                message.pop();
-                if message.len() > max_bytes {
-                    return Err(LuxiError::ResponseTooLarge { limit: max_bytes });
-                }
-                return Ok(message);
-            }
-            searched = self.pending.len();
-            if self.pending.len() > max_bytes {
-                return Err(LuxiError::ResponseTooLarge { limit: max_bytes });
-            }
-            // Read at most up to one byte past the limit (plus the terminator).
-            let room = (max_bytes + 2 - self.pending.len()).min(READ_CHUNK_BYTES);
-            let start = self.pending.len();
-            self.pending.resize(start + room, 0);
-            let read = self.stream.read(&mut self.pending[start..]).await;
-            let got = match read {
-                Ok(n) => n,
-                Err(e) => {
-                    self.pending.truncate(start);
-                    return Err(LuxiError::Io(format!("reading the answer: {e}")));
-                }
-            };
-            self.pending.truncate(start + got);
-            if got == 0 {
-                return Err(LuxiError::ConnectionClosed {
-                    received: self.pending.len(),
-                });
-            }
-        }
+        self.reader
+            .read_message(&mut self.stream)
+            .await
+            .map_err(|e| match e {
+                FrameError::Closed { received } => LuxiError::ConnectionClosed { received },
+                FrameError::TooLarge { limit } => LuxiError::ResponseTooLarge { limit },
+                FrameError::Io(e) => LuxiError::Io(format!("reading the answer: {e}")),
+            })
     }
 }
 
@@ -352,7 +415,6 @@ impl LuxiClient {
         }))
         // Serializing a `Value` cannot fail; keep the error path anyway.
         .map_err(|e| LuxiError::Malformed(format!("cannot encode the request: {e}")))?;
-        // serde_json escapes control characters, so the payload never contains 0x03.
 
         let pooled = self.idle.borrow_mut().take();
         let pooled = pooled.filter(|c| !c.looks_closed());
@@ -382,7 +444,7 @@ impl LuxiClient {
         }
         let answer = outcome?;
         let result = decode_response(&answer);
-        if connection.pending.is_empty() {
+        if !connection.reader.has_pending() {
             *self.idle.borrow_mut() = Some(connection);
         }
         result
@@ -402,7 +464,7 @@ impl LuxiClient {
             })?;
         Ok(Connection {
             stream,
-            pending: Vec::new(),
+            reader: MessageReader::new(self.config.max_response_bytes),
         })
     }
 
@@ -411,15 +473,12 @@ impl LuxiClient {
         connection: &mut Connection,
         request: &[u8],
     ) -> Result<Vec<u8>, LuxiError> {
-        timeout(
-            self.config.request_timeout,
-            connection.exchange(request, self.config.max_response_bytes),
-        )
-        .await
-        .map_err(|_| LuxiError::Timeout {
-            phase: "request",
-            after: self.config.request_timeout,
-        })?
+        timeout(self.config.request_timeout, connection.exchange(request))
+            .await
+            .map_err(|_| LuxiError::Timeout {
+                phase: "request",
+                after: self.config.request_timeout,
+            })?
     }
 }
 
