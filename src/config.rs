@@ -9,6 +9,9 @@ use thiserror::Error;
 /// The documented defaults.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
+/// Faster timings for the built-in simulated cluster, layered over the defaults.
+pub const SIM_TOML: &str = include_str!("../config/sim.toml");
+
 /// Why settings could not be loaded.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -95,8 +98,16 @@ pub struct RoundSettings {
 impl Settings {
     /// Defaults, then `file` if given, then `MAINTD__SECTION__KEY` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_layered(&[], file)
+    }
+
+    /// Like [`Settings::load`] with extra built-in layers (e.g. [`SIM_TOML`]) over the defaults.
+    pub fn load_layered(layers: &[&str], file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        for layer in layers {
+            builder = builder.add_source(config::File::from_str(layer, config::FileFormat::Toml));
+        }
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
         }
@@ -189,6 +200,13 @@ mod tests {
         let mut bad = tempfile::NamedTempFile::new().unwrap();
         writeln!(bad, "[rounds]\nround_dleay = 7").unwrap();
         assert!(Settings::load(Some(bad.path())).is_err());
+    }
+
+    #[test]
+    fn sim_layer_overrides_defaults() {
+        let settings = Settings::load_layered(&[SIM_TOML], None).unwrap();
+        assert_eq!(settings.monitoring.poll_interval, 1.0);
+        assert_eq!(settings.daemon.port, 1816);
     }
 
     #[test]

@@ -1,1 +1,29 @@
-//! actors
+//! # maintd-actors: the maintd daemon
+//!
+//! Thin actix shells over the domain crate `maintd`, the HTTP API and the `maintd` binary.
+//!
+//! ```text
+//! MasterElection ──starts while master──▶ ClusterSupervisor ──spawns──▶ NodePoller × N (supervised)
+//!                                          │ owns every child                 │ NodeObserved
+//!                                          ├──▶ EventRegistry ◀────────────────┘
+//!  WebActor ──GetStatus / CancelIncident──▶ │      ▲ Reconcile, StartRound
+//!                                          ├──▶ RoundPlanner ──SubmitJobs──▶ JobWatcher (supervised)
+//!                                          └─────────────────────────────────┘ JobsSubmitted, JobStatusesSeen → registry
+//! ```
+//!
+//! [`app::start`] is the one place that wires the graph; `main.rs` and the tests use it.
+
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod election;
+pub mod messages;
+pub mod planner;
+pub mod poller;
+pub mod registry;
+pub mod sim_api;
+pub mod simulation;
+pub mod supervisor;
+pub mod telemetry;
+pub mod watcher;
+pub mod web;

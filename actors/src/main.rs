@@ -1,1 +1,215 @@
-fn main() {}
+//! The `maintd` binary: parses the command line and starts the pieces; all logic lives in
+//! the library crates.
+
+use std::{path::PathBuf, process::ExitCode, rc::Rc, time::Duration};
+
+use actix::prelude::*;
+use clap::Parser;
+use maintd::{
+    backend::{
+        http_diagnose::HttpDiagnose,
+        luxi::{LuxiBackend, LuxiConfig},
+    },
+    clock::Clock,
+    config::{seconds, Settings, SIM_TOML},
+    sim::{SimHandle, SimSpec},
+};
+use maintd_actors::{
+    app::{self, Wiring},
+    cli::{Cli, Command, CommonArgs, DaemonArgs, SimArgs},
+    client,
+    election::MasterCheck,
+    messages::Shutdown,
+    simulation, telemetry,
+    web::WebActor,
+};
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Status(args) => run_client(async move { client::status(&args).await }),
+        Command::Cancel { uuid, client } => run_client(async move { client::cancel(&client, &uuid).await }),
+        Command::Daemon(args) => run_daemon(args),
+        Command::Sim(args) => run_sim(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("maintd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_client(request: impl std::future::Future<Output = Result<String, client::ClientError>>) -> Result<u8, String> {
+    let text = System::new().block_on(request).map_err(|e| e.to_string())?;
+    print!("{text}");
+    Ok(0)
+}
+
+/// Settings from the layers, the config file, the environment and the shared flags.
+fn settings(layers: &[&str], common: &CommonArgs) -> Result<Settings, String> {
+    let mut settings = Settings::load_layered(layers, common.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(dir) = &common.state_dir {
+        settings.daemon.state_dir = dir.display().to_string();
+    }
+    if let Some(delay) = common.round_delay {
+        settings.rounds.round_delay = delay;
+    }
+    if let Some(interval) = common.poll_interval {
+        settings.monitoring.poll_interval = interval;
+    }
+    settings.validate().map_err(|e| e.to_string())?;
+    Ok(settings)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn run_daemon(args: DaemonArgs) -> Result<u8, String> {
+    telemetry::init(args.common.debug);
+    telemetry::exit_on_panic();
+    if args.no_voting && !args.yes_do_it {
+        return Err("--no-voting is dangerous; confirm it with --yes-do-it".into());
+    }
+    let mut settings = settings(&[], &args.common)?;
+    if let Some(port) = args.port {
+        settings.daemon.port = port;
+    }
+    if let Some(bind) = args.bind {
+        settings.daemon.bind = bind;
+    }
+    if let Some(socket) = args.luxi_socket {
+        settings.cluster.luxi_socket = socket;
+    }
+    if let Some(url) = args.diagnose_url {
+        settings.monitoring.diagnose_url = url;
+    }
+    if let Some(name) = args.node_name {
+        settings.daemon.node_name = name;
+    }
+    settings.validate().map_err(|e| e.to_string())?;
+    let node_name = if settings.daemon.node_name.is_empty() { host_name() } else { settings.daemon.node_name.clone() };
+    let master_check = if args.no_voting { MasterCheck::Assume } else { MasterCheck::AskCluster { node_name } };
+    run_system(move || {
+        let clock = Clock::new();
+        let listen = format!("{}:{}", settings.daemon.bind, settings.daemon.port);
+        start_daemon(&settings, master_check, &listen, clock)
+    })
+}
+
+fn run_sim(args: SimArgs) -> Result<u8, String> {
+    telemetry::init(args.common.debug);
+    telemetry::exit_on_panic();
+    let mut settings = settings(&[SIM_TOML], &args.common)?;
+    let state_dir = match &args.common.state_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("maintd-sim-{}", std::process::id())),
+    };
+    settings.daemon.state_dir = state_dir.display().to_string();
+    let luxi_socket = args.luxi_socket.clone().unwrap_or_else(|| state_dir.join("ganeti-query"));
+    if !(args.job_seconds.is_finite() && args.job_seconds >= 0.0) {
+        return Err(format!("--job-seconds must be zero or more, not {}", args.job_seconds));
+    }
+    let spec = SimSpec {
+        nodes: args.nodes.max(1),
+        instances: args.instances,
+        seed: args.seed,
+        job_seconds: args.job_seconds,
+        ..SimSpec::default()
+    };
+    run_system(move || {
+        let clock = Clock::new();
+        let sim = SimHandle::generate(&spec, clock);
+        let master = sim.lock().master(clock.now());
+        let endpoints = simulation::serve(sim, luxi_socket, &args.sim_listen).map_err(|e| format!("simulator: {e}"))?;
+        println!("simulated cluster: {} nodes, {} instances, master {master}", spec.nodes, spec.instances);
+        println!("  luxi socket:    {}", endpoints.luxi_socket.display());
+        println!("  control API:    http://{}/sim/nodes", endpoints.http);
+        println!("  diagnose URL:   {}", endpoints.diagnose_url());
+        if args.cluster_only {
+            println!(
+                "run maintd against it with:\n  maintd daemon -f --luxi-socket {} --diagnose-url '{}' --node-name {master} --state-dir DIR",
+                endpoints.luxi_socket.display(),
+                endpoints.diagnose_url()
+            );
+            return Ok(None);
+        }
+        settings.cluster.luxi_socket = endpoints.luxi_socket.display().to_string();
+        settings.monitoring.diagnose_url = endpoints.diagnose_url();
+        let started = start_daemon(&settings, MasterCheck::AskCluster { node_name: master }, &args.listen, clock)?;
+        println!("  state dir:      {}", settings.daemon.state_dir);
+        Ok(started)
+    })
+}
+
+/// The running daemon: its gate and its web actor.
+type Running = Option<(Addr<maintd_actors::election::MasterElection>, Addr<WebActor>)>;
+
+fn start_daemon(settings: &Settings, master_check: MasterCheck, listen: &str, clock: Clock) -> Result<Running, String> {
+    let luxi = LuxiConfig {
+        request_timeout: seconds(settings.cluster.luxi_timeout),
+        ..LuxiConfig::new(PathBuf::from(&settings.cluster.luxi_socket))
+    };
+    let diagnose = HttpDiagnose::new(
+        &settings.monitoring.diagnose_url,
+        seconds(settings.monitoring.timeout),
+        settings.monitoring.max_report_bytes,
+    )
+    .map_err(|e| e.to_string())?;
+    let wiring = Wiring {
+        backend: Rc::new(LuxiBackend::new(luxi)),
+        diagnose: Rc::new(diagnose),
+        master_check,
+        exit_if_not_master: true,
+        clock,
+    };
+    let daemon = app::start(settings, wiring).map_err(|e| e.to_string())?;
+    let web = WebActor::bind(listen, daemon.link.clone(), clock).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    println!("maintd API:       http://{}", web.addrs.first().map(|a| a.to_string()).unwrap_or_default());
+    Ok(Some((daemon.election, web.start())))
+}
+
+/// Run an actix system: `setup` starts the pieces; SIGINT/SIGTERM stop them.
+fn run_system(setup: impl FnOnce() -> Result<Running, String>) -> Result<u8, String> {
+    let system = System::new();
+    let running = system.block_on(async { setup() })?;
+    system.block_on(async move {
+        actix::spawn(async move {
+            wait_for_signal().await;
+            info!(target: "maintd", "signal received; shutting down");
+            if let Some((election, web)) = running {
+                election.do_send(Shutdown);
+                drop(web);
+            }
+            // Every state change is persisted when made; a short grace lets in-flight
+            // messages land.
+            actix::clock::sleep(Duration::from_millis(200)).await;
+            System::current().stop();
+        });
+    });
+    let code = system.run_with_code().map_err(|e| e.to_string())?;
+    if code != 0 {
+        error!(target: "maintd", code, "exiting");
+    }
+    Ok(u8::try_from(code).unwrap_or(1))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

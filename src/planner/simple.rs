@@ -202,12 +202,22 @@ impl<'a> Round<'a> {
                 let secondary_usable = self.usable_target(secondary) && self.fits(&secondary.name, memory, 0);
                 if secondary_usable {
                     self.reserve(&secondary.name, memory, 0);
-                    let op = if failover {
+                    let switch = if failover {
                         OpBody::failover(&instance.name, None)
                     } else {
                         OpBody::migrate(&instance.name, None)
                     };
-                    return Ok((vec![op], vec![secondary.name.clone()]));
+                    // After the switch the evacuated node is the secondary; move the mirror
+                    // away in the same job when a node has room for it (as hail does).
+                    let exclude = [instance.primary.as_str(), secondary.name.as_str()];
+                    return Ok(match self.pick_target(instance, 0, instance.disk, &exclude) {
+                        Ok(mirror) => {
+                            self.reserve(&mirror, 0, instance.disk);
+                            let replace = OpBody::new_secondary(&instance.name, &mirror);
+                            (vec![switch, replace], vec![secondary.name.clone(), mirror])
+                        }
+                        Err(_) => (vec![switch], vec![secondary.name.clone()]),
+                    });
                 }
                 // The secondary cannot take the instance: give it a new secondary first;
                 // the move itself follows in a later round.

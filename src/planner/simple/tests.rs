@@ -102,8 +102,8 @@ fn drained_node_moves_primaries_then_secondaries_then_tags() {
     let p = plan(&c, &s);
     assert_eq!(p.jobs.len(), 1);
     assert_eq!(p.jobs[0].purpose, JobPurpose::MovePrimary { instance: "i1".into() });
-    assert_eq!(op_ids(&p.jobs[0]), vec!["OP_INSTANCE_MIGRATE"]);
-    assert_eq!(p.jobs[0].nodes, ["n1", "n2"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(op_ids(&p.jobs[0]), vec!["OP_INSTANCE_MIGRATE", "OP_INSTANCE_REPLACE_DISKS"]);
+    assert_eq!(p.jobs[0].nodes, ["n1", "n2", "n3"].iter().map(|s| s.to_string()).collect());
 
     let c = cluster(vec![n1.clone(), node("n2", 60_000), node("n3", 60_000)], vec![instance("i2", DiskTemplate::Drbd, "n2", Some("n1"))]);
     let p = plan(&c, &s);
@@ -128,6 +128,7 @@ fn failover_action_uses_failover() {
     n1.drained = true;
     let s = state_with(&[("n1", json!({"status": "evacuate-failover"}))]);
     let c = cluster(vec![n1, node("n2", 60_000)], vec![instance("i1", DiskTemplate::Drbd, "n1", Some("n2"))]);
+    // No third node for the mirror: the failover alone; the secondary moves later.
     assert_eq!(op_ids(&plan(&c, &s).jobs[0]), vec!["OP_INSTANCE_FAILOVER"]);
 }
 

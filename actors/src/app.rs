@@ -1,0 +1,84 @@
+//! The single place that wires the actor graph, used by `main` and by the tests.
+
+use std::{path::PathBuf, rc::Rc, time::Duration};
+
+use actix::prelude::*;
+use maintd::{
+    backend::{ClusterBackend, DiagnoseSource},
+    clock::Clock,
+    config::{seconds, Settings},
+    planner::{Planner, SimplePlanner},
+    store::{JsonStore, StoreError},
+};
+
+use crate::{
+    election::{MasterCheck, MasterElection},
+    planner::RoundTiming,
+    poller::PollTiming,
+    registry::STATE_FILE,
+    supervisor::SupervisorDeps,
+    web::RegistryLink,
+};
+
+/// What the daemon needs besides its settings.
+pub struct Wiring {
+    /// Job queue and configuration.
+    pub backend: Rc<dyn ClusterBackend>,
+    /// Diagnose reports.
+    pub diagnose: Rc<dyn DiagnoseSource>,
+    /// How mastership is established.
+    pub master_check: MasterCheck,
+    /// Exit with code 11 if the first check says this node is not master.
+    pub exit_if_not_master: bool,
+    /// Time source.
+    pub clock: Clock,
+}
+
+/// Handles to the running daemon.
+pub struct Daemon {
+    /// The gate; send it `Shutdown` to stop all work.
+    pub election: Addr<MasterElection>,
+    /// Where the HTTP API finds the registry.
+    pub link: RegistryLink,
+}
+
+/// The supervisor's dependencies from settings.
+pub fn supervisor_deps(settings: &Settings, wiring: &Wiring, link: RegistryLink) -> Result<SupervisorDeps, StoreError> {
+    let store = JsonStore::open(&PathBuf::from(&settings.daemon.state_dir), STATE_FILE)?;
+    let planner: Rc<dyn Planner> = Rc::new(SimplePlanner);
+    Ok(SupervisorDeps {
+        backend: wiring.backend.clone(),
+        diagnose: wiring.diagnose.clone(),
+        planner,
+        store,
+        link,
+        poll: PollTiming {
+            interval: seconds(settings.monitoring.poll_interval),
+            backoff_initial: seconds(settings.monitoring.backoff_initial),
+            backoff_max: seconds(settings.monitoring.backoff_max),
+        },
+        rounds: RoundTiming {
+            round_delay: seconds(settings.rounds.round_delay),
+            error_backoff: seconds(settings.rounds.error_backoff),
+        },
+        job_poll_interval: seconds(settings.rounds.job_poll_interval),
+        node_refresh_interval: seconds(settings.cluster.node_refresh_interval),
+        clock: wiring.clock,
+    })
+}
+
+/// Start the daemon's actors (not the web server; see [`crate::web::WebActor`]).
+pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StoreError> {
+    let link = RegistryLink::default();
+    let deps = supervisor_deps(settings, &wiring, link.clone())?;
+    let interval: Duration = seconds(settings.daemon.master_check_interval);
+    let election = MasterElection::new(
+        wiring.backend.clone(),
+        wiring.master_check.clone(),
+        interval,
+        deps,
+        wiring.exit_if_not_master,
+    )
+    .start();
+    Ok(Daemon { election, link })
+}

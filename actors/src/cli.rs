@@ -1,0 +1,155 @@
+//! Command line (clap). `daemon` keeps ganeti-maintd's flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// maintd: the Ganeti maintenance daemon.
+#[derive(Debug, Parser)]
+#[command(name = "maintd", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon for a real Ganeti cluster (on the master node).
+    Daemon(DaemonArgs),
+    /// Run the daemon on the built-in simulated cluster (or the simulated cluster alone).
+    Sim(SimArgs),
+    /// Show the incidents of a running maintd.
+    Status(ClientArgs),
+    /// Cancel an incident of a running maintd.
+    Cancel {
+        /// The incident's uuid.
+        uuid: String,
+        /// Where maintd is.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Flags shared by `daemon` and `sim`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CommonArgs {
+    /// Configuration file (TOML; see config/default.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Debug-level logging.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+    /// Directory of maintd's state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Minimum seconds between round starts.
+    #[arg(long, value_name = "SECONDS")]
+    pub round_delay: Option<f64>,
+    /// Seconds between two polls of a node's diagnose report.
+    #[arg(long, value_name = "SECONDS")]
+    pub poll_interval: Option<f64>,
+}
+
+/// `maintd daemon`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DaemonArgs {
+    /// Stay in the foreground (maintd never detaches; accepted for compatibility).
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// HTTP port.
+    #[arg(short = 'p', long)]
+    pub port: Option<u16>,
+    /// HTTP bind address.
+    #[arg(short = 'b', long)]
+    pub bind: Option<String>,
+    /// Skip the master check (needs --yes-do-it).
+    #[arg(long)]
+    pub no_voting: bool,
+    /// Confirm --no-voting.
+    #[arg(long)]
+    pub yes_do_it: bool,
+    /// Luxi socket of the master.
+    #[arg(long, value_name = "PATH")]
+    pub luxi_socket: Option<String>,
+    /// Diagnose report URL template with {node}.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub diagnose_url: Option<String>,
+    /// This node's name (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `maintd sim`.
+#[derive(Debug, Args, Clone)]
+pub struct SimArgs {
+    /// maintd's HTTP API.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:1816")]
+    pub listen: String,
+    /// The simulator's control API and monitoring endpoints.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:1817")]
+    pub sim_listen: String,
+    /// Path of the simulator's Luxi socket (default: STATE_DIR/ganeti-query).
+    #[arg(long, value_name = "PATH")]
+    pub luxi_socket: Option<PathBuf>,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 8)]
+    pub nodes: usize,
+    /// Number of instances.
+    #[arg(long, default_value_t = 24)]
+    pub instances: usize,
+    /// Seed of the generated cluster.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Seconds each simulated job runs.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    pub job_seconds: f64,
+    /// Run only the simulated cluster, for a separately started `maintd daemon`.
+    #[arg(long)]
+    pub cluster_only: bool,
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Where a client finds maintd.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Base URL of maintd's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:1816")]
+    pub url: String,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ganeti_maintd_flags_parse() {
+        let cli = Cli::try_parse_from(["maintd", "daemon", "-f", "-d", "-p", "1900", "-b", "127.0.0.1", "--no-voting", "--yes-do-it"]).unwrap();
+        let Command::Daemon(args) = cli.command else { panic!("not daemon") };
+        assert!(args.foreground && args.common.debug && args.no_voting && args.yes_do_it);
+        assert_eq!(args.port, Some(1900));
+        assert_eq!(args.bind.as_deref(), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn sim_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "maintd", "sim", "--nodes", "8", "--instances", "24", "--seed", "1", "--round-delay", "1", "--job-seconds", "0.2",
+            "--listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0", "--state-dir", "/tmp/x",
+        ])
+        .unwrap();
+        let Command::Sim(args) = cli.command else { panic!("not sim") };
+        assert_eq!((args.nodes, args.instances, args.seed), (8, 24, 1));
+        assert_eq!(args.common.round_delay, Some(1.0));
+        assert_eq!(args.job_seconds, 0.2);
+    }
+}

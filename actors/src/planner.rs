@@ -1,0 +1,140 @@
+//! RoundPlanner: starts a round when the previous round's jobs are all finalized and the
+//! round delay has passed. Level-triggered: each round takes a fresh snapshot, lets the
+//! registry reconcile it, asks the domain planner for the jobs and hands them to the watcher.
+
+use std::{rc::Rc, time::Duration};
+
+use actix::prelude::*;
+use maintd::{
+    backend::ClusterBackend,
+    clock::Clock,
+    planner::{PlanInput, Planner},
+};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::{
+    messages::{Shutdown, GetRoundFinished, Reconcile, StartRound, SubmitJobs},
+    registry::EventRegistry,
+    watcher::JobWatcher,
+};
+
+/// Round timing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundTiming {
+    /// Minimum time between round starts.
+    pub round_delay: Duration,
+    /// Extra wait after a round that could not be planned.
+    pub error_backoff: Duration,
+}
+
+impl RoundTiming {
+    /// How often the planner checks whether a round is due: a quarter of the delay,
+    /// between 50 ms and 5 s.
+    pub fn tick(&self) -> Duration {
+        (self.round_delay / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
+    }
+}
+
+/// The round-planner actor.
+pub struct RoundPlanner {
+    backend: Rc<dyn ClusterBackend>,
+    planner: Rc<dyn Planner>,
+    registry: Addr<EventRegistry>,
+    watcher: Addr<JobWatcher>,
+    timing: RoundTiming,
+    clock: Clock,
+    next_due: Instant,
+    busy: bool,
+}
+
+impl RoundPlanner {
+    /// A planner; the first round may start at once.
+    pub fn new(
+        backend: Rc<dyn ClusterBackend>,
+        planner: Rc<dyn Planner>,
+        registry: Addr<EventRegistry>,
+        watcher: Addr<JobWatcher>,
+        timing: RoundTiming,
+        clock: Clock,
+    ) -> Self {
+        RoundPlanner {
+            backend,
+            planner,
+            registry,
+            watcher,
+            timing,
+            clock,
+            next_due: Instant::now(),
+            busy: false,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || Instant::now() < self.next_due {
+            return;
+        }
+        self.busy = true;
+        let registry = self.registry.clone();
+        let backend = self.backend.clone();
+        let planner = self.planner.clone();
+        let clock = self.clock;
+        async move {
+            if !registry.send(GetRoundFinished).await.map_err(|e| e.to_string())? {
+                return Ok(None);
+            }
+            let cluster = backend.snapshot().await.map_err(|e| e.to_string())?;
+            let context = registry
+                .send(Reconcile { cluster: cluster.clone(), at: clock.now() })
+                .await
+                .map_err(|e| e.to_string())?;
+            let plan = planner.plan(PlanInput {
+                cluster: &cluster,
+                incidents: &context.incidents,
+                key_prefix: &context.key_prefix,
+                now_ns: clock.now_ns(),
+            });
+            let jobs = registry
+                .send(StartRound { plan, at: clock.now() })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(Some(jobs))
+        }
+        .into_actor(self)
+        .map(|result, act, _| {
+            act.busy = false;
+            match result {
+                // Previous round still running: check again next tick.
+                Ok(None) => {}
+                Ok(Some(jobs)) => {
+                    act.next_due = Instant::now() + act.timing.round_delay;
+                    if !jobs.is_empty() {
+                        info!(target: "maintd::planner", jobs = jobs.len(), "submitting round");
+                        act.watcher.do_send(SubmitJobs { jobs });
+                    }
+                }
+                Err(e) => {
+                    warn!(target: "maintd::planner", error = %e, "could not plan a round");
+                    act.next_due = Instant::now() + act.timing.round_delay + act.timing.error_backoff;
+                }
+            }
+        })
+        .spawn(ctx);
+    }
+}
+
+impl Actor for RoundPlanner {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.timing.tick(), Self::tick);
+    }
+}
+
+impl Handler<Shutdown> for RoundPlanner {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,140 @@
+//! NodePoller: one per node. Fetches the node's diagnose report every poll interval and
+//! reports it to the registry. A failed fetch is reported too, then the poller stops itself;
+//! its `Supervisor` restarts it in place and it waits a capped exponential backoff before
+//! polling again, so an unreachable node costs little and never disturbs other pollers.
+
+use std::{rc::Rc, time::Duration};
+
+use actix::{prelude::*, WeakRecipient};
+use maintd::{backend::DiagnoseSource, clock::Clock};
+use tracing::debug;
+
+use crate::messages::{Shutdown, ChildRestarted, NodeObserved};
+
+/// Timing of a poller.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PollTiming {
+    /// Between two successful polls.
+    pub interval: Duration,
+    /// First backoff after a failure.
+    pub backoff_initial: Duration,
+    /// Backoff cap.
+    pub backoff_max: Duration,
+}
+
+impl PollTiming {
+    /// Backoff after `attempt` consecutive failures (1-based): initial × 2^(attempt-1), capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+        self.backoff_initial.saturating_mul(factor).min(self.backoff_max)
+    }
+}
+
+/// The poller actor of one node.
+pub struct NodePoller {
+    node: String,
+    source: Rc<dyn DiagnoseSource>,
+    registry: Recipient<NodeObserved>,
+    /// Weak: the supervisor owns the poller, not the other way round.
+    restarts: Option<WeakRecipient<ChildRestarted>>,
+    timing: PollTiming,
+    clock: Clock,
+    /// Consecutive failures; survives restarts (actix keeps the actor value).
+    attempt: u32,
+}
+
+impl NodePoller {
+    /// A poller for `node`.
+    pub fn new(
+        node: String,
+        source: Rc<dyn DiagnoseSource>,
+        registry: Recipient<NodeObserved>,
+        restarts: Option<WeakRecipient<ChildRestarted>>,
+        timing: PollTiming,
+        clock: Clock,
+    ) -> Self {
+        NodePoller {
+            node,
+            source,
+            registry,
+            restarts,
+            timing,
+            clock,
+            attempt: 0,
+        }
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        let fetch = self.source.fetch(&self.node);
+        fetch
+            .into_actor(self)
+            .map(|report, act, ctx| {
+                let failed = report.is_err();
+                act.registry.do_send(NodeObserved {
+                    node: act.node.clone(),
+                    report,
+                    at: act.clock.now(),
+                });
+                if failed {
+                    // Never stop from `started()`: this runs later, so the restart is safe.
+                    ctx.stop();
+                } else {
+                    act.attempt = 0;
+                    ctx.run_later(act.timing.interval, Self::poll);
+                }
+            })
+            .wait(ctx);
+    }
+}
+
+impl Actor for NodePoller {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let delay = if self.attempt == 0 {
+            Duration::ZERO
+        } else {
+            self.timing.backoff(self.attempt)
+        };
+        debug!(target: "maintd::poller", node = %self.node, ?delay, "poller started");
+        ctx.run_later(delay, Self::poll);
+    }
+}
+
+impl Supervised for NodePoller {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.attempt = self.attempt.saturating_add(1);
+        if let Some(restarts) = self.restarts.as_ref().and_then(WeakRecipient::upgrade) {
+            restarts.do_send(ChildRestarted {
+                child: format!("poller:{}", self.node),
+                attempt: self.attempt,
+                backoff: self.timing.backoff(self.attempt),
+            });
+        }
+    }
+}
+
+impl Handler<Shutdown> for NodePoller {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let t = PollTiming {
+            interval: Duration::from_secs(5),
+            backoff_initial: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(60),
+        };
+        let got: Vec<u64> = (1..=6).map(|a| t.backoff(a).as_secs()).collect();
+        assert_eq!(got, vec![5, 10, 20, 40, 60, 60]);
+        assert_eq!(t.backoff(u32::MAX), Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,57 @@
+//! Serving the built-in simulated cluster: its Luxi socket (what maintd's Luxi backend
+//! talks to) and its HTTP control API with per-node monitoring endpoints.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use actix_web::{web::Data, App, HttpServer};
+use maintd::sim::{luxi_server, SimHandle};
+use tokio::net::UnixListener;
+use tracing::{info, warn};
+
+use crate::sim_api;
+
+/// Where the simulated cluster can be reached.
+#[derive(Debug, Clone)]
+pub struct SimEndpoints {
+    /// Its Luxi socket.
+    pub luxi_socket: PathBuf,
+    /// Its HTTP control API and monitoring endpoints.
+    pub http: SocketAddr,
+}
+
+impl SimEndpoints {
+    /// Diagnose URL template for maintd.
+    pub fn diagnose_url(&self) -> String {
+        format!("http://{}/mond/{{node}}/1/report/node/diagnose", self.http)
+    }
+}
+
+/// Start serving `sim` on `luxi_socket` and `http_listen`. Runs on the current actix
+/// system until it stops.
+pub fn serve(sim: SimHandle, luxi_socket: PathBuf, http_listen: &str) -> std::io::Result<SimEndpoints> {
+    // A socket file left by an earlier run would make bind fail.
+    if luxi_socket.exists() {
+        std::fs::remove_file(&luxi_socket)?;
+    }
+    if let Some(dir) = luxi_socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(&luxi_socket)?;
+    actix::spawn(luxi_server::serve(listener, sim.clone(), std::future::pending::<()>()));
+
+    let data = Data::new(sim);
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(sim_api::configure))
+        .workers(1)
+        .disable_signals()
+        .bind(http_listen)?;
+    let http = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no address bound"))?;
+    let running = server.run();
+    actix::spawn(async move {
+        if let Err(e) = running.await {
+            warn!(target: "maintd::sim", error = %e, "simulator HTTP server ended");
+        }
+    });
+    let endpoints = SimEndpoints { luxi_socket, http };
+    info!(target: "maintd::sim", luxi = %endpoints.luxi_socket.display(), http = %endpoints.http, "simulated cluster serving");
+    Ok(endpoints)
+}

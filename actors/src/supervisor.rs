@@ -1,0 +1,193 @@
+//! ClusterSupervisor: started by the master election once this node is master. Starts the
+//! event registry, the job watcher, the round planner and one poller per node, and holds
+//! the only strong addresses of them all: dropping the supervisor stops every child.
+//! It refreshes the node list periodically, adding pollers for new nodes and dropping
+//! those of departed or offline nodes.
+
+use std::{collections::BTreeMap, rc::Rc, time::Duration};
+
+use actix::prelude::*;
+use maintd::{
+    backend::{ClusterBackend, DiagnoseSource},
+    clock::Clock,
+    model::incident::MaintenanceState,
+    planner::Planner,
+    store::JsonStore,
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    messages::{Shutdown, ChildRestarted, NodesListed},
+    planner::{RoundPlanner, RoundTiming},
+    poller::{NodePoller, PollTiming},
+    registry::EventRegistry,
+    watcher::JobWatcher,
+    web::RegistryLink,
+};
+
+/// Everything the supervisor needs to build its children.
+#[derive(Clone)]
+pub struct SupervisorDeps {
+    /// Job queue and configuration.
+    pub backend: Rc<dyn ClusterBackend>,
+    /// Diagnose reports.
+    pub diagnose: Rc<dyn DiagnoseSource>,
+    /// Round planning.
+    pub planner: Rc<dyn Planner>,
+    /// State persistence.
+    pub store: JsonStore,
+    /// Where the web actor finds the registry.
+    pub link: RegistryLink,
+    /// Poller timing.
+    pub poll: PollTiming,
+    /// Round timing.
+    pub rounds: RoundTiming,
+    /// Job status query interval.
+    pub job_poll_interval: Duration,
+    /// Node list refresh interval.
+    pub node_refresh_interval: Duration,
+    /// Time source.
+    pub clock: Clock,
+}
+
+/// The supervisor actor.
+pub struct ClusterSupervisor {
+    deps: SupervisorDeps,
+    registry: Option<Addr<EventRegistry>>,
+    watcher: Option<Addr<JobWatcher>>,
+    planner: Option<Addr<RoundPlanner>>,
+    pollers: BTreeMap<String, Addr<NodePoller>>,
+}
+
+impl ClusterSupervisor {
+    /// A supervisor; children start with the actor.
+    pub fn new(deps: SupervisorDeps) -> Self {
+        ClusterSupervisor {
+            deps,
+            registry: None,
+            watcher: None,
+            planner: None,
+            pollers: BTreeMap::new(),
+        }
+    }
+
+    fn refresh_nodes(&mut self, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        let snapshot = self.deps.backend.snapshot();
+        actix::spawn(async move {
+            match snapshot.await {
+                Ok(cluster) => {
+                    let nodes = cluster.nodes.into_iter().filter(|n| !n.offline).map(|n| n.name).collect();
+                    me.do_send(NodesListed { nodes });
+                }
+                Err(e) => warn!(target: "maintd::supervisor", error = %e, "could not list nodes"),
+            }
+        });
+    }
+}
+
+impl Actor for ClusterSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let state = match self.deps.store.load::<MaintenanceState>() {
+            Ok(Some(state)) => state,
+            Ok(None) => MaintenanceState::new(),
+            Err(e) => {
+                // Never start from a blank state over an unreadable one: that would lose incidents.
+                error!(target: "maintd::supervisor", error = %e, "cannot load the state; not starting any work");
+                ctx.stop();
+                return;
+            }
+        };
+        info!(target: "maintd::supervisor", path = %self.deps.store.path().display(), incidents = state.incidents.len(), "starting maintenance work");
+        let registry = EventRegistry::new(state, self.deps.store.clone()).start();
+        let restarts = ctx.address().recipient::<ChildRestarted>().downgrade();
+        let watcher = {
+            let (backend, registry, clock, interval) =
+                (self.deps.backend.clone(), registry.clone(), self.deps.clock, self.deps.job_poll_interval);
+            let restarts = restarts.clone();
+            Supervisor::start(move |_| JobWatcher::new(backend, registry, Some(restarts), interval, clock))
+        };
+        let planner = RoundPlanner::new(
+            self.deps.backend.clone(),
+            self.deps.planner.clone(),
+            registry.clone(),
+            watcher.clone(),
+            self.deps.rounds,
+            self.deps.clock,
+        )
+        .start();
+        self.deps.link.attach(&registry);
+        self.registry = Some(registry);
+        self.watcher = Some(watcher);
+        self.planner = Some(planner);
+        self.refresh_nodes(ctx);
+        ctx.run_interval(self.deps.node_refresh_interval, Self::refresh_nodes);
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        info!(target: "maintd::supervisor", "stopping all maintenance work");
+        self.deps.link.detach();
+        // Tell every child to stop, then drop the only strong addresses so that the
+        // supervised ones are not restarted.
+        for poller in std::mem::take(&mut self.pollers).into_values() {
+            poller.do_send(Shutdown);
+        }
+        if let Some(planner) = self.planner.take() {
+            planner.do_send(Shutdown);
+        }
+        if let Some(watcher) = self.watcher.take() {
+            watcher.do_send(Shutdown);
+        }
+        if let Some(registry) = self.registry.take() {
+            registry.do_send(Shutdown);
+        }
+        Running::Stop
+    }
+}
+
+impl Handler<NodesListed> for ClusterSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NodesListed, ctx: &mut Context<Self>) {
+        let Some(registry) = &self.registry else { return };
+        let wanted: std::collections::BTreeSet<String> = msg.nodes.into_iter().collect();
+        self.pollers.retain(|node, poller| {
+            let keep = wanted.contains(node);
+            if !keep {
+                info!(target: "maintd::supervisor", %node, "node left or went offline; poller stopped");
+                poller.do_send(Shutdown);
+            }
+            keep
+        });
+        for node in wanted {
+            if self.pollers.contains_key(&node) {
+                continue;
+            }
+            info!(target: "maintd::supervisor", %node, "polling node");
+            let (source, sink, timing, clock) =
+                (self.deps.diagnose.clone(), registry.clone().recipient(), self.deps.poll, self.deps.clock);
+            let restarts = ctx.address().recipient::<ChildRestarted>().downgrade();
+            let name = node.clone();
+            let poller = Supervisor::start(move |_| NodePoller::new(name, source, sink, Some(restarts), timing, clock));
+            self.pollers.insert(node, poller);
+        }
+    }
+}
+
+impl Handler<ChildRestarted> for ClusterSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildRestarted, _: &mut Context<Self>) {
+        warn!(target: "maintd::supervisor", child = %msg.child, attempt = msg.attempt, backoff = ?msg.backoff, "child restarted");
+    }
+}
+
+impl Handler<Shutdown> for ClusterSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,270 @@
+//! WebActor: maintd's HTTP API (actix-web). Read-only status in Ganeti 2.17's shapes plus
+//! incident cancellation. Handlers reach the event registry through a [`RegistryLink`] that
+//! the cluster supervisor sets while this node is master; otherwise they answer 503.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+};
+
+use actix::{prelude::*, WeakAddr};
+use actix_web::{
+    dev::ServerHandle,
+    http::StatusCode,
+    web::{self, Data, Path},
+    App, HttpResponse, HttpServer,
+};
+use maintd::{
+    clock::Clock,
+    model::incident::{CancelError, Incident},
+};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::{
+    messages::{CancelIncident, GetStatus, StatusView},
+    registry::EventRegistry,
+};
+
+/// Where HTTP handlers find the registry; empty while this node is not master.
+#[derive(Clone, Default)]
+pub struct RegistryLink(Arc<RwLock<Option<WeakAddr<EventRegistry>>>>);
+
+impl RegistryLink {
+    /// Point handlers at `registry` (weakly: the supervisor owns it).
+    pub fn attach(&self, registry: &Addr<EventRegistry>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(registry.downgrade());
+        }
+    }
+
+    /// Handlers answer 503 from now on.
+    pub fn detach(&self) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = None;
+        }
+    }
+
+    fn registry(&self) -> Result<Addr<EventRegistry>, ApiError> {
+        self.0
+            .read()
+            .ok()
+            .and_then(|slot| slot.as_ref().and_then(WeakAddr::upgrade))
+            .ok_or(ApiError::NotMaster)
+    }
+}
+
+/// Errors of the HTTP API, rendered as `{"error": ..., "message": ...}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// This node is not master, so maintd is idle.
+    #[error("maintd is idle: this node is not the master")]
+    NotMaster,
+    /// The registry did not answer.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// Malformed request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such incident.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the incident's state.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl actix_web::ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NotMaster => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let code = self.status_code();
+        HttpResponse::build(code).json(json!({
+            "error": code.canonical_reason().unwrap_or("error"),
+            "message": self.to_string(),
+        }))
+    }
+}
+
+/// An incident as `/1/status` shows it (Ganeti 2.17's keys, plus `message` and `command`).
+#[derive(Debug, Serialize)]
+pub struct IncidentView<'a> {
+    uuid: Uuid,
+    node: &'a str,
+    original: &'a serde_json::Value,
+    action: &'a str,
+    command: Option<&'a str>,
+    #[serde(rename = "repair-status")]
+    repair_status: maintd::model::incident::RepairStatus,
+    jobs: &'a [maintd::model::job::JobId],
+    tag: &'a str,
+    message: Option<&'a str>,
+    ctime: f64,
+    mtime: f64,
+}
+
+impl<'a> From<&'a Incident> for IncidentView<'a> {
+    fn from(i: &'a Incident) -> Self {
+        IncidentView {
+            uuid: i.uuid,
+            node: &i.node,
+            original: &i.original,
+            action: i.action.as_str(),
+            command: i.command.as_deref(),
+            repair_status: i.status,
+            jobs: &i.jobs,
+            tag: &i.tag,
+            message: i.message.as_deref(),
+            ctime: i.ctime,
+            mtime: i.mtime,
+        }
+    }
+}
+
+async fn status_view(link: &RegistryLink) -> Result<StatusView, ApiError> {
+    link.registry()?
+        .send(GetStatus)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+async fn versions() -> HttpResponse {
+    HttpResponse::Ok().json([1])
+}
+
+async fn version_root() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::Value::Null)
+}
+
+async fn status(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
+    let view = status_view(&link).await?;
+    let incidents: Vec<IncidentView<'_>> = view.incidents.iter().map(IncidentView::from).collect();
+    Ok(HttpResponse::Ok().json(incidents))
+}
+
+async fn incident(link: Data<RegistryLink>, uuid: Path<String>) -> Result<HttpResponse, ApiError> {
+    let uuid = parse_uuid(&uuid)?;
+    let view = status_view(&link).await?;
+    let found = view
+        .incidents
+        .iter()
+        .find(|i| i.uuid == uuid)
+        .ok_or_else(|| ApiError::NotFound(format!("no incident {uuid}")))?;
+    Ok(HttpResponse::Ok().json(IncidentView::from(found)))
+}
+
+async fn jobs(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(status_view(&link).await?.jobs))
+}
+
+async fn evacuated(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(status_view(&link).await?.evacuated))
+}
+
+async fn nodes(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(status_view(&link).await?.nodes))
+}
+
+async fn cancel(link: Data<RegistryLink>, clock: Data<Clock>, uuid: Path<String>) -> Result<HttpResponse, ApiError> {
+    let uuid = parse_uuid(&uuid)?;
+    let answer = link
+        .registry()?
+        .send(CancelIncident { uuid, at: clock.now() })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match answer {
+        Ok(()) => Ok(HttpResponse::Ok().json(json!({"uuid": uuid, "repair-status": "canceled"}))),
+        Err(e @ CancelError::NotFound(_)) => Err(ApiError::NotFound(e.to_string())),
+        Err(e @ CancelError::Finished(..)) => Err(ApiError::Conflict(e.to_string())),
+    }
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such resource".into()))
+}
+
+fn parse_uuid(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::BadRequest(format!("{text:?} is not an incident uuid")))
+}
+
+/// The API's routes; `link` and `clock` must be registered as app data.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(versions))
+        .route("/1", web::get().to(version_root))
+        .route("/1/status", web::get().to(status))
+        .route("/1/jobs", web::get().to(jobs))
+        .route("/1/evacuated", web::get().to(evacuated))
+        .route("/1/nodes", web::get().to(nodes))
+        .route("/1/incidents/{uuid}", web::get().to(incident))
+        .route("/1/incidents/{uuid}/cancel", web::post().to(cancel));
+}
+
+/// The app as served, for the server and for tests.
+pub fn app(
+    link: RegistryLink,
+    clock: Clock,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(Data::new(link))
+        .app_data(Data::new(clock))
+        .app_data(web::JsonConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
+        .configure(configure)
+        .default_service(web::to(not_found))
+}
+
+/// The web actor: owns the HTTP server and stops it when stopped.
+pub struct WebActor {
+    handle: ServerHandle,
+    /// Where it listens (the port is known after binding, e.g. for port 0).
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl WebActor {
+    /// Bind and start serving; fails if the address cannot be bound.
+    pub fn bind(addr: &str, link: RegistryLink, clock: Clock) -> std::io::Result<Self> {
+        let server = HttpServer::new(move || app(link.clone(), clock))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(5)
+            .bind(addr)?;
+        let addrs = server.addrs();
+        let server = server.run();
+        let handle = server.handle();
+        actix::spawn(async move {
+            if let Err(e) = server.await {
+                warn!(target: "maintd::web", error = %e, "HTTP server ended");
+            }
+        });
+        info!(target: "maintd::web", ?addrs, "HTTP API listening");
+        Ok(WebActor { handle, addrs })
+    }
+}
+
+impl Actor for WebActor {
+    type Context = Context<Self>;
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        let handle = self.handle.clone();
+        actix::spawn(async move { handle.stop(true).await });
+        Running::Stop
+    }
+}
+
