@@ -462,3 +462,236 @@ async fn backend_reports_refusals_and_bad_shapes() {
         Err(BackendError::Protocol(_))
     ));
 }
+
+// ---------------------------------------------------------------------------------------
+// LuxiBackend ↔ luxi_server ↔ SimCluster
+
+mod against_the_simulator {
+    use std::time::Duration;
+
+    use maintd::{
+        backend::{
+            luxi::{LuxiBackend, LuxiClient, LuxiConfig, LuxiError, END_OF_MESSAGE},
+            ClusterBackend,
+        },
+        clock::Clock,
+        model::{
+            job::{JobId, JobStatus},
+            opcode::OpBody,
+        },
+        sim::{luxi_server, SimHandle, SimSpec},
+    };
+    use serde_json::{json, Value};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{UnixListener, UnixStream},
+        sync::oneshot,
+        task::LocalSet,
+    };
+
+    struct SimLuxid {
+        _dir: tempfile::TempDir,
+        config: LuxiConfig,
+        sim: SimHandle,
+        stop: Option<oneshot::Sender<()>>,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    /// Serve a generated cluster on a socket in a temporary directory. Call inside a LocalSet.
+    fn start(max_request_bytes: usize) -> SimLuxid {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ganeti-query");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let sim = SimHandle::generate(&SimSpec::default(), Clock::starting_at(1_700_000_000.0));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::task::spawn_local(luxi_server::serve_with_limit(
+            listener,
+            sim.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+            max_request_bytes,
+        ));
+        let mut config = LuxiConfig::new(path);
+        config.request_timeout = Duration::from_secs(120);
+        SimLuxid {
+            _dir: dir,
+            config,
+            sim,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    impl SimLuxid {
+        async fn shut_down(mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            (&mut self.server).await.expect("server task");
+        }
+    }
+
+    /// Wait for the job like the 2.17 maintd: `WaitForJobChange` on `status` until final.
+    async fn wait_until_final(client: &LuxiClient, job: JobId) -> (JobStatus, usize) {
+        let mut previous = Value::Null;
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            let answer = client
+                .call(
+                    "WaitForJobChange",
+                    json!([job, ["status"], previous, 0, 30]),
+                )
+                .await
+                .expect("WaitForJobChange");
+            let values = answer[0].clone();
+            let status: JobStatus = serde_json::from_value(values[0].clone()).expect("status");
+            if status.is_finalized() {
+                return (status, calls);
+            }
+            previous = values;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn job_round_trip() {
+        LocalSet::new()
+            .run_until(async {
+                let luxid = start(luxi_server::DEFAULT_MAX_REQUEST_BYTES);
+                let backend = LuxiBackend::new(luxid.config.clone());
+                let before = backend.snapshot().await.expect("snapshot");
+                assert_eq!(before.master, "node1");
+                assert_eq!(before.nodes.len(), 4);
+                assert!(!before.nodes[1].drained);
+                assert_eq!(backend.master_node().await.expect("master"), "node1");
+
+                let marker = "round-trip marker 42";
+                let job = vec![
+                    OpBody::tag_node("node2", "maintd:round-trip")
+                        .with_reason(format!("{marker}: tag"), 1),
+                    OpBody::drain_node("node2").with_reason(format!("{marker}: drain"), 1),
+                ];
+                let submitted = backend.submit_jobs(vec![job]).await.expect("submit");
+                let id = match submitted.as_slice() {
+                    [Ok(id)] => *id,
+                    other => panic!("submission failed: {other:?}"),
+                };
+                let (status, calls) = wait_until_final(backend.client(), id).await;
+                assert_eq!(status, JobStatus::Success);
+                // The server waited instead of answering each call at once.
+                assert!(calls <= 4, "{calls} WaitForJobChange calls");
+
+                assert_eq!(
+                    backend
+                        .job_statuses(vec![id, JobId(9999)])
+                        .await
+                        .expect("statuses"),
+                    vec![Some(JobStatus::Success), None]
+                );
+                let after = backend.snapshot().await.expect("snapshot");
+                let node2 = after.node("node2").expect("node2");
+                assert!(node2.drained);
+                assert!(node2.tags.contains("maintd:round-trip"));
+                assert_eq!(
+                    backend
+                        .find_jobs_by_reason(marker.into())
+                        .await
+                        .expect("find"),
+                    vec![id]
+                );
+                assert!(backend
+                    .find_jobs_by_reason("no such marker".into())
+                    .await
+                    .expect("find")
+                    .is_empty());
+                luxid.shut_down().await;
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_unchanged_job_times_out_with_current_values() {
+        LocalSet::new()
+            .run_until(async {
+                let luxid = start(luxi_server::DEFAULT_MAX_REQUEST_BYTES);
+                let client = LuxiClient::new(luxid.config.clone());
+                let now = luxid.sim.now();
+                luxid.sim.lock().set_job_seconds(3600.0, now);
+                let slow = vec![OpBody::TestDelay {
+                    duration: 1.0,
+                    on_master: true,
+                }
+                .with_reason("slow".into(), 1)];
+                let backend = LuxiBackend::with_client(client.clone());
+                let id = match backend
+                    .submit_jobs(vec![slow])
+                    .await
+                    .expect("submit")
+                    .as_slice()
+                {
+                    [Ok(id)] => *id,
+                    other => panic!("submission failed: {other:?}"),
+                };
+                let first = client
+                    .call("WaitForJobChange", json!([id, ["status"], null, 0, 5]))
+                    .await
+                    .expect("first wait");
+                let started = tokio::time::Instant::now();
+                let second = client
+                    .call("WaitForJobChange", json!([id, ["status"], first[0], 0, 5]))
+                    .await
+                    .expect("second wait");
+                assert_eq!(second[0], first[0]);
+                assert!(started.elapsed() >= Duration::from_secs(5));
+                let lost = client
+                    .call("WaitForJobChange", json!([424242, ["status"], null, 0, 5]))
+                    .await
+                    .unwrap_err();
+                assert_eq!(lost.exception_name(), Some("JobLost"));
+                luxid.shut_down().await;
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn oversized_request_is_answered_and_closed() {
+        LocalSet::new()
+            .run_until(async {
+                let luxid = start(1024);
+                let mut stream = UnixStream::connect(&luxid.config.socket_path)
+                    .await
+                    .expect("connect");
+                let huge = json!({"method": "QueryTags", "args": ["cluster", "x".repeat(4096)]});
+                let mut bytes = huge.to_string().into_bytes();
+                bytes.push(END_OF_MESSAGE);
+                // The server may close before reading everything; a failed write is fine.
+                let _ = stream.write_all(&bytes).await;
+                let mut answer = Vec::new();
+                let _ = stream.read_to_end(&mut answer).await;
+                assert_eq!(answer.last(), Some(&END_OF_MESSAGE));
+                let answer: Value =
+                    serde_json::from_slice(&answer[..answer.len() - 1]).expect("JSON");
+                assert_eq!(answer["success"], false);
+                assert!(answer["result"].as_str().expect("text").contains("exceeds"));
+
+                // Normal requests still work on a new connection, several per connection.
+                let client = LuxiClient::new(luxid.config.clone());
+                for _ in 0..3 {
+                    assert_eq!(
+                        client
+                            .call("QueryConfigValues", json!([["master_node"]]))
+                            .await,
+                        Ok(json!(["node1"]))
+                    );
+                }
+                let rejected = client.call("NoSuchMethod", json!([])).await.unwrap_err();
+                assert!(
+                    matches!(rejected, LuxiError::RequestRejected(_)),
+                    "{rejected:?}"
+                );
+                luxid.shut_down().await;
+            })
+            .await;
+    }
+}

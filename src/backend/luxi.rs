@@ -670,11 +670,14 @@ fn decode_submission(entry: &Value) -> Result<Submission, BackendError> {
     }
 }
 
-/// Decode one `QueryJobs` row for the field list `["status"]`; `null` is an unknown job.
+/// Decode one `QueryJobs` row for the field list `["status"]`. An unknown job comes back as
+/// a `null` row (Python masterd) or as a row of `null` values (luxid: the fields are
+/// unavailable).
 fn decode_status_row(row: &Value) -> Result<Option<JobStatus>, BackendError> {
     match row {
         Value::Null => Ok(None),
         Value::Array(cells) => match cells.first() {
+            Some(Value::Null) => Ok(None),
             Some(status) => serde_json::from_value::<JobStatus>(status.clone())
                 .map(Some)
                 .map_err(|_| BackendError::Protocol(format!("unknown job status {status}"))),
@@ -1057,6 +1060,7 @@ mod tests {
         );
         assert!(decode_submission(&json!([true])).is_err());
         assert_eq!(decode_status_row(&json!(null)), Ok(None));
+        assert_eq!(decode_status_row(&json!([null])), Ok(None));
         assert_eq!(
             decode_status_row(&json!(["running"])),
             Ok(Some(JobStatus::Running))
