@@ -1,0 +1,288 @@
+//! The simulator's HTTP control API and monitoring endpoints, served in-process.
+
+use actix_web::{test, web, App};
+use maintd::clock::Clock;
+use maintd::sim::{SimHandle, SimSpec};
+use maintd_actors::sim_api;
+use serde_json::{json, Value};
+
+fn handle() -> SimHandle {
+    let spec = SimSpec {
+        nodes: 3,
+        instances: 6,
+        seed: 77,
+        job_seconds: 0.0,
+        ..SimSpec::default()
+    };
+    SimHandle::generate(&spec, Clock::starting_at(1_700_000_000.0))
+}
+
+macro_rules! app {
+    ($handle:expr) => {
+        test::init_service(
+            App::new()
+                .app_data(web::Data::new($handle.clone()))
+                .configure(sim_api::configure),
+        )
+        .await
+    };
+}
+
+#[actix_rt::test]
+async fn nodes_instances_and_diagnose_updates() {
+    let sim = handle();
+    let app = app!(sim);
+
+    let nodes: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get().uri("/sim/nodes").to_request(),
+    )
+    .await;
+    let nodes = nodes.as_array().expect("list").clone();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[0]["name"], "node1");
+    assert_eq!(nodes[0]["master"], true);
+    assert_eq!(nodes[0]["group"], "default");
+    assert_eq!(nodes[0]["diagnose"], json!({"status": "Ok"}));
+    for key in [
+        "drained",
+        "offline",
+        "tags",
+        "primary_instances",
+        "secondary_instances",
+    ] {
+        assert!(nodes[0].get(key).is_some(), "missing {key}");
+    }
+
+    let instances: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get().uri("/sim/instances").to_request(),
+    )
+    .await;
+    assert_eq!(instances.as_array().map(Vec::len), Some(6));
+
+    let request = test::TestRequest::put()
+        .uri("/sim/nodes/node2/diagnose")
+        .set_payload(r#"{"status": "live-repair", "command": "fix-disk"}"#)
+        .to_request();
+    assert_eq!(test::call_service(&app, request).await.status(), 200);
+    let report: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get()
+            .uri("/mond/node2/1/report/node/diagnose")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(report["name"], "diagnose");
+    assert_eq!(report["category"], "node");
+    assert_eq!(
+        report["data"],
+        json!({"status": "live-repair", "command": "fix-disk"})
+    );
+
+    let bad = test::TestRequest::put()
+        .uri("/sim/nodes/node2/diagnose")
+        .set_payload("{not json")
+        .to_request();
+    let response = test::call_service(&app, bad).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = test::read_body_json(response).await;
+    assert!(body["error"].is_string());
+
+    let unknown = test::TestRequest::put()
+        .uri("/sim/nodes/node9/diagnose")
+        .set_payload("{}")
+        .to_request();
+    assert_eq!(test::call_service(&app, unknown).await.status(), 404);
+}
+
+#[actix_rt::test]
+async fn monitoring_endpoints_and_behaviours() {
+    let sim = handle();
+    let app = app!(sim);
+    let root: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get().uri("/mond/node1/").to_request(),
+    )
+    .await;
+    assert_eq!(root, json!([1]));
+    let collectors: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get()
+            .uri("/mond/node1/1/list/collectors")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(collectors, json!([["diagnose", "node", 1]]));
+    let missing = test::TestRequest::get()
+        .uri("/mond/node9/1/report/node/diagnose")
+        .to_request();
+    assert_eq!(test::call_service(&app, missing).await.status(), 404);
+
+    let garbage = test::TestRequest::put()
+        .uri("/sim/nodes/node1/monitoring")
+        .set_payload(r#"{"behaviour": "garbage", "body": "<html>oops"}"#)
+        .to_request();
+    assert_eq!(test::call_service(&app, garbage).await.status(), 200);
+    let body = test::call_and_read_body(
+        &app,
+        test::TestRequest::get()
+            .uri("/mond/node1/1/report/node/diagnose")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(&body[..], b"<html>oops");
+
+    let unreachable = test::TestRequest::put()
+        .uri("/sim/nodes/node1/monitoring")
+        .set_payload(r#"{"behaviour": "unreachable"}"#)
+        .to_request();
+    test::call_service(&app, unreachable).await;
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/mond/node1/1/report/node/diagnose")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), 503);
+
+    let status = test::TestRequest::put()
+        .uri("/sim/nodes/node1/monitoring")
+        .set_payload(r#"{"behaviour": "status", "body": 500}"#)
+        .to_request();
+    test::call_service(&app, status).await;
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/mond/node1/1/report/node/diagnose")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), 500);
+
+    let invalid = test::TestRequest::put()
+        .uri("/sim/nodes/node1/monitoring")
+        .set_payload(r#"{"behaviour": "sometimes"}"#)
+        .to_request();
+    assert_eq!(test::call_service(&app, invalid).await.status(), 400);
+}
+
+#[actix_rt::test]
+async fn jobs_faults_tags_and_repairs() {
+    let sim = handle();
+    let app = app!(sim);
+    let now = sim.now();
+    let ops = vec![
+        maintd::model::opcode::OpBody::tag_node("node2", "maintd:repairready:1")
+            .with_reason("incident 1".into(), 5),
+        maintd::model::opcode::OpBody::repair_command(
+            "node2",
+            "swap-dimm",
+            "{\"status\":\"live-repair\"}".into(),
+        )
+        .with_reason("incident 1".into(), 5),
+    ];
+    let id = sim.lock().submit_job(ops, now).expect("accepted");
+
+    let job: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("/sim/jobs/{id}"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(job["status"], "success");
+    assert_eq!(job["opstatus"], json!(["success", "success"]));
+    assert_eq!(job["ops"][0]["reason"][0][1], "incident 1");
+    assert_eq!(job["ops"][1]["reason"][1][0], "gnt:opcode:repair_command");
+    let jobs: Value =
+        test::call_and_read_body_json(&app, test::TestRequest::get().uri("/sim/jobs").to_request())
+            .await;
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        test::call_service(
+            &app,
+            test::TestRequest::get().uri("/sim/jobs/42").to_request()
+        )
+        .await
+        .status(),
+        404
+    );
+
+    let repairs: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get()
+            .uri("/sim/nodes/node2/repairs")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(repairs[0]["command"], "swap-dimm");
+    assert_eq!(repairs[0]["input"], "{\"status\":\"live-repair\"}");
+
+    let delete = test::TestRequest::delete()
+        .uri("/sim/nodes/node2/tags/maintd:repairready:1")
+        .to_request();
+    let body: Value = test::call_and_read_body_json(&app, delete).await;
+    assert_eq!(body["tags"], json!([]));
+    let again = test::TestRequest::delete()
+        .uri("/sim/nodes/node2/tags/maintd:repairready:1")
+        .to_request();
+    assert_eq!(test::call_service(&app, again).await.status(), 404);
+
+    let fault = test::TestRequest::post()
+        .uri("/sim/faults")
+        .set_payload(r#"{"opcode": "OP_INSTANCE_MIGRATE", "count": 1}"#)
+        .to_request();
+    assert_eq!(test::call_service(&app, fault).await.status(), 200);
+    assert_eq!(sim.lock().pending_faults()["OP_INSTANCE_MIGRATE"], 1);
+    let bogus = test::TestRequest::post()
+        .uri("/sim/faults")
+        .set_payload(r#"{"opcode": "OP_NOPE", "count": 1}"#)
+        .to_request();
+    assert_eq!(test::call_service(&app, bogus).await.status(), 400);
+}
+
+#[actix_rt::test]
+async fn master_failover_and_node_membership() {
+    let sim = handle();
+    let app = app!(sim);
+    let failover = test::TestRequest::post()
+        .uri("/sim/master")
+        .set_payload(r#"{"node": "node2"}"#)
+        .to_request();
+    assert_eq!(test::call_service(&app, failover).await.status(), 200);
+    assert_eq!(sim.lock().master(sim.now()), "node2");
+    let unknown = test::TestRequest::post()
+        .uri("/sim/master")
+        .set_payload(r#"{"node": "node7"}"#)
+        .to_request();
+    assert_eq!(test::call_service(&app, unknown).await.status(), 404);
+
+    let add = test::TestRequest::post()
+        .uri("/sim/nodes")
+        .set_payload(r#"{"name": "node4"}"#)
+        .to_request();
+    let response = test::call_service(&app, add).await;
+    assert_eq!(response.status(), 201);
+    let node: Value = test::read_body_json(response).await;
+    assert_eq!(node["primary_instances"], json!([]));
+    let duplicate = test::TestRequest::post()
+        .uri("/sim/nodes")
+        .set_payload(r#"{"name": "node4"}"#)
+        .to_request();
+    assert_eq!(test::call_service(&app, duplicate).await.status(), 409);
+
+    let busy = test::TestRequest::delete()
+        .uri("/sim/nodes/node1")
+        .to_request();
+    assert_eq!(test::call_service(&app, busy).await.status(), 409);
+    let remove = test::TestRequest::delete()
+        .uri("/sim/nodes/node4")
+        .to_request();
+    assert_eq!(test::call_service(&app, remove).await.status(), 200);
+    let gone = test::TestRequest::delete()
+        .uri("/sim/nodes/node4")
+        .to_request();
+    assert_eq!(test::call_service(&app, gone).await.status(), 404);
+}
