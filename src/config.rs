@@ -103,8 +103,10 @@ impl Settings {
 
     /// Like [`Settings::load`] with extra built-in layers (e.g. [`SIM_TOML`]) over the defaults.
     pub fn load_layered(layers: &[&str], file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
         for layer in layers {
             builder = builder.add_source(config::File::from_str(layer, config::FileFormat::Toml));
         }
@@ -127,7 +129,10 @@ impl Settings {
     /// The documented defaults alone.
     pub fn defaults() -> Self {
         let settings: Settings = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
             .build()
             .and_then(|c| c.try_deserialize())
             .expect("config/default.toml is valid (checked by tests)");
@@ -137,23 +142,39 @@ impl Settings {
     /// Check ranges once, at startup.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
-            ("daemon.master_check_interval", self.daemon.master_check_interval),
+            (
+                "daemon.master_check_interval",
+                self.daemon.master_check_interval,
+            ),
             ("cluster.luxi_timeout", self.cluster.luxi_timeout),
-            ("cluster.node_refresh_interval", self.cluster.node_refresh_interval),
+            (
+                "cluster.node_refresh_interval",
+                self.cluster.node_refresh_interval,
+            ),
             ("monitoring.poll_interval", self.monitoring.poll_interval),
             ("monitoring.timeout", self.monitoring.timeout),
-            ("monitoring.backoff_initial", self.monitoring.backoff_initial),
+            (
+                "monitoring.backoff_initial",
+                self.monitoring.backoff_initial,
+            ),
             ("monitoring.backoff_max", self.monitoring.backoff_max),
             ("rounds.job_poll_interval", self.rounds.job_poll_interval),
         ];
         for (name, value) in positive {
             if !(value.is_finite() && value > 0.0) {
-                return Err(ConfigError::Invalid(format!("{name} must be a positive number of seconds, not {value}")));
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be a positive number of seconds, not {value}"
+                )));
             }
         }
-        for (name, value) in [("rounds.round_delay", self.rounds.round_delay), ("rounds.error_backoff", self.rounds.error_backoff)] {
+        for (name, value) in [
+            ("rounds.round_delay", self.rounds.round_delay),
+            ("rounds.error_backoff", self.rounds.error_backoff),
+        ] {
             if !(value.is_finite() && value >= 0.0) {
-                return Err(ConfigError::Invalid(format!("{name} must be zero or more seconds, not {value}")));
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be zero or more seconds, not {value}"
+                )));
             }
         }
         if !self.monitoring.diagnose_url.contains("{node}") {
@@ -163,7 +184,9 @@ impl Settings {
             )));
         }
         if self.monitoring.max_report_bytes == 0 {
-            return Err(ConfigError::Invalid("monitoring.max_report_bytes must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "monitoring.max_report_bytes must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -186,7 +209,10 @@ mod tests {
         settings.validate().unwrap();
         assert_eq!(settings.daemon.port, 1816);
         assert_eq!(settings.rounds.round_delay, 300.0);
-        assert_eq!(settings.cluster.luxi_socket, "/var/run/ganeti/socket/ganeti-query");
+        assert_eq!(
+            settings.cluster.luxi_socket,
+            "/var/run/ganeti/socket/ganeti-query"
+        );
     }
 
     #[test]

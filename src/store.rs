@@ -110,7 +110,10 @@ mod tests {
         store.save(&vec![1u32, 2, 3]).unwrap();
         assert_eq!(store.load::<Vec<u32>>().unwrap(), Some(vec![1, 2, 3]));
         fs::write(store.path(), b"{torn").unwrap();
-        assert!(matches!(store.load::<Vec<u32>>(), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.load::<Vec<u32>>(),
+            Err(StoreError::Corrupt { .. })
+        ));
         // The corrupt file is left for the operator to inspect.
         assert_eq!(fs::read(store.path()).unwrap(), b"{torn");
     }

@@ -15,7 +15,12 @@ fn uuid_of(incident: &Value) -> String {
 }
 
 fn job_ids(incident: &Value) -> Vec<u64> {
-    incident["jobs"].as_array().expect("jobs").iter().filter_map(Value::as_u64).collect()
+    incident["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect()
 }
 
 #[test]
@@ -25,33 +30,54 @@ fn evacuate_drains_moves_everything_and_tags_ready() {
         let node = h.busiest_node();
         let before = h.node(&node);
         assert!(!before.primary_instances.is_empty());
-        h.report(&node, json!({"status": "evacuate", "details": {"disk": "sda"}}));
+        h.report(
+            &node,
+            json!({"status": "evacuate", "details": {"disk": "sda"}}),
+        );
 
         let incident = h.wait_incident_on(&node, 10.0).await;
         let uuid = uuid_of(&incident);
         assert_eq!(incident["action"], "evacuate");
-        assert_eq!(incident["original"], json!({"status": "evacuate", "details": {"disk": "sda"}}));
+        assert_eq!(
+            incident["original"],
+            json!({"status": "evacuate", "details": {"disk": "sda"}})
+        );
         assert_eq!(incident["tag"], format!("maintd:repairready:{uuid}"));
         let done = h.wait_status(&uuid, "completed", 300.0).await;
 
         let after = h.node(&node);
         assert!(after.drained, "node drained");
-        assert!(after.primary_instances.is_empty(), "primaries left: {:?}", after.primary_instances);
-        assert!(after.secondary_instances.is_empty(), "secondaries left: {:?}", after.secondary_instances);
+        assert!(
+            after.primary_instances.is_empty(),
+            "primaries left: {:?}",
+            after.primary_instances
+        );
+        assert!(
+            after.secondary_instances.is_empty(),
+            "secondaries left: {:?}",
+            after.secondary_instances
+        );
         assert!(after.tags.contains(&format!("maintd:repairready:{uuid}")));
 
         // Every job of the incident succeeded and carries maintd's source and the uuid.
         let ids = job_ids(&done);
         // One job per instance (a DRBD primary's job also moves its new secondary away).
         let expected_moves = before.primary_instances.len() + before.secondary_instances.len();
-        assert_eq!(ids.len(), 1 + expected_moves + 1, "drain, one job per instance, tag");
+        assert_eq!(
+            ids.len(),
+            1 + expected_moves + 1,
+            "drain, one job per instance, tag"
+        );
         let jobs: BTreeMap<u64, _> = h.jobs().into_iter().map(|j| (j.id.0, j)).collect();
         for id in &ids {
             let job = &jobs[id];
             assert_eq!(job.status, JobStatus::Success, "job {id}");
             let reasons = maintd_reasons(job);
             assert!(!reasons.is_empty(), "job {id} lacks gnt:daemon:maintd");
-            assert!(reasons.iter().all(|r| r.contains(&uuid)), "job {id}: {reasons:?}");
+            assert!(
+                reasons.iter().all(|r| r.contains(&uuid)),
+                "job {id}: {reasons:?}"
+            );
         }
         // The daemon waits for nothing any more.
         let (_, pending) = h.api("GET", "/1/jobs").await;
@@ -74,7 +100,13 @@ fn evacuate_failover_fails_instances_over() {
         let jobs: BTreeMap<u64, _> = h.jobs().into_iter().map(|j| (j.id.0, j)).collect();
         let ops: Vec<String> = job_ids(&done)
             .iter()
-            .flat_map(|id| jobs[id].ops.iter().map(|o| o["OP_ID"].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>())
+            .flat_map(|id| {
+                jobs[id]
+                    .ops
+                    .iter()
+                    .map(|o| o["OP_ID"].as_str().unwrap_or("").to_owned())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert!(ops.contains(&"OP_INSTANCE_FAILOVER".to_owned()), "{ops:?}");
         assert!(!ops.contains(&"OP_INSTANCE_MIGRATE".to_owned()), "{ops:?}");
@@ -93,13 +125,23 @@ fn failed_job_fails_incident_tags_failed_and_stops() {
         let uuid = uuid_of(&h.wait_incident_on(&node, 10.0).await);
         let failed = h.wait_status(&uuid, "failed", 60.0).await;
         assert_eq!(failed["tag"], format!("maintd:repairfailed:{uuid}"));
-        assert!(failed["message"].as_str().unwrap_or("").contains("error"), "{failed}");
+        assert!(
+            failed["message"].as_str().unwrap_or("").contains("error"),
+            "{failed}"
+        );
 
         let tag = format!("maintd:repairfailed:{uuid}");
-        h.wait_for(30.0, "the failure tag", async |h: &Harness| h.node(&node).tags.contains(&tag).then_some(())).await;
+        h.wait_for(30.0, "the failure tag", async |h: &Harness| {
+            h.node(&node).tags.contains(&tag).then_some(())
+        })
+        .await;
         // After the failure, only the failure-tag job was submitted, and nothing more follows.
         let jobs_then = job_ids(&h.incidents().await[0]);
-        assert_eq!(jobs_then.len(), 2, "drain (failed) and the failure tag: {jobs_then:?}");
+        assert_eq!(
+            jobs_then.len(),
+            2,
+            "drain (failed) and the failure tag: {jobs_then:?}"
+        );
         common::advance(30.0).await;
         let incidents = h.incidents().await;
         assert_eq!(incidents.len(), 1);
@@ -112,13 +154,19 @@ fn failed_job_fails_incident_tags_failed_and_stops() {
         h.sim.lock().remove_node_tag(&node, &tag, now).expect("tag");
         let fresh = h
             .wait_for(30.0, "a fresh incident", async |h: &Harness| {
-                h.incidents().await.into_iter().find(|i| i["uuid"] != uuid.as_str())
+                h.incidents()
+                    .await
+                    .into_iter()
+                    .find(|i| i["uuid"] != uuid.as_str())
             })
             .await;
         assert_eq!(fresh["original"], report);
         let fresh_uuid = uuid_of(&fresh);
         let all = h.incidents().await;
-        assert!(all.iter().all(|i| i["uuid"] != uuid.as_str()), "old incident forgotten");
+        assert!(
+            all.iter().all(|i| i["uuid"] != uuid.as_str()),
+            "old incident forgotten"
+        );
         h.wait_status(&fresh_uuid, "completed", 300.0).await;
     });
 }
@@ -144,7 +192,11 @@ fn cancel_stops_action_and_forgets_once_unobserved() {
         assert!(job_ids(&canceled).is_empty());
         common::advance(2000.0).await;
         assert_eq!(h.jobs().len(), jobs_before, "no job after cancel");
-        assert_eq!(h.incidents().await.len(), 1, "still observed: kept as canceled");
+        assert_eq!(
+            h.incidents().await.len(),
+            1,
+            "still observed: kept as canceled"
+        );
 
         h.report(&node, json!({"status": "Ok"}));
         h.wait_no_incidents(10.0).await;
@@ -156,12 +208,20 @@ fn cancel_errors_are_json_with_status_codes() {
     run_paused(|| async {
         let h = Harness::start(4, 4, 0.2).await;
         common::advance(2.0).await;
-        let (status, body) = h.api("POST", "/1/incidents/5f0c9a1e-2b3c-4d5e-8f90-a1b2c3d4e5f6/cancel").await;
+        let (status, body) = h
+            .api(
+                "POST",
+                "/1/incidents/5f0c9a1e-2b3c-4d5e-8f90-a1b2c3d4e5f6/cancel",
+            )
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body["message"].as_str().unwrap().contains("no incident"));
         let (status, body) = h.api("POST", "/1/incidents/not-a-uuid/cancel").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(body["message"].as_str().unwrap().contains("not an incident uuid"));
+        assert!(body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an incident uuid"));
         let (status, _) = h.api("GET", "/1/nowhere").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, body) = h.api("GET", "/").await;
@@ -186,7 +246,10 @@ fn removing_ready_tag_forgets_once_no_longer_reported() {
         h.wait_status(&uuid, "completed", 60.0).await;
         let tag = format!("maintd:repairready:{uuid}");
         let now = h.clock.now();
-        h.sim.lock().remove_node_tag("node3", &tag, now).expect("tag");
+        h.sim
+            .lock()
+            .remove_node_tag("node3", &tag, now)
+            .expect("tag");
         // Still reported: kept, and no second incident for the same report.
         common::advance(20.0).await;
         let incidents = h.incidents().await;
@@ -201,7 +264,8 @@ fn removing_ready_tag_forgets_once_no_longer_reported() {
 fn live_repair_runs_command_with_diagnose_on_stdin() {
     run_paused(|| async {
         let h = Harness::start(4, 8, 0.2).await;
-        let report = json!({"status": "live-repair", "command": "reset-bmc", "details": {"bmc": "hung"}});
+        let report =
+            json!({"status": "live-repair", "command": "reset-bmc", "details": {"bmc": "hung"}});
         h.report("node2", report.clone());
         let uuid = uuid_of(&h.wait_incident_on("node2", 10.0).await);
         let done = h.wait_status(&uuid, "completed", 60.0).await;
@@ -209,10 +273,17 @@ fn live_repair_runs_command_with_diagnose_on_stdin() {
         let repairs = h.sim.lock().repairs("node2", now).expect("node");
         assert_eq!(repairs.len(), 1);
         assert_eq!(repairs[0].command, "reset-bmc");
-        let stdin: Value = serde_json::from_str(repairs[0].input.as_deref().expect("stdin")).expect("json");
+        let stdin: Value =
+            serde_json::from_str(repairs[0].input.as_deref().expect("stdin")).expect("json");
         assert_eq!(stdin, report);
-        assert!(h.node("node2").tags.contains(&format!("maintd:repairready:{uuid}")));
-        assert!(!h.node("node2").drained, "live repair leaves the node in service");
+        assert!(h
+            .node("node2")
+            .tags
+            .contains(&format!("maintd:repairready:{uuid}")));
+        assert!(
+            !h.node("node2").drained,
+            "live repair leaves the node in service"
+        );
         assert_eq!(job_ids(&done).len(), 2, "repair command, tag");
     });
 }
@@ -221,12 +292,21 @@ fn live_repair_runs_command_with_diagnose_on_stdin() {
 fn live_repair_without_command_fails() {
     run_paused(|| async {
         let h = Harness::start(4, 8, 0.2).await;
-        h.report("node2", json!({"status": "live-repair", "details": "no idea"}));
+        h.report(
+            "node2",
+            json!({"status": "live-repair", "details": "no idea"}),
+        );
         let uuid = uuid_of(&h.wait_incident_on("node2", 10.0).await);
         let failed = h.wait_status(&uuid, "failed", 30.0).await;
-        assert!(failed["message"].as_str().unwrap().contains("without a repair command"));
+        assert!(failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("without a repair command"));
         let tag = format!("maintd:repairfailed:{uuid}");
-        h.wait_for(30.0, "the failure tag", async |h: &Harness| h.node("node2").tags.contains(&tag).then_some(())).await;
+        h.wait_for(30.0, "the failure tag", async |h: &Harness| {
+            h.node("node2").tags.contains(&tag).then_some(())
+        })
+        .await;
         let now = h.clock.now();
         assert!(h.sim.lock().repairs("node2", now).expect("node").is_empty());
     });
@@ -239,9 +319,20 @@ fn bad_reports_never_become_incidents() {
         let now = h.clock.now();
         {
             let mut sim = h.sim.lock();
-            sim.set_monitoring("node2", MonitoringBehaviour::Garbage("not json".into()), now).unwrap();
-            sim.set_monitoring("node3", MonitoringBehaviour::Unreachable, now).unwrap();
-            sim.set_monitoring("node4", MonitoringBehaviour::Garbage("x".repeat(1 << 20)), now).unwrap();
+            sim.set_monitoring(
+                "node2",
+                MonitoringBehaviour::Garbage("not json".into()),
+                now,
+            )
+            .unwrap();
+            sim.set_monitoring("node3", MonitoringBehaviour::Unreachable, now)
+                .unwrap();
+            sim.set_monitoring(
+                "node4",
+                MonitoringBehaviour::Garbage("x".repeat(1 << 20)),
+                now,
+            )
+            .unwrap();
         }
         h.report("node5", json!({"status": "reboot-please"}));
         h.report("node1", json!({"details": "no status"}));
@@ -253,7 +344,12 @@ fn bad_reports_never_become_incidents() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|n| (n["node"].as_str().unwrap().to_owned(), n["total_failures"].as_u64().unwrap()))
+            .map(|n| {
+                (
+                    n["node"].as_str().unwrap().to_owned(),
+                    n["total_failures"].as_u64().unwrap(),
+                )
+            })
             .collect();
         for node in ["node1", "node2", "node3", "node4", "node5"] {
             assert!(failures[node] > 0, "{node} failures counted: {nodes}");
@@ -269,10 +365,21 @@ fn failing_poller_backs_off_without_disturbing_others() {
     run_paused(|| async {
         let h = Harness::start(3, 0, 0.2).await;
         let now = h.clock.now();
-        h.sim.lock().set_monitoring("node3", MonitoringBehaviour::Unreachable, now).unwrap();
+        h.sim
+            .lock()
+            .set_monitoring("node3", MonitoringBehaviour::Unreachable, now)
+            .unwrap();
         common::advance(120.0).await;
         let (_, nodes) = h.api("GET", "/1/nodes").await;
-        let view = |name: &str| nodes.as_array().unwrap().iter().find(|n| n["node"] == name).cloned().unwrap();
+        let view = |name: &str| {
+            nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["node"] == name)
+                .cloned()
+                .unwrap()
+        };
         // With 1 s polls and a 1 s backoff doubling up to 30 s, 120 s hold about seven
         // attempts, not 120.
         let failed = view("node3")["total_failures"].as_u64().unwrap();
@@ -281,14 +388,26 @@ fn failing_poller_backs_off_without_disturbing_others() {
             let v = view(healthy);
             assert_eq!(v["total_failures"], 0);
             let last = v["last_report_at"].as_f64().unwrap();
-            assert!(h.clock.now() - last <= 2.0, "{healthy} still polled every second");
+            assert!(
+                h.clock.now() - last <= 2.0,
+                "{healthy} still polled every second"
+            );
         }
         // Back to normal: the next attempt succeeds and the count of failures stops growing.
         let now = h.clock.now();
-        h.sim.lock().set_monitoring("node3", MonitoringBehaviour::Normal, now).unwrap();
+        h.sim
+            .lock()
+            .set_monitoring("node3", MonitoringBehaviour::Normal, now)
+            .unwrap();
         common::advance(40.0).await;
         let (_, nodes) = h.api("GET", "/1/nodes").await;
-        let node3 = nodes.as_array().unwrap().iter().find(|n| n["node"] == "node3").cloned().unwrap();
+        let node3 = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == "node3")
+            .cloned()
+            .unwrap();
         assert_eq!(node3["consecutive_failures"], 0);
     });
 }
@@ -322,7 +441,10 @@ fn restart_mid_evacuation_loses_nothing_and_submits_nothing_twice() {
         let node = h.busiest_node();
         h.report(&node, json!({"status": "evacuate"}));
         let uuid = uuid_of(&h.wait_incident_on(&node, 10.0).await);
-        h.wait_for(60.0, "two jobs", async |h: &Harness| (h.jobs().len() >= 2).then_some(())).await;
+        h.wait_for(60.0, "two jobs", async |h: &Harness| {
+            (h.jobs().len() >= 2).then_some(())
+        })
+        .await;
         h.stop_daemon().await;
         common::advance(10.0).await;
         h.start_daemon().await;

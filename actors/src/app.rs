@@ -43,7 +43,11 @@ pub struct Daemon {
 }
 
 /// The supervisor's dependencies from settings.
-pub fn supervisor_deps(settings: &Settings, wiring: &Wiring, link: RegistryLink) -> Result<SupervisorDeps, StoreError> {
+pub fn supervisor_deps(
+    settings: &Settings,
+    wiring: &Wiring,
+    link: RegistryLink,
+) -> Result<SupervisorDeps, StoreError> {
     let store = JsonStore::open(&PathBuf::from(&settings.daemon.state_dir), STATE_FILE)?;
     let planner: Rc<dyn Planner> = Rc::new(SimplePlanner);
     Ok(SupervisorDeps {

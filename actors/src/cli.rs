@@ -133,8 +133,22 @@ mod tests {
 
     #[test]
     fn ganeti_maintd_flags_parse() {
-        let cli = Cli::try_parse_from(["maintd", "daemon", "-f", "-d", "-p", "1900", "-b", "127.0.0.1", "--no-voting", "--yes-do-it"]).unwrap();
-        let Command::Daemon(args) = cli.command else { panic!("not daemon") };
+        let cli = Cli::try_parse_from([
+            "maintd",
+            "daemon",
+            "-f",
+            "-d",
+            "-p",
+            "1900",
+            "-b",
+            "127.0.0.1",
+            "--no-voting",
+            "--yes-do-it",
+        ])
+        .unwrap();
+        let Command::Daemon(args) = cli.command else {
+            panic!("not daemon")
+        };
         assert!(args.foreground && args.common.debug && args.no_voting && args.yes_do_it);
         assert_eq!(args.port, Some(1900));
         assert_eq!(args.bind.as_deref(), Some("127.0.0.1"));
@@ -143,11 +157,29 @@ mod tests {
     #[test]
     fn sim_flags_parse() {
         let cli = Cli::try_parse_from([
-            "maintd", "sim", "--nodes", "8", "--instances", "24", "--seed", "1", "--round-delay", "1", "--job-seconds", "0.2",
-            "--listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0", "--state-dir", "/tmp/x",
+            "maintd",
+            "sim",
+            "--nodes",
+            "8",
+            "--instances",
+            "24",
+            "--seed",
+            "1",
+            "--round-delay",
+            "1",
+            "--job-seconds",
+            "0.2",
+            "--listen",
+            "127.0.0.1:0",
+            "--sim-listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            "/tmp/x",
         ])
         .unwrap();
-        let Command::Sim(args) = cli.command else { panic!("not sim") };
+        let Command::Sim(args) = cli.command else {
+            panic!("not sim")
+        };
         assert_eq!((args.nodes, args.instances, args.seed), (8, 24, 1));
         assert_eq!(args.common.round_delay, Some(1.0));
         assert_eq!(args.job_seconds, 0.2);

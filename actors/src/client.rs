@@ -26,14 +26,35 @@ pub enum ClientError {
 }
 
 async fn request(method: awc::http::Method, url: String) -> Result<Value, ClientError> {
-    let client = awc::Client::builder().timeout(std::time::Duration::from_secs(30)).finish();
-    let unreachable = |reason: String| ClientError::Unreachable { url: url.clone(), reason };
-    let mut response = client.request(method, &url).send().await.map_err(|e| unreachable(e.to_string()))?;
-    let body = response.body().limit(16 * 1024 * 1024).await.map_err(|e| unreachable(e.to_string()))?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| unreachable(format!("not JSON: {e}")))?;
+    let client = awc::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .finish();
+    let unreachable = |reason: String| ClientError::Unreachable {
+        url: url.clone(),
+        reason,
+    };
+    let mut response = client
+        .request(method, &url)
+        .send()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let body = response
+        .body()
+        .limit(16 * 1024 * 1024)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| unreachable(format!("not JSON: {e}")))?;
     if !response.status().is_success() {
-        let message = value.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
-        return Err(ClientError::Api { status: response.status().as_u16(), message });
+        let message = value
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        return Err(ClientError::Api {
+            status: response.status().as_u16(),
+            message,
+        });
     }
     Ok(value)
 }
@@ -46,7 +67,10 @@ pub fn format_status(incidents: &Value) -> String {
     if list.is_empty() {
         return "no incidents\n".into();
     }
-    let mut out = format!("{:<36}  {:<16}  {:<17}  {:<9}  {}\n", "UUID", "NODE", "ACTION", "STATUS", "JOBS");
+    let mut out = format!(
+        "{:<36}  {:<16}  {:<17}  {:<9}  {}\n",
+        "UUID", "NODE", "ACTION", "STATUS", "JOBS"
+    );
     for i in list {
         let text = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
         let jobs: Vec<String> = i
@@ -71,15 +95,30 @@ pub fn format_status(incidents: &Value) -> String {
 
 /// `maintd status`.
 pub async fn status(args: &ClientArgs) -> Result<String, ClientError> {
-    let value = request(awc::http::Method::GET, format!("{}/1/status", args.url.trim_end_matches('/'))).await?;
-    Ok(if args.json { format!("{value:#}\n") } else { format_status(&value) })
+    let value = request(
+        awc::http::Method::GET,
+        format!("{}/1/status", args.url.trim_end_matches('/')),
+    )
+    .await?;
+    Ok(if args.json {
+        format!("{value:#}\n")
+    } else {
+        format_status(&value)
+    })
 }
 
 /// `maintd cancel <uuid>`.
 pub async fn cancel(args: &ClientArgs, uuid: &str) -> Result<String, ClientError> {
-    let url = format!("{}/1/incidents/{uuid}/cancel", args.url.trim_end_matches('/'));
+    let url = format!(
+        "{}/1/incidents/{uuid}/cancel",
+        args.url.trim_end_matches('/')
+    );
     let value = request(awc::http::Method::POST, url).await?;
-    Ok(if args.json { format!("{value:#}\n") } else { format!("incident {uuid} canceled\n") })
+    Ok(if args.json {
+        format!("{value:#}\n")
+    } else {
+        format!("incident {uuid} canceled\n")
+    })
 }
 
 #[cfg(test)]
@@ -90,8 +129,15 @@ mod tests {
 
     #[test]
     fn status_table_lists_incidents_and_messages() {
-        let text = format_status(&json!([{"uuid": "u1", "node": "node3", "action": "evacuate", "repair-status": "pending", "jobs": [4, 5], "message": "waiting"}]));
-        assert!(text.contains("node3") && text.contains("pending") && text.contains("4,5") && text.contains("waiting"));
+        let text = format_status(
+            &json!([{"uuid": "u1", "node": "node3", "action": "evacuate", "repair-status": "pending", "jobs": [4, 5], "message": "waiting"}]),
+        );
+        assert!(
+            text.contains("node3")
+                && text.contains("pending")
+                && text.contains("4,5")
+                && text.contains("waiting")
+        );
         assert_eq!(format_status(&json!([])), "no incidents\n");
     }
 }

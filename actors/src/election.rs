@@ -9,7 +9,10 @@ use actix::prelude::*;
 use maintd::backend::ClusterBackend;
 use tracing::{error, info, warn};
 
-use crate::{messages::Shutdown, supervisor::{ClusterSupervisor, SupervisorDeps}};
+use crate::{
+    messages::Shutdown,
+    supervisor::{ClusterSupervisor, SupervisorDeps},
+};
 
 /// Ganeti's exit code for "not master" (`exitNotmaster`).
 pub const EXIT_NOT_MASTER: i32 = 11;

@@ -29,7 +29,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Status(args) => run_client(async move { client::status(&args).await }),
-        Command::Cancel { uuid, client } => run_client(async move { client::cancel(&client, &uuid).await }),
+        Command::Cancel { uuid, client } => {
+            run_client(async move { client::cancel(&client, &uuid).await })
+        }
         Command::Daemon(args) => run_daemon(args),
         Command::Sim(args) => run_sim(args),
     };
@@ -42,7 +44,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_client(request: impl std::future::Future<Output = Result<String, client::ClientError>>) -> Result<u8, String> {
+fn run_client(
+    request: impl std::future::Future<Output = Result<String, client::ClientError>>,
+) -> Result<u8, String> {
     let text = System::new().block_on(request).map_err(|e| e.to_string())?;
     print!("{text}");
     Ok(0)
@@ -50,7 +54,8 @@ fn run_client(request: impl std::future::Future<Output = Result<String, client::
 
 /// Settings from the layers, the config file, the environment and the shared flags.
 fn settings(layers: &[&str], common: &CommonArgs) -> Result<Settings, String> {
-    let mut settings = Settings::load_layered(layers, common.config.as_deref()).map_err(|e| e.to_string())?;
+    let mut settings =
+        Settings::load_layered(layers, common.config.as_deref()).map_err(|e| e.to_string())?;
     if let Some(dir) = &common.state_dir {
         settings.daemon.state_dir = dir.display().to_string();
     }
@@ -93,8 +98,16 @@ fn run_daemon(args: DaemonArgs) -> Result<u8, String> {
         settings.daemon.node_name = name;
     }
     settings.validate().map_err(|e| e.to_string())?;
-    let node_name = if settings.daemon.node_name.is_empty() { host_name() } else { settings.daemon.node_name.clone() };
-    let master_check = if args.no_voting { MasterCheck::Assume } else { MasterCheck::AskCluster { node_name } };
+    let node_name = if settings.daemon.node_name.is_empty() {
+        host_name()
+    } else {
+        settings.daemon.node_name.clone()
+    };
+    let master_check = if args.no_voting {
+        MasterCheck::Assume
+    } else {
+        MasterCheck::AskCluster { node_name }
+    };
     run_system(move || {
         let clock = Clock::new();
         let listen = format!("{}:{}", settings.daemon.bind, settings.daemon.port);
@@ -111,9 +124,15 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
         None => std::env::temp_dir().join(format!("maintd-sim-{}", std::process::id())),
     };
     settings.daemon.state_dir = state_dir.display().to_string();
-    let luxi_socket = args.luxi_socket.clone().unwrap_or_else(|| state_dir.join("ganeti-query"));
+    let luxi_socket = args
+        .luxi_socket
+        .clone()
+        .unwrap_or_else(|| state_dir.join("ganeti-query"));
     if !(args.job_seconds.is_finite() && args.job_seconds >= 0.0) {
-        return Err(format!("--job-seconds must be zero or more, not {}", args.job_seconds));
+        return Err(format!(
+            "--job-seconds must be zero or more, not {}",
+            args.job_seconds
+        ));
     }
     let spec = SimSpec {
         nodes: args.nodes.max(1),
@@ -126,8 +145,12 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
         let clock = Clock::new();
         let sim = SimHandle::generate(&spec, clock);
         let master = sim.lock().master(clock.now());
-        let endpoints = simulation::serve(sim, luxi_socket, &args.sim_listen).map_err(|e| format!("simulator: {e}"))?;
-        println!("simulated cluster: {} nodes, {} instances, master {master}", spec.nodes, spec.instances);
+        let endpoints = simulation::serve(sim, luxi_socket, &args.sim_listen)
+            .map_err(|e| format!("simulator: {e}"))?;
+        println!(
+            "simulated cluster: {} nodes, {} instances, master {master}",
+            spec.nodes, spec.instances
+        );
         println!("  luxi socket:    {}", endpoints.luxi_socket.display());
         println!("  control API:    http://{}/sim/nodes", endpoints.http);
         println!("  diagnose URL:   {}", endpoints.diagnose_url());
@@ -141,16 +164,29 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
         }
         settings.cluster.luxi_socket = endpoints.luxi_socket.display().to_string();
         settings.monitoring.diagnose_url = endpoints.diagnose_url();
-        let started = start_daemon(&settings, MasterCheck::AskCluster { node_name: master }, &args.listen, clock)?;
+        let started = start_daemon(
+            &settings,
+            MasterCheck::AskCluster { node_name: master },
+            &args.listen,
+            clock,
+        )?;
         println!("  state dir:      {}", settings.daemon.state_dir);
         Ok(started)
     })
 }
 
 /// The running daemon: its gate and its web actor.
-type Running = Option<(Addr<maintd_actors::election::MasterElection>, Addr<WebActor>)>;
+type Running = Option<(
+    Addr<maintd_actors::election::MasterElection>,
+    Addr<WebActor>,
+)>;
 
-fn start_daemon(settings: &Settings, master_check: MasterCheck, listen: &str, clock: Clock) -> Result<Running, String> {
+fn start_daemon(
+    settings: &Settings,
+    master_check: MasterCheck,
+    listen: &str,
+    clock: Clock,
+) -> Result<Running, String> {
     let luxi = LuxiConfig {
         request_timeout: seconds(settings.cluster.luxi_timeout),
         ..LuxiConfig::new(PathBuf::from(&settings.cluster.luxi_socket))
@@ -169,8 +205,12 @@ fn start_daemon(settings: &Settings, master_check: MasterCheck, listen: &str, cl
         clock,
     };
     let daemon = app::start(settings, wiring).map_err(|e| e.to_string())?;
-    let web = WebActor::bind(listen, daemon.link.clone(), clock).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    println!("maintd API:       http://{}", web.addrs.first().map(|a| a.to_string()).unwrap_or_default());
+    let web = WebActor::bind(listen, daemon.link.clone(), clock)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    println!(
+        "maintd API:       http://{}",
+        web.addrs.first().map(|a| a.to_string()).unwrap_or_default()
+    );
     Ok(Some((daemon.election, web.start())))
 }
 

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::{
-    messages::{Shutdown, GetRoundFinished, Reconcile, StartRound, SubmitJobs},
+    messages::{GetRoundFinished, Reconcile, Shutdown, StartRound, SubmitJobs},
     registry::EventRegistry,
     watcher::JobWatcher,
 };
@@ -80,12 +80,19 @@ impl RoundPlanner {
         let planner = self.planner.clone();
         let clock = self.clock;
         async move {
-            if !registry.send(GetRoundFinished).await.map_err(|e| e.to_string())? {
+            if !registry
+                .send(GetRoundFinished)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 return Ok(None);
             }
             let cluster = backend.snapshot().await.map_err(|e| e.to_string())?;
             let context = registry
-                .send(Reconcile { cluster: cluster.clone(), at: clock.now() })
+                .send(Reconcile {
+                    cluster: cluster.clone(),
+                    at: clock.now(),
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             let plan = planner.plan(PlanInput {
@@ -95,7 +102,10 @@ impl RoundPlanner {
                 now_ns: clock.now_ns(),
             });
             let jobs = registry
-                .send(StartRound { plan, at: clock.now() })
+                .send(StartRound {
+                    plan,
+                    at: clock.now(),
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>(Some(jobs))
@@ -115,7 +125,8 @@ impl RoundPlanner {
                 }
                 Err(e) => {
                     warn!(target: "maintd::planner", error = %e, "could not plan a round");
-                    act.next_due = Instant::now() + act.timing.round_delay + act.timing.error_backoff;
+                    act.next_due =
+                        Instant::now() + act.timing.round_delay + act.timing.error_backoff;
                 }
             }
         })

@@ -9,7 +9,7 @@ use actix::{prelude::*, WeakRecipient};
 use maintd::{backend::DiagnoseSource, clock::Clock};
 use tracing::debug;
 
-use crate::messages::{Shutdown, ChildRestarted, NodeObserved};
+use crate::messages::{ChildRestarted, NodeObserved, Shutdown};
 
 /// Timing of a poller.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,7 +26,9 @@ impl PollTiming {
     /// Backoff after `attempt` consecutive failures (1-based): initial × 2^(attempt-1), capped.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
-        self.backoff_initial.saturating_mul(factor).min(self.backoff_max)
+        self.backoff_initial
+            .saturating_mul(factor)
+            .min(self.backoff_max)
     }
 }
 

@@ -10,9 +10,10 @@ use maintd::{
 };
 use tracing::{error, info, warn};
 
-use crate::messages::{Shutdown, 
-    CancelIncident, GetRecovery, GetRoundFinished, GetStatus, JobStatusesSeen, JobToSubmit, JobsSubmitted,
-    NodeObserved, NodePollView, PlanContext, Reconcile, Recovery, StartRound, StatusView, SubmissionLost,
+use crate::messages::{
+    CancelIncident, GetRecovery, GetRoundFinished, GetStatus, JobStatusesSeen, JobToSubmit,
+    JobsSubmitted, NodeObserved, NodePollView, PlanContext, Reconcile, Recovery, Shutdown,
+    StartRound, StatusView, SubmissionLost,
 };
 
 /// Name of the state file inside the state directory.
@@ -56,10 +57,13 @@ impl Handler<NodeObserved> for EventRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: NodeObserved, _: &mut Context<Self>) {
-        let poll = self.polls.entry(msg.node.clone()).or_insert_with(|| NodePollView {
-            node: msg.node.clone(),
-            ..Default::default()
-        });
+        let poll = self
+            .polls
+            .entry(msg.node.clone())
+            .or_insert_with(|| NodePollView {
+                node: msg.node.clone(),
+                ..Default::default()
+            });
         match msg.report {
             Ok(diagnose) => {
                 poll.last_status = Some(diagnose.action.to_string());
@@ -92,7 +96,8 @@ impl Handler<Reconcile> for EventRegistry {
         for uuid in &forgotten {
             info!(target: "maintd::registry", %uuid, "incident forgotten");
         }
-        self.polls.retain(|node, _| msg.cluster.node(node).is_some());
+        self.polls
+            .retain(|node, _| msg.cluster.node(node).is_some());
         if !forgotten.is_empty() {
             self.persist();
         }
@@ -133,7 +138,10 @@ impl Handler<StartRound> for EventRegistry {
         MessageResult(
             plan.jobs
                 .into_iter()
-                .map(|j| JobToSubmit { key: j.key, ops: j.ops })
+                .map(|j| JobToSubmit {
+                    key: j.key,
+                    ops: j.ops,
+                })
                 .collect(),
         )
     }
@@ -171,8 +179,12 @@ impl Handler<JobStatusesSeen> for EventRegistry {
         let before = self.state.clone();
         for (id, status) in msg.statuses {
             match status {
-                None => warn!(target: "maintd::registry", job = %id, "job unknown to the queue; counted as failed"),
-                Some(s) if s.is_finalized() => info!(target: "maintd::registry", job = %id, status = %s, "job finalized"),
+                None => {
+                    warn!(target: "maintd::registry", job = %id, "job unknown to the queue; counted as failed")
+                }
+                Some(s) if s.is_finalized() => {
+                    info!(target: "maintd::registry", job = %id, status = %s, "job finalized")
+                }
                 Some(_) => {}
             }
             self.state.record_job_status(id, status, msg.at);

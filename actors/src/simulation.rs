@@ -28,7 +28,11 @@ impl SimEndpoints {
 
 /// Start serving `sim` on `luxi_socket` and `http_listen`. Runs on the current actix
 /// system until it stops.
-pub fn serve(sim: SimHandle, luxi_socket: PathBuf, http_listen: &str) -> std::io::Result<SimEndpoints> {
+pub fn serve(
+    sim: SimHandle,
+    luxi_socket: PathBuf,
+    http_listen: &str,
+) -> std::io::Result<SimEndpoints> {
     // A socket file left by an earlier run would make bind fail.
     if luxi_socket.exists() {
         std::fs::remove_file(&luxi_socket)?;
@@ -37,14 +41,26 @@ pub fn serve(sim: SimHandle, luxi_socket: PathBuf, http_listen: &str) -> std::io
         std::fs::create_dir_all(dir)?;
     }
     let listener = UnixListener::bind(&luxi_socket)?;
-    actix::spawn(luxi_server::serve(listener, sim.clone(), std::future::pending::<()>()));
+    actix::spawn(luxi_server::serve(
+        listener,
+        sim.clone(),
+        std::future::pending::<()>(),
+    ));
 
     let data = Data::new(sim);
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(sim_api::configure))
-        .workers(1)
-        .disable_signals()
-        .bind(http_listen)?;
-    let http = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no address bound"))?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(sim_api::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(http_listen)?;
+    let http = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("no address bound"))?;
     let running = server.run();
     actix::spawn(async move {
         if let Err(e) = running.await {

@@ -17,7 +17,7 @@ use maintd::{
 use tracing::{error, info, warn};
 
 use crate::{
-    messages::{Shutdown, ChildRestarted, NodesListed},
+    messages::{ChildRestarted, NodesListed, Shutdown},
     planner::{RoundPlanner, RoundTiming},
     poller::{NodePoller, PollTiming},
     registry::EventRegistry,
@@ -77,7 +77,12 @@ impl ClusterSupervisor {
         actix::spawn(async move {
             match snapshot.await {
                 Ok(cluster) => {
-                    let nodes = cluster.nodes.into_iter().filter(|n| !n.offline).map(|n| n.name).collect();
+                    let nodes = cluster
+                        .nodes
+                        .into_iter()
+                        .filter(|n| !n.offline)
+                        .map(|n| n.name)
+                        .collect();
                     me.do_send(NodesListed { nodes });
                 }
                 Err(e) => warn!(target: "maintd::supervisor", error = %e, "could not list nodes"),
@@ -104,10 +109,16 @@ impl Actor for ClusterSupervisor {
         let registry = EventRegistry::new(state, self.deps.store.clone()).start();
         let restarts = ctx.address().recipient::<ChildRestarted>().downgrade();
         let watcher = {
-            let (backend, registry, clock, interval) =
-                (self.deps.backend.clone(), registry.clone(), self.deps.clock, self.deps.job_poll_interval);
+            let (backend, registry, clock, interval) = (
+                self.deps.backend.clone(),
+                registry.clone(),
+                self.deps.clock,
+                self.deps.job_poll_interval,
+            );
             let restarts = restarts.clone();
-            Supervisor::start(move |_| JobWatcher::new(backend, registry, Some(restarts), interval, clock))
+            Supervisor::start(move |_| {
+                JobWatcher::new(backend, registry, Some(restarts), interval, clock)
+            })
         };
         let planner = RoundPlanner::new(
             self.deps.backend.clone(),
@@ -151,7 +162,9 @@ impl Handler<NodesListed> for ClusterSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: NodesListed, ctx: &mut Context<Self>) {
-        let Some(registry) = &self.registry else { return };
+        let Some(registry) = &self.registry else {
+            return;
+        };
         let wanted: std::collections::BTreeSet<String> = msg.nodes.into_iter().collect();
         self.pollers.retain(|node, poller| {
             let keep = wanted.contains(node);
@@ -166,11 +179,17 @@ impl Handler<NodesListed> for ClusterSupervisor {
                 continue;
             }
             info!(target: "maintd::supervisor", %node, "polling node");
-            let (source, sink, timing, clock) =
-                (self.deps.diagnose.clone(), registry.clone().recipient(), self.deps.poll, self.deps.clock);
+            let (source, sink, timing, clock) = (
+                self.deps.diagnose.clone(),
+                registry.clone().recipient(),
+                self.deps.poll,
+                self.deps.clock,
+            );
             let restarts = ctx.address().recipient::<ChildRestarted>().downgrade();
             let name = node.clone();
-            let poller = Supervisor::start(move |_| NodePoller::new(name, source, sink, Some(restarts), timing, clock));
+            let poller = Supervisor::start(move |_| {
+                NodePoller::new(name, source, sink, Some(restarts), timing, clock)
+            });
             self.pollers.insert(node, poller);
         }
     }

@@ -10,8 +10,9 @@ use actix::{prelude::*, WeakRecipient};
 use maintd::{backend::ClusterBackend, clock::Clock, model::job::JobId};
 use tracing::{error, info, warn};
 
-use crate::messages::{Shutdown, 
-    ChildRestarted, GetRecovery, JobStatusesSeen, JobsSubmitted, SubmissionLost, SubmitJobs,
+use crate::messages::{
+    ChildRestarted, GetRecovery, JobStatusesSeen, JobsSubmitted, Shutdown, SubmissionLost,
+    SubmitJobs,
 };
 use crate::registry::EventRegistry;
 
@@ -58,7 +59,9 @@ impl JobWatcher {
 
     fn backoff(&self) -> Duration {
         let factor = 2u32.saturating_pow(self.attempt.min(6));
-        self.poll_interval.saturating_mul(factor).min(Duration::from_secs(300))
+        self.poll_interval
+            .saturating_mul(factor)
+            .min(Duration::from_secs(300))
     }
 
     /// Re-read unfinished jobs from the registry and resolve unconfirmed submissions.
@@ -105,7 +108,8 @@ impl JobWatcher {
     }
 
     fn submit(&mut self, batch: SubmitJobs, ctx: &mut Context<Self>) {
-        let (keys, ops): (Vec<String>, Vec<_>) = batch.jobs.into_iter().map(|j| (j.key, j.ops)).unzip();
+        let (keys, ops): (Vec<String>, Vec<_>) =
+            batch.jobs.into_iter().map(|j| (j.key, j.ops)).unzip();
         if keys.is_empty() {
             return;
         }
@@ -173,7 +177,11 @@ impl Actor for JobWatcher {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.recovered = false;
         self.watching.clear();
-        let delay = if self.attempt == 0 { Duration::ZERO } else { self.backoff() };
+        let delay = if self.attempt == 0 {
+            Duration::ZERO
+        } else {
+            self.backoff()
+        };
         ctx.run_later(delay, Self::recover);
     }
 }

@@ -175,11 +175,18 @@ async fn nodes(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(status_view(&link).await?.nodes))
 }
 
-async fn cancel(link: Data<RegistryLink>, clock: Data<Clock>, uuid: Path<String>) -> Result<HttpResponse, ApiError> {
+async fn cancel(
+    link: Data<RegistryLink>,
+    clock: Data<Clock>,
+    uuid: Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let uuid = parse_uuid(&uuid)?;
     let answer = link
         .registry()?
-        .send(CancelIncident { uuid, at: clock.now() })
+        .send(CancelIncident {
+            uuid,
+            at: clock.now(),
+        })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     match answer {
@@ -194,7 +201,8 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 fn parse_uuid(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| ApiError::BadRequest(format!("{text:?} is not an incident uuid")))
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::BadRequest(format!("{text:?} is not an incident uuid")))
 }
 
 /// The API's routes; `link` and `clock` must be registered as app data.
@@ -225,7 +233,10 @@ pub fn app(
     App::new()
         .app_data(Data::new(link))
         .app_data(Data::new(clock))
-        .app_data(web::JsonConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
+        .app_data(
+            web::JsonConfig::default()
+                .error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()),
+        )
         .configure(configure)
         .default_service(web::to(not_found))
 }
@@ -267,4 +278,3 @@ impl Actor for WebActor {
         Running::Stop
     }
 }
-

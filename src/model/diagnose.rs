@@ -48,7 +48,10 @@ impl RepairAction {
 
     /// The action empties the node.
     pub fn is_evacuation(self) -> bool {
-        matches!(self, RepairAction::Evacuate | RepairAction::EvacuateFailover)
+        matches!(
+            self,
+            RepairAction::Evacuate | RepairAction::EvacuateFailover
+        )
     }
 }
 
@@ -192,8 +195,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_reports() {
-        assert!(matches!(parse_report(b"not json", 1024), Err(ReportError::NotJson(_))));
-        assert!(matches!(parse_report(b"[1]", 1024), Err(ReportError::BadEnvelope(_))));
+        assert!(matches!(
+            parse_report(b"not json", 1024),
+            Err(ReportError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_report(b"[1]", 1024),
+            Err(ReportError::BadEnvelope(_))
+        ));
         assert!(matches!(
             parse_report(br#"{"name":"lv","data":{}}"#, 1024),
             Err(ReportError::BadEnvelope(_))

@@ -331,8 +331,7 @@ impl MaintenanceState {
             }
         }
         self.forget(&gone);
-        self.reports
-            .retain(|node, _| cluster.node(node).is_some());
+        self.reports.retain(|node, _| cluster.node(node).is_some());
         gone.extend(self.forget_unobserved());
         gone
     }
@@ -440,7 +439,12 @@ impl MaintenanceState {
         match status {
             Some(JobStatus::Success) => self.job_succeeded(uuid, &purpose, now),
             Some(other) => self.job_failed(uuid, &purpose, format!("job {id} ended {other}"), now),
-            None => self.job_failed(uuid, &purpose, format!("job {id} is unknown to the queue"), now),
+            None => self.job_failed(
+                uuid,
+                &purpose,
+                format!("job {id} is unknown to the queue"),
+                now,
+            ),
         }
     }
 

@@ -344,7 +344,9 @@ mod tests {
         )
         .unwrap();
         match op.body {
-            OpBody::InstanceFailover { shutdown_timeout, .. } => assert_eq!(shutdown_timeout, 120),
+            OpBody::InstanceFailover {
+                shutdown_timeout, ..
+            } => assert_eq!(shutdown_timeout, 120),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -74,7 +74,13 @@ impl<'a> Round<'a> {
             {
                 let tag = incident.failed_tag();
                 let op = OpBody::tag_node(&incident.node, &tag);
-                self.add_job(incident, JobPurpose::TagFailed, vec![op], &[], "marking incident handling as failed");
+                self.add_job(
+                    incident,
+                    JobPurpose::TagFailed,
+                    vec![op],
+                    &[],
+                    "marking incident handling as failed",
+                );
             }
         }
         let mut chosen = self.chosen_incidents();
@@ -90,7 +96,9 @@ impl<'a> Round<'a> {
                 continue;
             }
             match incident.action {
-                RepairAction::Evacuate | RepairAction::EvacuateFailover => self.evacuation_step(incident),
+                RepairAction::Evacuate | RepairAction::EvacuateFailover => {
+                    self.evacuation_step(incident)
+                }
                 RepairAction::LiveRepair => self.live_repair_step(incident),
                 RepairAction::Ok => {}
             }
@@ -121,17 +129,27 @@ impl<'a> Round<'a> {
 
     fn evacuation_step(&mut self, incident: &'a Incident) {
         let cluster = self.input.cluster;
-        let Some(node) = cluster.node(&incident.node) else { return };
+        let Some(node) = cluster.node(&incident.node) else {
+            return;
+        };
         if !node.drained && !node.offline {
             let op = OpBody::drain_node(&node.name);
-            self.add_job(incident, JobPurpose::Drain, vec![op], &[], &format!("Draining {}", node.name));
+            self.add_job(
+                incident,
+                JobPurpose::Drain,
+                vec![op],
+                &[],
+                &format!("Draining {}", node.name),
+            );
             return;
         }
         let failover = incident.action == RepairAction::EvacuateFailover;
         if let Some(instance) = first_by_name(cluster.primaries_of(&node.name)) {
             match self.move_primary(instance, failover) {
                 Ok((ops, targets)) => {
-                    let purpose = JobPurpose::MovePrimary { instance: instance.name.clone() };
+                    let purpose = JobPurpose::MovePrimary {
+                        instance: instance.name.clone(),
+                    };
                     let text = format!("Evacuating {} from {}", instance.name, node.name);
                     self.add_job(incident, purpose, ops, &targets, &text);
                 }
@@ -143,8 +161,13 @@ impl<'a> Round<'a> {
             match self.move_secondary(instance, &node.name) {
                 Ok(target) => {
                     let op = OpBody::new_secondary(&instance.name, &target);
-                    let purpose = JobPurpose::MoveSecondary { instance: instance.name.clone() };
-                    let text = format!("Moving secondary of {} away from {}", instance.name, node.name);
+                    let purpose = JobPurpose::MoveSecondary {
+                        instance: instance.name.clone(),
+                    };
+                    let text = format!(
+                        "Moving secondary of {} away from {}",
+                        instance.name, node.name
+                    );
                     self.add_job(incident, purpose, vec![op], &[target], &text);
                 }
                 Err(why) => self.blocked(incident, why),
@@ -162,21 +185,40 @@ impl<'a> Round<'a> {
         // Rounds wait for every job, so an open incident without `repair_done` has no
         // repair job in flight and none that succeeded: (re)submit it.
         let Some(command) = &incident.command else {
-            self.plan
-                .failures
-                .push((incident.uuid, "live-repair requested without a repair command".into()));
+            self.plan.failures.push((
+                incident.uuid,
+                "live-repair requested without a repair command".into(),
+            ));
             let op = OpBody::tag_node(&incident.node, &incident.failed_tag());
-            self.add_job(incident, JobPurpose::TagFailed, vec![op], &[], "marking incident handling as failed");
+            self.add_job(
+                incident,
+                JobPurpose::TagFailed,
+                vec![op],
+                &[],
+                "marking incident handling as failed",
+            );
             return;
         };
         let input = incident.original.to_string();
         let op = OpBody::repair_command(&incident.node, command, input);
-        self.add_job(incident, JobPurpose::RepairCommand, vec![op], &[], "repair command requested by node");
+        self.add_job(
+            incident,
+            JobPurpose::RepairCommand,
+            vec![op],
+            &[],
+            "repair command requested by node",
+        );
     }
 
     fn tag_ready(&mut self, incident: &'a Incident) {
         let op = OpBody::tag_node(&incident.node, &incident.tag);
-        self.add_job(incident, JobPurpose::TagReady, vec![op], &[], &format!("{} of {} done", incident.action, incident.node));
+        self.add_job(
+            incident,
+            JobPurpose::TagReady,
+            vec![op],
+            &[],
+            &format!("{} of {} done", incident.action, incident.node),
+        );
     }
 
     fn blocked(&mut self, incident: &Incident, why: NoMove) {
@@ -185,21 +227,40 @@ impl<'a> Round<'a> {
             NoMove::Impossible(message) => {
                 self.plan.failures.push((incident.uuid, message));
                 let op = OpBody::tag_node(&incident.node, &incident.failed_tag());
-                self.add_job(incident, JobPurpose::TagFailed, vec![op], &[], "marking incident handling as failed");
+                self.add_job(
+                    incident,
+                    JobPurpose::TagFailed,
+                    vec![op],
+                    &[],
+                    "marking incident handling as failed",
+                );
             }
         }
     }
 
     /// Opcodes moving `instance` off its primary, and the nodes receiving it.
-    fn move_primary(&mut self, instance: &Instance, failover: bool) -> Result<(Vec<OpBody>, Vec<String>), NoMove> {
+    fn move_primary(
+        &mut self,
+        instance: &Instance,
+        failover: bool,
+    ) -> Result<(Vec<OpBody>, Vec<String>), NoMove> {
         let cluster = self.input.cluster;
-        let memory = if instance.is_running() { instance.memory } else { 0 };
+        let memory = if instance.is_running() {
+            instance.memory
+        } else {
+            0
+        };
         match instance.disk_template {
             DiskTemplate::Drbd => {
-                let Some(secondary) = instance.secondaries.first().and_then(|s| cluster.node(s)) else {
-                    return Err(NoMove::Impossible(format!("{} has no secondary node", instance.name)));
+                let Some(secondary) = instance.secondaries.first().and_then(|s| cluster.node(s))
+                else {
+                    return Err(NoMove::Impossible(format!(
+                        "{} has no secondary node",
+                        instance.name
+                    )));
                 };
-                let secondary_usable = self.usable_target(secondary) && self.fits(&secondary.name, memory, 0);
+                let secondary_usable =
+                    self.usable_target(secondary) && self.fits(&secondary.name, memory, 0);
                 if secondary_usable {
                     self.reserve(&secondary.name, memory, 0);
                     let switch = if failover {
@@ -210,21 +271,26 @@ impl<'a> Round<'a> {
                     // After the switch the evacuated node is the secondary; move the mirror
                     // away in the same job when a node has room for it (as hail does).
                     let exclude = [instance.primary.as_str(), secondary.name.as_str()];
-                    return Ok(match self.pick_target(instance, 0, instance.disk, &exclude) {
-                        Ok(mirror) => {
-                            self.reserve(&mirror, 0, instance.disk);
-                            let replace = OpBody::new_secondary(&instance.name, &mirror);
-                            (vec![switch, replace], vec![secondary.name.clone(), mirror])
-                        }
-                        Err(_) => (vec![switch], vec![secondary.name.clone()]),
-                    });
+                    return Ok(
+                        match self.pick_target(instance, 0, instance.disk, &exclude) {
+                            Ok(mirror) => {
+                                self.reserve(&mirror, 0, instance.disk);
+                                let replace = OpBody::new_secondary(&instance.name, &mirror);
+                                (vec![switch, replace], vec![secondary.name.clone(), mirror])
+                            }
+                            Err(_) => (vec![switch], vec![secondary.name.clone()]),
+                        },
+                    );
                 }
                 // The secondary cannot take the instance: give it a new secondary first;
                 // the move itself follows in a later round.
                 let exclude = [instance.primary.as_str(), secondary.name.as_str()];
                 let target = self.pick_target(instance, memory, instance.disk, &exclude)?;
                 self.reserve(&target, 0, instance.disk);
-                Ok((vec![OpBody::new_secondary(&instance.name, &target)], vec![target]))
+                Ok((
+                    vec![OpBody::new_secondary(&instance.name, &target)],
+                    vec![target],
+                ))
             }
             template if template.is_externally_mirrored() => {
                 let target = self.pick_target(instance, memory, 0, &[instance.primary.as_str()])?;
@@ -238,9 +304,17 @@ impl<'a> Round<'a> {
             }
             DiskTemplate::Plain | DiskTemplate::File => {
                 // Not mirrored: only a copy with downtime (gnt-instance move) empties the node.
-                let target = self.pick_target(instance, memory, instance.disk, &[instance.primary.as_str()])?;
+                let target = self.pick_target(
+                    instance,
+                    memory,
+                    instance.disk,
+                    &[instance.primary.as_str()],
+                )?;
                 self.reserve(&target, memory, instance.disk);
-                Ok((vec![OpBody::instance_move(&instance.name, &target)], vec![target]))
+                Ok((
+                    vec![OpBody::instance_move(&instance.name, &target)],
+                    vec![target],
+                ))
             }
             other => Err(NoMove::Impossible(format!(
                 "{} has disk template {:?}, which maintd cannot move",
@@ -250,7 +324,12 @@ impl<'a> Round<'a> {
     }
 
     fn move_secondary(&mut self, instance: &Instance, from: &str) -> Result<String, NoMove> {
-        let target = self.pick_target(instance, 0, instance.disk, &[instance.primary.as_str(), from])?;
+        let target = self.pick_target(
+            instance,
+            0,
+            instance.disk,
+            &[instance.primary.as_str(), from],
+        )?;
         self.reserve(&target, 0, instance.disk);
         Ok(target)
     }
@@ -274,8 +353,15 @@ impl<'a> Round<'a> {
         }
     }
 
-    /// The usable node of the instance's group with the most free memory, then disk, then name.
-    fn pick_target(&self, instance: &Instance, memory: u64, disk: u64, exclude: &[&str]) -> Result<String, NoMove> {
+    /// The usable node of the instance's group with the most of the needed resource free
+    /// (memory, else disk); ties go to the first name.
+    fn pick_target(
+        &self,
+        instance: &Instance,
+        memory: u64,
+        disk: u64,
+        exclude: &[&str],
+    ) -> Result<String, NoMove> {
         let cluster: &ClusterSnapshot = self.input.cluster;
         let group = cluster.node(&instance.primary).map(|n| n.group.as_str());
         let candidates: Vec<&Node> = cluster
@@ -294,15 +380,34 @@ impl<'a> Round<'a> {
         candidates
             .into_iter()
             .filter(|n| !self.touched.contains(&n.name))
-            .max_by(|a, b| {
-                let (fa, fb) = (self.free[a.name.as_str()], self.free[b.name.as_str()]);
-                fa.cmp(&fb).then(b.name.cmp(&a.name))
+            .max_by_key(|n| {
+                // Rank by the resource the move consumes: memory for a running instance,
+                // disk for a mirror.
+                let (free_memory, free_disk) = self.free[n.name.as_str()];
+                let rank = if memory > 0 {
+                    (free_memory, free_disk)
+                } else {
+                    (free_disk, free_memory)
+                };
+                (rank, std::cmp::Reverse(n.name.clone()))
             })
             .map(|n| n.name.clone())
-            .ok_or_else(|| NoMove::Wait(format!("every target for {} is busy this round", instance.name)))
+            .ok_or_else(|| {
+                NoMove::Wait(format!(
+                    "every target for {} is busy this round",
+                    instance.name
+                ))
+            })
     }
 
-    fn add_job(&mut self, incident: &Incident, purpose: JobPurpose, ops: Vec<OpBody>, targets: &[String], what: &str) {
+    fn add_job(
+        &mut self,
+        incident: &Incident,
+        purpose: JobPurpose,
+        ops: Vec<OpBody>,
+        targets: &[String],
+        what: &str,
+    ) {
         let key = format!("{}-{}", self.input.key_prefix, self.plan.jobs.len());
         let text = format!("{what} (incident {}, submission {key})", incident.uuid);
         let mut nodes: BTreeSet<String> = targets.iter().cloned().collect();

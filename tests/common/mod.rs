@@ -55,13 +55,25 @@ impl Harness {
     /// A simulated cluster (`job_seconds` per job) and a daemon on it, round delay 1 s.
     pub async fn start(nodes: usize, instances: usize, job_seconds: f64) -> Harness {
         let clock = Clock::starting_at(1_800_000_000.0);
-        let spec = SimSpec { nodes, instances, seed: 1, job_seconds, ..SimSpec::default() };
+        let spec = SimSpec {
+            nodes,
+            instances,
+            seed: 1,
+            job_seconds,
+            ..SimSpec::default()
+        };
         let sim = SimHandle::generate(&spec, clock);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::load_layered(&[SIM_TOML], None).expect("settings");
         settings.daemon.state_dir = dir.path().display().to_string();
         settings.rounds.round_delay = 1.0;
-        let mut harness = Harness { sim, settings, daemon: None, clock, dir };
+        let mut harness = Harness {
+            sim,
+            settings,
+            daemon: None,
+            clock,
+            dir,
+        };
         harness.start_daemon().await;
         harness
     }
@@ -72,13 +84,17 @@ impl Harness {
         let wiring = Wiring {
             backend: Rc::new(SimBackend::new(self.sim.sim.clone(), self.clock)),
             diagnose: Rc::new(SimDiagnose::new(self.sim.sim.clone(), self.clock)),
-            master_check: MasterCheck::AskCluster { node_name: "node1".into() },
+            master_check: MasterCheck::AskCluster {
+                node_name: "node1".into(),
+            },
             exit_if_not_master: false,
             clock: self.clock,
         };
         self.daemon = Some(app::start(&self.settings, wiring).expect("daemon starts"));
-        self.wait_for(10.0, "mastership", async |h: &Harness| (h.api("GET", "/1/status").await.0 == StatusCode::OK).then_some(()))
-            .await;
+        self.wait_for(10.0, "mastership", async |h: &Harness| {
+            (h.api("GET", "/1/status").await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
     }
 
     /// Stop the daemon (all actors).
@@ -119,13 +135,21 @@ impl Harness {
     }
 
     /// Advance virtual time in small steps until `check` holds; panic after `limit` seconds.
-    pub async fn wait_for<T>(&self, limit: f64, what: &str, mut check: impl AsyncFnMut(&Harness) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &self,
+        limit: f64,
+        what: &str,
+        mut check: impl AsyncFnMut(&Harness) -> Option<T>,
+    ) -> T {
         let mut waited = 0.0;
         loop {
             if let Some(found) = check(self).await {
                 return found;
             }
-            assert!(waited < limit, "timed out after {limit} virtual seconds waiting for {what}");
+            assert!(
+                waited < limit,
+                "timed out after {limit} virtual seconds waiting for {what}"
+            );
             advance(0.25).await;
             waited += 0.25;
         }
@@ -133,29 +157,49 @@ impl Harness {
 
     /// The incident with `uuid` reaches `status`.
     pub async fn wait_status(&self, uuid: &str, status: &str, limit: f64) -> Value {
-        self.wait_for(limit, &format!("incident {uuid} {status}"), async |h: &Harness| {
-            h.try_incidents().await?.into_iter().find(|i| i["uuid"] == uuid && i["repair-status"] == status)
-        })
+        self.wait_for(
+            limit,
+            &format!("incident {uuid} {status}"),
+            async |h: &Harness| {
+                h.try_incidents()
+                    .await?
+                    .into_iter()
+                    .find(|i| i["uuid"] == uuid && i["repair-status"] == status)
+            },
+        )
         .await
     }
 
     /// Wait for the first incident on `node` and return it.
     pub async fn wait_incident_on(&self, node: &str, limit: f64) -> Value {
-        self.wait_for(limit, &format!("an incident on {node}"), async |h: &Harness| {
-            h.try_incidents().await?.into_iter().find(|i| i["node"] == node)
-        })
+        self.wait_for(
+            limit,
+            &format!("an incident on {node}"),
+            async |h: &Harness| {
+                h.try_incidents()
+                    .await?
+                    .into_iter()
+                    .find(|i| i["node"] == node)
+            },
+        )
         .await
     }
 
     /// Wait until no incident is left.
     pub async fn wait_no_incidents(&self, limit: f64) {
-        self.wait_for(limit, "no incidents", async |h: &Harness| h.try_incidents().await?.is_empty().then_some(())).await
+        self.wait_for(limit, "no incidents", async |h: &Harness| {
+            h.try_incidents().await?.is_empty().then_some(())
+        })
+        .await
     }
 
     /// Set the diagnose a node reports from now on.
     pub fn report(&self, node: &str, diagnose: Value) {
         let now = self.clock.now();
-        self.sim.lock().set_diagnose(node, diagnose, now).expect("known node");
+        self.sim
+            .lock()
+            .set_diagnose(node, diagnose, now)
+            .expect("known node");
     }
 
     /// The simulator's node view.
@@ -177,7 +221,13 @@ impl Harness {
         views
             .into_iter()
             .filter(|n| !n.master)
-            .max_by_key(|n| (n.primary_instances.len(), n.secondary_instances.len(), std::cmp::Reverse(n.name.clone())))
+            .max_by_key(|n| {
+                (
+                    n.primary_instances.len(),
+                    n.secondary_instances.len(),
+                    std::cmp::Reverse(n.name.clone()),
+                )
+            })
             .map(|n| n.name)
             .expect("a non-master node")
     }

@@ -43,7 +43,13 @@ fn only_uuid(state: &MaintenanceState) -> Uuid {
 }
 
 /// Submit one job for `uuid` and finish it with `status`.
-fn run_job(state: &mut MaintenanceState, uuid: Uuid, purpose: JobPurpose, id: u64, status: Option<JobStatus>) {
+fn run_job(
+    state: &mut MaintenanceState,
+    uuid: Uuid,
+    purpose: JobPurpose,
+    id: u64,
+    status: Option<JobStatus>,
+) {
     let job = PlannedJob {
         key: format!("k{id}"),
         incident: Some(uuid),
@@ -62,19 +68,33 @@ fn run_job(state: &mut MaintenanceState, uuid: Uuid, purpose: JobPurpose, id: u6
 fn same_json_same_incident_different_json_new_incident() {
     let mut s = MaintenanceState::new();
     let a = json!({"status": "evacuate", "details": {"disk": "sda"}});
-    assert!(matches!(s.observe("n1", &diag(a.clone()), 0.0), Observed::NewIncident(_)));
+    assert!(matches!(
+        s.observe("n1", &diag(a.clone()), 0.0),
+        Observed::NewIncident(_)
+    ));
     // Key order does not matter: it is the same JSON object.
-    let a_reordered: Value = serde_json::from_str(r#"{"details": {"disk": "sda"}, "status": "evacuate"}"#).unwrap();
+    let a_reordered: Value =
+        serde_json::from_str(r#"{"details": {"disk": "sda"}, "status": "evacuate"}"#).unwrap();
     assert_eq!(s.observe("n1", &diag(a_reordered), 1.0), Observed::Nothing);
-    assert!(matches!(s.observe("n2", &diag(a.clone()), 1.0), Observed::NewIncident(_)));
+    assert!(matches!(
+        s.observe("n2", &diag(a.clone()), 1.0),
+        Observed::NewIncident(_)
+    ));
     assert_eq!(s.observe("n2", &diag(a), 1.5), Observed::Nothing);
     assert!(matches!(
-        s.observe("n1", &diag(json!({"status": "evacuate", "details": {"disk": "sdb"}})), 2.0),
+        s.observe(
+            "n1",
+            &diag(json!({"status": "evacuate", "details": {"disk": "sdb"}})),
+            2.0
+        ),
         Observed::NewIncident(_)
     ));
     assert_eq!(s.incidents.len(), 3);
     assert!(s.incidents.iter().all(|i| i.status == RepairStatus::Noted));
-    assert_eq!(s.observe("n3", &diag(json!({"status": "Ok"})), 3.0), Observed::Nothing);
+    assert_eq!(
+        s.observe("n3", &diag(json!({"status": "Ok"})), 3.0),
+        Observed::Nothing
+    );
     assert_eq!(s.incidents.len(), 3);
 }
 
@@ -106,7 +126,13 @@ fn failed_job_fails_incident_and_switches_tag() {
     // A failing failure-tag job keeps the incident failed and untagged (retried later).
     run_job(&mut s, u, JobPurpose::TagFailed, 2, Some(JobStatus::Error));
     assert!(!s.incident(u).unwrap().tagged);
-    run_job(&mut s, u, JobPurpose::TagFailed, 3, Some(JobStatus::Success));
+    run_job(
+        &mut s,
+        u,
+        JobPurpose::TagFailed,
+        3,
+        Some(JobStatus::Success),
+    );
     assert!(s.incident(u).unwrap().tagged);
 }
 
@@ -118,7 +144,11 @@ fn unknown_job_counts_as_failed() {
     run_job(&mut s, u, JobPurpose::Drain, 9, None);
     let i = s.incident(u).unwrap();
     assert_eq!(i.status, RepairStatus::Failed);
-    assert!(i.message.as_deref().unwrap().contains("unknown to the queue"));
+    assert!(i
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("unknown to the queue"));
 }
 
 #[test]
@@ -126,7 +156,13 @@ fn refused_submission_fails_incident_and_finishes_round() {
     let mut s = MaintenanceState::new();
     s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
     let u = only_uuid(&s);
-    let job = PlannedJob { key: "k".into(), incident: Some(u), purpose: JobPurpose::Drain, nodes: BTreeSet::new(), ops: vec![] };
+    let job = PlannedJob {
+        key: "k".into(),
+        incident: Some(u),
+        purpose: JobPurpose::Drain,
+        nodes: BTreeSet::new(),
+        ops: vec![],
+    };
     s.start_round(&[job], 1.0);
     s.record_submission("k", Err("Queue drained".into()), 1.0);
     assert!(s.round_finished());
@@ -159,7 +195,13 @@ fn removing_failed_tag_forgets_at_once_and_restarts_flow() {
     s.observe("n1", &diag(report.clone()), 0.0);
     let u = only_uuid(&s);
     run_job(&mut s, u, JobPurpose::Drain, 1, Some(JobStatus::Error));
-    run_job(&mut s, u, JobPurpose::TagFailed, 2, Some(JobStatus::Success));
+    run_job(
+        &mut s,
+        u,
+        JobPurpose::TagFailed,
+        2,
+        Some(JobStatus::Success),
+    );
     let tag = s.incident(u).unwrap().tag.clone();
     assert!(s.reconcile(&cluster(vec![node("n1", &[&tag])])).is_empty());
     assert_eq!(s.reconcile(&cluster(vec![node("n1", &[])])), vec![u]);
@@ -186,7 +228,7 @@ fn cancel_stops_and_forgets_once_unobserved() {
     s.cancel(u, 1.0).unwrap();
     assert_eq!(s.incident(u).unwrap().status, RepairStatus::Canceled);
     s.cancel(u, 1.5).unwrap(); // idempotent
-    // A late job result does not revive it.
+                               // A late job result does not revive it.
     run_job(&mut s, u, JobPurpose::Drain, 1, Some(JobStatus::Error));
     assert_eq!(s.incident(u).unwrap().status, RepairStatus::Canceled);
     s.observe("n1", &diag(json!({"status": "Ok"})), 2.0);
@@ -200,7 +242,11 @@ fn cancel_of_unobserved_incident_forgets_immediately() {
     s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
     let u = only_uuid(&s);
     s.observe("n1", &diag(json!({"status": "Ok"})), 1.0);
-    assert_eq!(s.incidents.len(), 1, "open incidents stay when the node recovers");
+    assert_eq!(
+        s.incidents.len(),
+        1,
+        "open incidents stay when the node recovers"
+    );
     s.cancel(u, 2.0).unwrap();
     assert!(s.incidents.is_empty());
 }
@@ -211,7 +257,10 @@ fn finished_incidents_cannot_be_canceled() {
     s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
     let u = only_uuid(&s);
     run_job(&mut s, u, JobPurpose::TagReady, 1, Some(JobStatus::Success));
-    assert_eq!(s.cancel(u, 1.0), Err(CancelError::Finished(u, RepairStatus::Completed)));
+    assert_eq!(
+        s.cancel(u, 1.0),
+        Err(CancelError::Finished(u, RepairStatus::Completed))
+    );
 }
 
 #[test]
@@ -219,7 +268,15 @@ fn departed_node_forgets_incidents_and_evacuated_instances() {
     let mut s = MaintenanceState::new();
     s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
     let u = only_uuid(&s);
-    run_job(&mut s, u, JobPurpose::MovePrimary { instance: "i1".into() }, 1, Some(JobStatus::Success));
+    run_job(
+        &mut s,
+        u,
+        JobPurpose::MovePrimary {
+            instance: "i1".into(),
+        },
+        1,
+        Some(JobStatus::Success),
+    );
     assert_eq!(s.evacuated.keys().collect::<Vec<_>>(), vec!["i1"]);
     assert_eq!(s.reconcile(&cluster(vec![node("n2", &[])])), vec![u]);
     assert!(s.incidents.is_empty());
@@ -233,7 +290,13 @@ fn unconfirmed_submissions_are_listed_and_dropped() {
     let u = only_uuid(&s);
     let jobs: Vec<PlannedJob> = ["a", "b"]
         .iter()
-        .map(|k| PlannedJob { key: k.to_string(), incident: Some(u), purpose: JobPurpose::Drain, nodes: BTreeSet::new(), ops: vec![] })
+        .map(|k| PlannedJob {
+            key: k.to_string(),
+            incident: Some(u),
+            purpose: JobPurpose::Drain,
+            nodes: BTreeSet::new(),
+            ops: vec![],
+        })
         .collect();
     s.start_round(&jobs, 0.0);
     s.record_submission("a", Ok(JobId(5)), 0.0);
@@ -246,7 +309,11 @@ fn unconfirmed_submissions_are_listed_and_dropped() {
 #[test]
 fn state_survives_serialization() {
     let mut s = MaintenanceState::new();
-    s.observe("n1", &diag(json!({"status": "live-repair", "command": "fix"})), 0.0);
+    s.observe(
+        "n1",
+        &diag(json!({"status": "live-repair", "command": "fix"})),
+        0.0,
+    );
     let text = serde_json::to_string(&s).unwrap();
     let back: MaintenanceState = serde_json::from_str(&text).unwrap();
     assert_eq!(back.incidents, s.incidents);

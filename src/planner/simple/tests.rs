@@ -26,7 +26,12 @@ fn node(name: &str, memory_free: u64) -> Node {
     }
 }
 
-fn instance(name: &str, template: DiskTemplate, primary: &str, secondary: Option<&str>) -> Instance {
+fn instance(
+    name: &str,
+    template: DiskTemplate,
+    primary: &str,
+    secondary: Option<&str>,
+) -> Instance {
     Instance {
         name: name.into(),
         uuid: format!("u-{name}"),
@@ -44,7 +49,11 @@ fn instance(name: &str, template: DiskTemplate, primary: &str, secondary: Option
 fn cluster(nodes: Vec<Node>, instances: Vec<Instance>) -> ClusterSnapshot {
     ClusterSnapshot {
         master: "n1".into(),
-        groups: vec![Group { name: "default".into(), uuid: "g1".into(), alloc_policy: "preferred".into() }],
+        groups: vec![Group {
+            name: "default".into(),
+            uuid: "g1".into(),
+            alloc_policy: "preferred".into(),
+        }],
         nodes,
         instances,
         ..Default::default()
@@ -60,7 +69,12 @@ fn state_with(reports: &[(&str, serde_json::Value)]) -> MaintenanceState {
 }
 
 fn plan(c: &ClusterSnapshot, s: &MaintenanceState) -> RoundPlan {
-    SimplePlanner.plan(PlanInput { cluster: c, incidents: &s.incidents, key_prefix: "t-r1", now_ns: 7 })
+    SimplePlanner.plan(PlanInput {
+        cluster: c,
+        incidents: &s.incidents,
+        key_prefix: "t-r1",
+        now_ns: 7,
+    })
 }
 
 fn op_ids(job: &PlannedJob) -> Vec<&'static str> {
@@ -71,14 +85,20 @@ fn assert_no_shared_nodes(plan: &RoundPlan) {
     let mut seen = BTreeSet::new();
     for job in &plan.jobs {
         for node in &job.nodes {
-            assert!(seen.insert(node.clone()), "node {node} touched twice in {plan:#?}");
+            assert!(
+                seen.insert(node.clone()),
+                "node {node} touched twice in {plan:#?}"
+            );
         }
     }
 }
 
 #[test]
 fn evacuation_drains_first() {
-    let c = cluster(vec![node("n1", 60_000), node("n2", 60_000)], vec![instance("i1", DiskTemplate::Drbd, "n1", Some("n2"))]);
+    let c = cluster(
+        vec![node("n1", 60_000), node("n2", 60_000)],
+        vec![instance("i1", DiskTemplate::Drbd, "n1", Some("n2"))],
+    );
     let s = state_with(&[("n1", json!({"status": "evacuate"}))]);
     let p = plan(&c, &s);
     assert_eq!(p.jobs.len(), 1);
@@ -97,19 +117,43 @@ fn drained_node_moves_primaries_then_secondaries_then_tags() {
     let s = state_with(&[("n1", json!({"status": "evacuate"}))]);
     let c = cluster(
         vec![n1.clone(), node("n2", 60_000), node("n3", 60_000)],
-        vec![instance("i2", DiskTemplate::Drbd, "n2", Some("n1")), instance("i1", DiskTemplate::Drbd, "n1", Some("n2"))],
+        vec![
+            instance("i2", DiskTemplate::Drbd, "n2", Some("n1")),
+            instance("i1", DiskTemplate::Drbd, "n1", Some("n2")),
+        ],
     );
     let p = plan(&c, &s);
     assert_eq!(p.jobs.len(), 1);
-    assert_eq!(p.jobs[0].purpose, JobPurpose::MovePrimary { instance: "i1".into() });
-    assert_eq!(op_ids(&p.jobs[0]), vec!["OP_INSTANCE_MIGRATE", "OP_INSTANCE_REPLACE_DISKS"]);
-    assert_eq!(p.jobs[0].nodes, ["n1", "n2", "n3"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        p.jobs[0].purpose,
+        JobPurpose::MovePrimary {
+            instance: "i1".into()
+        }
+    );
+    assert_eq!(
+        op_ids(&p.jobs[0]),
+        vec!["OP_INSTANCE_MIGRATE", "OP_INSTANCE_REPLACE_DISKS"]
+    );
+    assert_eq!(
+        p.jobs[0].nodes,
+        ["n1", "n2", "n3"].iter().map(|s| s.to_string()).collect()
+    );
 
-    let c = cluster(vec![n1.clone(), node("n2", 60_000), node("n3", 60_000)], vec![instance("i2", DiskTemplate::Drbd, "n2", Some("n1"))]);
+    let c = cluster(
+        vec![n1.clone(), node("n2", 60_000), node("n3", 60_000)],
+        vec![instance("i2", DiskTemplate::Drbd, "n2", Some("n1"))],
+    );
     let p = plan(&c, &s);
-    assert_eq!(p.jobs[0].purpose, JobPurpose::MoveSecondary { instance: "i2".into() });
+    assert_eq!(
+        p.jobs[0].purpose,
+        JobPurpose::MoveSecondary {
+            instance: "i2".into()
+        }
+    );
     match &p.jobs[0].ops[0].body {
-        OpBody::InstanceReplaceDisks { remote_node, .. } => assert_eq!(remote_node.as_deref(), Some("n3")),
+        OpBody::InstanceReplaceDisks { remote_node, .. } => {
+            assert_eq!(remote_node.as_deref(), Some("n3"))
+        }
         other => panic!("unexpected {other:?}"),
     }
 
@@ -127,7 +171,10 @@ fn failover_action_uses_failover() {
     let mut n1 = node("n1", 60_000);
     n1.drained = true;
     let s = state_with(&[("n1", json!({"status": "evacuate-failover"}))]);
-    let c = cluster(vec![n1, node("n2", 60_000)], vec![instance("i1", DiskTemplate::Drbd, "n1", Some("n2"))]);
+    let c = cluster(
+        vec![n1, node("n2", 60_000)],
+        vec![instance("i1", DiskTemplate::Drbd, "n1", Some("n2"))],
+    );
     // No third node for the mirror: the failover alone; the secondary moves later.
     assert_eq!(op_ids(&plan(&c, &s).jobs[0]), vec!["OP_INSTANCE_FAILOVER"]);
 }
@@ -137,10 +184,15 @@ fn full_secondary_gets_a_new_secondary_first() {
     let mut n1 = node("n1", 60_000);
     n1.drained = true;
     let s = state_with(&[("n1", json!({"status": "evacuate"}))]);
-    let c = cluster(vec![n1, node("n2", 1_000), node("n3", 60_000)], vec![instance("i1", DiskTemplate::Drbd, "n1", Some("n2"))]);
+    let c = cluster(
+        vec![n1, node("n2", 1_000), node("n3", 60_000)],
+        vec![instance("i1", DiskTemplate::Drbd, "n1", Some("n2"))],
+    );
     let p = plan(&c, &s);
     match &p.jobs[0].ops[0].body {
-        OpBody::InstanceReplaceDisks { remote_node, .. } => assert_eq!(remote_node.as_deref(), Some("n3")),
+        OpBody::InstanceReplaceDisks { remote_node, .. } => {
+            assert_eq!(remote_node.as_deref(), Some("n3"))
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -150,15 +202,23 @@ fn plain_instances_are_moved_and_diskless_migrated_to_a_target() {
     let mut n1 = node("n1", 60_000);
     n1.drained = true;
     let s = state_with(&[("n1", json!({"status": "evacuate"}))]);
-    let c = cluster(vec![n1.clone(), node("n2", 10_000), node("n3", 50_000)], vec![instance("i1", DiskTemplate::Plain, "n1", None)]);
+    let c = cluster(
+        vec![n1.clone(), node("n2", 10_000), node("n3", 50_000)],
+        vec![instance("i1", DiskTemplate::Plain, "n1", None)],
+    );
     let p = plan(&c, &s);
     match &p.jobs[0].ops[0].body {
         OpBody::InstanceMove { target_node, .. } => assert_eq!(target_node, "n3"),
         other => panic!("unexpected {other:?}"),
     }
-    let c = cluster(vec![n1, node("n2", 10_000), node("n3", 50_000)], vec![instance("i1", DiskTemplate::Diskless, "n1", None)]);
+    let c = cluster(
+        vec![n1, node("n2", 10_000), node("n3", 50_000)],
+        vec![instance("i1", DiskTemplate::Diskless, "n1", None)],
+    );
     match &plan(&c, &s).jobs[0].ops[0].body {
-        OpBody::InstanceMigrate { target_node, .. } => assert_eq!(target_node.as_deref(), Some("n3")),
+        OpBody::InstanceMigrate { target_node, .. } => {
+            assert_eq!(target_node.as_deref(), Some("n3"))
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -168,7 +228,10 @@ fn no_capacity_waits_with_a_note() {
     let mut n1 = node("n1", 60_000);
     n1.drained = true;
     let s = state_with(&[("n1", json!({"status": "evacuate"}))]);
-    let c = cluster(vec![n1, node("n2", 100)], vec![instance("i1", DiskTemplate::Plain, "n1", None)]);
+    let c = cluster(
+        vec![n1, node("n2", 100)],
+        vec![instance("i1", DiskTemplate::Plain, "n1", None)],
+    );
     let p = plan(&c, &s);
     assert!(p.jobs.is_empty());
     assert_eq!(p.notes.len(), 1);
@@ -185,7 +248,11 @@ fn most_invasive_incident_per_node_wins() {
     let c = cluster(vec![node("n1", 60_000), node("n2", 60_000)], vec![]);
     let p = plan(&c, &s);
     assert_eq!(p.jobs.len(), 1);
-    assert_eq!(p.jobs[0].incident, Some(s.incidents[1].uuid), "older of the two evacuations");
+    assert_eq!(
+        p.jobs[0].incident,
+        Some(s.incidents[1].uuid),
+        "older of the two evacuations"
+    );
 }
 
 #[test]
@@ -195,7 +262,11 @@ fn live_repair_runs_command_with_diagnose_on_stdin_then_tags() {
     let c = cluster(vec![node("n1", 60_000), node("n2", 60_000)], vec![]);
     let p = plan(&c, &s);
     match &p.jobs[0].ops[0].body {
-        OpBody::RepairCommand { node_name, command, input } => {
+        OpBody::RepairCommand {
+            node_name,
+            command,
+            input,
+        } => {
             assert_eq!(node_name, "n2");
             assert_eq!(command, "reset-bmc");
             let stdin: serde_json::Value = serde_json::from_str(input.as_deref().unwrap()).unwrap();
@@ -235,7 +306,10 @@ fn jobs_of_a_round_never_share_a_node() {
     let p = plan(&c, &s);
     assert_no_shared_nodes(&p);
     // n1's instance 'a' migrates to n3, so n3's live repair waits for a later round.
-    assert!(p.jobs.iter().all(|j| j.purpose != JobPurpose::RepairCommand));
+    assert!(p
+        .jobs
+        .iter()
+        .all(|j| j.purpose != JobPurpose::RepairCommand));
     assert_eq!(p.jobs.len(), 2);
     // Evacuating nodes are never targets.
     for job in &p.jobs {
