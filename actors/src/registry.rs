@@ -176,7 +176,7 @@ impl Handler<JobStatusesSeen> for EventRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: JobStatusesSeen, _: &mut Context<Self>) {
-        let before = self.state.clone();
+        let mut changed = false;
         for (id, status) in msg.statuses {
             match status {
                 None => {
@@ -187,9 +187,9 @@ impl Handler<JobStatusesSeen> for EventRegistry {
                 }
                 Some(_) => {}
             }
-            self.state.record_job_status(id, status, msg.at);
+            changed |= self.state.record_job_status(id, status, msg.at);
         }
-        if self.state != before {
+        if changed {
             self.persist();
         }
     }

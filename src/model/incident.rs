@@ -422,20 +422,22 @@ impl MaintenanceState {
     }
 
     /// Record a job's status; `None` means the queue no longer knows the job.
-    pub fn record_job_status(&mut self, id: JobId, status: Option<JobStatus>, now: f64) {
+    /// Returns whether anything changed.
+    pub fn record_job_status(&mut self, id: JobId, status: Option<JobStatus>, now: f64) -> bool {
         let Some(job) = self.round.jobs.iter_mut().find(|j| j.id == Some(id)) else {
-            return;
+            return false;
         };
         if job.status.is_some_and(JobStatus::is_finalized) {
-            return;
+            return false;
         }
         let status_seen = status.unwrap_or(JobStatus::Error);
+        let changed = job.status != Some(status_seen);
         job.status = Some(status_seen);
         if !status_seen.is_finalized() {
-            return;
+            return changed;
         }
         let (incident, purpose) = (job.incident, job.purpose.clone());
-        let Some(uuid) = incident else { return };
+        let Some(uuid) = incident else { return true };
         match status {
             Some(JobStatus::Success) => self.job_succeeded(uuid, &purpose, now),
             Some(other) => self.job_failed(uuid, &purpose, format!("job {id} ended {other}"), now),
@@ -446,6 +448,7 @@ impl MaintenanceState {
                 now,
             ),
         }
+        true
     }
 
     fn job_succeeded(&mut self, uuid: Uuid, purpose: &JobPurpose, now: f64) {
