@@ -72,15 +72,7 @@ impl<'a> Round<'a> {
                 && !incident.tagged
                 && self.input.cluster.node(&incident.node).is_some()
             {
-                let tag = incident.failed_tag();
-                let op = OpBody::tag_node(&incident.node, &tag);
-                self.add_job(
-                    incident,
-                    JobPurpose::TagFailed,
-                    vec![op],
-                    &[],
-                    "marking incident handling as failed",
-                );
+                self.tag_failed(incident);
             }
         }
         let mut chosen = self.chosen_incidents();
@@ -185,17 +177,9 @@ impl<'a> Round<'a> {
         // Rounds wait for every job, so an open incident without `repair_done` has no
         // repair job in flight and none that succeeded: (re)submit it.
         let Some(command) = &incident.command else {
-            self.plan.failures.push((
-                incident.uuid,
-                "live-repair requested without a repair command".into(),
-            ));
-            let op = OpBody::tag_node(&incident.node, &incident.failed_tag());
-            self.add_job(
+            self.fail(
                 incident,
-                JobPurpose::TagFailed,
-                vec![op],
-                &[],
-                "marking incident handling as failed",
+                "live-repair requested without a repair command".into(),
             );
             return;
         };
@@ -224,18 +208,25 @@ impl<'a> Round<'a> {
     fn blocked(&mut self, incident: &Incident, why: NoMove) {
         match why {
             NoMove::Wait(message) => self.plan.notes.push((incident.uuid, message)),
-            NoMove::Impossible(message) => {
-                self.plan.failures.push((incident.uuid, message));
-                let op = OpBody::tag_node(&incident.node, &incident.failed_tag());
-                self.add_job(
-                    incident,
-                    JobPurpose::TagFailed,
-                    vec![op],
-                    &[],
-                    "marking incident handling as failed",
-                );
-            }
+            NoMove::Impossible(message) => self.fail(incident, message),
         }
+    }
+
+    /// Fail an open incident now and tag its node in the same round.
+    fn fail(&mut self, incident: &Incident, why: String) {
+        self.plan.failures.push((incident.uuid, why));
+        self.tag_failed(incident);
+    }
+
+    fn tag_failed(&mut self, incident: &Incident) {
+        let op = OpBody::tag_node(&incident.node, &incident.failed_tag());
+        self.add_job(
+            incident,
+            JobPurpose::TagFailed,
+            vec![op],
+            &[],
+            "marking incident handling as failed",
+        );
     }
 
     /// Opcodes moving `instance` off its primary, and the nodes receiving it.
