@@ -124,6 +124,14 @@ impl<'a> Round<'a> {
         let Some(node) = cluster.node(&incident.node) else {
             return;
         };
+        if node.name == cluster.master {
+            // Ganeti refuses to drain the master; only a master failover moves that role.
+            self.fail(
+                incident,
+                format!("{} is the master node; fail the master role over (gnt-cluster master-failover) before it can be evacuated", node.name),
+            );
+            return;
+        }
         if !node.drained && !node.offline {
             let op = OpBody::drain_node(&node.name);
             self.add_job(

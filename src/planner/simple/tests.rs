@@ -48,7 +48,8 @@ fn instance(
 
 fn cluster(nodes: Vec<Node>, instances: Vec<Instance>) -> ClusterSnapshot {
     ClusterSnapshot {
-        master: "n1".into(),
+        // The master is a node the tests never evacuate, unless they say so.
+        master: "master".into(),
         groups: vec![Group {
             name: "default".into(),
             uuid: "g1".into(),
@@ -328,4 +329,16 @@ fn failed_untagged_incident_gets_its_failure_tag() {
     assert_eq!(p.jobs[0].purpose, JobPurpose::TagFailed);
     s.incidents[0].tagged = true;
     assert!(plan(&c, &s).jobs.is_empty());
+}
+
+#[test]
+fn the_master_is_never_drained() {
+    let s = state_with(&[("n1", json!({"status": "evacuate"}))]);
+    let mut c = cluster(vec![node("n1", 60_000), node("n2", 60_000)], vec![]);
+    c.master = "n1".into();
+    let p = plan(&c, &s);
+    assert_eq!(p.failures.len(), 1);
+    assert!(p.failures[0].1.contains("master-failover"));
+    assert_eq!(p.jobs.len(), 1);
+    assert_eq!(p.jobs[0].purpose, JobPurpose::TagFailed);
 }
