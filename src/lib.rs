@@ -21,6 +21,7 @@
 pub mod backend;
 pub mod clock;
 pub mod config;
+pub mod htools;
 pub mod model;
 pub mod planner;
 pub mod sim;

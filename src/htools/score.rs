@@ -1,0 +1,1 @@
+//! Cluster score (§3).
