@@ -1,0 +1,668 @@
+//! Proof of parity with Ganeti's htools (issue 3, item 8).
+//!
+//! The real Debian binaries are the oracle: `hbal -t FILE -C` for balancing and
+//! `hail -t FILE REQUEST` for node evacuation. On clusters generated at test time by
+//! `../shared/tools/gen_cluster.py` (seeds × sizes × disk-template mixes × offline and
+//! drained nodes, location and exclusion tags, unaccounted memory), `maintd plan` must
+//! take the same decisions:
+//!
+//! * balancing: the same initial score, the same steps (instance, new nodes, the move they
+//!   imply, score equal to 8 decimals as hbal prints it), the same final score and the
+//!   same job sets as `hbal -C`; whole plans up to 12 nodes / 200 instances, the first
+//!   steps (`--max-steps`) at 20/400 and 50/1000;
+//! * evacuation: the same moved instances (group, nodes), failures (reasons) and jobs
+//!   (opcodes) as hail, in every mode, for normal, master, offline and drained nodes.
+//!
+//! The oracle side is also checked on its own (parsers, the recorded reference example,
+//! internal consistency of hbal's output), so a broken harness cannot pass as parity.
+//!
+//! Without hbal/hail the tests fail with instructions: `.ci/run` installs
+//! `ganeti-htools-3.0`. `maintd` is the workspace binary, built on demand.
+//!
+//! Knobs (environment): `HTOOLS_PARITY_SEED=N` shifts every seed by N, to check clusters
+//! no run has seen before; `HTOOLS_PARITY_FULL=1` adds full balances at 16/300 and 20/400
+//! and more first steps at 50/1000 (tens of minutes of hbal time).
+//! Run with `cargo test --test htools_parity -- --nocapture` to see every case.
+
+#[path = "htools_parity/cluster.rs"]
+mod cluster;
+#[path = "htools_parity/compare.rs"]
+mod compare;
+#[path = "htools_parity/hail.rs"]
+mod hail;
+#[path = "htools_parity/hbal.rs"]
+mod hbal;
+#[path = "htools_parity/maintd.rs"]
+mod maintd;
+#[path = "htools_parity/model.rs"]
+mod model;
+#[path = "htools_parity/tools.rs"]
+mod tools;
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+};
+
+use cluster::{Cluster, ClusterSpec, Placement};
+use compare::{BalanceCase, EvacuationCase};
+use hail::Evacuation;
+use hbal::{BalanceOptions, HbalOutput};
+
+/// The mix with every template the generator knows (file disks are invisible to the
+/// disk model, plain/file never move, diskless only evacuates).
+const ALL_TEMPLATES: &str = "drbd=0.5,plain=0.2,diskless=0.2,file=0.1";
+
+/// `HTOOLS_PARITY_SEED`: added to every seed.
+fn seed_shift() -> u64 {
+    std::env::var("HTOOLS_PARITY_SEED")
+        .ok()
+        .map(|s| s.parse().expect("HTOOLS_PARITY_SEED must be an integer"))
+        .unwrap_or(0)
+}
+
+fn full_sweep() -> bool {
+    std::env::var("HTOOLS_PARITY_FULL").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn spec(nodes: usize, instances: usize, seed: u64) -> ClusterSpec {
+    ClusterSpec::new(nodes, instances, seed + seed_shift())
+}
+
+/// The balancing cases, most expensive first (so that the parallel workers finish
+/// together). hbal needs ~0.2 s for 6/60, ~7 s for 12/200 (whole plans), ~0.5 s per step
+/// at 20/400 and ~9 s per step at 50/1000.
+fn balance_cases() -> Vec<(ClusterSpec, BalanceOptions)> {
+    let whole = BalanceOptions::default();
+    let first = |n| BalanceOptions { max_steps: Some(n) };
+    let mut cases = vec![
+        (spec(50, 1000, 13), first(3)),
+        (spec(20, 400, 11), first(12)),
+        (spec(20, 400, 12).mix("drbd=1").offline(1, 1), first(12)),
+        (spec(12, 200, 7).no_exclusion_tags(), whole),
+        (spec(10, 200, 5).location_tags(), whole),
+        (spec(10, 200, 6).mem_noise(2048), whole),
+        (spec(10, 150, 4).offline(1, 1), whole),
+        (spec(10, 160, 14).mix(ALL_TEMPLATES), whole),
+        (spec(8, 120, 3).mix(ALL_TEMPLATES).offline(0, 1), whole),
+        (spec(8, 100, 2).mix("drbd=1"), whole),
+        (spec(8, 100, 15).location_tags().offline(1, 0), whole),
+        (spec(6, 60, 1), whole),
+        (spec(6, 80, 16).mix("drbd=1").mem_noise(4096), whole),
+        (spec(4, 40, 9).mix("drbd=1"), whole),
+        (spec(3, 30, 17).mix("drbd=0.5,plain=0.5"), whole),
+        (spec(5, 40, 8).mix("diskless=1"), whole),
+        (spec(10, 200, 18), first(1)),
+    ];
+    if full_sweep() {
+        cases.splice(
+            0..0,
+            [
+                (spec(20, 400, 31), whole),
+                (spec(16, 300, 32).mix(ALL_TEMPLATES), whole),
+                (spec(50, 1000, 33).mix("drbd=1").offline(1, 1), first(3)),
+                (spec(50, 1000, 34).location_tags(), first(3)),
+            ],
+        );
+    }
+    cases
+}
+
+/// The evacuation clusters; each is evacuated node by node in every mode.
+fn evacuation_specs() -> Vec<ClusterSpec> {
+    let mut specs = vec![
+        spec(8, 80, 21).offline(1, 1),
+        spec(12, 150, 22).groups(2).mix("drbd=1"),
+        spec(10, 120, 23)
+            .mix(ALL_TEMPLATES)
+            .location_tags()
+            .offline(1, 1),
+        spec(20, 400, 24),
+        spec(6, 60, 25).mix("drbd=0.7,diskless=0.3").mem_noise(2048),
+        spec(3, 40, 26).mix("drbd=1").offline(0, 1),
+    ];
+    if full_sweep() {
+        specs.push(spec(50, 1000, 27).groups(2).offline(2, 2));
+    }
+    specs
+}
+
+/// The nodes to evacuate: the master, node-0002, every offline/drained node and the last
+/// node (in the last group when there are several).
+fn evacuation_nodes(cluster: &Cluster) -> Vec<String> {
+    let mut nodes: Vec<String> = vec!["node-0001".into(), "node-0002".into()];
+    nodes.extend(cluster.offline_nodes().into_iter().map(str::to_string));
+    nodes.extend(cluster.nodes.last().map(|(name, _)| name.clone()));
+    nodes.dedup();
+    let mut seen = Vec::new();
+    nodes.retain(|n| {
+        let fresh = !seen.contains(n);
+        seen.push(n.clone());
+        fresh
+    });
+    nodes
+}
+
+const MODES: [&str; 3] = ["primary", "secondary", "all"];
+
+/// Runs `work` on every item with one worker per core; results in item order.
+fn run_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(items.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(index) else { break };
+                let result = work(item);
+                results.lock().expect("no worker panics holding the lock")[index] = Some(result);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("no worker panics holding the lock")
+        .into_iter()
+        .map(|r| r.expect("every item was processed"))
+        .collect()
+}
+
+/// Checks hbal's output against itself and the cluster it ran on: the printed old nodes
+/// follow from replaying the earlier steps, each printed move is the one the nodes imply,
+/// the `-C` commands are the move's commands, the `-C` job sets are the backward split
+/// of the plan (ALGORITHMS.md §7), and scores strictly decrease. Returns the problems.
+fn oracle_inconsistencies(cluster: &Cluster, out: &HbalOutput) -> Vec<String> {
+    let mut problems = Vec::new();
+    let replayed = match model::replay(
+        &cluster.placement,
+        out.steps.iter().map(|s| {
+            (
+                s.instance.as_str(),
+                s.new_primary.as_str(),
+                s.new_secondary.as_deref(),
+            )
+        }),
+    ) {
+        Ok(steps) => steps,
+        Err(e) => return vec![e],
+    };
+    let mut previous: Option<f64> = out.initial_score.as_deref().map(|s| s.parse().unwrap());
+    for (step, replay) in out.steps.iter().zip(&replayed) {
+        let printed_old = (step.old_primary.clone(), step.old_secondary.clone());
+        if printed_old != replay.old {
+            problems.push(format!(
+                "{}: old nodes are {:?} by replay",
+                step.line(),
+                replay.old
+            ));
+        }
+        if step.moves != replay.move_code() {
+            problems.push(format!(
+                "{}: nodes imply {}",
+                step.line(),
+                replay.move_code()
+            ));
+        }
+        let score: f64 = step.score.parse().unwrap();
+        if previous.is_some_and(|p| score >= p) || score < 0.0 {
+            problems.push(format!("{}: score does not decrease", step.line()));
+        }
+        previous = Some(score);
+    }
+    let expected_sets: Vec<Vec<String>> = model::job_sets(&replayed)
+        .into_iter()
+        .map(|set| {
+            set.into_iter()
+                .map(|i| out.steps[i].instance.clone())
+                .collect()
+        })
+        .collect();
+    if expected_sets != out.job_set_instances() {
+        problems.push(format!(
+            "-C job sets {:?} are not the backward split {expected_sets:?}",
+            out.job_set_instances()
+        ));
+    } else {
+        // Same grouping, so jobs line up with steps in order.
+        let jobs = out.job_sets.iter().flatten();
+        let order = model::job_sets(&replayed).into_iter().flatten();
+        for (job, index) in jobs.zip(order) {
+            let step = &out.steps[index];
+            let running = cluster.placement[&step.instance].running;
+            let expected = model::commands(&step.instance, &step.moves, running);
+            if job.commands != expected {
+                problems.push(format!(
+                    "{}: -C job {:?}, expected {expected:?}",
+                    step.line(),
+                    job.commands
+                ));
+            }
+        }
+    }
+    if let (Some(last), Some(final_score)) = (out.steps.last(), &out.final_score) {
+        if last.score != *final_score {
+            problems.push(format!(
+                "last step {} but final score {final_score}",
+                last.score
+            ));
+        }
+    }
+    problems
+}
+
+// ---------------------------------------------------------------------------------------
+// The oracle on its own.
+
+#[test]
+fn the_oracle_is_installed() {
+    tools::require_oracle();
+}
+
+/// `example.txt` of TEXT_FORMAT.md §8.
+const EXAMPLE_TXT: &str = "\
+default|6f1c2d9e-0000-4000-8000-000000000001|preferred||
+
+alpha|65536|2048|37888|512000|358400|16|M|6f1c2d9e-0000-4000-8000-000000000001|4||N|0|1|1.0
+beta|65536|2048|63488|512000|419840|16|N|6f1c2d9e-0000-4000-8000-000000000001|4||N|0|1|1.0
+gamma|65536|2048|63488|512000|409600|16|N|6f1c2d9e-0000-4000-8000-000000000001|4||N|0|1|1.0
+delta|65536|2048|63488|512000|512000|16|N|6f1c2d9e-0000-4000-8000-000000000001|4||N|0|1|1.0
+
+web1|4096|20480|2|running|Y|alpha|beta|drbd|service:web|1|-|N
+web2|4096|20480|2|running|Y|alpha|beta|drbd|service:web|1|-|N
+db1|8192|102400|4|running|Y|alpha|gamma|drbd||1|-|N
+cache1|2048|10240|1|running|Y|alpha||plain||1|-|N
+edge1|1024|0|1|running|Y|alpha||diskless||1|-|N
+logs1|6144|40960|2|running|Y|alpha||file||1|-|N
+batch1|2048|51200|2|ADMIN_down|Y|beta||plain||1|-|N
+
+htools:iextags:service
+
+|1024,1,10240,1,1,1|128,1,1024,1,1,1;65536,16,1048576,16,8,12|drbd,plain,diskless,file|4.0|32.0
+default|1024,1,10240,1,1,1|128,1,1024,1,1,1;65536,16,1048576,16,8,12|drbd,plain,diskless,file|4.0|32.0
+";
+
+/// The stdout part of the recorded `hbal -t example.txt -C -p -v -v -v` (TEXT_FORMAT.md
+/// §8.1; component table shortened, final table on stderr).
+const EXAMPLE_HBAL_STDOUT: &str = "\
+Loaded cluster tags: htools:iextags:service
+Loaded 4 nodes, 7 instances
+Group size 4 nodes, 7 instances
+Selected node group: default
+Initial check done: 0 bad nodes, 0 bad instances.
+Initial coefficients: overall 12.47728348
+   Field                         Value Weight
+   free_mem_cv              0.16914559  x0.50
+   reserved_mem_rtotal      0.25000000  x0.25
+Trying to minimize the CV...
+    1. web1   alpha:beta  => delta:beta    7.97930060 a=f r:delta f
+    2. db1    alpha:gamma => gamma:delta   5.36057290 a=f r:delta
+    3. web2   alpha:beta  => beta:gamma    3.27660968 a=f r:gamma
+Final coefficients:   overall 3.27660968
+   Field                         Value Weight
+   free_mem_cv              0.16914559  x0.50
+Solution length=3
+
+Commands to run to reach the above solution:
+
+  echo jobset 1, 1 jobs
+    echo job 1/1
+    gnt-instance migrate -f web1
+    gnt-instance replace-disks -n delta web1
+    gnt-instance migrate -f web1
+
+  echo jobset 2, 1 jobs
+    echo job 2/1
+    gnt-instance migrate -f db1
+    gnt-instance replace-disks -n delta db1
+
+  echo jobset 3, 1 jobs
+    echo job 3/1
+    gnt-instance migrate -f web2
+    gnt-instance replace-disks -n gamma web2
+";
+
+fn example_cluster(dir: &Path) -> Cluster {
+    let path = dir.join("example.txt");
+    std::fs::write(&path, EXAMPLE_TXT).expect("write example.txt");
+    Cluster::parse(ClusterSpec::new(4, 7, 0), path, EXAMPLE_TXT).expect("example parses")
+}
+
+#[test]
+fn hbal_parser_reads_the_recorded_example() {
+    let out = hbal::parse(EXAMPLE_HBAL_STDOUT).expect("parses");
+    assert_eq!(out.initial_score.as_deref(), Some("12.47728348"));
+    assert_eq!(out.final_score.as_deref(), Some("3.27660968"));
+    let lines: Vec<String> = out.steps.iter().map(|s| s.line()).collect();
+    assert_eq!(
+        lines,
+        [
+            "  1. web1 alpha:beta => delta:beta 7.97930060 a=f r:delta f",
+            "  2. db1 alpha:gamma => gamma:delta 5.36057290 a=f r:delta",
+            "  3. web2 alpha:beta => beta:gamma 3.27660968 a=f r:gamma",
+        ]
+    );
+    assert_eq!(out.steps[1].old_secondary.as_deref(), Some("gamma"));
+    assert_eq!(out.job_set_instances(), [["web1"], ["db1"], ["web2"]]);
+    assert_eq!(
+        out.job_sets[0][0].commands,
+        [
+            "gnt-instance migrate -f web1",
+            "gnt-instance replace-disks -n delta web1",
+            "gnt-instance migrate -f web1",
+        ]
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let problems = oracle_inconsistencies(&example_cluster(dir.path()), &out);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn hbal_parser_rejects_truncated_output() {
+    let without_step = EXAMPLE_HBAL_STDOUT.replace(
+        "    2. db1    alpha:gamma => gamma:delta   5.36057290 a=f r:delta\n",
+        "",
+    );
+    assert!(hbal::parse(&without_step).is_err());
+    let without_job = EXAMPLE_HBAL_STDOUT.replace("    echo job 3/1\n", "");
+    assert!(hbal::parse(&without_job).is_err());
+    assert!(hbal::parse_step_line("   free_mem_cv   0.16914559  x0.50").is_none());
+    let fa = hbal::parse_step_line("   12. edge1 alpha => delta  1.00000000 a=fa:delta").unwrap();
+    assert_eq!((fa.new_primary.as_str(), fa.new_secondary), ("delta", None));
+}
+
+#[test]
+fn hbal_reproduces_the_recorded_example() {
+    tools::require_oracle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = example_cluster(dir.path());
+    let out =
+        hbal::run(&cluster.path, &BalanceOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let recorded = hbal::parse(EXAMPLE_HBAL_STDOUT).unwrap();
+    assert_eq!(out.steps, recorded.steps);
+    assert_eq!(out.job_sets, recorded.job_sets);
+    assert_eq!(out.initial_score, recorded.initial_score);
+    assert_eq!(out.final_score, recorded.final_score);
+}
+
+#[test]
+fn hbal_output_is_self_consistent_on_generated_clusters() {
+    tools::require_oracle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (spec(6, 60, 1), BalanceOptions::default()),
+        (spec(8, 100, 2).mix("drbd=1"), BalanceOptions::default()),
+        (
+            spec(8, 120, 3).mix(ALL_TEMPLATES).offline(1, 1),
+            BalanceOptions::default(),
+        ),
+        (
+            spec(10, 200, 5).location_tags(),
+            BalanceOptions {
+                max_steps: Some(20),
+            },
+        ),
+        (spec(5, 40, 8).mix("diskless=1"), BalanceOptions::default()),
+    ];
+    let results = run_parallel(&cases, |(spec, options)| {
+        let cluster = spec.generate(dir.path())?;
+        let out = hbal::run(&cluster.path, options)?;
+        let problems = oracle_inconsistencies(&cluster, &out);
+        if let Some(limit) = options.max_steps {
+            if out.steps.len() > limit {
+                return Err(format!(
+                    "{spec}: {} steps despite -l {limit}",
+                    out.steps.len()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(out.steps.len())
+        } else {
+            Err(format!("{spec}:\n  {}", problems.join("\n  ")))
+        }
+    });
+    let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        errors.is_empty(),
+        "hbal's output is not understood:\n{errors:#?}"
+    );
+    let steps: Vec<usize> = results.into_iter().map(Result::unwrap).collect();
+    eprintln!("hbal steps per cluster: {steps:?}");
+    assert!(
+        steps.iter().filter(|&&n| n > 0).count() >= 4,
+        "the clusters must need balancing"
+    );
+}
+
+#[test]
+fn hail_answers_are_consistent_with_their_requests() {
+    tools::require_oracle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = spec(8, 80, 21).offline(1, 1);
+    let mut outcomes = (0, 0);
+    for mode in MODES {
+        for node in ["node-0002", "node-0003"] {
+            let (cluster, request) = spec
+                .generate_evacuation(dir.path(), node, mode)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let requested = hail::requested_instances(&request).unwrap();
+            let (answer, info) =
+                hail::run(&cluster.path, &request).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(info, answer.info(), "{node} {mode}");
+            let mut answered: Vec<&String> = answer
+                .moved
+                .iter()
+                .map(|m| &m.0)
+                .chain(answer.failed.iter().map(|f| &f.0))
+                .collect();
+            answered.sort();
+            let mut expected: Vec<&String> = requested.iter().collect();
+            expected.sort();
+            assert_eq!(
+                answered, expected,
+                "{node} {mode}: every instance moved or failed"
+            );
+            assert_eq!(
+                answer.jobs.len(),
+                answer.moved.len(),
+                "{node} {mode}: a job per move"
+            );
+            for (job, moved) in answer.jobs.iter().zip(&answer.moved) {
+                assert!(
+                    job.iter().all(|op| op["instance_name"] == moved.0.as_str()),
+                    "{node} {mode}: {job:?} is not about {}",
+                    moved.0
+                );
+            }
+            outcomes.0 += answer.moved.len();
+            outcomes.1 += answer.failed.len();
+        }
+    }
+    assert!(
+        outcomes.0 > 0 && outcomes.1 > 0,
+        "moves and failures: {outcomes:?}"
+    );
+}
+
+#[test]
+fn haskell_fixed_formats_like_ghc_printf() {
+    let cases: [(f64, usize, &str); 10] = [
+        (7.979_300_6, 8, "7.97930060"),
+        (12.477_283_48, 8, "12.47728348"),
+        (462.498_142_19, 8, "462.49814219"),
+        (0.0, 8, "0.00000000"),
+        (1e-9, 8, "0.00000000"),
+        (6e-9, 8, "0.00000001"),
+        // half-to-even on the shortest decimal digits, unlike Rust's exact rounding
+        (0.125, 2, "0.12"),
+        (0.375, 2, "0.38"),
+        (2.675, 2, "2.68"), // 2.67499999... in binary, "2.675" in shortest digits
+        (99.999_999_995, 8, "100.00000000"),
+    ];
+    for (x, decimals, expected) in cases {
+        assert_eq!(
+            model::haskell_fixed(x, decimals),
+            expected,
+            "{x:?} with {decimals}"
+        );
+    }
+    assert_eq!(
+        format!("{:.2}", 2.675),
+        "2.67",
+        "Rust rounds the binary value"
+    );
+}
+
+#[test]
+fn move_codes_and_backward_job_sets() {
+    let code = |p, s, np, ns| model::move_code(p, Some(s), np, ns);
+    assert_eq!(code("a", "b", "b", Some("a")).as_deref(), Some("f"));
+    assert_eq!(code("a", "b", "a", Some("c")).as_deref(), Some("r:c"));
+    assert_eq!(code("a", "b", "c", Some("a")).as_deref(), Some("r:c f"));
+    assert_eq!(code("a", "b", "c", Some("b")).as_deref(), Some("f r:c f"));
+    assert_eq!(code("a", "b", "b", Some("c")).as_deref(), Some("f r:c"));
+    assert_eq!(code("a", "b", "c", Some("d")), None);
+    assert_eq!(
+        model::move_code("a", None, "c", None).as_deref(),
+        Some("fa:c")
+    );
+    // Backward scan: step 1 (a,b) and step 3 (e,f) are disjoint but step 2 (b,c)
+    // separates them; scanning from the end, 3 and 2 share nothing, 1 shares b with 2.
+    let placement: HashMap<String, Placement> = ["i1", "i2", "i3"]
+        .iter()
+        .zip([("a", "b"), ("b", "c"), ("e", "f")])
+        .map(|(name, (p, s))| {
+            let placement = Placement {
+                primary: p.into(),
+                secondary: Some(s.into()),
+                running: true,
+                disk_template: "drbd".into(),
+            };
+            (name.to_string(), placement)
+        })
+        .collect();
+    let steps = model::replay(
+        &placement,
+        [
+            ("i1", "b", Some("a")),
+            ("i2", "c", Some("b")),
+            ("i3", "f", Some("e")),
+        ],
+    )
+    .unwrap();
+    assert_eq!(model::job_sets(&steps), [vec![0], vec![1, 2]]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Parity of maintd with the oracle.
+
+/// One case's verdict: `Ok(summary)` when maintd agrees, else the report.
+type Verdict = Result<String, String>;
+
+fn summarize(kind: &str, verdicts: &[Verdict]) {
+    let agree = verdicts.iter().filter(|v| v.is_ok()).count();
+    let disagree: Vec<&String> = verdicts.iter().filter_map(|v| v.as_ref().err()).collect();
+    for verdict in verdicts.iter().flatten() {
+        eprintln!("agree: {verdict}");
+    }
+    eprintln!(
+        "{kind}: {agree} of {} cases agree with the oracle, {} do not",
+        verdicts.len(),
+        disagree.len()
+    );
+    assert!(
+        disagree.is_empty(),
+        "{kind}: {} of {} cases differ from the oracle:\n\n{}",
+        disagree.len(),
+        verdicts.len(),
+        disagree
+            .iter()
+            .map(|d| d.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+}
+
+#[test]
+fn balancing_matches_hbal() {
+    tools::require_oracle();
+    tools::require_maintd_plan();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = balance_cases();
+    let verdicts = run_parallel(&cases, |(spec, options)| -> Verdict {
+        let title = format!("{spec} {}", options.hbal_args().join(" "));
+        let cluster = spec.generate(dir.path())?;
+        let case = BalanceCase {
+            cluster: &cluster,
+            options: *options,
+        };
+        let reproduce =
+            |what: String| format!("{title}: {what}\n reproduce:\n{}", case.reproduction());
+        let oracle = hbal::run(&cluster.path, options).map_err(reproduce)?;
+        let problems = oracle_inconsistencies(&cluster, &oracle);
+        if !problems.is_empty() {
+            return Err(reproduce(format!(
+                "hbal's output is not understood: {problems:#?}"
+            )));
+        }
+        let plan = maintd::balance(&cluster.path, options).map_err(reproduce)?;
+        let diffs = case.differences(&oracle, &plan);
+        if diffs.is_empty() {
+            Ok(format!(
+                "{title}: {} steps, {} job sets",
+                oracle.steps.len(),
+                oracle.job_sets.len()
+            ))
+        } else {
+            Err(reproduce(diffs.join("\n  ")))
+        }
+    });
+    summarize("balancing", &verdicts);
+}
+
+#[test]
+fn evacuation_matches_hail() {
+    tools::require_oracle();
+    tools::require_maintd_plan();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cases: Vec<(ClusterSpec, String, &'static str)> = Vec::new();
+    for spec in evacuation_specs() {
+        let cluster = spec.generate(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        for node in evacuation_nodes(&cluster) {
+            for mode in MODES {
+                cases.push((spec.clone(), node.clone(), mode));
+            }
+        }
+    }
+    let verdicts = run_parallel(&cases, |(spec, node, mode)| -> Verdict {
+        let title = format!("{spec}: evacuate {node} {mode}");
+        let (cluster, request) = spec.generate_evacuation(dir.path(), node, mode)?;
+        let case = EvacuationCase {
+            cluster: &cluster,
+            node: node.clone(),
+            mode,
+        };
+        let reproduce =
+            |what: String| format!("{title}: {what}\n reproduce:\n{}", case.reproduction());
+        let (oracle, _) = hail::run(&cluster.path, &request).map_err(reproduce)?;
+        let answer: Evacuation = maintd::evacuate(&cluster.path, node, mode).map_err(reproduce)?;
+        let diffs = case.differences(&oracle, &answer);
+        if diffs.is_empty() {
+            Ok(format!(
+                "{title}: {} moved, {} failed",
+                oracle.moved.len(),
+                oracle.failed.len()
+            ))
+        } else {
+            Err(reproduce(diffs.join("\n  ")))
+        }
+    });
+    summarize("evacuation", &verdicts);
+}

@@ -1,0 +1,244 @@
+//! Generated test clusters: the `gen_cluster.py` parameters of one cluster, generation into
+//! a temporary directory at test time (nothing is cached in the repository), and the few
+//! facts of the text file the harness needs (instance placement, status, node roles).
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use super::tools;
+
+/// The parameters of one `gen_cluster.py` run. The same spec always yields byte-identical
+/// files, so a spec *is* the reproduction of a cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterSpec {
+    pub nodes: usize,
+    pub instances: usize,
+    pub seed: u64,
+    /// `--mix` (disk template weights); `None` = the generator's default
+    /// (`drbd=0.6,plain=0.25,diskless=0.15`).
+    pub mix: Option<&'static str>,
+    pub groups: usize,
+    pub offline: usize,
+    pub drained: usize,
+    pub location_tags: bool,
+    pub exclusion_tags: bool,
+    pub mem_noise: u32,
+}
+
+impl ClusterSpec {
+    /// A single-group cluster with the generator's defaults.
+    pub fn new(nodes: usize, instances: usize, seed: u64) -> ClusterSpec {
+        ClusterSpec {
+            nodes,
+            instances,
+            seed,
+            mix: None,
+            groups: 1,
+            offline: 0,
+            drained: 0,
+            location_tags: false,
+            exclusion_tags: true,
+            mem_noise: 0,
+        }
+    }
+
+    pub fn mix(mut self, mix: &'static str) -> ClusterSpec {
+        self.mix = Some(mix);
+        self
+    }
+
+    pub fn groups(mut self, groups: usize) -> ClusterSpec {
+        self.groups = groups;
+        self
+    }
+
+    pub fn offline(mut self, offline: usize, drained: usize) -> ClusterSpec {
+        self.offline = offline;
+        self.drained = drained;
+        self
+    }
+
+    pub fn location_tags(mut self) -> ClusterSpec {
+        self.location_tags = true;
+        self
+    }
+
+    pub fn no_exclusion_tags(mut self) -> ClusterSpec {
+        self.exclusion_tags = false;
+        self
+    }
+
+    pub fn mem_noise(mut self, mib: u32) -> ClusterSpec {
+        self.mem_noise = mib;
+        self
+    }
+
+    /// The generator arguments (without `-o` and the evacuation request options).
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--nodes".to_string(),
+            self.nodes.to_string(),
+            "--instances".into(),
+            self.instances.to_string(),
+            "--seed".into(),
+            self.seed.to_string(),
+        ];
+        if let Some(mix) = self.mix {
+            args.extend(["--mix".into(), mix.into()]);
+        }
+        if self.groups != 1 {
+            args.extend(["--groups".into(), self.groups.to_string()]);
+        }
+        if self.offline > 0 {
+            args.extend(["--offline".into(), self.offline.to_string()]);
+        }
+        if self.drained > 0 {
+            args.extend(["--drained".into(), self.drained.to_string()]);
+        }
+        if self.location_tags {
+            args.push("--location-tags".into());
+        }
+        if !self.exclusion_tags {
+            args.push("--no-exclusion-tags".into());
+        }
+        if self.mem_noise > 0 {
+            args.extend(["--mem-noise".into(), self.mem_noise.to_string()]);
+        }
+        args
+    }
+
+    /// A short file-name-friendly label, unique per spec.
+    pub fn label(&self) -> String {
+        self.args()
+            .join("_")
+            .replace("--", "")
+            .replace(['=', ',', '.'], "")
+    }
+
+    /// Writes the cluster to `dir/<label>.txt`.
+    pub fn generate(&self, dir: &Path) -> Result<Cluster, String> {
+        self.generate_with(dir, &[], "")
+    }
+
+    /// Writes the cluster and a hail node-evacuate request for `node` in `mode`
+    /// (`primary`, `secondary` or `all`), returning the cluster and the request path.
+    pub fn generate_evacuation(
+        &self,
+        dir: &Path,
+        node: &str,
+        mode: &str,
+    ) -> Result<(Cluster, PathBuf), String> {
+        let request = dir.join(format!("{}-evac-{node}-{mode}.json", self.label()));
+        let extra = [
+            "--evac-request".to_string(),
+            request.display().to_string(),
+            "--evac-node".into(),
+            node.into(),
+            "--evac-mode".into(),
+            mode.into(),
+        ];
+        let cluster = self.generate_with(dir, &extra, &format!("-evac-{node}-{mode}"))?;
+        Ok((cluster, request))
+    }
+
+    fn generate_with(&self, dir: &Path, extra: &[String], suffix: &str) -> Result<Cluster, String> {
+        let path = dir.join(format!("{}{suffix}.txt", self.label()));
+        let mut args = vec![tools::gen_cluster()?.display().to_string()];
+        args.extend(self.args());
+        args.extend(["-o".into(), path.display().to_string()]);
+        args.extend_from_slice(extra);
+        tools::run(&tools::python3()?, &args)?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Cluster::parse(self.clone(), path, &text)
+    }
+
+    /// The shell command that regenerates this cluster as `FILE`.
+    pub fn command(&self, file: &str) -> String {
+        format!(
+            "python3 ../shared/tools/gen_cluster.py {} -o {file}",
+            self.args().join(" ")
+        )
+    }
+}
+
+impl fmt::Display for ClusterSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.args().join(" "))
+    }
+}
+
+/// Where an instance lives and whether it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub primary: String,
+    pub secondary: Option<String>,
+    /// `running` or `ERROR_up`: hbal's `-C` migrates these and fails the others over.
+    pub running: bool,
+    pub disk_template: String,
+}
+
+/// A generated cluster on disk and what the harness reads back from it.
+#[derive(Debug)]
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub path: PathBuf,
+    /// Node names in file order with their role field (`M`, `N`, `Y`).
+    pub nodes: Vec<(String, String)>,
+    pub placement: HashMap<String, Placement>,
+}
+
+impl Cluster {
+    /// Reads sections 2 (nodes) and 3 (instances) of the text format.
+    pub fn parse(spec: ClusterSpec, path: PathBuf, text: &str) -> Result<Cluster, String> {
+        let sections: Vec<&str> = text.split("\n\n").collect();
+        if sections.len() < 4 {
+            return Err(format!("{}: fewer than 4 sections", path.display()));
+        }
+        let nodes = sections[1]
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let fields: Vec<&str> = line.split('|').collect();
+                match fields.as_slice() {
+                    [name, _, _, _, _, _, _, role, ..] => Ok((name.to_string(), role.to_string())),
+                    _ => Err(format!("{}: bad node line {line:?}", path.display())),
+                }
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut placement = HashMap::new();
+        for line in sections[2].lines().filter(|l| !l.is_empty()) {
+            let fields: Vec<&str> = line.split('|').collect();
+            let [name, _, _, _, status, _, pnode, snode, template, ..] = fields.as_slice() else {
+                return Err(format!("{}: bad instance line {line:?}", path.display()));
+            };
+            placement.insert(
+                name.to_string(),
+                Placement {
+                    primary: pnode.to_string(),
+                    secondary: (!snode.is_empty()).then(|| snode.to_string()),
+                    running: matches!(*status, "running" | "ERROR_up"),
+                    disk_template: template.to_string(),
+                },
+            );
+        }
+        Ok(Cluster {
+            spec,
+            path,
+            nodes,
+            placement,
+        })
+    }
+
+    /// Names of the nodes htools treats as offline (role `Y`: offline or drained).
+    pub fn offline_nodes(&self) -> Vec<&str> {
+        self.nodes
+            .iter()
+            .filter(|(_, role)| role == "Y")
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+}
