@@ -171,6 +171,34 @@ pub enum OpBody {
         #[serde(default)]
         ignore_consistency: bool,
     },
+    /// Recreate an instance's disks, on new nodes if `nodes` or `iallocator` say so
+    /// (harep's `reinstall` repair).
+    #[serde(rename = "OP_INSTANCE_RECREATE_DISKS")]
+    InstanceRecreateDisks {
+        /// The instance.
+        instance_name: String,
+        /// Disk indices (empty: all).
+        #[serde(default)]
+        disks: Vec<u32>,
+        /// New nodes for the instance (empty: keep them, or ask `iallocator`).
+        #[serde(default)]
+        nodes: Vec<String>,
+        /// Iallocator choosing the new nodes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iallocator: Option<String>,
+    },
+    /// Reinstall an instance's operating system (harep's `reinstall` repair).
+    #[serde(rename = "OP_INSTANCE_REINSTALL")]
+    InstanceReinstall {
+        /// The instance.
+        instance_name: String,
+        /// OS to install instead of the current one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        os_type: Option<String>,
+        /// Accept an OS variant that is not declared.
+        #[serde(default)]
+        force_variant: bool,
+    },
     /// Add tags to an object.
     #[serde(rename = "OP_TAGS_SET")]
     TagsSet {
@@ -225,6 +253,8 @@ impl OpBody {
             OpBody::InstanceFailover { .. } => "OP_INSTANCE_FAILOVER",
             OpBody::InstanceReplaceDisks { .. } => "OP_INSTANCE_REPLACE_DISKS",
             OpBody::InstanceMove { .. } => "OP_INSTANCE_MOVE",
+            OpBody::InstanceRecreateDisks { .. } => "OP_INSTANCE_RECREATE_DISKS",
+            OpBody::InstanceReinstall { .. } => "OP_INSTANCE_REINSTALL",
             OpBody::TagsSet { .. } => "OP_TAGS_SET",
             OpBody::TagsDel { .. } => "OP_TAGS_DEL",
             OpBody::RepairCommand { .. } => "OP_REPAIR_COMMAND",
@@ -329,6 +359,32 @@ mod tests {
         assert_eq!(v["reason"][0][0], REASON_SOURCE);
         let back: Opcode = serde_json::from_value(v).unwrap();
         assert_eq!(back, op);
+    }
+
+    #[test]
+    fn recreate_disks_and_reinstall_round_trip() {
+        let recreate = OpBody::InstanceRecreateDisks {
+            instance_name: "i1".into(),
+            disks: Vec::new(),
+            nodes: Vec::new(),
+            iallocator: Some("hail".into()),
+        };
+        let v = serde_json::to_value(&recreate).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"OP_ID": "OP_INSTANCE_RECREATE_DISKS", "instance_name": "i1",
+                               "disks": [], "nodes": [], "iallocator": "hail"})
+        );
+        assert_eq!(serde_json::from_value::<OpBody>(v).unwrap(), recreate);
+        let reinstall: OpBody =
+            serde_json::from_str(r#"{"OP_ID":"OP_INSTANCE_REINSTALL","instance_name":"i1"}"#)
+                .unwrap();
+        assert_eq!(reinstall.op_id(), "OP_INSTANCE_REINSTALL");
+        assert_eq!(
+            serde_json::to_value(&reinstall).unwrap(),
+            serde_json::json!({"OP_ID": "OP_INSTANCE_REINSTALL", "instance_name": "i1",
+                               "force_variant": false})
+        );
     }
 
     #[test]

@@ -159,6 +159,10 @@ impl SimCluster {
                 target_node,
                 ..
             } => instance_locks(instance_name, Some(target_node)),
+            OpBody::InstanceRecreateDisks { instance_name, .. }
+            | OpBody::InstanceReinstall { instance_name, .. } => {
+                instance_locks(instance_name, None)
+            }
             OpBody::TagsSet { kind, name, .. } | OpBody::TagsDel { kind, name, .. } => {
                 let object = name.as_deref().unwrap_or_default();
                 locks.insert(match kind {
@@ -221,6 +225,13 @@ impl SimCluster {
                 target_node,
                 ..
             } => self.move_instance(instance_name, target_node),
+            // Not simulated: luxi refuses them at submission (not in SUPPORTED_OPCODES).
+            OpBody::InstanceRecreateDisks { .. } | OpBody::InstanceReinstall { .. } => {
+                Err(OpFailure::prereq(
+                    format!("{} is not supported by the simulator", body.op_id()),
+                    codes::WRONG_INPUT,
+                ))
+            }
             OpBody::TagsSet { kind, name, tags } => {
                 self.change_tags(*kind, name.as_deref(), tags, true)
             }

@@ -139,7 +139,9 @@ pub(crate) fn summary(body: &OpBody) -> String {
         OpBody::InstanceMigrate { instance_name, .. }
         | OpBody::InstanceFailover { instance_name, .. }
         | OpBody::InstanceReplaceDisks { instance_name, .. }
-        | OpBody::InstanceMove { instance_name, .. } => instance_name.clone(),
+        | OpBody::InstanceMove { instance_name, .. }
+        | OpBody::InstanceRecreateDisks { instance_name, .. }
+        | OpBody::InstanceReinstall { instance_name, .. } => instance_name.clone(),
         OpBody::TagsSet { kind, name, .. } | OpBody::TagsDel { kind, name, .. } => name
             .clone()
             .unwrap_or_else(|| format!("{kind:?}").to_lowercase()),
