@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Benchmark `maintd plan --balance` against Debian's `hbal` (issue 3, item 9).
+
+Not a test: it measures. For each generated cluster (gen_cluster.py, same seed for both
+programs) it runs, one process at a time so that they never compete for a core:
+
+* hbal -t FILE -C [-l N]                        (when hbal runs at that size)
+* maintd plan --text FILE --balance [--max-steps N] --json   (same step limit)
+* maintd plan --text FILE --balance --json      (the full balance, if hbal was limited)
+
+each under `/usr/bin/time -v` (peak resident memory; wall time is measured by this
+script, and runs under a second are repeated without the wrapper, best of 5), and
+prints a markdown table:
+steps, time per step, the per-step time ratio hbal/maintd, full-balance time and peak
+memory, plus whether both programs took the same steps.
+
+Time per step is the whole run divided by its steps (loading and parsing included), so
+the ratio is conservative for maintd, whose runs are dominated by loading.
+
+Usage: bench/plan.sh [--quick] [--sizes 10/200,20/400,...] [--hbal-max-nodes N]
+                     [--seed S] [--maintd PATH]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GEN = os.environ.get("GEN_CLUSTER",
+                     os.path.join(REPO, "..", "shared", "tools", "gen_cluster.py"))
+HTOOLS_DIRS = ["/usr/lib/ganeti/3.0/usr/bin", "/usr/lib/ganeti/iallocators"]
+
+# (nodes, instances, hbal step limit or None for a full balance)
+DEFAULT_SIZES = [(10, 200, None), (20, 400, None), (50, 1000, 3),
+                 (200, 4000, 1), (1000, 20000, 1)]
+QUICK_SIZES = [(10, 200, None), (20, 400, 10), (50, 1000, 1), (200, 4000, 1)]
+STEP_LINE = re.compile(r"^\s*\d+\.\s+\S+\s+\S+\s+=>\s+\S+\s+[0-9.]+\s+a=")
+
+
+def find_hbal():
+    found = shutil.which("hbal") or next(
+        (os.path.join(d, "hbal") for d in HTOOLS_DIRS
+         if os.access(os.path.join(d, "hbal"), os.X_OK)), None)
+    if not found:
+        sys.exit("hbal not found: apt-get install -y --no-install-recommends "
+                 "ganeti-htools-3.0")
+    return found
+
+
+def timed(cmd, stdout_path, repeat_below=0.0):
+    """Runs cmd; returns (wall seconds, peak RSS MiB) and leaves its stdout in stdout_path.
+
+    The first run is under `/usr/bin/time -v`, for its "Maximum resident set size". If it
+    took less than `repeat_below` seconds, the wall time is taken from 5 more runs without
+    the wrapper (best of 5), so that short maintd runs are not dominated by noise.
+    """
+    stats = stdout_path + ".time"
+
+    def run(wrapped):
+        prefix = ["/usr/bin/time", "-v", "-o", stats] if wrapped else []
+        with open(stdout_path, "w") as out, open(stdout_path + ".err", "w") as err:
+            start = time.perf_counter()
+            rc = subprocess.call(prefix + cmd, stdout=out, stderr=err)
+            elapsed = time.perf_counter() - start
+        if rc != 0:
+            with open(stdout_path + ".err") as err:
+                sys.exit("%s failed (%d):\n%s" % (" ".join(cmd), rc, err.read()[-2000:]))
+        return elapsed
+
+    elapsed = run(True)
+    with open(stats) as fh:
+        rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", fh.read())
+    if elapsed < repeat_below:
+        elapsed = min(run(False) for _ in range(5))
+    return elapsed, int(rss.group(1)) / 1024.0
+
+
+def hbal_steps(path):
+    with open(path) as fh:
+        steps = []
+        for line in fh:
+            if STEP_LINE.match(line):
+                words = line.split()
+                steps.append((words[1], words[4], words[5]))
+        return steps
+
+
+def maintd_steps(path):
+    with open(path) as fh:
+        plan = json.load(fh)
+    return [(s["instance"],
+             s["primary"] + (":" + s["secondary"] if s.get("secondary") else ""),
+             "%.8f" % s["score"]) for s in plan["steps"]]
+
+
+def fmt_time(seconds, steps=None):
+    if seconds is None:
+        return "–"
+    value = seconds if steps is None else seconds / max(steps, 1)
+    if value >= 1:
+        return "%.2f s" % value
+    if value >= 1e-3:
+        return "%.1f ms" % (value * 1e3)
+    return "%.0f µs" % (value * 1e6)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="smaller hbal runs (about 3 minutes instead of 15)")
+    p.add_argument("--sizes", help="comma-separated NODES/INSTANCES[/HBAL_STEPS]")
+    p.add_argument("--hbal-max-nodes", type=int, default=50,
+                   help="run hbal only up to this many nodes (hbal needs ~5 min "
+                        "per step at 200/4000) [50]")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--maintd", default=os.path.join(REPO, "target", "release", "maintd"))
+    args = p.parse_args()
+
+    sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    if args.sizes:
+        sizes = []
+        for item in args.sizes.split(","):
+            parts = [int(x) for x in item.split("/")]
+            sizes.append((parts[0], parts[1], parts[2] if len(parts) > 2 else None))
+    if not os.access("/usr/bin/time", os.X_OK):
+        sys.exit("/usr/bin/time missing: apt-get install -y time")
+    hbal = find_hbal() if any(n <= args.hbal_max_nodes for n, _, _ in sizes) else None
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="maintd-bench-") as tmp:
+        for nodes, instances, limit in sizes:
+            name = "%d/%d" % (nodes, instances)
+            cluster = os.path.join(tmp, "c%d.txt" % nodes)
+            subprocess.check_call([sys.executable, GEN, "--nodes", str(nodes),
+                                   "--instances", str(instances), "--seed",
+                                   str(args.seed), "-o", cluster],
+                                  stderr=subprocess.DEVNULL)
+            row = {"cluster": name, "limit": limit}
+            if hbal and nodes <= args.hbal_max_nodes:
+                sys.stderr.write("%s: hbal%s ...\n" % (name, " -l %d" % limit if limit else ""))
+                out = cluster + ".hbal"
+                cmd = [hbal, "-t", cluster, "-C"] + (["-l", str(limit)] if limit else [])
+                row["hbal_time"], row["hbal_rss"] = timed(cmd, out)
+                row["hbal_steps"] = hbal_steps(out)
+            # maintd with hbal's step limit: the per-step comparison
+            sys.stderr.write("%s: maintd plan%s ...\n" % (
+                name, " --max-steps %d" % limit if limit else ""))
+            base = [args.maintd, "plan", "--text", cluster, "--balance", "--json"]
+            out = cluster + ".maintd"
+            limited = base + (["--max-steps", str(limit)] if limit else [])
+            row["m_time"], row["m_rss"] = timed(limited, out, repeat_below=1.0)
+            row["m_steps"] = maintd_steps(out)
+            if limit:
+                sys.stderr.write("%s: maintd plan (full balance) ...\n" % name)
+                row["full_time"], row["full_rss"] = timed(base, out + ".full", repeat_below=1.0)
+                row["full_steps"] = len(maintd_steps(out + ".full"))
+            else:
+                row["full_time"], row["full_rss"] = row["m_time"], row["m_rss"]
+                row["full_steps"] = len(row["m_steps"])
+            rows.append(row)
+
+    print("| cluster | hbal steps | hbal time/step | hbal peak RSS | maintd time/step "
+          "| ratio | same steps | maintd full balance | maintd peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        m_steps = len(r["m_steps"])
+        if "hbal_time" in r:
+            h_steps = len(r["hbal_steps"])
+            h_per = r["hbal_time"] / max(h_steps, 1)
+            m_per = r["m_time"] / max(m_steps, 1)
+            ratio = "%.0f×" % (h_per / m_per) if m_per > 0 else "∞"
+            same = "yes" if r["hbal_steps"] == r["m_steps"] else (
+                "NO (%d vs %d steps)" % (h_steps, m_steps))
+            hbal_cols = ["%d%s" % (h_steps, " (-l %d)" % r["limit"] if r["limit"] else ""),
+                         fmt_time(r["hbal_time"], h_steps), "%.0f MiB" % r["hbal_rss"]]
+        else:
+            hbal_cols, ratio, same = ["not run", "–", "–"], "–", "–"
+        print("| %s | %s | %s | %s | %s | %s | %s | %d steps in %s | %.0f MiB |" % (
+            r["cluster"], *hbal_cols, fmt_time(r["m_time"], m_steps), ratio, same,
+            r["full_steps"], fmt_time(r["full_time"]), max(r["m_rss"], r["full_rss"])))
+    print()
+    print("Generated with gen_cluster.py --seed %d; one process at a time, on %d cores "
+          "(`nproc`); time per step = whole run / steps (load included)." % (
+              args.seed, os.cpu_count() or 0))
+
+
+if __name__ == "__main__":
+    main()
