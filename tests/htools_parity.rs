@@ -8,7 +8,7 @@
 //!
 //! * balancing: the same initial score, the same steps (instance, new nodes, the move they
 //!   imply, score equal to 8 decimals as hbal prints it), the same final score and the
-//!   same job sets as `hbal -C`; whole plans up to 12 nodes / 200 instances, the first
+//!   same job sets as `hbal -C`; whole plans up to 20 nodes / 400 instances, the first
 //!   steps (`--max-steps`) at 20/400 and 50/1000;
 //! * evacuation: the same moved instances (group, nodes), failures (reasons) and jobs
 //!   (opcodes) as hail, in every mode, for normal, master, offline and drained nodes.
@@ -21,7 +21,7 @@
 //!
 //! Knobs (environment): `HTOOLS_PARITY_SEED=N` shifts every seed by N, to check clusters
 //! no run has seen before; `HTOOLS_PARITY_FULL=1` adds full balances at 16/300 and 20/400
-//! and more first steps at 50/1000 (tens of minutes of hbal time).
+//! and more first steps at 50/1000 (about ten more minutes of hbal time).
 //! Run with `cargo test --test htools_parity -- --nocapture` to see every case.
 
 #[path = "htools_parity/cluster.rs"]
@@ -74,14 +74,19 @@ fn spec(nodes: usize, instances: usize, seed: u64) -> ClusterSpec {
 }
 
 /// The balancing cases, most expensive first (so that the parallel workers finish
-/// together). hbal needs ~0.2 s for 6/60, ~7 s for 12/200 (whole plans), ~0.5 s per step
-/// at 20/400 and ~9 s per step at 50/1000.
+/// together). hbal needs ~0.2 s for 6/60, ~7 s for 12/200, ~100 s for 20/400 (whole
+/// plans, 171 steps), ~0.5 s per step at 20/400 and ~9 s per step at 50/1000.
 fn balance_cases() -> Vec<(ClusterSpec, BalanceOptions)> {
     let whole = BalanceOptions::default();
-    let first = |n| BalanceOptions { max_steps: Some(n) };
+    let first = BalanceOptions::first;
+    let with = |f: fn(&mut BalanceOptions)| {
+        let mut options = BalanceOptions::default();
+        f(&mut options);
+        options
+    };
     let mut cases = vec![
         (spec(50, 1000, 13), first(3)),
-        (spec(20, 400, 11), first(12)),
+        (spec(20, 400, 11), whole),
         (spec(20, 400, 12).mix("drbd=1").offline(1, 1), first(12)),
         (spec(12, 200, 7).no_exclusion_tags(), whole),
         (spec(10, 200, 5).location_tags(), whole),
@@ -97,6 +102,33 @@ fn balance_cases() -> Vec<(ClusterSpec, BalanceOptions)> {
         (spec(3, 30, 17).mix("drbd=0.5,plain=0.5"), whole),
         (spec(5, 40, 8).mix("diskless=1"), whole),
         (spec(10, 200, 18), first(1)),
+        // hbal's options that maintd plan shares
+        (
+            spec(12, 200, 19).groups(2),
+            with(|o| o.group = Some("group-01")),
+        ),
+        (
+            spec(12, 200, 19).groups(2),
+            with(|o| o.group = Some("group-02")),
+        ),
+        (spec(10, 200, 20), with(|o| o.no_disk_moves = true)),
+        (spec(10, 200, 20), with(|o| o.no_instance_moves = true)),
+        (spec(10, 150, 4).offline(1, 1), with(|o| o.evac_mode = true)),
+        (
+            spec(10, 150, 4).offline(1, 1),
+            with(|o| {
+                o.evac_mode = true;
+                o.no_instance_moves = true;
+            }),
+        ),
+        (spec(8, 120, 28), with(|o| o.ignore_soft_errors = true)),
+        (
+            spec(8, 120, 28),
+            with(|o| {
+                o.min_gain = Some(0.5);
+                o.min_gain_limit = Some(30.0);
+            }),
+        ),
     ];
     if full_sweep() {
         cases.splice(
@@ -402,12 +434,7 @@ fn hbal_output_is_self_consistent_on_generated_clusters() {
             spec(8, 120, 3).mix(ALL_TEMPLATES).offline(1, 1),
             BalanceOptions::default(),
         ),
-        (
-            spec(10, 200, 5).location_tags(),
-            BalanceOptions {
-                max_steps: Some(20),
-            },
-        ),
+        (spec(10, 200, 5).location_tags(), BalanceOptions::first(20)),
         (spec(5, 40, 8).mix("diskless=1"), BalanceOptions::default()),
     ];
     let results = run_parallel(&cases, |(spec, options)| {
@@ -597,7 +624,7 @@ fn balancing_matches_hbal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = balance_cases();
     let verdicts = run_parallel(&cases, |(spec, options)| -> Verdict {
-        let title = format!("{spec} {}", options.hbal_args().join(" "));
+        let title = format!("{spec}, hbal {}", options.hbal_args().join(" "));
         let cluster = spec.generate(dir.path())?;
         let case = BalanceCase {
             cluster: &cluster,

@@ -66,12 +66,17 @@ impl BalanceCase<'_> {
                     || h.new_primary != m.primary
                     || h.new_secondary != m.secondary
                     || h.moves != replay.move_code()
+                    || m.moves.as_ref().is_some_and(|code| *code != h.moves)
                     || h.score != model::haskell_fixed(m.score, 8)
             });
         if let Some(index) = first_difference {
             let (step, replay) = (&plan.steps[index], &maintd_steps[index]);
+            let reported = match &step.moves {
+                Some(code) if *code != replay.move_code() => format!(", reported move {code:?}"),
+                _ => String::new(),
+            };
             diffs.push(format!(
-                "step {} differs (earlier steps agree):\n    hbal:   {}\n    maintd: {:3}. {} {} a={}   (score {:?})",
+                "step {} differs (earlier steps agree):\n    hbal:   {}\n    maintd: {:3}. {} {} a={}   (score {:?}{reported})",
                 index + 1,
                 hbal.steps[index].line(),
                 index + 1,

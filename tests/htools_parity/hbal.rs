@@ -221,26 +221,79 @@ pub fn parse(stdout: &str) -> Result<HbalOutput, String> {
     Ok(out)
 }
 
-/// Options of one hbal run that `maintd plan --balance` also understands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Options of one balancing run, understood by both hbal and `maintd plan --balance`
+/// (hbal's flag first, maintd's second).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct BalanceOptions {
-    /// `-l N` for hbal, `--max-steps N` for maintd.
+    /// `-l N` / `--max-steps N`.
     pub max_steps: Option<usize>,
+    /// `-G NAME` / `--group NAME` (required with several groups).
+    pub group: Option<&'static str>,
+    /// `--no-disk-moves` (both).
+    pub no_disk_moves: bool,
+    /// `--no-instance-moves` (both).
+    pub no_instance_moves: bool,
+    /// `-E` / `--evac-mode`: only instances on offline nodes move.
+    pub evac_mode: bool,
+    /// `--ignore-soft-errors` (both).
+    pub ignore_soft_errors: bool,
+    /// `-g X` / `--min-gain X`.
+    pub min_gain: Option<f64>,
+    /// `--min-gain-limit X` (both).
+    pub min_gain_limit: Option<f64>,
 }
 
 impl BalanceOptions {
-    pub fn hbal_args(&self) -> Vec<String> {
-        match self.max_steps {
-            Some(n) => vec!["-l".into(), n.to_string()],
-            None => Vec::new(),
+    /// A plan of at most `n` steps.
+    pub fn first(n: usize) -> BalanceOptions {
+        BalanceOptions {
+            max_steps: Some(n),
+            ..BalanceOptions::default()
         }
     }
 
-    pub fn maintd_args(&self) -> Vec<String> {
-        match self.max_steps {
-            Some(n) => vec!["--max-steps".into(), n.to_string()],
-            None => Vec::new(),
+    fn args(&self, hbal: bool) -> Vec<String> {
+        let pick = |hbal_flag: &str, maintd_flag: &str| {
+            if hbal {
+                hbal_flag.to_string()
+            } else {
+                maintd_flag.to_string()
+            }
+        };
+        let mut args = Vec::new();
+        if let Some(n) = self.max_steps {
+            args.extend([pick("-l", "--max-steps"), n.to_string()]);
         }
+        if let Some(group) = self.group {
+            args.extend([pick("-G", "--group"), group.to_string()]);
+        }
+        if self.no_disk_moves {
+            args.push("--no-disk-moves".into());
+        }
+        if self.no_instance_moves {
+            args.push("--no-instance-moves".into());
+        }
+        if self.evac_mode {
+            args.push(pick("-E", "--evac-mode"));
+        }
+        if self.ignore_soft_errors {
+            args.push("--ignore-soft-errors".into());
+        }
+        if let Some(gain) = self.min_gain {
+            args.extend([pick("-g", "--min-gain"), gain.to_string()]);
+        }
+        if let Some(limit) = self.min_gain_limit {
+            args.extend(["--min-gain-limit".to_string(), limit.to_string()]);
+        }
+        args
+    }
+
+    pub fn hbal_args(&self) -> Vec<String> {
+        self.args(true)
+    }
+
+    pub fn maintd_args(&self) -> Vec<String> {
+        self.args(false)
     }
 }
 

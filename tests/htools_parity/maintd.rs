@@ -14,6 +14,8 @@ pub struct PlanStep {
     pub instance: String,
     pub primary: String,
     pub secondary: Option<String>,
+    /// The move code (`f`, `r:T f`, ...) if maintd reports it (beyond the shape).
+    pub moves: Option<String>,
     pub score: f64,
 }
 
@@ -65,6 +67,7 @@ impl BalancePlan {
                     instance: text(step, "instance")?,
                     primary: text(step, "primary")?,
                     secondary,
+                    moves: step.get("move").and_then(Value::as_str).map(str::to_string),
                     score: number(step, "score")?,
                 })
             })
