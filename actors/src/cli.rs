@@ -22,6 +22,8 @@ pub enum Command {
     Sim(SimArgs),
     /// Show the incidents of a running maintd.
     Status(ClientArgs),
+    /// Plan offline from an htools text file: balancing like hbal.
+    Plan(crate::plan::PlanArgs),
     /// Cancel an incident of a running maintd.
     Cancel {
         /// The incident's uuid.

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod client;
 pub mod election;
 pub mod messages;
+pub mod plan;
 pub mod planner;
 pub mod poller;
 pub mod registry;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::Cancel { uuid, client } => {
             run_client(async move { client::cancel(&client, &uuid).await })
         }
+        Command::Plan(args) => maintd_actors::plan::run(&args),
         Command::Daemon(args) => run_daemon(args),
         Command::Sim(args) => run_sim(args),
     };

@@ -1,1 +1,883 @@
-//! Balancing (§5–§8).
+//! Balancing at hbal parity (ALGORITHMS.md §5–§8, R3).
+//!
+//! hbal scores every candidate move by recomputing the whole group's score:
+//! O(instances × nodes² ) per step. Here a candidate touches at most three nodes, so its
+//! score is estimated in O(components) from running sums of every component, centred on
+//! the current means so the one-pass variance stays accurate. The estimate only
+//! *screens*: every candidate within [`SCREEN_EPSILON`] of the best estimate is then
+//! re-simulated with the model's move primitives and scored exactly in hbal's summation
+//! order, and hbal's rule (first strictly better candidate, in instance then move order)
+//! is applied to the exact scores. Decisions therefore equal hbal's while most of the
+//! work is a few hundred flops per candidate, spread over the available cores.
+
+use std::collections::HashMap;
+
+use super::model::{Cluster, DiskTemplate, FailMode, MirrorType, Move, MoveOutcome, NodeState};
+use super::score::{self, Aggregation, AGGREGATION, COMPONENTS, WEIGHTS};
+use crate::model::opcode::OpBody;
+
+/// Candidates whose estimated score is within this of the best estimate are re-scored
+/// exactly. The estimate's error is many orders of magnitude smaller.
+pub const SCREEN_EPSILON: f64 = 1e-7;
+
+/// Balancing options (hbal's flags; defaults are hbal's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceOptions {
+    /// Allow moves that replace disks (`--no-disk-moves` clears it).
+    pub disk_moves: bool,
+    /// Allow moves that change the primary (`--no-instance-moves` clears it).
+    pub instance_moves: bool,
+    /// `--restricted-migration`.
+    pub restricted_migration: bool,
+    /// Ignore soft errors (`--ignore-soft-errors`).
+    pub force: bool,
+    /// Move only instances with a node that is offline (`--evac-mode`).
+    pub evac_mode: bool,
+    /// Minimum gain of a step once the score is at most `min_gain_limit` (`-g`).
+    pub min_gain: f64,
+    /// Below this score, steps must gain at least `min_gain` (`--min-gain-limit`).
+    pub min_gain_limit: f64,
+    /// Maximum number of steps (`-l`).
+    pub max_steps: Option<usize>,
+    /// Stop when the score is within this of the optimal score (`-e`).
+    pub min_score: f64,
+    /// maintd's allowed nodes: only these are targets, and only instances whose nodes
+    /// are all allowed move. `None`: every node.
+    pub allowed_nodes: Option<Vec<usize>>,
+    /// Evaluate candidates on this many threads (0: all available cores).
+    pub threads: usize,
+}
+
+impl Default for BalanceOptions {
+    fn default() -> Self {
+        BalanceOptions {
+            disk_moves: true,
+            instance_moves: true,
+            restricted_migration: false,
+            force: false,
+            evac_mode: false,
+            min_gain: 0.01,
+            min_gain_limit: 0.1,
+            max_steps: None,
+            min_score: 1e-9,
+            allowed_nodes: None,
+            threads: 0,
+        }
+    }
+}
+
+/// One balancing step: an instance's move and the group's score after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The instance.
+    pub instance: usize,
+    /// The move.
+    pub mv: Move,
+    /// Primary before the step.
+    pub old_pnode: usize,
+    /// Secondary before the step.
+    pub old_snode: Option<usize>,
+    /// Primary after the step.
+    pub pnode: usize,
+    /// Secondary after the step.
+    pub snode: Option<usize>,
+    /// The group's score after the step.
+    pub score: f64,
+}
+
+impl Step {
+    /// The nodes the step involves (§7): new primary, new secondary, old primary, old
+    /// secondary, without repetitions.
+    pub fn involved_nodes(&self) -> Vec<usize> {
+        let mut out = Vec::with_capacity(4);
+        for n in [
+            Some(self.pnode),
+            self.snode,
+            Some(self.old_pnode),
+            self.old_snode,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        out
+    }
+}
+
+/// Why balancing stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The score was already within `min_score` of the optimum.
+    AlreadyBalanced,
+    /// The score reached the optimum.
+    Optimal,
+    /// The step limit was reached.
+    StepLimit,
+    /// No move improves the score enough.
+    NoImprovement,
+}
+
+/// A balancing plan for one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The group balanced.
+    pub group: usize,
+    /// Score before the first step.
+    pub initial_score: f64,
+    /// Score after the last step.
+    pub final_score: f64,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// Why it stopped.
+    pub stop: StopReason,
+}
+
+/// A candidate move found by the screening pass.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    estimate: f64,
+    instance: usize,
+    mv: Move,
+}
+
+/// Change of the component sums caused by one candidate.
+#[derive(Debug, Clone, Copy)]
+struct Delta {
+    d1: [f64; COMPONENTS],
+    d2: [f64; COMPONENTS],
+    map: f64,
+}
+
+impl Delta {
+    const ZERO: Delta = Delta {
+        d1: [0.0; COMPONENTS],
+        d2: [0.0; COMPONENTS],
+        map: 0.0,
+    };
+}
+
+/// Indices of the standard-deviation components.
+const SD: [usize; 13] = [0, 1, 3, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16];
+
+/// Everything one balancing step reads, computed once per step.
+struct StepContext<'a> {
+    cluster: &'a Cluster,
+    opts: &'a BalanceOptions,
+    group_nodes: Vec<usize>,
+    in_group_online: Vec<bool>,
+    targets: Vec<usize>,
+    values: Vec<[f64; COMPONENTS]>,
+    center: [f64; COMPONENTS],
+    s1: [f64; COMPONENTS],
+    s2: [f64; COMPONENTS],
+    online: f64,
+    map_counts: HashMap<(u32, u32), u32>,
+    map_value: f64,
+    has_location: bool,
+    has_migration: bool,
+    cur: f64,
+}
+
+impl<'a> StepContext<'a> {
+    fn new(cluster: &'a Cluster, group: usize, opts: &'a BalanceOptions, cur: f64) -> Self {
+        let n = cluster.nodes.len();
+        let group_nodes = cluster.group_nodes(group);
+        let mut allowed = vec![opts.allowed_nodes.is_none(); n];
+        for &a in opts.allowed_nodes.iter().flatten() {
+            if a < n {
+                allowed[a] = true;
+            }
+        }
+        let mut in_group_online = vec![false; n];
+        let mut targets = Vec::new();
+        for &i in &group_nodes {
+            if !cluster.nodes[i].offline() {
+                in_group_online[i] = true;
+                if allowed[i] {
+                    targets.push(i);
+                }
+            }
+        }
+        let values: Vec<[f64; COMPONENTS]> = cluster
+            .nodes
+            .iter()
+            .map(|node| score::node_values(&node.state))
+            .collect();
+        let online_nodes: Vec<usize> = group_nodes
+            .iter()
+            .copied()
+            .filter(|&i| in_group_online[i])
+            .collect();
+        let count = online_nodes.len() as f64;
+        let mut center = [0.0; COMPONENTS];
+        let mut s1 = [0.0; COMPONENTS];
+        let mut s2 = [0.0; COMPONENTS];
+        for c in 0..COMPONENTS {
+            match AGGREGATION[c] {
+                Aggregation::StdDev => {
+                    let mean = online_nodes.iter().map(|&i| values[i][c]).sum::<f64>() / count;
+                    center[c] = if mean.is_finite() { mean } else { 0.0 };
+                    for &i in &online_nodes {
+                        let d = values[i][c] - center[c];
+                        s1[c] += d;
+                        s2[c] += d * d;
+                    }
+                }
+                Aggregation::SumOnline => {
+                    s1[c] = online_nodes.iter().map(|&i| values[i][c]).sum();
+                }
+                Aggregation::SumOffline => {
+                    s1[c] = group_nodes
+                        .iter()
+                        .filter(|&&i| !in_group_online[i])
+                        .map(|&i| values[i][c])
+                        .sum();
+                }
+                Aggregation::Map => {}
+            }
+        }
+        let mut map_counts = HashMap::new();
+        for &i in &online_nodes {
+            for &(k, c) in cluster.nodes[i].location_exclusion_pairs() {
+                *map_counts.entry(k).or_insert(0) += c;
+            }
+        }
+        let map_value = map_counts.values().map(|&c| f64::from(c) - 1.0).sum();
+        StepContext {
+            cluster,
+            opts,
+            group_nodes,
+            in_group_online,
+            targets,
+            values,
+            center,
+            s1,
+            s2,
+            online: count,
+            map_counts,
+            map_value,
+            has_location: !cluster.tags.location_prefixes.is_empty(),
+            has_migration: !cluster.tags.migration_prefixes.is_empty(),
+            cur,
+        }
+    }
+
+    /// Adds the change of node `idx` to `new` into `delta`.
+    fn add_change(&self, delta: &mut Delta, idx: usize, new: &NodeState) {
+        let old = &self.values[idx];
+        let new = score::node_values(new);
+        if !self.in_group_online[idx] {
+            delta.d1[4] += new[4] - old[4];
+            delta.d1[5] += new[5] - old[5];
+            return;
+        }
+        for c in SD {
+            let (a, b) = (old[c] - self.center[c], new[c] - self.center[c]);
+            delta.d1[c] += b - a;
+            delta.d2[c] += b * b - a * a;
+        }
+        for c in [2, 11, 17, 19] {
+            delta.d1[c] += new[c] - old[c];
+        }
+    }
+
+    /// The estimated score after a change.
+    fn estimate(&self, delta: &Delta) -> f64 {
+        let mut total = 0.0;
+        for c in 0..COMPONENTS {
+            let value = match AGGREGATION[c] {
+                Aggregation::StdDev => {
+                    let m = (self.s1[c] + delta.d1[c]) / self.online;
+                    let var = (self.s2[c] + delta.d2[c]) / self.online - m * m;
+                    var.max(0.0).sqrt()
+                }
+                Aggregation::SumOnline | Aggregation::SumOffline => self.s1[c] + delta.d1[c],
+                Aggregation::Map => self.map_value + delta.map,
+            };
+            total += WEIGHTS[c] * value;
+        }
+        total
+    }
+
+    /// Change of the location-exclusion component when `inst` leaves primary `from`
+    /// for primary `to`.
+    fn map_delta(&self, inst: usize, from: usize, to: usize) -> f64 {
+        let i = &self.cluster.instances[inst];
+        if !self.has_location || i.excl.is_empty() || from == to {
+            return 0.0;
+        }
+        let mut changes: Vec<((u32, u32), i64)> = Vec::new();
+        let mut bump = |node: usize, by: i64| {
+            if !self.in_group_online[node] {
+                return;
+            }
+            for &l in &self.cluster.nodes[node].loc {
+                for &t in &i.excl {
+                    match changes.iter_mut().find(|(k, _)| *k == (l, t)) {
+                        Some((_, c)) => *c += by,
+                        None => changes.push(((l, t), by)),
+                    }
+                }
+            }
+        };
+        bump(from, -1);
+        bump(to, 1);
+        let contribution = |c: i64| if c > 0 { (c - 1) as f64 } else { 0.0 };
+        changes
+            .iter()
+            .map(|(k, d)| {
+                let c = i64::from(self.map_counts.get(k).copied().unwrap_or(0));
+                contribution(c + d) - contribution(c)
+            })
+            .sum()
+    }
+
+    fn migration_ok(&self, from: usize, to: usize) -> bool {
+        !self.has_migration || self.cluster.migration_allowed(from, to)
+    }
+
+    fn location(&self, a: usize, b: usize) -> i64 {
+        if self.has_location {
+            let (la, lb) = (&self.cluster.nodes[a].loc, &self.cluster.nodes[b].loc);
+            la.iter().filter(|x| lb.binary_search(x).is_ok()).count() as i64
+        } else {
+            0
+        }
+    }
+
+    /// Whether instance `idx` is a balancing candidate (§5.1 plus maintd's allowed nodes).
+    fn movable(&self, idx: usize) -> bool {
+        let inst = &self.cluster.instances[idx];
+        if !inst.movable || !inst.auto_balance {
+            return false;
+        }
+        if self.cluster.nodes[inst.pnode].data.group
+            != self.cluster.nodes[self.group_nodes[0]].data.group
+        {
+            return false;
+        }
+        if self.opts.evac_mode && !inst.all_nodes().any(|n| self.cluster.nodes[n].offline()) {
+            return false;
+        }
+        if let Some(allowed) = &self.opts.allowed_nodes {
+            if !inst.all_nodes().all(|n| allowed.contains(&n)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Per-thread scratch: dense per-node lookups filled for one instance at a time.
+struct Scratch {
+    /// peers[P] of each node (its reservation for the instance's primary).
+    target_peer_p: Vec<i64>,
+    /// peers[S] of each node.
+    target_peer_s: Vec<i64>,
+    /// The primary's own peers entries, by node.
+    p_peers: Vec<i64>,
+    /// The secondary's own peers entries, by node.
+    s_peers: Vec<i64>,
+}
+
+impl Scratch {
+    fn new(n: usize) -> Self {
+        Scratch {
+            target_peer_p: vec![0; n],
+            target_peer_s: vec![0; n],
+            p_peers: vec![0; n],
+            s_peers: vec![0; n],
+        }
+    }
+}
+
+/// Fills (or, with `clear`, resets) the dense lookups for primary `p`, secondary `s`.
+fn fill_scratch(cluster: &Cluster, scratch: &mut Scratch, p: usize, s: Option<usize>, clear: bool) {
+    let need = |j: usize| {
+        let inst = &cluster.instances[j];
+        if inst.uses_sec_mem() {
+            inst.mem
+        } else {
+            0
+        }
+    };
+    for j in cluster.nodes[p].primaries() {
+        if let Some(t) = cluster.instances[j].snode {
+            scratch.target_peer_p[t] = if clear {
+                0
+            } else {
+                scratch.target_peer_p[t] + need(j)
+            };
+        }
+    }
+    for &(k, m) in cluster.nodes[p].peers() {
+        scratch.p_peers[k] = if clear { 0 } else { m };
+    }
+    if let Some(s) = s {
+        for j in cluster.nodes[s].primaries() {
+            if let Some(t) = cluster.instances[j].snode {
+                scratch.target_peer_s[t] = if clear {
+                    0
+                } else {
+                    scratch.target_peer_s[t] + need(j)
+                };
+            }
+        }
+        for &(k, m) in cluster.nodes[s].peers() {
+            scratch.s_peers[k] = if clear { 0 } else { m };
+        }
+    }
+}
+
+/// Screening state of one thread.
+struct Screen {
+    best: f64,
+    kept: Vec<Candidate>,
+}
+
+impl Screen {
+    fn offer(&mut self, estimate: f64, instance: usize, mv: Move) {
+        if estimate.is_nan() || estimate > self.best + SCREEN_EPSILON {
+            return;
+        }
+        if estimate < self.best {
+            self.best = estimate;
+            let limit = self.best + SCREEN_EPSILON;
+            self.kept.retain(|c| c.estimate <= limit);
+        }
+        self.kept.push(Candidate {
+            estimate,
+            instance,
+            mv,
+        });
+    }
+}
+
+/// Screens every move of instance `idx`.
+fn screen_instance(ctx: &StepContext, idx: usize, scratch: &mut Scratch, screen: &mut Screen) {
+    let cluster = ctx.cluster;
+    let opts = ctx.opts;
+    let inst = &cluster.instances[idx];
+    let p = inst.pnode;
+    let pn = &cluster.nodes[p];
+    let f_p = pn.offline() || opts.force;
+    let mirror = inst.dt.mirror();
+    if mirror == MirrorType::None {
+        return;
+    }
+    let remove_ctx = pn.primary_context(inst, inst.loc_score, false);
+    let p_minus = pn.state.remove_primary(inst, remove_ctx);
+    let mut d_p_minus = Delta::ZERO;
+    ctx.add_change(&mut d_p_minus, p, &p_minus);
+
+    if mirror == MirrorType::External {
+        if !opts.instance_moves {
+            return;
+        }
+        for &t in &ctx.targets {
+            if t == p || Some(t) == inst.snode || !ctx.migration_ok(p, t) {
+                continue;
+            }
+            let tn = &cluster.nodes[t];
+            let Ok(t_new) =
+                tn.state
+                    .add_primary(inst, tn.primary_context(inst, inst.loc_score, true), f_p)
+            else {
+                continue;
+            };
+            let mut d = d_p_minus;
+            ctx.add_change(&mut d, t, &t_new);
+            d.map += ctx.map_delta(idx, p, t);
+            screen.offer(ctx.estimate(&d), idx, Move::FailoverToAny(t));
+        }
+        return;
+    }
+
+    // Internal mirror (DRBD); movable instances always have a secondary.
+    let Some(s) = inst.snode else { return };
+    let sn = &cluster.nodes[s];
+    let f_s = sn.offline() || opts.force;
+    let use_sec = ctx.in_group_online[s] && opts.instance_moves;
+    let s_minus = sn.state.remove_secondary(inst, sn.r_mem_without(inst, p));
+    let mut d_s_minus = Delta::ZERO;
+    ctx.add_change(&mut d_s_minus, s, &s_minus);
+    fill_scratch(cluster, scratch, p, Some(s), false);
+
+    if use_sec && ctx.migration_ok(p, s) {
+        let s_ctx = sn.primary_context(inst, inst.loc_score, true);
+        let failover = s_minus.add_primary(inst, s_ctx, f_p).and_then(|s_new| {
+            p_minus
+                .add_secondary(inst, scratch.p_peers[s], f_p, pn.offline())
+                .map(|p_new| (s_new, p_new))
+        });
+        if let Ok((s_new, p_new)) = failover {
+            let mut d = Delta::ZERO;
+            ctx.add_change(&mut d, s, &s_new);
+            ctx.add_change(&mut d, p, &p_new);
+            d.map += ctx.map_delta(idx, p, s);
+            screen.offer(ctx.estimate(&d), idx, Move::Failover);
+        }
+    }
+
+    let kinds: &[u8] = if !opts.disk_moves {
+        &[]
+    } else if !opts.instance_moves || (opts.restricted_migration && !pn.offline()) {
+        &[0]
+    } else if use_sec && !opts.restricted_migration {
+        &[0, 1, 2, 3]
+    } else if use_sec {
+        &[0, 1, 3]
+    } else {
+        &[0, 1]
+    };
+    if !kinds.is_empty() {
+        for &t in &ctx.targets {
+            if t == p || t == s {
+                continue;
+            }
+            for &kind in kinds {
+                if let Ok((mv, d)) = screen_disk_move(
+                    ctx, idx, kind, t, scratch, &p_minus, &s_minus, &d_p_minus, &d_s_minus, f_p,
+                    f_s,
+                ) {
+                    screen.offer(ctx.estimate(&d), idx, mv);
+                }
+            }
+        }
+    }
+    fill_scratch(cluster, scratch, p, Some(s), true);
+}
+
+/// One disk move of a DRBD instance to target `t`: 0 = `r:T`, 1 = `r:T f`,
+/// 2 = `f r:T f`, 3 = `f r:T`; the same simulation as [`Cluster::simulate_move`] on
+/// node states only.
+#[allow(clippy::too_many_arguments)]
+fn screen_disk_move(
+    ctx: &StepContext,
+    idx: usize,
+    kind: u8,
+    t: usize,
+    scratch: &Scratch,
+    p_minus: &NodeState,
+    s_minus: &NodeState,
+    d_p_minus: &Delta,
+    d_s_minus: &Delta,
+    f_p: bool,
+    f_s: bool,
+) -> Result<(Move, Delta), FailMode> {
+    let cluster = ctx.cluster;
+    let inst = &cluster.instances[idx];
+    let (p, s) = (inst.pnode, inst.snode.unwrap_or(inst.pnode));
+    let (pn, sn, tn) = (&cluster.nodes[p], &cluster.nodes[s], &cluster.nodes[t]);
+    match kind {
+        0 => {
+            let loc = ctx.location(p, t);
+            let t_new = tn
+                .state
+                .add_secondary(inst, scratch.target_peer_p[t], f_s, false)?;
+            let mut readd = pn.primary_context(inst, loc, false);
+            readd.inst_loc_score = loc;
+            let p_new = p_minus.add_primary(inst, readd, true)?;
+            let mut d = *d_s_minus;
+            ctx.add_change(&mut d, t, &t_new);
+            ctx.add_change(&mut d, p, &p_new);
+            Ok((Move::ReplaceSecondary(t), d))
+        }
+        1 => {
+            let loc = ctx.location(t, p);
+            if !ctx.migration_ok(p, t) {
+                return Err(FailMode::FailMig);
+            }
+            let t_new =
+                tn.state
+                    .add_primary(inst, tn.primary_context(inst, loc, true), ctx.opts.force)?;
+            let p_new = p_minus.add_secondary(inst, scratch.p_peers[t], f_s, false)?;
+            let mut d = *d_s_minus;
+            ctx.add_change(&mut d, t, &t_new);
+            ctx.add_change(&mut d, p, &p_new);
+            d.map += ctx.map_delta(idx, p, t);
+            Ok((Move::ReplaceAndFailover(t), d))
+        }
+        2 => {
+            let loc = ctx.location(t, s);
+            if !ctx.migration_ok(p, s) || !ctx.migration_ok(s, t) {
+                return Err(FailMode::FailMig);
+            }
+            let s_ctx = sn.primary_context(inst, loc, true);
+            let x = s_minus.add_primary(inst, s_ctx, f_p)?;
+            let x = x.remove_primary(inst, s_ctx);
+            let t_new = tn
+                .state
+                .add_primary(inst, tn.primary_context(inst, loc, true), f_p)?;
+            let s_new = x.add_secondary(inst, scratch.s_peers[t], f_p, false)?;
+            let mut d = *d_p_minus;
+            ctx.add_change(&mut d, t, &t_new);
+            ctx.add_change(&mut d, s, &s_new);
+            d.map += ctx.map_delta(idx, p, t);
+            Ok((Move::ReplacePrimary(t), d))
+        }
+        _ => {
+            let loc = ctx.location(s, t);
+            if !ctx.migration_ok(p, s) {
+                return Err(FailMode::FailMig);
+            }
+            let s_new = s_minus.add_primary(inst, sn.primary_context(inst, loc, true), f_p)?;
+            let t_new = tn
+                .state
+                .add_secondary(inst, scratch.target_peer_s[t], f_p, false)?;
+            let mut d = *d_p_minus;
+            ctx.add_change(&mut d, s, &s_new);
+            ctx.add_change(&mut d, t, &t_new);
+            d.map += ctx.map_delta(idx, p, s);
+            Ok((Move::FailoverAndReplace(t), d))
+        }
+    }
+}
+
+/// The exact score of the group after a simulated move.
+fn exact_score(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
+    let cluster = ctx.cluster;
+    let node = |i: usize| {
+        outcome
+            .nodes
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map_or(&cluster.nodes[i], |(_, n)| n)
+    };
+    let map = score::location_exclusion_score(
+        ctx.group_nodes
+            .iter()
+            .filter(|&&i| !node(i).offline())
+            .map(|&i| node(i).location_exclusion_pairs()),
+    );
+    score::weighted(&score::components_with(
+        &ctx.group_nodes,
+        |i| &node(i).state,
+        map,
+    ))
+}
+
+/// One balancing step (§5): the best move of group `group` from score `cur`, if it is
+/// accepted by the gain rules.
+pub fn try_balance(
+    cluster: &Cluster,
+    group: usize,
+    cur: f64,
+    opts: &BalanceOptions,
+) -> Option<(Step, MoveOutcome)> {
+    let ctx = StepContext::new(cluster, group, opts, cur);
+    if ctx.group_nodes.is_empty() {
+        return None;
+    }
+    let instances: Vec<usize> = (0..cluster.instances.len())
+        .filter(|&i| ctx.movable(i))
+        .collect();
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .clamp(1, instances.len().max(1));
+    let screen_chunk = |chunk: &[usize]| {
+        let mut scratch = Scratch::new(cluster.nodes.len());
+        let mut screen = Screen {
+            best: ctx.cur,
+            kept: Vec::new(),
+        };
+        for &i in chunk {
+            screen_instance(&ctx, i, &mut scratch, &mut screen);
+        }
+        screen
+    };
+    let screens: Vec<Screen> = if threads == 1 || instances.len() < 64 {
+        vec![screen_chunk(&instances)]
+    } else {
+        // Contiguous chunks keep candidate order when concatenated.
+        let size = instances.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = instances
+                .chunks(size)
+                .map(|chunk| scope.spawn(|| screen_chunk(chunk)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    };
+    let best_estimate = screens.iter().map(|s| s.best).fold(f64::INFINITY, f64::min);
+    let mut best: Option<(f64, MoveOutcome)> = None;
+    let mut best_score = cur;
+    for cand in screens
+        .iter()
+        .flat_map(|s| s.kept.iter())
+        .filter(|c| c.estimate <= best_estimate + SCREEN_EPSILON)
+    {
+        let Ok(outcome) = cluster.simulate_move(cand.instance, cand.mv, opts.force) else {
+            debug_assert!(false, "screened move {cand:?} fails in the model");
+            continue;
+        };
+        let exact = exact_score(&ctx, &outcome);
+        if exact < best_score {
+            best_score = exact;
+            best = Some((exact, outcome));
+        }
+    }
+    let (new, outcome) = best?;
+    if !(new < cur && (cur > opts.min_gain_limit || cur - new >= opts.min_gain)) {
+        return None;
+    }
+    let inst = &cluster.instances[outcome.instance];
+    let step = Step {
+        instance: outcome.instance,
+        mv: outcome.mv,
+        old_pnode: inst.pnode,
+        old_snode: inst.snode,
+        pnode: outcome.pnode,
+        snode: outcome.snode,
+        score: new,
+    };
+    Some((step, outcome))
+}
+
+/// Balances group `group` (§6.1), applying each step to `cluster`; `on_step` sees each
+/// step as it is taken (for progress reports).
+pub fn balance_group(
+    cluster: &mut Cluster,
+    group: usize,
+    opts: &BalanceOptions,
+    on_step: &mut dyn FnMut(&Step),
+) -> Plan {
+    let nodes = cluster.group_nodes(group);
+    let initial = score::score(cluster, &nodes);
+    let opt = score::optimal_score(cluster, &nodes);
+    let mut plan = Plan {
+        group,
+        initial_score: initial,
+        final_score: initial,
+        steps: Vec::new(),
+        stop: StopReason::NoImprovement,
+    };
+    if initial - opt < opts.min_score {
+        plan.stop = StopReason::AlreadyBalanced;
+        return plan;
+    }
+    let mut cur = initial;
+    loop {
+        if opts.max_steps.is_some_and(|m| plan.steps.len() >= m) {
+            plan.stop = StopReason::StepLimit;
+            break;
+        }
+        if cur <= opt + opts.min_score {
+            plan.stop = StopReason::Optimal;
+            break;
+        }
+        let Some((step, outcome)) = try_balance(cluster, group, cur, opts) else {
+            plan.stop = StopReason::NoImprovement;
+            break;
+        };
+        cluster.apply_move(outcome);
+        cur = step.score;
+        on_step(&step);
+        plan.steps.push(step);
+    }
+    plan.final_score = cur;
+    plan
+}
+
+/// Splits a plan into job sets (§7), scanning it from the last step back as htools
+/// does. Returns step indices: sets in execution order, steps in plan order.
+pub fn job_sets(steps: &[Step]) -> Vec<Vec<usize>> {
+    let mut sets: Vec<Vec<usize>> = Vec::new();
+    let mut busy: Vec<usize> = Vec::new();
+    for (i, step) in steps.iter().enumerate().rev() {
+        let nodes = step.involved_nodes();
+        match sets.first_mut() {
+            Some(first) if !nodes.iter().any(|n| busy.contains(n)) => {
+                first.insert(0, i);
+                busy.extend(nodes);
+            }
+            _ => {
+                sets.insert(0, vec![i]);
+                busy = nodes;
+            }
+        }
+    }
+    sets
+}
+
+/// hbal's short name of a move (`f`, `fa:T`, `r:T`, `f r:T f`, `r:T f`, `f r:T`).
+pub fn move_name(cluster: &Cluster, mv: Move) -> String {
+    let name = |n: usize| cluster.nodes[n].name().to_owned();
+    match mv {
+        Move::Failover => "f".to_owned(),
+        Move::FailoverToAny(t) => format!("fa:{}", name(t)),
+        Move::ReplaceSecondary(t) => format!("r:{}", name(t)),
+        Move::ReplacePrimary(t) => format!("f r:{} f", name(t)),
+        Move::ReplaceAndFailover(t) => format!("r:{} f", name(t)),
+        Move::FailoverAndReplace(t) => format!("f r:{}", name(t)),
+    }
+}
+
+/// The opcodes of one step's job (§8), without reason trails.
+pub fn step_opcodes(cluster: &Cluster, step: &Step) -> Vec<OpBody> {
+    let inst = cluster.instances[step.instance].name.as_str();
+    let migrate = |target: Option<usize>| OpBody::InstanceMigrate {
+        instance_name: inst.to_owned(),
+        mode: None,
+        target_node: target.map(|t| cluster.nodes[t].name().to_owned()),
+        allow_failover: true,
+        ignore_hvversions: true,
+        allow_runtime_changes: false,
+        cleanup: false,
+    };
+    let replace = |t: usize| OpBody::new_secondary(inst, cluster.nodes[t].name());
+    match step.mv {
+        Move::Failover => vec![migrate(None)],
+        Move::FailoverToAny(t) => vec![migrate(Some(t))],
+        Move::ReplaceSecondary(t) => vec![replace(t)],
+        Move::ReplacePrimary(t) => vec![migrate(None), replace(t), migrate(None)],
+        Move::ReplaceAndFailover(t) => vec![replace(t), migrate(None)],
+        Move::FailoverAndReplace(t) => vec![migrate(None), replace(t)],
+    }
+}
+
+/// hbal's solution line for step number `pos` (1-based), e.g.
+/// `    1. web1   alpha:beta  => delta:beta    7.97930060 a=f r:delta f`.
+pub fn solution_line(cluster: &Cluster, step: &Step, pos: usize) -> String {
+    let node_len = cluster
+        .nodes
+        .iter()
+        .map(|n| n.name().len())
+        .max()
+        .unwrap_or(0);
+    let inst_len = cluster
+        .instances
+        .iter()
+        .map(|i| i.name.len())
+        .max()
+        .unwrap_or(0);
+    let pair = |p: usize, s: Option<usize>| match s {
+        Some(s) => format!("{}:{}", cluster.nodes[p].name(), cluster.nodes[s].name()),
+        None => cluster.nodes[p].name().to_owned(),
+    };
+    let width = 2 * node_len + 1;
+    format!(
+        "  {pos:3}. {:<inst_len$} {:<width$} => {:<width$} {:12.8} a={}",
+        cluster.instances[step.instance].name,
+        pair(step.old_pnode, step.old_snode),
+        pair(step.pnode, step.snode),
+        step.score,
+        move_name(cluster, step.mv)
+    )
+}
+
+/// Whether an instance's disk template can be moved by balancing at all.
+pub fn balanceable_template(dt: DiskTemplate) -> bool {
+    dt.movable()
+}
+
+#[cfg(test)]
+mod tests;
