@@ -15,6 +15,7 @@
 //!   opcodes (§8).
 
 pub mod balance;
+pub mod evacuate;
 pub mod harep;
 pub mod model;
 pub mod score;
