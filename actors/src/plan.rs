@@ -6,6 +6,13 @@
 //! where each step is `{"instance", "primary", "secondary", "move", "score"}`
 //! (`secondary` is `null` without one) and `job_sets` lists, per set of jobs that may run
 //! in parallel (§7, in execution order), the instance names of its steps in plan order.
+//!
+//! `maintd plan --text FILE --evacuate NODE[,NODE...] --mode primary|secondary|all`
+//! evacuates the nodes as hail's node-evacuate does (their primary and/or secondary
+//! instances, in index order; `--ignore-soft-errors` like hail's) and prints one line per
+//! moved instance with its opcodes, one per failure, and hail's summary; with `--json` it
+//! prints hail's result keyed: `{"moved": [[instance, group, [nodes]]], "failed":
+//! [[instance, reason]], "jobs": [[opcode, ...], ...]}`.
 
 use std::io::Write;
 use std::time::Instant;
@@ -13,6 +20,7 @@ use std::time::Instant;
 use clap::Args;
 use maintd::htools::{
     balance::{self, BalanceOptions, Plan},
+    evacuate::{self, EvacMode},
     model::Cluster,
     text,
 };
@@ -57,15 +65,21 @@ pub struct PlanArgs {
     /// Print JSON instead of hbal-style lines.
     #[arg(long)]
     pub json: bool,
-    // EVACUATION: `--evacuate NODE[,NODE...] --mode primary|secondary|all` (hail's
-    // node-evacuate) is planned here: add the flags and a `PlanMode::Evacuate` arm in
-    // `run`, built on `maintd::htools::evacuate`.
+    /// Evacuate these nodes (comma-separated), like hail's node-evacuate.
+    #[arg(long, value_name = "NODE[,NODE...]", value_delimiter = ',')]
+    pub evacuate: Vec<String>,
+    /// What --evacuate moves: primary, secondary or all (hail's primary-only,
+    /// secondary-only, all).
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
 }
 
 /// What `maintd plan` was asked to compute.
 enum PlanMode {
     /// hbal-style balancing of one group.
     Balance,
+    /// hail-style node evacuation.
+    Evacuate(EvacMode),
 }
 
 fn load(args: &PlanArgs) -> Result<Cluster, String> {
@@ -76,15 +90,53 @@ fn load(args: &PlanArgs) -> Result<Cluster, String> {
 
 /// Runs `maintd plan`; returns the exit code.
 pub fn run(args: &PlanArgs) -> Result<u8, String> {
-    let mode = if args.balance {
-        PlanMode::Balance
-    } else {
-        return Err("nothing to plan: give --balance".into());
+    let mode = match (args.balance, args.evacuate.is_empty()) {
+        (true, true) => PlanMode::Balance,
+        (false, false) => {
+            let mode = args
+                .mode
+                .as_deref()
+                .ok_or("--evacuate needs --mode primary|secondary|all")?;
+            PlanMode::Evacuate(
+                mode.parse()
+                    .map_err(|e: evacuate::EvacError| e.to_string())?,
+            )
+        }
+        (true, false) => return Err("give either --balance or --evacuate, not both".into()),
+        (false, true) => {
+            return Err(
+                "nothing to plan: give --balance or --evacuate NODE[,NODE...] \
+                        --mode primary|secondary|all"
+                    .into(),
+            )
+        }
     };
     let mut cluster = load(args)?;
     match mode {
         PlanMode::Balance => run_balance(args, &mut cluster),
+        PlanMode::Evacuate(mode) => run_evacuate(args, &cluster, mode),
     }
+}
+
+fn run_evacuate(args: &PlanArgs, cluster: &Cluster, mode: EvacMode) -> Result<u8, String> {
+    let nodes: Vec<&str> = args.evacuate.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    let result = evacuate::evacuate_nodes(cluster, &nodes, mode, args.ignore_soft_errors)
+        .map_err(|e| e.to_string())?;
+    if start.elapsed().as_secs_f64() >= 2.0 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "maintd plan: evacuation of {} instances in {:.2}s",
+            result.moved.len() + result.failed.len(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    if args.json {
+        println!("{}", result.to_json());
+    } else {
+        print!("{}", result.to_text());
+    }
+    Ok(0)
 }
 
 fn run_balance(args: &PlanArgs, cluster: &mut Cluster) -> Result<u8, String> {
