@@ -1,0 +1,815 @@
+//! The real `maintd` binary as separate processes: a simulated cluster (`maintd sim
+//! --cluster-only`) and daemons (`maintd daemon`) talking to it over its Luxi socket and
+//! HTTP, killed with SIGKILL at varied instants; the command-line clients; exit codes.
+//!
+//! Everything waits by polling a condition with a deadline; children are killed and reaped
+//! when their guard drops, so a failing test leaves no process behind (and prints the tail
+//! of each child's log).
+
+use std::{
+    collections::BTreeSet,
+    fs::OpenOptions,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_maintd");
+/// Interval of every polling loop.
+const POLL: Duration = Duration::from_millis(100);
+/// Reason-trail source of maintd's jobs.
+const MAINTD_SOURCE: &str = "gnt:daemon:maintd";
+const SIGKILL: i32 = 9;
+
+// ----- waiting -----
+
+/// Poll `check` every [`POLL`] until it yields a value; panic at `deadline`.
+fn wait_until<T>(deadline: Instant, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(POLL);
+    }
+}
+
+fn within(seconds: u64) -> Instant {
+    Instant::now() + Duration::from_secs(seconds)
+}
+
+// ----- child processes -----
+
+/// A `maintd` child: stdout read line by line on a thread, stderr (the log) appended to a
+/// file. Dropping it kills (SIGKILL) and reaps the process.
+struct Proc {
+    name: String,
+    child: Child,
+    lines: Receiver<String>,
+    stdout: Vec<String>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, args: &[String], log: &Path) -> Proc {
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, lines) = mpsc::channel();
+        thread::spawn(move || {
+            // Keep draining even if nobody listens any more, so the child never blocks.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        Proc {
+            name: name.to_owned(),
+            child,
+            lines,
+            stdout: Vec::new(),
+            log: log.to_owned(),
+        }
+    }
+
+    /// What follows `label` on the first stdout line containing it, if printed yet.
+    fn try_line(&mut self, label: &str) -> Option<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.stdout.push(line);
+        }
+        self.stdout.iter().find_map(|line| {
+            line.split_once(label)
+                .map(|(_, rest)| rest.trim().to_owned())
+        })
+    }
+
+    /// Wait for a stdout line containing `label`; panic if the process exits first.
+    fn line(&mut self, label: &str, deadline: Instant) -> String {
+        let what = format!("{} to print {label:?}", self.name);
+        wait_until(deadline, &what, || {
+            if let Some(rest) = self.try_line(label) {
+                return Some(rest);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before printing {label:?}; stdout {:?}",
+                    self.name, self.stdout
+                );
+            }
+            None
+        })
+    }
+
+    /// SIGKILL the process, which must still have been running.
+    fn kill9(&mut self) {
+        self.child.kill().expect("kill");
+        let status = self.child.wait().expect("wait");
+        assert_eq!(
+            status.signal(),
+            Some(SIGKILL),
+            "{} had already exited ({status}) when killed",
+            self.name
+        );
+    }
+
+    /// Wait for the process to exit by itself.
+    fn wait_exit(&mut self, deadline: Instant) -> ExitStatus {
+        let what = format!("{} to exit", self.name);
+        wait_until(deadline, &what, || self.child.try_wait().expect("try_wait"))
+    }
+
+    /// Every stdout line, once the process has exited.
+    fn all_stdout(&mut self) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(line) => self.stdout.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("stdout of {} not closed", self.name),
+            }
+        }
+        self.stdout.iter().map(|line| format!("{line}\n")).collect()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!(
+                "----- {} (stdout {:?}); last log lines:\n{tail}",
+                self.name, self.stdout
+            );
+        }
+    }
+}
+
+/// Run a short-lived `maintd` command to its end (bounded): (status, stdout, stderr).
+fn run(dir: &Path, name: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let mut proc = Proc::spawn(name, &args, &dir.join(format!("{name}.log")));
+    let status = proc.wait_exit(within(60));
+    let stdout = proc.all_stdout();
+    (status, stdout, proc.log_text())
+}
+
+// ----- HTTP -----
+
+/// One HTTP/1.0 request to a loopback address: (status, JSON body or Null).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    let socket: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    assert!(socket.ip().is_loopback(), "only loopback: {addr}");
+    let mut stream = TcpStream::connect_timeout(&socket, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let bad = |why: &str| std::io::Error::other(format!("{why}: {text:?}"));
+    let (head, payload) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(bad("chunked answer to HTTP/1.0"));
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let value = if payload.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(payload).map_err(|_| bad("not JSON"))?
+    };
+    Ok((status, value))
+}
+
+/// A request that must succeed with 200.
+fn http_ok(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
+    match http(addr, method, path, body) {
+        Ok((200, value)) => value,
+        other => panic!("{method} http://{addr}{path}: {other:?}"),
+    }
+}
+
+// ----- the simulated cluster and daemons -----
+
+/// `maintd sim --cluster-only` on loopback port 0.
+struct Sim {
+    /// The process (killed on drop).
+    _proc: Proc,
+    /// Address of its control API.
+    http: String,
+    /// Diagnose URL template.
+    diagnose_url: String,
+    luxi_socket: PathBuf,
+}
+
+impl Sim {
+    fn start(dir: &Path) -> Sim {
+        let luxi_socket = dir.join("q");
+        let args: Vec<String> = [
+            "sim",
+            "--cluster-only",
+            "--nodes",
+            "8",
+            "--instances",
+            "24",
+            "--seed",
+            "1",
+            "--job-seconds",
+            "0.3",
+            "--sim-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain([
+            "--luxi-socket".into(),
+            path(&luxi_socket),
+            "--state-dir".into(),
+            path(&dir.join("sim")),
+        ])
+        .collect();
+        let mut proc = Proc::spawn("sim", &args, &dir.join("sim.log"));
+        let deadline = within(30);
+        let control = proc.line("control API:", deadline);
+        let http = control
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(addr, _)| addr.to_owned())
+            .unwrap_or_else(|| panic!("control API line: {control:?}"));
+        let diagnose_url = proc.line("diagnose URL:", deadline);
+        assert!(diagnose_url.contains("{node}"), "{diagnose_url}");
+        Sim {
+            _proc: proc,
+            http,
+            diagnose_url,
+            luxi_socket,
+        }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        http_ok(&self.http, "GET", path, None)
+    }
+
+    fn nodes(&self) -> Vec<Value> {
+        self.get("/sim/nodes")
+            .as_array()
+            .cloned()
+            .expect("node list")
+    }
+
+    fn node(&self, name: &str) -> Value {
+        self.nodes()
+            .into_iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// The non-master node with the most primaries (then secondaries): (name, primaries, secondaries).
+    fn busiest_node(&self) -> (String, usize, usize) {
+        let count = |n: &Value, key: &str| n[key].as_array().map_or(0, Vec::len);
+        self.nodes()
+            .iter()
+            .filter(|n| n["master"] == false)
+            .map(|n| {
+                (
+                    n["name"].as_str().expect("name").to_owned(),
+                    count(n, "primary_instances"),
+                    count(n, "secondary_instances"),
+                )
+            })
+            .max_by_key(|(name, p, s)| (*p, *s, std::cmp::Reverse(name.clone())))
+            .expect("a non-master node")
+    }
+
+    fn report(&self, node: &str, diagnose: Value) {
+        http_ok(
+            &self.http,
+            "PUT",
+            &format!("/sim/nodes/{node}/diagnose"),
+            Some(&diagnose),
+        );
+    }
+
+    /// The queue's jobs submitted by maintd.
+    fn maintd_jobs(&self) -> Vec<QueuedJob> {
+        let jobs = self.get("/sim/jobs");
+        jobs.as_array()
+            .expect("job list")
+            .iter()
+            .filter_map(|job| {
+                let texts: BTreeSet<String> = job["ops"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|op| op["reason"].as_array().cloned().unwrap_or_default())
+                    .filter(|entry| entry[0] == MAINTD_SOURCE)
+                    .filter_map(|entry| entry[1].as_str().map(str::to_owned))
+                    .collect();
+                (!texts.is_empty()).then(|| QueuedJob {
+                    id: job["id"].as_u64().expect("job id"),
+                    status: job["status"].as_str().unwrap_or("").to_owned(),
+                    texts,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A job in the simulated queue with maintd's reason texts (one per distinct text).
+#[derive(Debug)]
+struct QueuedJob {
+    id: u64,
+    status: String,
+    texts: BTreeSet<String>,
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// `maintd daemon` against `sim`, on loopback port 0; its API address once printed.
+struct Daemon {
+    proc: Proc,
+    api: Option<String>,
+    started: Instant,
+}
+
+impl Daemon {
+    fn spawn(sim: &Sim, dir: &Path, node: &str, round_delay: &str, extra: &[&str]) -> Daemon {
+        let mut args: Vec<String> = vec![
+            "daemon".into(),
+            "-f".into(),
+            "--luxi-socket".into(),
+            path(&sim.luxi_socket),
+            "--diagnose-url".into(),
+            sim.diagnose_url.clone(),
+            "--node-name".into(),
+            node.into(),
+            "--state-dir".into(),
+            path(&dir.join("state")),
+            "-p".into(),
+            "0".into(),
+            "-b".into(),
+            "127.0.0.1".into(),
+            "--round-delay".into(),
+            round_delay.into(),
+            "--poll-interval".into(),
+            "0.2".into(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Daemon {
+            proc: Proc::spawn(&format!("daemon on {node}"), &args, &dir.join("daemon.log")),
+            api: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// The API address, if printed yet.
+    fn try_api(&mut self) -> Option<String> {
+        if self.api.is_none() {
+            self.api = self
+                .proc
+                .try_line("maintd API:")
+                .map(|url| url.trim_start_matches("http://").to_owned());
+        }
+        self.api.clone()
+    }
+
+    /// Wait until the API answers `/1/status` with 200 (this node is master); its address.
+    fn wait_serving(&mut self, deadline: Instant) -> String {
+        let api = self
+            .proc
+            .line("maintd API:", deadline)
+            .trim_start_matches("http://")
+            .to_owned();
+        self.api = Some(api.clone());
+        wait_until(deadline, "/1/status to answer 200", || {
+            matches!(http(&api, "GET", "/1/status", None), Ok((200, _))).then_some(())
+        });
+        api
+    }
+
+    /// `/1/status` if the daemon serves it now (not while starting, dying or idle).
+    fn try_incidents(&mut self) -> Option<Vec<Value>> {
+        let api = self.try_api()?;
+        match http(&api, "GET", "/1/status", None) {
+            Ok((200, body)) => Some(body.as_array().cloned().expect("incident list")),
+            _ => None,
+        }
+    }
+}
+
+/// A tiny deterministic generator (xorshift64) for the kill instants.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
+
+/// When to SIGKILL the running daemon.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// Once the queue holds this many of maintd's jobs (likely between submission and
+    /// recording the job id, or while the job runs).
+    AfterJobs(usize),
+    /// This long after the daemon was started (possibly before it serves, or mid-recovery).
+    AfterDelay(Duration),
+}
+
+// ----- the tests -----
+
+#[test]
+fn kill_9_at_any_instant_loses_nothing_and_submits_nothing_twice() {
+    let begun = Instant::now();
+    let deadline = begun + Duration::from_secs(120);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(dir.path());
+    let (node, primaries, secondaries) = sim.busiest_node();
+    assert!(primaries > 0, "{node} hosts instances");
+    // Drain, one job per instance (a DRBD primary's job also moves its new secondary), tag.
+    let expected_jobs = 1 + primaries + secondaries + 1;
+
+    let mut daemon = Daemon::spawn(&sim, dir.path(), "node1", "0.3", &[]);
+    daemon.wait_serving(deadline);
+    sim.report(&node, json!({"status": "evacuate"}));
+    let first = wait_until(deadline, "the incident", || {
+        daemon
+            .try_incidents()?
+            .into_iter()
+            .find(|i| i["node"] == node.as_str())
+    });
+    let uuid = first["uuid"].as_str().expect("uuid").to_owned();
+
+    // Every view of the daemon's state, whichever process serves it: the one incident.
+    let check = |daemon: &mut Daemon| -> Option<String> {
+        let incidents = daemon.try_incidents()?;
+        assert_eq!(incidents.len(), 1, "exactly one incident: {incidents:?}");
+        assert_eq!(
+            incidents[0]["uuid"],
+            uuid.as_str(),
+            "the same incident across restarts: {incidents:?}"
+        );
+        Some(
+            incidents[0]["repair-status"]
+                .as_str()
+                .expect("status")
+                .to_owned(),
+        )
+    };
+
+    let mut rng = XorShift(0x6d61_696e_7464_0001);
+    let plan = [
+        Kill::AfterJobs(1),
+        Kill::AfterDelay(Duration::from_millis(rng.below(1500))),
+        Kill::AfterJobs(3),
+        Kill::AfterJobs(4),
+        Kill::AfterDelay(Duration::from_millis(rng.below(1500))),
+        Kill::AfterDelay(Duration::from_millis(rng.below(300))),
+        Kill::AfterJobs(expected_jobs - 2),
+        // Right after the tagging job appears: completion is recorded only after a restart.
+        Kill::AfterJobs(expected_jobs),
+    ];
+    let mut kills = Vec::new();
+    for kill in plan {
+        let completed_first = match kill {
+            Kill::AfterJobs(count) => {
+                wait_until(deadline, &format!("{count} jobs of maintd"), || {
+                    if check(&mut daemon).as_deref() == Some("completed") {
+                        return Some(true);
+                    }
+                    (sim.maintd_jobs().len() >= count).then_some(false)
+                })
+            }
+            Kill::AfterDelay(delay) => loop {
+                let elapsed = daemon.started.elapsed();
+                if elapsed >= delay {
+                    break false;
+                }
+                if check(&mut daemon).as_deref() == Some("completed") {
+                    break true;
+                }
+                assert!(Instant::now() < deadline, "timed out before killing");
+                thread::sleep(POLL.min(delay - elapsed));
+            },
+        };
+        if completed_first {
+            break;
+        }
+        daemon.proc.kill9();
+        kills.push((kill, sim.maintd_jobs().len()));
+        daemon = Daemon::spawn(&sim, dir.path(), "node1", "0.3", &[]);
+    }
+    wait_until(deadline, "the incident completed", || {
+        (check(&mut daemon).as_deref() == Some("completed")).then_some(())
+    });
+    let incident = daemon.try_incidents().expect("serving").remove(0);
+    eprintln!(
+        "{} kills (trigger, maintd jobs in the queue at the kill): {kills:?}",
+        kills.len()
+    );
+
+    // The node is drained, empty and tagged.
+    let tag = format!("maintd:repairready:{uuid}");
+    assert_eq!(incident["tag"], tag.as_str());
+    let after = sim.node(&node);
+    assert_eq!(after["drained"], true, "{after}");
+    assert_eq!(after["primary_instances"], json!([]), "{after}");
+    assert_eq!(after["secondary_instances"], json!([]), "{after}");
+    assert!(
+        after["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .any(|t| *t == tag.as_str()),
+        "{after}"
+    );
+
+    // One job per submission key: nothing was submitted twice.
+    let jobs = sim.maintd_jobs();
+    let mut keys = BTreeSet::new();
+    for job in &jobs {
+        assert_eq!(
+            job.texts.len(),
+            1,
+            "the opcodes of job {} share one reason text: {:?}",
+            job.id,
+            job.texts
+        );
+        let text = job.texts.first().expect("a text");
+        assert!(
+            text.contains(&uuid),
+            "job {} serves the incident: {text}",
+            job.id
+        );
+        let key = text
+            .split_once("submission ")
+            .map(|(_, rest)| rest.trim_end_matches(')'))
+            .unwrap_or_else(|| panic!("job {} has no submission key: {text}", job.id));
+        assert!(
+            keys.insert(key.to_owned()),
+            "submission {key} is in the queue twice: {jobs:?}"
+        );
+        assert_eq!(job.status, "success", "job {}: {text}", job.id);
+    }
+    assert_eq!(jobs.len(), expected_jobs, "{jobs:?}");
+
+    // The incident knows exactly the jobs maintd has in the queue, each once.
+    let recorded: Vec<u64> = incident["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let recorded_set: BTreeSet<u64> = recorded.iter().copied().collect();
+    assert_eq!(
+        recorded_set.len(),
+        recorded.len(),
+        "a job recorded twice: {recorded:?}"
+    );
+    let queued: BTreeSet<u64> = jobs.iter().map(|j| j.id).collect();
+    assert_eq!(
+        recorded_set, queued,
+        "incident jobs vs maintd's jobs in the queue"
+    );
+    // Which recovery paths the kills exercised (timing-dependent, so only reported).
+    let log = daemon.proc.log_text();
+    eprintln!(
+        "kill -9 test took {:?}; recoveries that adopted a job submitted before the kill: {}, \
+         planned jobs dropped as never submitted: {}",
+        begun.elapsed(),
+        log.matches("adopted jobs submitted before a restart")
+            .count(),
+        log.matches("never reached the queue").count()
+    );
+}
+
+#[test]
+fn daemon_exits_11_when_not_master() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(dir.path());
+    assert_eq!(
+        sim.nodes()
+            .iter()
+            .find(|n| n["master"] == true)
+            .map(|n| n["name"].clone()),
+        Some(json!("node1"))
+    );
+    let mut daemon = Daemon::spawn(&sim, dir.path(), "node2", "0.3", &[]);
+    let status = daemon.proc.wait_exit(within(30));
+    assert_eq!(status.code(), Some(11), "{status}");
+    assert!(
+        daemon.proc.log_text().contains("not the master"),
+        "{}",
+        daemon.proc.log_text()
+    );
+}
+
+#[test]
+fn no_voting_needs_yes_do_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = path(&dir.path().join("state"));
+    let missing_socket = path(&dir.path().join("no-such-socket"));
+    let (status, stdout, stderr) = run(
+        dir.path(),
+        "no-voting",
+        &[
+            "daemon",
+            "-f",
+            "--no-voting",
+            "--node-name",
+            "node2",
+            "--state-dir",
+            &state,
+            "--luxi-socket",
+            &missing_socket,
+            "-p",
+            "0",
+            "-b",
+            "127.0.0.1",
+        ],
+    );
+    assert!(!status.success(), "{status}; stdout {stdout:?}");
+    assert!(stderr.contains("--yes-do-it"), "stderr: {stderr:?}");
+    assert!(
+        !stdout.contains("maintd API:"),
+        "nothing started: {stdout:?}"
+    );
+
+    // Confirmed, the master check is skipped: node2 is not the master, yet maintd works.
+    let sim = Sim::start(dir.path());
+    let mut daemon = Daemon::spawn(
+        &sim,
+        dir.path(),
+        "node2",
+        "0.3",
+        &["--no-voting", "--yes-do-it"],
+    );
+    let api = daemon.wait_serving(within(30));
+    assert_eq!(http_ok(&api, "GET", "/1/status", None), json!([]));
+    assert!(
+        daemon.proc.child.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
+}
+
+#[test]
+fn status_and_cancel_commands_talk_to_the_running_daemon() {
+    let deadline = within(60);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(dir.path());
+    let mut daemon = Daemon::spawn(&sim, dir.path(), "node1", "1000", &[]);
+    let api = daemon.wait_serving(deadline);
+    let url = format!("http://{api}");
+    // Every round persists the state, the first (empty) one too; the next is 1000 s away,
+    // so an incident opened now stays noted.
+    let state_file = dir.path().join("state").join("state.json");
+    wait_until(deadline, "the first round", || {
+        state_file.exists().then_some(())
+    });
+
+    let (status, stdout, stderr) = run(dir.path(), "status-empty", &["status", "--url", &url]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stdout, "no incidents\n");
+
+    let (node, _, _) = sim.busiest_node();
+    sim.report(&node, json!({"status": "evacuate"}));
+    let incident = wait_until(deadline, "the incident", || {
+        daemon
+            .try_incidents()?
+            .into_iter()
+            .find(|i| i["node"] == node.as_str())
+    });
+    let uuid = incident["uuid"].as_str().expect("uuid").to_owned();
+    assert_eq!(incident["repair-status"], "noted", "{incident}");
+
+    let (status, stdout, stderr) = run(dir.path(), "status", &["status", "--url", &url]);
+    assert!(status.success(), "{status}: {stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.contains(&uuid))
+        .unwrap_or_else(|| panic!("{uuid} not listed: {stdout}"));
+    assert!(
+        row.contains(&node) && row.contains("evacuate") && row.contains("noted"),
+        "{row}"
+    );
+    let (status, stdout, _) = run(
+        dir.path(),
+        "status-json",
+        &["status", "--json", "--url", &url],
+    );
+    assert!(status.success());
+    let listed: Value = serde_json::from_str(&stdout).expect("--json prints JSON");
+    assert_eq!(listed[0]["uuid"], uuid.as_str(), "{listed}");
+
+    let (status, stdout, stderr) = run(dir.path(), "cancel", &["cancel", &uuid, "--url", &url]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stdout, format!("incident {uuid} canceled\n"));
+    let canceled = wait_until(deadline, "the incident canceled", || {
+        daemon
+            .try_incidents()?
+            .into_iter()
+            .find(|i| i["uuid"] == uuid.as_str() && i["repair-status"] == "canceled")
+    });
+    assert_eq!(canceled["jobs"], json!([]), "{canceled}");
+    let (status, stdout, _) = run(dir.path(), "status-canceled", &["status", "--url", &url]);
+    assert!(status.success());
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(&uuid) && l.contains("canceled")),
+        "{stdout}"
+    );
+    // Canceling again is harmless.
+    let (status, _, stderr) = run(
+        dir.path(),
+        "cancel-again",
+        &["cancel", &uuid, "--url", &url],
+    );
+    assert!(status.success(), "{status}: {stderr}");
+
+    let unknown = "5f0c9a1e-2b3c-4d5e-8f90-a1b2c3d4e5f6";
+    let (status, stdout, stderr) = run(
+        dir.path(),
+        "cancel-unknown",
+        &["cancel", unknown, "--url", &url],
+    );
+    assert!(!status.success(), "{status}; stdout {stdout:?}");
+    assert!(
+        stderr.contains("404") && stderr.contains(&format!("no incident {unknown}")),
+        "stderr: {stderr:?}"
+    );
+    let (status, _, stderr) = run(
+        dir.path(),
+        "cancel-garbage",
+        &["cancel", "not-a-uuid", "--url", &url],
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains("400") && stderr.contains("not an incident uuid"),
+        "stderr: {stderr:?}"
+    );
+
+    // Nobody listens: the client says so and fails.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let (status, _, stderr) = run(
+        dir.path(),
+        "status-unreachable",
+        &["status", "--url", &format!("http://{closed}")],
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("cannot reach maintd"), "stderr: {stderr:?}");
+
+    // The incident is kept (still reported) and nothing was ever submitted.
+    let incidents = daemon.try_incidents().expect("serving");
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(sim.get("/sim/jobs"), json!([]));
+}
