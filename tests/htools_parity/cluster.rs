@@ -171,7 +171,7 @@ impl fmt::Display for ClusterSpec {
     }
 }
 
-/// Where an instance lives and whether it runs.
+/// Where an instance lives, whether it runs, and what it uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
     pub primary: String,
@@ -179,6 +179,27 @@ pub struct Placement {
     /// `running` or `ERROR_up`: hbal's `-C` migrates these and fails the others over.
     pub running: bool,
     pub disk_template: String,
+    /// Memory, MiB.
+    pub mem: i64,
+    /// Disk, MiB.
+    pub dsk: i64,
+}
+
+impl Placement {
+    /// Whether the instance's disk is in the nodes' LVM (counted in `f_dsk`).
+    pub fn uses_local_disk(&self) -> bool {
+        matches!(self.disk_template.as_str(), "drbd" | "plain")
+    }
+}
+
+/// A node line: name, role (`M`, `N`, `Y`), free memory and free disk (MiB), group uuid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeLine {
+    pub name: String,
+    pub role: String,
+    pub f_mem: i64,
+    pub f_dsk: i64,
+    pub group: String,
 }
 
 /// A generated cluster on disk and what the harness reads back from it.
@@ -186,8 +207,8 @@ pub struct Placement {
 pub struct Cluster {
     pub spec: ClusterSpec,
     pub path: PathBuf,
-    /// Node names in file order with their role field (`M`, `N`, `Y`).
-    pub nodes: Vec<(String, String)>,
+    /// The nodes in file order.
+    pub nodes: Vec<NodeLine>,
     pub placement: HashMap<String, Placement>,
 }
 
@@ -198,13 +219,24 @@ impl Cluster {
         if sections.len() < 4 {
             return Err(format!("{}: fewer than 4 sections", path.display()));
         }
+        let number = |field: &str, line: &str| {
+            field
+                .parse::<i64>()
+                .map_err(|e| format!("{}: {e} in {line:?}", path.display()))
+        };
         let nodes = sections[1]
             .lines()
             .filter(|l| !l.is_empty())
             .map(|line| {
                 let fields: Vec<&str> = line.split('|').collect();
                 match fields.as_slice() {
-                    [name, _, _, _, _, _, _, role, ..] => Ok((name.to_string(), role.to_string())),
+                    [name, _, _, f_mem, _, f_dsk, _, role, group, ..] => Ok(NodeLine {
+                        name: name.to_string(),
+                        role: role.to_string(),
+                        f_mem: number(f_mem, line)?,
+                        f_dsk: number(f_dsk, line)?,
+                        group: group.to_string(),
+                    }),
                     _ => Err(format!("{}: bad node line {line:?}", path.display())),
                 }
             })
@@ -212,7 +244,8 @@ impl Cluster {
         let mut placement = HashMap::new();
         for line in sections[2].lines().filter(|l| !l.is_empty()) {
             let fields: Vec<&str> = line.split('|').collect();
-            let [name, _, _, _, status, _, pnode, snode, template, ..] = fields.as_slice() else {
+            let [name, mem, dsk, _, status, _, pnode, snode, template, ..] = fields.as_slice()
+            else {
                 return Err(format!("{}: bad instance line {line:?}", path.display()));
             };
             placement.insert(
@@ -222,6 +255,8 @@ impl Cluster {
                     secondary: (!snode.is_empty()).then(|| snode.to_string()),
                     running: matches!(*status, "running" | "ERROR_up"),
                     disk_template: template.to_string(),
+                    mem: number(mem, line)?,
+                    dsk: number(dsk, line)?,
                 },
             );
         }
@@ -237,8 +272,12 @@ impl Cluster {
     pub fn offline_nodes(&self) -> Vec<&str> {
         self.nodes
             .iter()
-            .filter(|(_, role)| role == "Y")
-            .map(|(name, _)| name.as_str())
+            .filter(|n| n.role == "Y")
+            .map(|n| n.name.as_str())
             .collect()
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeLine> {
+        self.nodes.iter().find(|n| n.name == name)
     }
 }

@@ -145,11 +145,16 @@ pub fn maintd() -> Result<PathBuf, String> {
 }
 
 /// Panics once, with one clear message, when `maintd plan` cannot run at all (not built,
-/// or the subcommand does not exist yet), instead of one identical failure per case.
-pub fn require_maintd_plan() {
-    let check = maintd().and_then(|binary| run(&binary, ["plan", "--help"]));
-    if let Err(e) = check {
-        panic!("`maintd plan` is not available, so parity cannot be checked:\n{e}");
+/// or the subcommand does not exist yet) or lacks `flag` in its `--help`, instead of one
+/// identical failure per case.
+pub fn require_maintd_plan(flag: &str) {
+    let help = maintd().and_then(|binary| run(&binary, ["plan", "--help"]));
+    match help {
+        Err(e) => panic!("`maintd plan` is not available, so parity cannot be checked:\n{e}"),
+        Ok(output) => assert!(
+            String::from_utf8_lossy(&output.stdout).contains(flag),
+            "`maintd plan` has no {flag} option yet, so parity cannot be checked"
+        ),
     }
 }
 
