@@ -7,7 +7,11 @@
 use std::{collections::BTreeSet, rc::Rc, time::Duration};
 
 use actix::{prelude::*, WeakRecipient};
-use maintd::{backend::ClusterBackend, clock::Clock, model::job::JobId};
+use maintd::{
+    backend::ClusterBackend,
+    clock::Clock,
+    model::{incident::submission_marker, job::JobId},
+};
 use tracing::{error, info, warn};
 
 use crate::messages::{
@@ -74,7 +78,7 @@ impl JobWatcher {
             let mut found = Vec::new();
             for key in recovery.unconfirmed {
                 let ids = backend
-                    .find_jobs_by_reason(key.clone())
+                    .find_jobs_by_reason(submission_marker(&key))
                     .await
                     .map_err(|e| e.to_string())?;
                 match ids.first() {

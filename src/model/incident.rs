@@ -23,6 +23,12 @@ pub const READY_TAG_PREFIX: &str = "maintd:repairready:";
 /// Tag prefix marking an incident whose handling failed.
 pub const FAILED_TAG_PREFIX: &str = "maintd:repairfailed:";
 
+/// The part of a job's reason text that names its submission key. It ends with `)` so that
+/// no key's marker is a prefix of another's (`r5-1)` vs `r5-10)`).
+pub fn submission_marker(key: &str) -> String {
+    format!("submission {key})")
+}
+
 /// Progress of an incident, as `/1/status` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

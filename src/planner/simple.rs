@@ -6,7 +6,7 @@ use super::{PlanInput, Planner};
 use crate::model::{
     cluster::{ClusterSnapshot, DiskTemplate, Instance, Node},
     diagnose::RepairAction,
-    incident::{Incident, JobPurpose, PlannedJob, RepairStatus, RoundPlan},
+    incident::{submission_marker, Incident, JobPurpose, PlannedJob, RepairStatus, RoundPlan},
     opcode::OpBody,
 };
 
@@ -408,7 +408,11 @@ impl<'a> Round<'a> {
         what: &str,
     ) {
         let key = format!("{}-{}", self.input.key_prefix, self.plan.jobs.len());
-        let text = format!("{what} (incident {}, submission {key})", incident.uuid);
+        let text = format!(
+            "{what} (incident {}, {}",
+            incident.uuid,
+            submission_marker(&key)
+        );
         let mut nodes: BTreeSet<String> = targets.iter().cloned().collect();
         nodes.insert(incident.node.clone());
         self.touched.extend(nodes.iter().cloned());

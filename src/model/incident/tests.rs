@@ -319,3 +319,10 @@ fn state_survives_serialization() {
     assert_eq!(back.incidents, s.incidents);
     assert_eq!(back.state_id, s.state_id);
 }
+
+#[test]
+fn submission_markers_never_match_longer_keys() {
+    let text_of_job_10 = format!("Draining n1 (incident u, {}", submission_marker("s-r5-10"));
+    assert!(!text_of_job_10.contains(&submission_marker("s-r5-1")));
+    assert!(text_of_job_10.contains(&submission_marker("s-r5-10")));
+}
