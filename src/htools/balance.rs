@@ -143,24 +143,44 @@ struct Candidate {
     mv: Move,
 }
 
-/// Change of the component sums caused by one candidate.
+/// Change of the component sums caused by one candidate: for the standard deviations
+/// (in [`SD`] order) the change of Σ(x − centre) and Σ(x − centre)², for the sums (in
+/// [`SUMS`] order) the change of the sum, and the change of the map component.
 #[derive(Debug, Clone, Copy)]
 struct Delta {
-    d1: [f64; COMPONENTS],
-    d2: [f64; COMPONENTS],
+    d1: [f64; SD.len()],
+    d2: [f64; SD.len()],
+    sums: [f64; SUMS.len()],
     map: f64,
 }
 
 impl Delta {
     const ZERO: Delta = Delta {
-        d1: [0.0; COMPONENTS],
-        d2: [0.0; COMPONENTS],
+        d1: [0.0; SD.len()],
+        d2: [0.0; SD.len()],
+        sums: [0.0; SUMS.len()],
         map: 0.0,
     };
+
+    #[allow(clippy::needless_range_loop)]
+    fn plus(&self, other: &Delta) -> Delta {
+        let mut d = *self;
+        for k in 0..SD.len() {
+            d.d1[k] += other.d1[k];
+            d.d2[k] += other.d2[k];
+        }
+        for k in 0..SUMS.len() {
+            d.sums[k] += other.sums[k];
+        }
+        d.map += other.map;
+        d
+    }
 }
 
 /// Indices of the standard-deviation components.
 const SD: [usize; 13] = [0, 1, 3, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16];
+/// Indices of the online sums, then the two offline sums.
+const SUMS: [usize; 6] = [2, 11, 17, 19, 4, 5];
 
 /// Everything one balancing step reads, computed once per step.
 struct StepContext<'a> {
@@ -171,9 +191,13 @@ struct StepContext<'a> {
     targets: Vec<usize>,
     values: Vec<[f64; COMPONENTS]>,
     center: [f64; COMPONENTS],
-    s1: [f64; COMPONENTS],
-    s2: [f64; COMPONENTS],
-    online: f64,
+    sd_s1: [f64; SD.len()],
+    sd_s2: [f64; SD.len()],
+    sd_weight: [f64; SD.len()],
+    sum_base: [f64; SUMS.len()],
+    sum_weight: [f64; SUMS.len()],
+    map_weight: f64,
+    inv_online: f64,
     map_counts: HashMap<(u32, u32), u32>,
     map_value: f64,
     has_location: bool,
@@ -254,9 +278,13 @@ impl<'a> StepContext<'a> {
             targets,
             values,
             center,
-            s1,
-            s2,
-            online: count,
+            sd_s1: SD.map(|c| s1[c]),
+            sd_s2: SD.map(|c| s2[c]),
+            sd_weight: SD.map(|c| WEIGHTS[c]),
+            sum_base: SUMS.map(|c| s1[c]),
+            sum_weight: SUMS.map(|c| WEIGHTS[c]),
+            map_weight: WEIGHTS[score::MAP_COMPONENT],
+            inv_online: 1.0 / count,
             map_counts,
             map_value,
             has_location: !cluster.tags.location_prefixes.is_empty(),
@@ -270,36 +298,36 @@ impl<'a> StepContext<'a> {
         let old = &self.values[idx];
         let new = score::node_values(new);
         if !self.in_group_online[idx] {
-            delta.d1[4] += new[4] - old[4];
-            delta.d1[5] += new[5] - old[5];
+            delta.sums[4] += new[4] - old[4];
+            delta.sums[5] += new[5] - old[5];
             return;
         }
-        for c in SD {
+        for (k, &c) in SD.iter().enumerate() {
             let (a, b) = (old[c] - self.center[c], new[c] - self.center[c]);
-            delta.d1[c] += b - a;
-            delta.d2[c] += b * b - a * a;
+            delta.d1[k] += b - a;
+            delta.d2[k] += b * b - a * a;
         }
-        for c in [2, 11, 17, 19] {
-            delta.d1[c] += new[c] - old[c];
+        for (k, &c) in SUMS[..4].iter().enumerate() {
+            delta.sums[k] += new[c] - old[c];
         }
     }
 
     /// The estimated score after a change.
+    // Indexing parallel arrays by lane is the clearest form of this hot loop.
+    #[allow(clippy::needless_range_loop)]
     fn estimate(&self, delta: &Delta) -> f64 {
-        let mut total = 0.0;
-        for c in 0..COMPONENTS {
-            let value = match AGGREGATION[c] {
-                Aggregation::StdDev => {
-                    let m = (self.s1[c] + delta.d1[c]) / self.online;
-                    let var = (self.s2[c] + delta.d2[c]) / self.online - m * m;
-                    var.max(0.0).sqrt()
-                }
-                Aggregation::SumOnline | Aggregation::SumOffline => self.s1[c] + delta.d1[c],
-                Aggregation::Map => self.map_value + delta.map,
-            };
-            total += WEIGHTS[c] * value;
+        // Independent lanes (no branch, no serial chain) so the compiler vectorises.
+        let mut sd = [0.0; SD.len()];
+        for k in 0..SD.len() {
+            let m = (self.sd_s1[k] + delta.d1[k]) * self.inv_online;
+            let var = (self.sd_s2[k] + delta.d2[k]) * self.inv_online - m * m;
+            sd[k] = var.max(0.0).sqrt() * self.sd_weight[k];
         }
-        total
+        let mut total = self.map_weight * (self.map_value + delta.map);
+        for k in 0..SUMS.len() {
+            total += self.sum_weight[k] * (self.sum_base[k] + delta.sums[k]);
+        }
+        total + sd.iter().sum::<f64>()
     }
 
     /// Change of the location-exclusion component when `inst` leaves primary `from`
@@ -534,21 +562,234 @@ fn screen_instance(ctx: &StepContext, idx: usize, scratch: &mut Scratch, screen:
         &[0, 1]
     };
     if !kinds.is_empty() {
-        for &t in &ctx.targets {
-            if t == p || t == s {
-                continue;
-            }
-            for &kind in kinds {
-                if let Ok((mv, d)) = screen_disk_move(
-                    ctx, idx, kind, t, scratch, &p_minus, &s_minus, &d_p_minus, &d_s_minus, f_p,
-                    f_s,
-                ) {
-                    screen.offer(ctx.estimate(&d), idx, mv);
+        if ctx.has_location {
+            // Location scores depend on the target: simulate every move in full.
+            for &t in &ctx.targets {
+                if t == p || t == s {
+                    continue;
                 }
+                for &kind in kinds {
+                    if let Ok((mv, d)) = screen_disk_move(
+                        ctx, idx, kind, t, scratch, &p_minus, &s_minus, &d_p_minus, &d_s_minus,
+                        f_p, f_s,
+                    ) {
+                        screen.offer(ctx.estimate(&d), idx, mv);
+                    }
+                }
+            }
+        } else {
+            let sides = DiskMoveSides::new(
+                ctx, idx, &p_minus, &s_minus, &d_p_minus, &d_s_minus, f_p, f_s,
+            );
+            for &t in &ctx.targets {
+                if t == p || t == s {
+                    continue;
+                }
+                sides.screen_target(ctx, idx, t, kinds, scratch, screen);
             }
         }
     }
     fill_scratch(cluster, scratch, p, Some(s), true);
+}
+
+/// The primary's and secondary's side of a DRBD instance's disk moves, computed once
+/// per instance: without location tags they do not depend on the target, except
+/// through a peers entry the old node may hold for the target (rare; then recomputed).
+struct DiskMoveSides<'c> {
+    p_minus: &'c NodeState,
+    /// The secondary once the transitional primary of `f r:T f` is added and removed.
+    s_transit: Option<NodeState>,
+    /// `r:T`: the secondary removed and the primary re-added.
+    replace_secondary: Option<Delta>,
+    /// `r:T f`: the secondary removed and the old primary as secondary (no peers entry
+    /// for the target).
+    replace_and_failover: Option<Delta>,
+    /// `f r:T f`: the old primary removed and the old secondary back as secondary.
+    replace_primary: Option<Delta>,
+    /// `f r:T`: the old primary removed and the old secondary as primary.
+    failover_and_replace: Option<Delta>,
+    d_p_minus: &'c Delta,
+    d_s_minus: &'c Delta,
+    f_p: bool,
+    f_s: bool,
+}
+
+impl<'c> DiskMoveSides<'c> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ctx: &StepContext,
+        idx: usize,
+        p_minus: &'c NodeState,
+        s_minus: &'c NodeState,
+        d_p_minus: &'c Delta,
+        d_s_minus: &'c Delta,
+        f_p: bool,
+        f_s: bool,
+    ) -> Self {
+        let cluster = ctx.cluster;
+        let inst = &cluster.instances[idx];
+        let (p, s) = (inst.pnode, inst.snode.unwrap_or(inst.pnode));
+        let (pn, sn) = (&cluster.nodes[p], &cluster.nodes[s]);
+        let with = |base: &Delta, node: usize, new: &NodeState| {
+            let mut d = *base;
+            ctx.add_change(&mut d, node, new);
+            d
+        };
+        let readd = pn.primary_context(inst, 0, false);
+        let replace_secondary = p_minus
+            .add_primary(inst, readd, true)
+            .ok()
+            .map(|p_new| with(d_s_minus, p, &p_new));
+        let replace_and_failover = p_minus
+            .add_secondary(inst, 0, f_s, false)
+            .ok()
+            .map(|p_new| with(d_s_minus, p, &p_new));
+        let s_ctx = sn.primary_context(inst, 0, true);
+        let s_transit = s_minus
+            .add_primary(inst, s_ctx, f_p)
+            .ok()
+            .map(|x| x.remove_primary(inst, s_ctx));
+        let replace_primary = s_transit
+            .and_then(|x| x.add_secondary(inst, 0, f_p, false).ok())
+            .map(|s_new| with(d_p_minus, s, &s_new));
+        let failover_and_replace = s_minus
+            .add_primary(inst, s_ctx, f_p)
+            .ok()
+            .map(|s_new| with(d_p_minus, s, &s_new));
+        DiskMoveSides {
+            p_minus,
+            s_transit,
+            replace_secondary,
+            replace_and_failover,
+            replace_primary,
+            failover_and_replace,
+            d_p_minus,
+            d_s_minus,
+            f_p,
+            f_s,
+        }
+    }
+
+    /// Screens the moves `kinds` (see [`screen_disk_move`]) to target `t`.
+    fn screen_target(
+        &self,
+        ctx: &StepContext,
+        idx: usize,
+        t: usize,
+        kinds: &[u8],
+        scratch: &Scratch,
+        screen: &mut Screen,
+    ) {
+        let cluster = ctx.cluster;
+        let inst = &cluster.instances[idx];
+        let (p, s) = (inst.pnode, inst.snode.unwrap_or(inst.pnode));
+        let tn = &cluster.nodes[t];
+        let force = ctx.opts.force;
+        let t_ctx = tn.primary_context(inst, 0, true);
+        // The target's new states, each computed at most once.
+        let mut t_pri_force: Option<Result<Delta, FailMode>> = None;
+        let mut t_pri_fp: Option<Result<Delta, FailMode>> = None;
+        let t_delta = |new: Result<NodeState, FailMode>| {
+            new.map(|n| {
+                let mut d = Delta::ZERO;
+                ctx.add_change(&mut d, t, &n);
+                d
+            })
+        };
+        let combine = |a: &Delta, b: &Delta| a.plus(b);
+        for &kind in kinds {
+            let result: Option<(Move, Delta)> = match kind {
+                0 => self.replace_secondary.as_ref().and_then(|base| {
+                    let t_new = tn
+                        .state
+                        .add_secondary(inst, scratch.target_peer_p[t], self.f_s, false)
+                        .ok()?;
+                    let mut d = *base;
+                    ctx.add_change(&mut d, t, &t_new);
+                    Some((Move::ReplaceSecondary(t), d))
+                }),
+                1 => {
+                    if !ctx.migration_ok(p, t) {
+                        None
+                    } else {
+                        let td = t_pri_force.get_or_insert_with(|| {
+                            t_delta(tn.state.add_primary(inst, t_ctx, force))
+                        });
+                        match td {
+                            Err(_) => None,
+                            Ok(td) => {
+                                let base = if scratch.p_peers[t] == 0 {
+                                    self.replace_and_failover
+                                } else {
+                                    self.p_minus
+                                        .add_secondary(inst, scratch.p_peers[t], self.f_s, false)
+                                        .ok()
+                                        .map(|p_new| {
+                                            let mut d = *self.d_s_minus;
+                                            ctx.add_change(&mut d, p, &p_new);
+                                            d
+                                        })
+                                };
+                                base.map(|b| (Move::ReplaceAndFailover(t), combine(&b, td)))
+                            }
+                        }
+                    }
+                }
+                2 => {
+                    if !ctx.migration_ok(p, s) || !ctx.migration_ok(s, t) {
+                        None
+                    } else {
+                        let td = if self.f_p == force {
+                            t_pri_force.get_or_insert_with(|| {
+                                t_delta(tn.state.add_primary(inst, t_ctx, force))
+                            })
+                        } else {
+                            t_pri_fp.get_or_insert_with(|| {
+                                t_delta(tn.state.add_primary(inst, t_ctx, self.f_p))
+                            })
+                        };
+                        match td {
+                            Err(_) => None,
+                            Ok(td) => {
+                                let base = if scratch.s_peers[t] == 0 {
+                                    self.replace_primary
+                                } else {
+                                    self.s_transit.and_then(|x| {
+                                        x.add_secondary(inst, scratch.s_peers[t], self.f_p, false)
+                                            .ok()
+                                            .map(|s_new| {
+                                                let mut d = *self.d_p_minus;
+                                                ctx.add_change(&mut d, s, &s_new);
+                                                d
+                                            })
+                                    })
+                                };
+                                base.map(|b| (Move::ReplacePrimary(t), combine(&b, td)))
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    if !ctx.migration_ok(p, s) {
+                        None
+                    } else {
+                        self.failover_and_replace.as_ref().and_then(|base| {
+                            let t_new = tn
+                                .state
+                                .add_secondary(inst, scratch.target_peer_s[t], self.f_p, false)
+                                .ok()?;
+                            let mut d = *base;
+                            ctx.add_change(&mut d, t, &t_new);
+                            Some((Move::FailoverAndReplace(t), d))
+                        })
+                    }
+                }
+            };
+            if let Some((mv, d)) = result {
+                screen.offer(ctx.estimate(&d), idx, mv);
+            }
+        }
+    }
 }
 
 /// One disk move of a DRBD instance to target `t`: 0 = `r:T`, 1 = `r:T f`,
