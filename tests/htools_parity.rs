@@ -170,13 +170,21 @@ fn evacuation_specs() -> Vec<ClusterSpec> {
     specs
 }
 
-/// The nodes to evacuate: the master, node-0002, every offline/drained node and the last
-/// node (in the last group when there are several).
+/// The nodes to evacuate: the master, node-0002, every offline/drained node, the node
+/// holding the most instances and the last node (in the last group when there are several).
 fn evacuation_nodes(cluster: &Cluster) -> Vec<String> {
+    let load = |name: &str| {
+        cluster
+            .placement
+            .values()
+            .filter(|p| p.primary == name || p.secondary.as_deref() == Some(name))
+            .count()
+    };
+    let busiest = cluster.nodes.iter().max_by_key(|n| load(&n.name));
     let mut nodes: Vec<String> = vec!["node-0001".into(), "node-0002".into()];
     nodes.extend(cluster.offline_nodes().into_iter().map(str::to_string));
+    nodes.extend(busiest.map(|n| n.name.clone()));
     nodes.extend(cluster.nodes.last().map(|n| n.name.clone()));
-    nodes.dedup();
     let mut seen = Vec::new();
     nodes.retain(|n| {
         let fresh = !seen.contains(n);
