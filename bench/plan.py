@@ -14,11 +14,13 @@ prints a markdown table:
 steps, time per step, the per-step time ratio hbal/maintd, full-balance time and peak
 memory, plus whether both programs took the same steps.
 
-Time per step is the whole run divided by its steps (loading and parsing included), so
-the ratio is conservative for maintd, whose runs are dominated by loading.
+hbal's time per step is its whole run divided by its steps (its loading is negligible
+at these sizes); maintd's is (run - run with --max-steps 0) / steps, i.e. without
+loading and the initial score, which the table shows separately. A full balance that
+exceeds --full-timeout is stopped and reported with the steps it had done.
 
 Usage: bench/plan.sh [--quick] [--sizes 10/200,20/400,...] [--hbal-max-nodes N]
-                     [--seed S] [--maintd PATH]
+                     [--seed S] [--full-timeout SECONDS] [--maintd PATH]
 """
 
 import argparse
@@ -28,6 +30,7 @@ import re
 import shutil
 import subprocess
 import sys
+import signal
 import tempfile
 import time
 
@@ -53,12 +56,14 @@ def find_hbal():
     return found
 
 
-def timed(cmd, stdout_path, repeat_below=0.0):
-    """Runs cmd; returns (wall seconds, peak RSS MiB) and leaves its stdout in stdout_path.
+def timed(cmd, stdout_path, repeat_below=0.0, timeout=None):
+    """Runs cmd; returns (wall seconds, peak RSS MiB, finished) and leaves its stdout in
+    stdout_path (stderr in stdout_path + ".err").
 
     The first run is under `/usr/bin/time -v`, for its "Maximum resident set size". If it
     took less than `repeat_below` seconds, the wall time is taken from 5 more runs without
-    the wrapper (best of 5), so that short maintd runs are not dominated by noise.
+    the wrapper (best of 5), so that short runs are not dominated by noise. A run still
+    going after `timeout` seconds is killed (finished = False; peak RSS unknown).
     """
     stats = stdout_path + ".time"
 
@@ -66,19 +71,39 @@ def timed(cmd, stdout_path, repeat_below=0.0):
         prefix = ["/usr/bin/time", "-v", "-o", stats] if wrapped else []
         with open(stdout_path, "w") as out, open(stdout_path + ".err", "w") as err:
             start = time.perf_counter()
-            rc = subprocess.call(prefix + cmd, stdout=out, stderr=err)
+            proc = subprocess.Popen(prefix + cmd, stdout=out, stderr=err,
+                                    start_new_session=True)
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return time.perf_counter() - start, False
             elapsed = time.perf_counter() - start
         if rc != 0:
             with open(stdout_path + ".err") as err:
                 sys.exit("%s failed (%d):\n%s" % (" ".join(cmd), rc, err.read()[-2000:]))
-        return elapsed
+        return elapsed, True
 
-    elapsed = run(True)
+    elapsed, finished = run(True)
+    if not finished:
+        return elapsed, None, False
     with open(stats) as fh:
         rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", fh.read())
     if elapsed < repeat_below:
-        elapsed = min(run(False) for _ in range(5))
-    return elapsed, int(rss.group(1)) / 1024.0
+        elapsed = min(run(False)[0] for _ in range(5))
+    return elapsed, int(rss.group(1)) / 1024.0, True
+
+
+def progress_steps(stderr_path):
+    """The last step count of maintd's progress lines ("maintd plan: N steps in ...")."""
+    steps = 0
+    with open(stderr_path) as fh:
+        for line in fh:
+            m = re.match(r"maintd plan: (\d+) steps in", line)
+            if m:
+                steps = int(m.group(1))
+    return steps
 
 
 def hbal_steps(path):
@@ -119,6 +144,8 @@ def main():
                    help="run hbal only up to this many nodes (hbal needs ~5 min "
                         "per step at 200/4000) [50]")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--full-timeout", type=int, default=300,
+                   help="stop a maintd full balance after this many seconds [300]")
     p.add_argument("--maintd", default=os.path.join(REPO, "target", "release", "maintd"))
     args = p.parse_args()
 
@@ -146,47 +173,64 @@ def main():
                 sys.stderr.write("%s: hbal%s ...\n" % (name, " -l %d" % limit if limit else ""))
                 out = cluster + ".hbal"
                 cmd = [hbal, "-t", cluster, "-C"] + (["-l", str(limit)] if limit else [])
-                row["hbal_time"], row["hbal_rss"] = timed(cmd, out)
+                row["hbal_time"], row["hbal_rss"], _ = timed(cmd, out)
                 row["hbal_steps"] = hbal_steps(out)
-            # maintd with hbal's step limit: the per-step comparison
-            sys.stderr.write("%s: maintd plan%s ...\n" % (
-                name, " --max-steps %d" % limit if limit else ""))
             base = [args.maintd, "plan", "--text", cluster, "--balance", "--json"]
             out = cluster + ".maintd"
+            # loading and scoring only: subtracted from the per-step time
+            sys.stderr.write("%s: maintd plan --max-steps 0 ...\n" % name)
+            row["m_load"], _, _ = timed(base + ["--max-steps", "0"], out + ".load",
+                                        repeat_below=1.0)
+            # hbal's step limit: the per-step comparison on the same steps
+            sys.stderr.write("%s: maintd plan%s ...\n" % (
+                name, " --max-steps %d" % limit if limit else ""))
             limited = base + (["--max-steps", str(limit)] if limit else [])
-            row["m_time"], row["m_rss"] = timed(limited, out, repeat_below=1.0)
+            row["m_time"], row["m_rss"], _ = timed(limited, out, repeat_below=1.0)
             row["m_steps"] = maintd_steps(out)
             if limit:
-                sys.stderr.write("%s: maintd plan (full balance) ...\n" % name)
-                row["full_time"], row["full_rss"] = timed(base, out + ".full", repeat_below=1.0)
-                row["full_steps"] = len(maintd_steps(out + ".full"))
+                sys.stderr.write("%s: maintd plan (full balance, at most %d s) ...\n" % (
+                    name, args.full_timeout))
+                full = out + ".full"
+                (row["full_time"], row["full_rss"],
+                 row["full_done"]) = timed(base, full, repeat_below=1.0,
+                                           timeout=args.full_timeout)
+                row["full_steps"] = (len(maintd_steps(full)) if row["full_done"]
+                                     else progress_steps(full + ".err"))
             else:
                 row["full_time"], row["full_rss"] = row["m_time"], row["m_rss"]
-                row["full_steps"] = len(row["m_steps"])
+                row["full_done"], row["full_steps"] = True, len(row["m_steps"])
             rows.append(row)
 
-    print("| cluster | hbal steps | hbal time/step | hbal peak RSS | maintd time/step "
-          "| ratio | same steps | maintd full balance | maintd peak RSS |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| cluster | hbal steps | hbal time/step | hbal peak RSS | maintd load "
+          "| maintd time/step | ratio/step | same steps | maintd full balance "
+          "| maintd peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         m_steps = len(r["m_steps"])
+        m_per = max(r["m_time"] - r["m_load"], 0.0) / max(m_steps, 1)
         if "hbal_time" in r:
             h_steps = len(r["hbal_steps"])
             h_per = r["hbal_time"] / max(h_steps, 1)
-            m_per = r["m_time"] / max(m_steps, 1)
             ratio = "%.0f×" % (h_per / m_per) if m_per > 0 else "∞"
             same = "yes" if r["hbal_steps"] == r["m_steps"] else (
                 "NO (%d vs %d steps)" % (h_steps, m_steps))
             hbal_cols = ["%d%s" % (h_steps, " (-l %d)" % r["limit"] if r["limit"] else ""),
-                         fmt_time(r["hbal_time"], h_steps), "%.0f MiB" % r["hbal_rss"]]
+                         fmt_time(h_per), "%.0f MiB" % r["hbal_rss"]]
         else:
             hbal_cols, ratio, same = ["not run", "–", "–"], "–", "–"
-        print("| %s | %s | %s | %s | %s | %s | %s | %d steps in %s | %.0f MiB |" % (
-            r["cluster"], *hbal_cols, fmt_time(r["m_time"], m_steps), ratio, same,
-            r["full_steps"], fmt_time(r["full_time"]), max(r["m_rss"], r["full_rss"])))
+        if r["full_done"]:
+            full = "%d steps in %s" % (r["full_steps"], fmt_time(r["full_time"]))
+        else:
+            full = "stopped after %s (%d steps)" % (fmt_time(r["full_time"]),
+                                                   r["full_steps"])
+        rss = max(x for x in (r["m_rss"], r["full_rss"]) if x is not None)
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f MiB |" % (
+            r["cluster"], *hbal_cols, fmt_time(r["m_load"]), fmt_time(m_per), ratio,
+            same, full, rss))
     print()
-    print("Generated with gen_cluster.py --seed %d; one process at a time, on %d cores "
-          "(`nproc`); time per step = whole run / steps (load included)." % (
+    print("gen_cluster.py --seed %d; one process at a time on %d cores; hbal time/step = "
+          "run / steps; maintd time/step = (run - run with --max-steps 0) / steps; "
+          "ratio/step = hbal time/step / maintd time/step." % (
               args.seed, os.cpu_count() or 0))
 
 
