@@ -82,7 +82,8 @@ pub fn violations(cluster: &Cluster, options: &BalanceOptions, plan: &BalancePla
         if options.no_disk_moves && code != "f" {
             problems.push(format!("{at}: a disk move despite --no-disk-moves"));
         }
-        if options.no_instance_moves && !(code.starts_with("r:") && !code.contains(' ')) {
+        let replaces_secondary_only = code.starts_with("r:") && !code.contains(' ');
+        if options.no_instance_moves && !replaces_secondary_only {
             problems.push(format!(
                 "{at}: a primary change despite --no-instance-moves"
             ));
@@ -125,7 +126,9 @@ pub fn violations(cluster: &Cluster, options: &BalanceOptions, plan: &BalancePla
                 }
             }
         }
-        if !(planned.score < previous) || planned.score < 0.0 {
+        // `>=` alone would let a NaN score through.
+        let lowers = planned.score < previous;
+        if !lowers || planned.score < 0.0 {
             problems.push(format!("{at}: score {} after {previous}", planned.score));
         }
         previous = planned.score;
