@@ -22,7 +22,7 @@ pub enum Command {
     Sim(SimArgs),
     /// Show the incidents of a running maintd.
     Status(ClientArgs),
-    /// Plan offline from an htools text file: balancing like hbal.
+    /// Plan offline from an htools text file: balancing like hbal, node evacuation like hail.
     Plan(crate::plan::PlanArgs),
     /// Cancel an incident of a running maintd.
     Cancel {
