@@ -12,7 +12,10 @@
 
 use std::collections::HashMap;
 
-use super::model::{Cluster, DiskTemplate, FailMode, MirrorType, Move, MoveOutcome, NodeState};
+use super::model::{
+    Cluster, DiskTemplate, FailMode, Instance, MirrorType, Move, MoveOutcome, NodeState,
+    PrimaryContext,
+};
 use super::score::{self, Aggregation, AGGREGATION, COMPONENTS, WEIGHTS};
 use crate::model::opcode::OpBody;
 
@@ -203,7 +206,17 @@ struct StepContext<'a> {
     has_location: bool,
     has_migration: bool,
     cur: f64,
+    /// Per SD lane, the interval [lo, hi] of variances around the current one on which
+    /// the weighted chord `a + b·var` bounds the weighted standard deviation from
+    /// below (√ is concave); NaN bounds disable it for the lane.
+    chord_lo: [f64; SD.len()],
+    chord_hi: [f64; SD.len()],
+    chord_a: [f64; SD.len()],
+    chord_b: [f64; SD.len()],
 }
+
+/// Half-width, relative to the current variance, of the chord interval.
+const CHORD_SPAN: f64 = 0.05;
 
 impl<'a> StepContext<'a> {
     fn new(cluster: &'a Cluster, group: usize, opts: &'a BalanceOptions, cur: f64) -> Self {
@@ -270,6 +283,23 @@ impl<'a> StepContext<'a> {
             }
         }
         let map_value = map_counts.values().map(|&c| f64::from(c) - 1.0).sum();
+        let inv_online = 1.0 / count;
+        let mut chord_lo = [f64::NAN; SD.len()];
+        let mut chord_hi = [f64::NAN; SD.len()];
+        let mut chord_a = [0.0; SD.len()];
+        let mut chord_b = [0.0; SD.len()];
+        for (k, &c) in SD.iter().enumerate() {
+            let m = s1[c] * inv_online;
+            let var = s2[c] * inv_online - m * m;
+            if var.is_finite() && var > 1e-12 {
+                let (lo, hi) = (var * (1.0 - CHORD_SPAN), var * (1.0 + CHORD_SPAN));
+                let b = (hi.sqrt() - lo.sqrt()) / (hi - lo);
+                chord_lo[k] = lo;
+                chord_hi[k] = hi;
+                chord_a[k] = (lo.sqrt() - b * lo) * WEIGHTS[c];
+                chord_b[k] = b * WEIGHTS[c];
+            }
+        }
         StepContext {
             cluster,
             opts,
@@ -284,12 +314,16 @@ impl<'a> StepContext<'a> {
             sum_base: SUMS.map(|c| s1[c]),
             sum_weight: SUMS.map(|c| WEIGHTS[c]),
             map_weight: WEIGHTS[score::MAP_COMPONENT],
-            inv_online: 1.0 / count,
+            inv_online,
             map_counts,
             map_value,
             has_location: !cluster.tags.location_prefixes.is_empty(),
             has_migration: !cluster.tags.migration_prefixes.is_empty(),
             cur,
+            chord_lo,
+            chord_hi,
+            chord_a,
+            chord_b,
         }
     }
 
@@ -310,6 +344,182 @@ impl<'a> StepContext<'a> {
         for (k, &c) in SUMS[..4].iter().enumerate() {
             delta.sums[k] += new[c] - old[c];
         }
+    }
+
+    /// Adds the change of one SD lane `k` (component `c`) from `old` to `new`.
+    #[inline(always)]
+    fn lane(&self, delta: &mut Delta, k: usize, c: usize, old: f64, new: f64) {
+        let (a, b) = (old - self.center[c], new - self.center[c]);
+        delta.d1[k] += b - a;
+        delta.d2[k] += b * b - a * a;
+    }
+
+    /// [`NodeState::add_secondary`] on online target `t` (never ignoring disks), adding
+    /// only the components it changes into `delta`: the same values, bit for bit, as
+    /// [`Self::add_change`] on the new state, without building it. False when the add
+    /// fails.
+    #[inline]
+    fn add_secondary_change(
+        &self,
+        delta: &mut Delta,
+        t: usize,
+        n: &NodeState,
+        inst: &Instance,
+        peer_mem: i64,
+        force: bool,
+    ) -> bool {
+        let local = inst.dt.local_storage();
+        let need = if inst.uses_sec_mem() { inst.mem } else { 0 };
+        let peem = peer_mem + need;
+        let old = n.unalloc();
+        let dsk = n.f_dsk - inst.dsk;
+        let su = if local { inst.spindle_use as f64 } else { 0.0 };
+        let isp = n.inst_spindles + su;
+        let r = n.r_mem.max(peem);
+        let n1 = old <= r;
+        let dskf = n.f_dsk_f - inst.dsk;
+        let ispf = n.inst_spindles_f + su;
+        if inst.dt != DiskTemplate::Drbd || dsk <= 0 {
+            return false;
+        }
+        if !force
+            && (dsk < n.lo_dsk
+                || isp > n.hi_spindles
+                || need >= old
+                || (n1 && !n.fail_n1)
+                || dskf <= 0
+                || dskf < n.lo_dsk
+                || ispf > n.hi_spindles
+                || need >= n.f_mem_f)
+        {
+            return false;
+        }
+        let v = &self.values[t];
+        let p_dsk = disk_ratio(dsk, n.t_dsk);
+        let p_rem = r as f64 / n.t_mem;
+        let load_dsk = (n.load[2] + inst.util[2]) / 1.0;
+        // SD lanes: 1 p_dsk, 2 p_rem, 6 disk load, 8 spindles, 10 p_dsk_f, 12 spindles_f.
+        self.lane(delta, 1, 1, v[1], p_dsk);
+        self.lane(delta, 2, 3, v[3], p_rem);
+        self.lane(delta, 6, 9, v[9], load_dsk);
+        self.lane(delta, 8, 12, v[12], isp / n.hi_spindles);
+        self.lane(delta, 10, 14, v[14], disk_ratio(dskf, n.t_dsk));
+        self.lane(delta, 12, 16, v[16], ispf / n.hi_spindles);
+        let count = f64::from(n.n_pri + n.n_sec + 1);
+        delta.sums[0] += (if n1 { count } else { 0.0 }) - v[2];
+        delta.sums[3] += p_rem - v[19];
+        true
+    }
+
+    /// [`NodeState::add_primary`] on online target `t`, adding its change into `delta`
+    /// exactly as [`Self::add_change`] would. False when the add fails.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn add_primary_change(
+        &self,
+        delta: &mut Delta,
+        t: usize,
+        n: &NodeState,
+        inst: &Instance,
+        pctx: PrimaryContext,
+        force: bool,
+    ) -> bool {
+        let strict = !force;
+        let local = inst.dt.local_storage();
+        let i_mem = n.i_mem + if inst.uses_memory() { inst.mem } else { 0 };
+        let free = n.unalloc_with(i_mem);
+        let n1 = free <= n.r_mem;
+        let dsk = if local { n.f_dsk - inst.dsk } else { n.f_dsk };
+        let su = if local { inst.spindle_use as f64 } else { 0.0 };
+        let isp = n.inst_spindles + su;
+        let vcpus = if inst.not_offline() { inst.vcpus } else { 0 };
+        let ucpu = n.u_cpu + vcpus;
+        let pcpu = ucpu as f64 / n.t_cpu;
+        let memf = n.f_mem_f - inst.mem;
+        let dskf = if local {
+            n.f_dsk_f - inst.dsk
+        } else {
+            n.f_dsk_f
+        };
+        let ispf = n.inst_spindles_f + su;
+        let ucpuf = n.u_cpu_f + vcpus;
+        let pcpuf = ucpuf as f64 / n.t_cpu;
+        if free <= 0 || (local && dsk <= 0) {
+            return false;
+        }
+        if strict
+            && ((local && dsk < n.lo_dsk)
+                || (local && isp > n.hi_spindles)
+                || (n1 && !n.fail_n1)
+                || (n.vcpu_ratio >= 0.0 && pcpu > n.vcpu_ratio)
+                || pctx.tag_overlap > 0
+                || memf <= 0
+                || (local && (dskf <= 0 || dskf < n.lo_dsk))
+                || (local && ispf > n.hi_spindles)
+                || pcpuf > n.vcpu_ratio)
+        {
+            return false;
+        }
+        let v = &self.values[t];
+        self.lane(delta, 0, 0, v[0], free as f64 / n.t_mem);
+        self.lane(delta, 1, 1, v[1], disk_ratio(dsk, n.t_dsk));
+        self.lane(delta, 3, 6, v[6], pcpu / n.cpu_speed);
+        for l in 0..4 {
+            self.lane(
+                delta,
+                4 + l,
+                7 + l,
+                v[7 + l],
+                (n.load[l] + inst.util[l]) / 1.0,
+            );
+        }
+        self.lane(delta, 8, 12, v[12], isp / n.hi_spindles);
+        self.lane(delta, 9, 13, v[13], memf as f64 / n.t_mem);
+        self.lane(delta, 10, 14, v[14], disk_ratio(dskf, n.t_dsk));
+        self.lane(delta, 11, 15, v[15], pcpuf / n.cpu_speed);
+        self.lane(delta, 12, 16, v[16], ispf / n.hi_spindles);
+        let count = f64::from(n.n_pri + 1 + n.n_sec);
+        delta.sums[0] += (if n1 { count } else { 0.0 }) - v[2];
+        delta.sums[1] += (n.pri_tags_score + pctx.tag_overlap) as f64 - v[11];
+        delta.sums[2] +=
+            (n.loc_score + pctx.inst_loc_score + pctx.unsatisfied_desired) as f64 - v[17];
+        true
+    }
+
+    /// A lower bound of [`Self::estimate`] without square roots on the lanes whose new
+    /// variance stays near the current one (chords of the concave √), less a margin
+    /// far above the rounding error.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    fn lower_bound(&self, delta: &Delta) -> f64 {
+        let mut sd = [0.0; SD.len()];
+        let mut exact = false;
+        for k in 0..SD.len() {
+            let m = (self.sd_s1[k] + delta.d1[k]) * self.inv_online;
+            let var = (self.sd_s2[k] + delta.d2[k]) * self.inv_online - m * m;
+            let inside = var >= self.chord_lo[k] && var <= self.chord_hi[k];
+            exact |= !inside;
+            sd[k] = self.chord_a[k] + self.chord_b[k] * var;
+        }
+        if exact {
+            return f64::NEG_INFINITY;
+        }
+        let mut total = self.map_weight * (self.map_value + delta.map);
+        for k in 0..SUMS.len() {
+            total += self.sum_weight[k] * (self.sum_base[k] + delta.sums[k]);
+        }
+        let total = total + sd.iter().sum::<f64>();
+        total - 1e-10 * (1.0 + total.abs())
+    }
+
+    /// Offers the candidate with change `delta` to `screen`, skipping the square roots
+    /// when its lower bound already rules it out.
+    #[inline]
+    fn offer(&self, screen: &mut Screen, delta: &Delta, instance: usize, mv: Move) {
+        if self.lower_bound(delta) > screen.best + SCREEN_EPSILON {
+            return;
+        }
+        screen.offer(self.estimate(delta), instance, mv);
     }
 
     /// The estimated score after a change.
@@ -396,6 +606,14 @@ impl<'a> StepContext<'a> {
             }
         }
         true
+    }
+}
+
+fn disk_ratio(f_dsk: i64, t_dsk: f64) -> f64 {
+    if t_dsk == 0.0 {
+        1.0
+    } else {
+        f_dsk as f64 / t_dsk
     }
 }
 
@@ -519,7 +737,7 @@ fn screen_instance(ctx: &StepContext, idx: usize, scratch: &mut Scratch, screen:
             let mut d = d_p_minus;
             ctx.add_change(&mut d, t, &t_new);
             d.map += ctx.map_delta(idx, p, t);
-            screen.offer(ctx.estimate(&d), idx, Move::FailoverToAny(t));
+            ctx.offer(screen, &d, idx, Move::FailoverToAny(t));
         }
         return;
     }
@@ -546,7 +764,7 @@ fn screen_instance(ctx: &StepContext, idx: usize, scratch: &mut Scratch, screen:
             ctx.add_change(&mut d, s, &s_new);
             ctx.add_change(&mut d, p, &p_new);
             d.map += ctx.map_delta(idx, p, s);
-            screen.offer(ctx.estimate(&d), idx, Move::Failover);
+            ctx.offer(screen, &d, idx, Move::Failover);
         }
     }
 
@@ -573,7 +791,7 @@ fn screen_instance(ctx: &StepContext, idx: usize, scratch: &mut Scratch, screen:
                         ctx, idx, kind, t, scratch, &p_minus, &s_minus, &d_p_minus, &d_s_minus,
                         f_p, f_s,
                     ) {
-                        screen.offer(ctx.estimate(&d), idx, mv);
+                        ctx.offer(screen, &d, idx, mv);
                     }
                 }
             }
@@ -689,32 +907,34 @@ impl<'c> DiskMoveSides<'c> {
         // The target's new states, each computed at most once.
         let mut t_pri_force: Option<Result<Delta, FailMode>> = None;
         let mut t_pri_fp: Option<Result<Delta, FailMode>> = None;
-        let t_delta = |new: Result<NodeState, FailMode>| {
-            new.map(|n| {
-                let mut d = Delta::ZERO;
-                ctx.add_change(&mut d, t, &n);
-                d
-            })
+        let t_delta = |force: bool| {
+            let mut d = Delta::ZERO;
+            if ctx.add_primary_change(&mut d, t, &tn.state, inst, t_ctx, force) {
+                Ok(d)
+            } else {
+                Err(FailMode::FailMem)
+            }
         };
         let combine = |a: &Delta, b: &Delta| a.plus(b);
         for &kind in kinds {
             let result: Option<(Move, Delta)> = match kind {
                 0 => self.replace_secondary.as_ref().and_then(|base| {
-                    let t_new = tn
-                        .state
-                        .add_secondary(inst, scratch.target_peer_p[t], self.f_s, false)
-                        .ok()?;
                     let mut d = *base;
-                    ctx.add_change(&mut d, t, &t_new);
-                    Some((Move::ReplaceSecondary(t), d))
+                    ctx.add_secondary_change(
+                        &mut d,
+                        t,
+                        &tn.state,
+                        inst,
+                        scratch.target_peer_p[t],
+                        self.f_s,
+                    )
+                    .then_some((Move::ReplaceSecondary(t), d))
                 }),
                 1 => {
                     if !ctx.migration_ok(p, t) {
                         None
                     } else {
-                        let td = t_pri_force.get_or_insert_with(|| {
-                            t_delta(tn.state.add_primary(inst, t_ctx, force))
-                        });
+                        let td = t_pri_force.get_or_insert_with(|| t_delta(force));
                         match td {
                             Err(_) => None,
                             Ok(td) => {
@@ -740,13 +960,9 @@ impl<'c> DiskMoveSides<'c> {
                         None
                     } else {
                         let td = if self.f_p == force {
-                            t_pri_force.get_or_insert_with(|| {
-                                t_delta(tn.state.add_primary(inst, t_ctx, force))
-                            })
+                            t_pri_force.get_or_insert_with(|| t_delta(force))
                         } else {
-                            t_pri_fp.get_or_insert_with(|| {
-                                t_delta(tn.state.add_primary(inst, t_ctx, self.f_p))
-                            })
+                            t_pri_fp.get_or_insert_with(|| t_delta(self.f_p))
                         };
                         match td {
                             Err(_) => None,
@@ -774,19 +990,22 @@ impl<'c> DiskMoveSides<'c> {
                         None
                     } else {
                         self.failover_and_replace.as_ref().and_then(|base| {
-                            let t_new = tn
-                                .state
-                                .add_secondary(inst, scratch.target_peer_s[t], self.f_p, false)
-                                .ok()?;
                             let mut d = *base;
-                            ctx.add_change(&mut d, t, &t_new);
-                            Some((Move::FailoverAndReplace(t), d))
+                            ctx.add_secondary_change(
+                                &mut d,
+                                t,
+                                &tn.state,
+                                inst,
+                                scratch.target_peer_s[t],
+                                self.f_p,
+                            )
+                            .then_some((Move::FailoverAndReplace(t), d))
                         })
                     }
                 }
             };
             if let Some((mv, d)) = result {
-                screen.offer(ctx.estimate(&d), idx, mv);
+                ctx.offer(screen, &d, idx, mv);
             }
         }
     }
