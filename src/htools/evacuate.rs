@@ -206,6 +206,7 @@ pub fn hail_opcode_json(op: &Opcode) -> Value {
             remote_node,
             disks,
             early_release,
+            ..
         } => {
             let mut m = Map::new();
             m.insert("OP_ID".into(), json!(op.body.op_id()));
@@ -411,6 +412,7 @@ impl Step {
                 remote_node: Some(node_name(t)),
                 disks: Vec::new(),
                 early_release: false,
+                iallocator: None,
             },
         };
         Opcode {

@@ -779,6 +779,8 @@ pub fn detect_broken(
                         remote_node: None,
                         disks: Vec::new(),
                         early_release: false,
+                        // As harep: the cluster's allocator picks the new secondary.
+                        iallocator: Some("hail".into()),
                     }],
                 )),
                 (false, false) => None,

@@ -156,6 +156,9 @@ pub enum OpBody {
         /// Release locks early.
         #[serde(default)]
         early_release: bool,
+        /// Let this iallocator choose the new secondary (instead of `remote_node`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iallocator: Option<String>,
     },
     /// Copy a non-mirrored instance to another node (the instance is shut down meanwhile).
     #[serde(rename = "OP_INSTANCE_MOVE")]
@@ -305,6 +308,7 @@ impl OpBody {
             remote_node: Some(remote_node.to_owned()),
             disks: Vec::new(),
             early_release: false,
+            iallocator: None,
         }
     }
 

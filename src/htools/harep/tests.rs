@@ -647,7 +647,8 @@ fn drbd_with_the_secondary_offline_gets_new_storage() {
     assert_eq!(
         serde_json::to_value(&d.opcodes).unwrap(),
         json!([{"OP_ID": "OP_INSTANCE_REPLACE_DISKS", "instance_name": "inst1",
-                "mode": "replace_new_secondary", "disks": [], "early_release": false}])
+                "mode": "replace_new_secondary", "disks": [], "early_release": false,
+                "iallocator": "hail"}])
     );
 }
 
