@@ -918,18 +918,22 @@ impl<'c> DiskMoveSides<'c> {
         let combine = |a: &Delta, b: &Delta| a.plus(b);
         for &kind in kinds {
             let result: Option<(Move, Delta)> = match kind {
-                0 => self.replace_secondary.as_ref().and_then(|base| {
-                    let mut d = *base;
-                    ctx.add_secondary_change(
-                        &mut d,
-                        t,
-                        &tn.state,
-                        inst,
-                        scratch.target_peer_p[t],
-                        self.f_s,
-                    )
-                    .then_some((Move::ReplaceSecondary(t), d))
-                }),
+                0 => {
+                    if let Some(base) = self.replace_secondary.as_ref() {
+                        let mut d = *base;
+                        if ctx.add_secondary_change(
+                            &mut d,
+                            t,
+                            &tn.state,
+                            inst,
+                            scratch.target_peer_p[t],
+                            self.f_s,
+                        ) {
+                            ctx.offer(screen, &d, idx, Move::ReplaceSecondary(t));
+                        }
+                    }
+                    continue;
+                }
                 1 => {
                     if !ctx.migration_ok(p, t) {
                         None
@@ -938,9 +942,18 @@ impl<'c> DiskMoveSides<'c> {
                         match td {
                             Err(_) => None,
                             Ok(td) => {
-                                let base = if scratch.p_peers[t] == 0 {
-                                    self.replace_and_failover
-                                } else {
+                                if scratch.p_peers[t] == 0 {
+                                    if let Some(b) = self.replace_and_failover.as_ref() {
+                                        ctx.offer(
+                                            screen,
+                                            &combine(b, td),
+                                            idx,
+                                            Move::ReplaceAndFailover(t),
+                                        );
+                                    }
+                                    continue;
+                                }
+                                let base = {
                                     self.p_minus
                                         .add_secondary(inst, scratch.p_peers[t], self.f_s, false)
                                         .ok()
@@ -967,9 +980,18 @@ impl<'c> DiskMoveSides<'c> {
                         match td {
                             Err(_) => None,
                             Ok(td) => {
-                                let base = if scratch.s_peers[t] == 0 {
-                                    self.replace_primary
-                                } else {
+                                if scratch.s_peers[t] == 0 {
+                                    if let Some(b) = self.replace_primary.as_ref() {
+                                        ctx.offer(
+                                            screen,
+                                            &combine(b, td),
+                                            idx,
+                                            Move::ReplacePrimary(t),
+                                        );
+                                    }
+                                    continue;
+                                }
+                                let base = {
                                     self.s_transit.and_then(|x| {
                                         x.add_secondary(inst, scratch.s_peers[t], self.f_p, false)
                                             .ok()
@@ -989,18 +1011,22 @@ impl<'c> DiskMoveSides<'c> {
                     if !ctx.migration_ok(p, s) {
                         None
                     } else {
-                        self.failover_and_replace.as_ref().and_then(|base| {
-                            let mut d = *base;
-                            ctx.add_secondary_change(
-                                &mut d,
-                                t,
-                                &tn.state,
-                                inst,
-                                scratch.target_peer_s[t],
-                                self.f_p,
-                            )
-                            .then_some((Move::FailoverAndReplace(t), d))
-                        })
+                        {
+                            if let Some(base) = self.failover_and_replace.as_ref() {
+                                let mut d = *base;
+                                if ctx.add_secondary_change(
+                                    &mut d,
+                                    t,
+                                    &tn.state,
+                                    inst,
+                                    scratch.target_peer_s[t],
+                                    self.f_p,
+                                ) {
+                                    ctx.offer(screen, &d, idx, Move::FailoverAndReplace(t));
+                                }
+                            }
+                            continue;
+                        }
                     }
                 }
             };
