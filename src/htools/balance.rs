@@ -448,8 +448,7 @@ impl<'a> StepContext<'a> {
             return false;
         }
         if strict
-            && ((local && dsk < n.lo_dsk)
-                || (local && isp > n.hi_spindles)
+            && ((local && (dsk < n.lo_dsk || isp > n.hi_spindles))
                 || (n1 && !n.fail_n1)
                 || (n.vcpu_ratio >= 0.0 && pcpu > n.vcpu_ratio)
                 || pctx.tag_overlap > 0
