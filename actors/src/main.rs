@@ -1,7 +1,7 @@
 //! The `maintd` binary: parses the command line and starts the pieces; all logic lives in
 //! the library crates.
 
-use std::{path::PathBuf, process::ExitCode, rc::Rc, time::Duration};
+use std::{path::PathBuf, process::ExitCode, rc::Rc};
 
 use actix::prelude::*;
 use clap::Parser;
@@ -227,9 +227,7 @@ fn run_system(setup: impl FnOnce() -> Result<Running, String>) -> Result<u8, Str
                 election.do_send(Shutdown);
                 drop(web);
             }
-            // Every state change is persisted when made; a short grace lets in-flight
-            // messages land.
-            actix::clock::sleep(Duration::from_millis(200)).await;
+            // Every state change was persisted when made: nothing to flush.
             System::current().stop();
         });
     });
