@@ -96,6 +96,21 @@ async fn nodes_instances_and_diagnose_updates() {
     assert_eq!(test::call_service(&app, unknown).await.status(), 404);
 }
 
+/// Set node1's monitoring behaviour (which must be accepted), then fetch its report.
+macro_rules! diagnose_with {
+    ($app:expr, $behaviour:expr) => {{
+        let set = test::TestRequest::put()
+            .uri("/sim/nodes/node1/monitoring")
+            .set_payload($behaviour)
+            .to_request();
+        assert_eq!(test::call_service(&$app, set).await.status(), 200);
+        let get = test::TestRequest::get()
+            .uri("/mond/node1/1/report/node/diagnose")
+            .to_request();
+        test::call_service(&$app, get).await
+    }};
+}
+
 #[actix_rt::test]
 async fn monitoring_endpoints_and_behaviours() {
     let sim = handle();
@@ -119,47 +134,12 @@ async fn monitoring_endpoints_and_behaviours() {
         .to_request();
     assert_eq!(test::call_service(&app, missing).await.status(), 404);
 
-    let garbage = test::TestRequest::put()
-        .uri("/sim/nodes/node1/monitoring")
-        .set_payload(r#"{"behaviour": "garbage", "body": "<html>oops"}"#)
-        .to_request();
-    assert_eq!(test::call_service(&app, garbage).await.status(), 200);
-    let body = test::call_and_read_body(
-        &app,
-        test::TestRequest::get()
-            .uri("/mond/node1/1/report/node/diagnose")
-            .to_request(),
-    )
-    .await;
-    assert_eq!(&body[..], b"<html>oops");
-
-    let unreachable = test::TestRequest::put()
-        .uri("/sim/nodes/node1/monitoring")
-        .set_payload(r#"{"behaviour": "unreachable"}"#)
-        .to_request();
-    test::call_service(&app, unreachable).await;
-    let response = test::call_service(
-        &app,
-        test::TestRequest::get()
-            .uri("/mond/node1/1/report/node/diagnose")
-            .to_request(),
-    )
-    .await;
-    assert_eq!(response.status(), 503);
-
-    let status = test::TestRequest::put()
-        .uri("/sim/nodes/node1/monitoring")
-        .set_payload(r#"{"behaviour": "status", "body": 500}"#)
-        .to_request();
-    test::call_service(&app, status).await;
-    let response = test::call_service(
-        &app,
-        test::TestRequest::get()
-            .uri("/mond/node1/1/report/node/diagnose")
-            .to_request(),
-    )
-    .await;
-    assert_eq!(response.status(), 500);
+    let garbage = diagnose_with!(app, r#"{"behaviour": "garbage", "body": "<html>oops"}"#);
+    assert_eq!(&test::read_body(garbage).await[..], b"<html>oops");
+    let unreachable = diagnose_with!(app, r#"{"behaviour": "unreachable"}"#);
+    assert_eq!(unreachable.status(), 503);
+    let status = diagnose_with!(app, r#"{"behaviour": "status", "body": 500}"#);
+    assert_eq!(status.status(), 500);
 
     let invalid = test::TestRequest::put()
         .uri("/sim/nodes/node1/monitoring")
