@@ -35,6 +35,8 @@ pub struct Settings {
     pub monitoring: MonitoringSettings,
     /// Round timing.
     pub rounds: RoundSettings,
+    /// `[planner]`.
+    pub planner: PlannerSettings,
 }
 
 /// `[daemon]`.
@@ -93,6 +95,50 @@ pub struct RoundSettings {
     pub job_poll_interval: f64,
     /// Extra seconds after a failed round.
     pub error_backoff: f64,
+}
+
+/// `[planner]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerSettings {
+    /// `htools` or `simple`.
+    pub engine: PlannerEngine,
+    /// Do harep's work.
+    pub harep: bool,
+    /// Seconds of delay before each harep repair.
+    pub harep_job_delay: f64,
+    /// Balance untouched nodes.
+    pub balance: bool,
+    /// Minimum gain of a balancing step.
+    pub balance_threshold: f64,
+    /// Most steps of one balancing plan (0: no limit).
+    pub balance_max_steps: usize,
+    /// Allow disk moves when balancing.
+    pub balance_disk_moves: bool,
+}
+
+/// Which planner decides the rounds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PlannerEngine {
+    /// [`crate::planner::HtoolsPlanner`].
+    Htools,
+    /// [`crate::planner::SimplePlanner`].
+    Simple,
+}
+
+impl PlannerSettings {
+    /// The htools planner's settings.
+    pub fn htools(&self) -> crate::planner::HtoolsSettings {
+        crate::planner::HtoolsSettings {
+            harep: self.harep,
+            harep_job_delay: self.harep_job_delay,
+            balance: self.balance,
+            balance_threshold: self.balance_threshold,
+            balance_max_steps: (self.balance_max_steps > 0).then_some(self.balance_max_steps),
+            balance_disk_moves: self.balance_disk_moves,
+        }
+    }
 }
 
 impl Settings {
@@ -170,6 +216,8 @@ impl Settings {
         for (name, value) in [
             ("rounds.round_delay", self.rounds.round_delay),
             ("rounds.error_backoff", self.rounds.error_backoff),
+            ("planner.harep_job_delay", self.planner.harep_job_delay),
+            ("planner.balance_threshold", self.planner.balance_threshold),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(ConfigError::Invalid(format!(

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
 use common::{maintd_reasons, run_paused, Harness};
-use maintd::{model::job::JobStatus, sim::MonitoringBehaviour};
+use maintd::{
+    model::{cluster::DiskTemplate, job::JobStatus},
+    sim::MonitoringBehaviour,
+};
 use serde_json::{json, Value};
 
 fn uuid_of(incident: &Value) -> String {
@@ -61,12 +64,26 @@ fn evacuate_drains_moves_everything_and_tags_ready() {
 
         // Every job of the incident succeeded and carries maintd's source and the uuid.
         let ids = job_ids(&done);
-        // One job per instance (a DRBD primary's job also moves its new secondary away).
-        let expected_moves = before.primary_instances.len() + before.secondary_instances.len();
+        // One job per instance, as hail evacuates: a DRBD primary fails over to its
+        // secondary, which leaves a secondary behind for a job of its own.
+        let snapshot = h.sim.lock().snapshot(h.clock.now());
+        let drbd_primaries = before
+            .primary_instances
+            .iter()
+            .filter(|name| {
+                snapshot
+                    .instances
+                    .iter()
+                    .any(|i| &i.name == *name && i.disk_template == DiskTemplate::Drbd)
+            })
+            .count();
+        assert!(drbd_primaries > 0, "the test needs a DRBD primary");
+        let expected_moves =
+            before.primary_instances.len() + before.secondary_instances.len() + drbd_primaries;
         assert_eq!(
             ids.len(),
             1 + expected_moves + 1,
-            "drain, one job per instance, tag"
+            "drain, one job per instance (two for DRBD primaries), tag"
         );
         let jobs: BTreeMap<u64, _> = h.jobs().into_iter().map(|j| (j.id.0, j)).collect();
         for id in &ids {

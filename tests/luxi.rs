@@ -347,6 +347,9 @@ fn node_row(name: &str, offline: bool) -> Value {
         cell(json!(false)),
         cell(json!(true)),
         cell(json!(["rack:a"])),
+        live(json!(1024)),
+        live(json!(1)),
+        cell(json!(2)),
     ])
 }
 
@@ -359,10 +362,13 @@ async fn backend_decodes_a_snapshot() {
         ("Query", Some("instance")) => Reply::Ok(json!({"fields": [], "data": [[
             cell(json!("inst1")), cell(json!("i-uuid")), cell(json!("node1")),
             cell(json!(["node2"])), cell(json!("drbd")), cell(json!(2048)),
-            cell(json!(10240)), cell(json!(2)), cell(json!("running")), cell(json!([]))
+            cell(json!(10240)), cell(json!(2)), cell(json!("running")), cell(json!([])),
+            cell(json!(false)), cell(json!(3))
         ]]})),
         ("Query", Some("group")) => Reply::Ok(json!({"fields": [], "data": [[
-            cell(json!("default")), cell(json!("group-uuid")), [1, null]
+            cell(json!("default")), cell(json!("group-uuid")), [1, null],
+            cell(json!(["ganeti:watcher:autorepair:failover"])),
+            cell(json!({"vcpu-ratio": 2.5, "spindle-ratio": 16}))
         ]]})),
         ("QueryTags", _) => Reply::Ok(json!(["maintd:enabled"])),
         ("QueryConfigValues", _) => Reply::Ok(json!(["node1"])),
@@ -382,6 +388,19 @@ async fn backend_decodes_a_snapshot() {
     assert_eq!(snapshot.instances[0].disk_template, DiskTemplate::Drbd);
     assert_eq!(snapshot.instances[0].secondaries, vec!["node2".to_owned()]);
     assert_eq!(snapshot.groups[0].alloc_policy, "preferred");
+    // The fields htools needs.
+    assert_eq!(
+        (snapshot.nodes[0].memory_node, snapshot.nodes[0].spindles),
+        (1024, 2)
+    );
+    assert_eq!(snapshot.nodes[1].memory_node, 0);
+    assert!(!snapshot.instances[0].auto_balance);
+    assert_eq!(snapshot.instances[0].spindle_use, 3);
+    assert!(snapshot.groups[0]
+        .tags
+        .contains("ganeti:watcher:autorepair:failover"));
+    assert_eq!(snapshot.groups[0].vcpu_ratio, Some(2.5));
+    assert_eq!(snapshot.groups[0].spindle_ratio, Some(16.0));
     let node_query = &luxid.requests()[0]["args"];
     assert_eq!(node_query[0], "node");
     assert_eq!(node_query[1][2], "group.uuid");

@@ -6,8 +6,9 @@ use actix::prelude::*;
 use maintd::{
     backend::{ClusterBackend, DiagnoseSource},
     clock::Clock,
+    config::PlannerEngine,
     config::{seconds, Settings},
-    planner::{Planner, SimplePlanner},
+    planner::{HtoolsPlanner, Planner, SimplePlanner},
     store::{JsonStore, StoreError},
 };
 
@@ -49,7 +50,10 @@ pub fn supervisor_deps(
     link: RegistryLink,
 ) -> Result<SupervisorDeps, StoreError> {
     let store = JsonStore::open(&PathBuf::from(&settings.daemon.state_dir), STATE_FILE)?;
-    let planner: Rc<dyn Planner> = Rc::new(SimplePlanner);
+    let planner: Rc<dyn Planner> = match settings.planner.engine {
+        PlannerEngine::Htools => Rc::new(HtoolsPlanner::new(settings.planner.htools())),
+        PlannerEngine::Simple => Rc::new(SimplePlanner),
+    };
     Ok(SupervisorDeps {
         backend: wiring.backend.clone(),
         diagnose: wiring.diagnose.clone(),

@@ -76,6 +76,15 @@ pub struct StartRound {
     pub at: f64,
 }
 
+/// Round planner → registry: add the follow-up jobs the running round needs now (the
+/// `pending` tags of submitted harep repairs).
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<JobToSubmit>")]
+pub struct ExtendRound {
+    /// Reason-trail timestamp, nanoseconds.
+    pub now_ns: i64,
+}
+
 /// One job ready for submission, identified by its submission key.
 #[derive(Debug, Clone)]
 pub struct JobToSubmit {

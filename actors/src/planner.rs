@@ -2,7 +2,7 @@
 //! round delay has passed. Level-triggered: each round takes a fresh snapshot, lets the
 //! registry reconcile it, asks the domain planner for the jobs and hands them to the watcher.
 
-use std::{rc::Rc, time::Duration};
+use std::{collections::BTreeMap, rc::Rc, time::Duration};
 
 use actix::prelude::*;
 use maintd::{
@@ -14,7 +14,9 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::{
-    messages::{GetRoundFinished, Reconcile, Shutdown, StartRound, SubmitJobs},
+    messages::{
+        ExtendRound, GetRoundFinished, JobToSubmit, Reconcile, Shutdown, StartRound, SubmitJobs,
+    },
     registry::EventRegistry,
     watcher::JobWatcher,
 };
@@ -34,6 +36,14 @@ impl RoundTiming {
     pub fn tick(&self) -> Duration {
         (self.round_delay / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
     }
+}
+
+/// What a tick achieved.
+enum Progress {
+    /// Follow-up jobs of the running round.
+    FollowUps(Vec<JobToSubmit>),
+    /// A new round (possibly without jobs).
+    Round(Vec<JobToSubmit>),
 }
 
 /// The round-planner actor.
@@ -80,6 +90,16 @@ impl RoundPlanner {
         let planner = self.planner.clone();
         let clock = self.clock;
         async move {
+            // Follow-ups first: a round is not finished while it still needs some.
+            let follow_ups = registry
+                .send(ExtendRound {
+                    now_ns: clock.now_ns(),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            if !follow_ups.is_empty() {
+                return Ok(Some(Progress::FollowUps(follow_ups)));
+            }
             if !registry
                 .send(GetRoundFinished)
                 .await
@@ -95,11 +115,26 @@ impl RoundPlanner {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
+            let wanted = planner.jobs_to_query(&cluster);
+            let job_statuses: BTreeMap<_, _> = if wanted.is_empty() {
+                BTreeMap::new()
+            } else {
+                let statuses = backend
+                    .job_statuses(wanted.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                wanted
+                    .into_iter()
+                    .zip(statuses)
+                    .filter_map(|(id, status)| Some((id, status?)))
+                    .collect()
+            };
             let plan = planner.plan(PlanInput {
                 cluster: &cluster,
                 incidents: &context.incidents,
                 key_prefix: &context.key_prefix,
                 now_ns: clock.now_ns(),
+                job_statuses: &job_statuses,
             });
             let jobs = registry
                 .send(StartRound {
@@ -108,7 +143,7 @@ impl RoundPlanner {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>(Some(jobs))
+            Ok::<_, String>(Some(Progress::Round(jobs)))
         }
         .into_actor(self)
         .map(|result, act, _| {
@@ -116,7 +151,11 @@ impl RoundPlanner {
             match result {
                 // Previous round still running: check again next tick.
                 Ok(None) => {}
-                Ok(Some(jobs)) => {
+                Ok(Some(Progress::FollowUps(jobs))) => {
+                    info!(target: "maintd::planner", jobs = jobs.len(), "submitting follow-up jobs");
+                    act.watcher.do_send(SubmitJobs { jobs });
+                }
+                Ok(Some(Progress::Round(jobs))) => {
                     act.next_due = Instant::now() + act.timing.round_delay;
                     if !jobs.is_empty() {
                         info!(target: "maintd::planner", jobs = jobs.len(), "submitting round");

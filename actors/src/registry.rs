@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use actix::prelude::*;
 use maintd::{
     model::incident::{MaintenanceState, Observed},
+    planner::pending_tag_jobs,
     store::JsonStore,
 };
 use tracing::{error, info, warn};
 
 use crate::messages::{
-    CancelIncident, GetRecovery, GetRoundFinished, GetStatus, JobStatusesSeen, JobToSubmit,
-    JobsSubmitted, NodeObserved, NodePollView, PlanContext, Reconcile, Recovery, Shutdown,
-    StartRound, StatusView, SubmissionLost,
+    CancelIncident, ExtendRound, GetRecovery, GetRoundFinished, GetStatus, JobStatusesSeen,
+    JobToSubmit, JobsSubmitted, NodeObserved, NodePollView, PlanContext, Reconcile, Recovery,
+    Shutdown, StartRound, StatusView, SubmissionLost,
 };
 
 /// Name of the state file inside the state directory.
@@ -129,6 +130,9 @@ impl Handler<StartRound> for EventRegistry {
             info!(target: "maintd::registry", %uuid, reason = %why, "incident waits");
             self.state.note(*uuid, why.clone(), msg.at);
         }
+        for warning in &plan.warnings {
+            warn!(target: "maintd::registry", %warning, "round planning");
+        }
         if !plan.jobs.is_empty() {
             self.state.start_round(&plan.jobs, msg.at);
             info!(target: "maintd::registry", round = self.state.round.number, jobs = plan.jobs.len(), "round planned");
@@ -138,6 +142,30 @@ impl Handler<StartRound> for EventRegistry {
         MessageResult(
             plan.jobs
                 .into_iter()
+                .map(|j| JobToSubmit {
+                    key: j.key,
+                    ops: j.ops,
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Handler<ExtendRound> for EventRegistry {
+    type Result = MessageResult<ExtendRound>;
+
+    fn handle(&mut self, msg: ExtendRound, _: &mut Context<Self>) -> Self::Result {
+        let repairs = self.state.repairs_awaiting_tags();
+        if repairs.is_empty() {
+            return MessageResult(Vec::new());
+        }
+        let (origins, jobs) = pending_tag_jobs(&repairs, msg.now_ns);
+        self.state.extend_round(&origins, &jobs);
+        info!(target: "maintd::registry", jobs = jobs.len(), "round extended by harep pending tags");
+        // Persisted before submission, as for a new round.
+        self.persist();
+        MessageResult(
+            jobs.into_iter()
                 .map(|j| JobToSubmit {
                     key: j.key,
                     ops: j.ops,

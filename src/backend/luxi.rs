@@ -43,7 +43,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Node fields fetched for a snapshot, in the order [`decode_node`] reads them.
-pub const NODE_FIELDS: [&str; 12] = [
+pub const NODE_FIELDS: [&str; 15] = [
     "name",
     "uuid",
     "group.uuid",
@@ -56,10 +56,13 @@ pub const NODE_FIELDS: [&str; 12] = [
     "drained",
     "vm_capable",
     "tags",
+    "mnode",
+    "cnos",
+    "ndp/spindle_count",
 ];
 
 /// Instance fields fetched for a snapshot, in the order [`decode_instance`] reads them.
-pub const INSTANCE_FIELDS: [&str; 10] = [
+pub const INSTANCE_FIELDS: [&str; 12] = [
     "name",
     "uuid",
     "pnode",
@@ -70,10 +73,12 @@ pub const INSTANCE_FIELDS: [&str; 10] = [
     "be/vcpus",
     "status",
     "tags",
+    "be/auto_balance",
+    "be/spindle_use",
 ];
 
 /// Group fields fetched for a snapshot, in the order [`decode_group`] reads them.
-pub const GROUP_FIELDS: [&str; 3] = ["name", "uuid", "alloc_policy"];
+pub const GROUP_FIELDS: [&str; 5] = ["name", "uuid", "alloc_policy", "tags", "ipolicy"];
 
 /// Everything that can go wrong in one Luxi call.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -594,6 +599,15 @@ fn decode_node(row: &QueryRow<'_>) -> Result<Node, BackendError> {
         // Ganeti's default for the flag.
         vm_capable: row.flag(10).unwrap_or(true),
         tags: row.texts(11).into_iter().collect(),
+        memory_node: row.count(12).unwrap_or(0),
+        cpus_node: row
+            .count(13)
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(1),
+        spindles: row
+            .count(14)
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(1),
         name,
     })
 }
@@ -628,6 +642,11 @@ fn decode_instance(row: &QueryRow<'_>) -> Result<Instance, BackendError> {
         vcpus: u32::try_from(vcpus).unwrap_or(u32::MAX),
         status: row.text(8).unwrap_or_else(|| "unknown".to_owned()),
         tags: row.texts(9).into_iter().collect(),
+        auto_balance: row.flag(10).unwrap_or(true),
+        spindle_use: row
+            .count(11)
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(1),
         name,
     })
 }
@@ -640,6 +659,16 @@ fn decode_group(row: &QueryRow<'_>) -> Result<Group, BackendError> {
     Ok(Group {
         uuid: row.text(1).unwrap_or_default(),
         alloc_policy: row.text(2).unwrap_or_else(|| "preferred".to_owned()),
+        tags: row.texts(3).into_iter().collect(),
+        // The filled policy (the group's own values over the cluster's).
+        vcpu_ratio: row
+            .value(4)
+            .and_then(|p| p.get("vcpu-ratio"))
+            .and_then(Value::as_f64),
+        spindle_ratio: row
+            .value(4)
+            .and_then(|p| p.get("spindle-ratio"))
+            .and_then(Value::as_f64),
         name,
     })
 }
@@ -988,16 +1017,21 @@ mod tests {
     fn decodes_nodes_with_unavailable_live_fields() {
         let result = json!({"fields": [], "data": [
             [[0,"node1"],[0,"u1"],[0,"g1"],[0,4096],[0,1024.7],[0,100000],[0,5000],[0,8],
-             [0,false],[0,true],[0,true],[0,["a","b"]]],
+             [0,false],[0,true],[0,true],[0,["a","b"]],[0,512],[0,2],[0,4]],
             [[0,"node2"],[0,"u2"],[0,"g1"],[4,null],[4,null],[4,null],[4,null],[4,null],
-             [0,true],[0,false],[1,null],[0,[]]]
+             [0,true],[0,false],[1,null],[0,[]],[4,null],[4,null],[0,1]]
         ]});
         let rows = query_rows(&result, NODE_FIELDS.len()).unwrap();
         let nodes: Vec<Node> = rows.iter().map(|r| decode_node(r).unwrap()).collect();
         assert_eq!(nodes[0].memory_free, 1024);
         assert!(nodes[0].drained);
         assert_eq!(nodes[0].tags.len(), 2);
+        assert_eq!(
+            (nodes[0].memory_node, nodes[0].cpus_node, nodes[0].spindles),
+            (512, 2, 4)
+        );
         assert_eq!(nodes[1].memory_total, 0);
+        assert_eq!((nodes[1].memory_node, nodes[1].cpus_node), (0, 1));
         assert_eq!(nodes[1].cpus, 0);
         assert!(nodes[1].offline);
         assert!(nodes[1].vm_capable);

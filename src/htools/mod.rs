@@ -19,4 +19,5 @@ pub mod evacuate;
 pub mod harep;
 pub mod model;
 pub mod score;
+pub mod snapshot;
 pub mod text;

@@ -28,6 +28,14 @@ pub enum DiskTemplate {
     Gluster,
 }
 
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
 impl DiskTemplate {
     /// Mirrored by DRBD: has a secondary node, migrates only to it.
     pub fn is_internally_mirrored(self) -> bool {
@@ -48,7 +56,7 @@ impl DiskTemplate {
 }
 
 /// A node group.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Group {
     /// Group name.
     pub name: String,
@@ -56,6 +64,15 @@ pub struct Group {
     pub uuid: String,
     /// `preferred`, `last_resort` or `unallocable`.
     pub alloc_policy: String,
+    /// The group's tags (harep policies may be set here).
+    #[serde(default)]
+    pub tags: BTreeSet<String>,
+    /// The group policy's `vcpu-ratio`, when the group has its own policy.
+    #[serde(default)]
+    pub vcpu_ratio: Option<f64>,
+    /// The group policy's `spindle-ratio`, when the group has its own policy.
+    #[serde(default)]
+    pub spindle_ratio: Option<f64>,
 }
 
 /// A node with its resources and flags.
@@ -77,6 +94,15 @@ pub struct Node {
     pub disk_free: u64,
     /// Physical CPUs.
     pub cpus: u32,
+    /// Memory used by the node itself (Ganeti's `mnode`), MiB.
+    #[serde(default)]
+    pub memory_node: u64,
+    /// CPUs reserved for the node itself (Ganeti's `cnos`).
+    #[serde(default = "one")]
+    pub cpus_node: u32,
+    /// Spindles (the `spindle_count` node parameter).
+    #[serde(default = "one")]
+    pub spindles: u32,
     /// The node is offline.
     pub offline: bool,
     /// The node is drained (no new instances).
@@ -85,6 +111,29 @@ pub struct Node {
     pub vm_capable: bool,
     /// The node's tags.
     pub tags: BTreeSet<String>,
+}
+
+impl Default for Node {
+    /// An online, vm-capable node without resources, with Ganeti's parameter defaults.
+    fn default() -> Self {
+        Node {
+            name: String::new(),
+            uuid: String::new(),
+            group: String::new(),
+            memory_total: 0,
+            memory_free: 0,
+            disk_total: 0,
+            disk_free: 0,
+            cpus: 0,
+            memory_node: 0,
+            cpus_node: 1,
+            spindles: 1,
+            offline: false,
+            drained: false,
+            vm_capable: true,
+            tags: BTreeSet::new(),
+        }
+    }
 }
 
 impl Node {
@@ -113,10 +162,36 @@ pub struct Instance {
     pub disk: u64,
     /// Virtual CPUs.
     pub vcpus: u32,
+    /// The `auto_balance` backend parameter: N+1 memory is reserved on the secondary.
+    #[serde(default = "yes")]
+    pub auto_balance: bool,
+    /// The `spindle_use` backend parameter.
+    #[serde(default = "one")]
+    pub spindle_use: u32,
     /// Ganeti's `status` field (`running`, `ADMIN_down`, `ERROR_down`, ...).
     pub status: String,
     /// The instance's tags.
     pub tags: BTreeSet<String>,
+}
+
+impl Default for Instance {
+    /// A running diskless instance without resources, with Ganeti's parameter defaults.
+    fn default() -> Self {
+        Instance {
+            name: String::new(),
+            uuid: String::new(),
+            primary: String::new(),
+            secondaries: Vec::new(),
+            disk_template: DiskTemplate::Diskless,
+            memory: 0,
+            disk: 0,
+            vcpus: 0,
+            auto_balance: true,
+            spindle_use: 1,
+            status: "running".to_owned(),
+            tags: BTreeSet::new(),
+        }
+    }
 }
 
 impl Instance {

@@ -144,6 +144,30 @@ pub enum JobPurpose {
     TagReady,
     /// Tag the node `maintd:repairfailed:<uuid>`.
     TagFailed,
+    /// A harep repair of an instance. Its `pending` tag, which names the job, is added by
+    /// a follow-up job once the job id is known.
+    HarepRepair {
+        /// The instance.
+        instance: String,
+        /// harep's repair type (`fix-storage`, `migrate`, `failover`, `reinstall`).
+        repair: String,
+        /// The repair episode's uuid.
+        uuid: String,
+        /// Unix seconds of the decision.
+        timestamp: i64,
+        /// Tags of the records this repair supersedes, removed with the follow-up.
+        replaces: Vec<String>,
+    },
+    /// harep tag bookkeeping of an instance (pending, result and superseded tags).
+    HarepTags {
+        /// The instance.
+        instance: String,
+    },
+    /// A balancing move of an instance.
+    Balance {
+        /// The instance.
+        instance: String,
+    },
 }
 
 /// A job of the current round, from planning until finalized.
@@ -162,6 +186,9 @@ pub struct TrackedJob {
     pub id: Option<JobId>,
     /// Last known status.
     pub status: Option<JobStatus>,
+    /// For a harep repair: its `pending` tag job is part of the round.
+    #[serde(default)]
+    pub followed_up: bool,
 }
 
 impl TrackedJob {
@@ -195,6 +222,8 @@ pub struct RoundPlan {
     pub failures: Vec<(Uuid, String)>,
     /// Why an incident could not make progress this round.
     pub notes: Vec<(Uuid, String)>,
+    /// Problems of the round not tied to an incident (harep, balancing).
+    pub warnings: Vec<String>,
 }
 
 /// The round in progress (or the last one).
@@ -389,9 +418,40 @@ impl MaintenanceState {
                     nodes: j.nodes.clone(),
                     id: None,
                     status: None,
+                    followed_up: false,
                 })
                 .collect(),
         };
+    }
+
+    /// Submitted harep repairs of this round whose `pending` tag job is not planned yet:
+    /// key, purpose and job id.
+    pub fn repairs_awaiting_tags(&self) -> Vec<(String, JobPurpose, JobId)> {
+        self.round
+            .jobs
+            .iter()
+            .filter(|j| matches!(j.purpose, JobPurpose::HarepRepair { .. }) && !j.followed_up)
+            .filter_map(|j| Some((j.key.clone(), j.purpose.clone(), j.id?)))
+            .collect()
+    }
+
+    /// Add follow-up `jobs` to the current round, and mark the jobs with keys `origins`
+    /// as followed up.
+    pub fn extend_round(&mut self, origins: &[String], jobs: &[PlannedJob]) {
+        for job in self.round.jobs.iter_mut() {
+            if origins.contains(&job.key) {
+                job.followed_up = true;
+            }
+        }
+        self.round.jobs.extend(jobs.iter().map(|j| TrackedJob {
+            key: j.key.clone(),
+            incident: j.incident,
+            purpose: j.purpose.clone(),
+            nodes: j.nodes.clone(),
+            id: None,
+            status: None,
+            followed_up: false,
+        }));
     }
 
     /// Record the outcome of submitting the job with `key`.
@@ -516,6 +576,7 @@ impl MaintenanceState {
     /// Every job of the current round is finalized (or refused).
     pub fn round_finished(&self) -> bool {
         self.round.jobs.iter().all(|j| !j.is_unfinished())
+            && self.repairs_awaiting_tags().is_empty()
     }
 }
 

@@ -5,13 +5,18 @@
 //! the most invasive open incident is handled (older first among equals); evacuations are
 //! planned first, then live repairs; no two jobs of a round touch the same node.
 
+mod htools;
 mod simple;
 
+pub use htools::{pending_tag_jobs, HtoolsPlanner, HtoolsSettings};
 pub use simple::SimplePlanner;
+
+use std::collections::BTreeMap;
 
 use crate::model::{
     cluster::ClusterSnapshot,
     incident::{Incident, RoundPlan},
+    job::{JobId, JobStatus},
 };
 
 /// What a planner sees.
@@ -25,10 +30,18 @@ pub struct PlanInput<'a> {
     pub key_prefix: &'a str,
     /// Reason-trail timestamp, nanoseconds.
     pub now_ns: i64,
+    /// Status of the jobs [`Planner::jobs_to_query`] asked for (absent: unknown to the
+    /// queue).
+    pub job_statuses: &'a BTreeMap<JobId, JobStatus>,
 }
 
 /// Decides the jobs of one round. Implementations must be deterministic.
 pub trait Planner {
     /// Plan the next round.
     fn plan(&self, input: PlanInput<'_>) -> RoundPlan;
+
+    /// Jobs whose status the next [`Planner::plan`] needs (e.g. repairs named in tags).
+    fn jobs_to_query(&self, _cluster: &ClusterSnapshot) -> Vec<JobId> {
+        Vec::new()
+    }
 }

@@ -17,24 +17,26 @@ pub struct SimplePlanner;
 
 impl Planner for SimplePlanner {
     fn plan(&self, input: PlanInput<'_>) -> RoundPlan {
-        Round::new(input).plan()
+        let mut round = Round::new(input);
+        round.handle_incidents(&mut |round, incident| round.evacuation_step(incident));
+        round.finish()
     }
 }
 
-/// Working state while planning one round.
-struct Round<'a> {
-    input: PlanInput<'a>,
+/// Working state while planning one round; shared by the planners.
+pub(super) struct Round<'a> {
+    pub(super) input: PlanInput<'a>,
     /// Free memory and disk per node, updated as moves are planned.
     free: BTreeMap<&'a str, (u64, u64)>,
     /// Nodes some job of this round touches already.
-    touched: BTreeSet<String>,
+    pub(super) touched: BTreeSet<String>,
     /// Nodes with an open evacuation: never a target.
     evacuating: BTreeSet<&'a str>,
     plan: RoundPlan,
 }
 
 /// Why an instance cannot be moved this round.
-enum NoMove {
+pub(super) enum NoMove {
     /// Retry later (targets busy or full).
     Wait(String),
     /// Will never work; fail the incident.
@@ -42,7 +44,7 @@ enum NoMove {
 }
 
 impl<'a> Round<'a> {
-    fn new(input: PlanInput<'a>) -> Self {
+    pub(super) fn new(input: PlanInput<'a>) -> Self {
         let free = input
             .cluster
             .nodes
@@ -64,7 +66,43 @@ impl<'a> Round<'a> {
         }
     }
 
-    fn plan(mut self) -> RoundPlan {
+    /// The plan so far.
+    pub(super) fn finish(self) -> RoundPlan {
+        self.plan
+    }
+
+    /// Record a problem of the round that no incident owns.
+    pub(super) fn warn(&mut self, message: String) {
+        self.plan.warnings.push(message);
+    }
+
+    /// Add a job that serves no incident (harep, balancing); it touches `nodes`.
+    pub(super) fn add_maintenance_job(
+        &mut self,
+        purpose: JobPurpose,
+        ops: Vec<OpBody>,
+        nodes: BTreeSet<String>,
+        what: &str,
+    ) {
+        let key = format!("{}-{}", self.input.key_prefix, self.plan.jobs.len());
+        let text = format!("{what} ({}", submission_marker(&key));
+        self.touched.extend(nodes.iter().cloned());
+        let ops = ops
+            .into_iter()
+            .map(|op| op.with_reason(text.clone(), self.input.now_ns))
+            .collect();
+        self.plan.jobs.push(PlannedJob {
+            key,
+            incident: None,
+            purpose,
+            nodes,
+            ops,
+        });
+    }
+
+    /// Tag failed incidents, then handle the chosen incident of each node: evacuations
+    /// through `evacuate`, live repairs here.
+    pub(super) fn handle_incidents(&mut self, evacuate: &mut dyn FnMut(&mut Self, &'a Incident)) {
         // Failed incidents whose failure tag is not yet set get it first: cheap, and
         // the only job a failed incident may still have.
         for incident in self.input.incidents {
@@ -88,14 +126,11 @@ impl<'a> Round<'a> {
                 continue;
             }
             match incident.action {
-                RepairAction::Evacuate | RepairAction::EvacuateFailover => {
-                    self.evacuation_step(incident)
-                }
+                RepairAction::Evacuate | RepairAction::EvacuateFailover => evacuate(self, incident),
                 RepairAction::LiveRepair => self.live_repair_step(incident),
                 RepairAction::Ok => {}
             }
         }
-        self.plan
     }
 
     /// Per node, the most invasive open incident; older first among equals.
@@ -119,18 +154,18 @@ impl<'a> Round<'a> {
         per_node.into_values().collect()
     }
 
-    fn evacuation_step(&mut self, incident: &'a Incident) {
+    /// The first step of every evacuation: refuse the master node, drain the node. Returns
+    /// the node once it is drained (or offline) and its instances may move.
+    pub(super) fn drained_node(&mut self, incident: &'a Incident) -> Option<&'a Node> {
         let cluster = self.input.cluster;
-        let Some(node) = cluster.node(&incident.node) else {
-            return;
-        };
+        let node = cluster.node(&incident.node)?;
         if node.name == cluster.master {
             // Ganeti refuses to drain the master; only a master failover moves that role.
             self.fail(
                 incident,
                 format!("{} is the master node; fail the master role over (gnt-cluster master-failover) before it can be evacuated", node.name),
             );
-            return;
+            return None;
         }
         if !node.drained && !node.offline {
             let op = OpBody::drain_node(&node.name);
@@ -141,8 +176,18 @@ impl<'a> Round<'a> {
                 &[],
                 &format!("Draining {}", node.name),
             );
-            return;
+            return None;
         }
+        Some(node)
+    }
+
+    /// The simple evacuation step: drain, then one instance per round to the node with
+    /// the most free memory.
+    pub(super) fn evacuation_step(&mut self, incident: &'a Incident) {
+        let cluster = self.input.cluster;
+        let Some(node) = self.drained_node(incident) else {
+            return;
+        };
         let failover = incident.action == RepairAction::EvacuateFailover;
         if let Some(instance) = first_by_name(cluster.primaries_of(&node.name)) {
             match self.move_primary(instance, failover) {
@@ -202,7 +247,7 @@ impl<'a> Round<'a> {
         );
     }
 
-    fn tag_ready(&mut self, incident: &'a Incident) {
+    pub(super) fn tag_ready(&mut self, incident: &'a Incident) {
         let op = OpBody::tag_node(&incident.node, &incident.tag);
         self.add_job(
             incident,
@@ -213,7 +258,7 @@ impl<'a> Round<'a> {
         );
     }
 
-    fn blocked(&mut self, incident: &Incident, why: NoMove) {
+    pub(super) fn blocked(&mut self, incident: &Incident, why: NoMove) {
         match why {
             NoMove::Wait(message) => self.plan.notes.push((incident.uuid, message)),
             NoMove::Impossible(message) => self.fail(incident, message),
@@ -221,7 +266,7 @@ impl<'a> Round<'a> {
     }
 
     /// Fail an open incident now and tag its node in the same round.
-    fn fail(&mut self, incident: &Incident, why: String) {
+    pub(super) fn fail(&mut self, incident: &Incident, why: String) {
         self.plan.failures.push((incident.uuid, why));
         self.tag_failed(incident);
     }
@@ -238,7 +283,7 @@ impl<'a> Round<'a> {
     }
 
     /// Opcodes moving `instance` off its primary, and the nodes receiving it.
-    fn move_primary(
+    pub(super) fn move_primary(
         &mut self,
         instance: &Instance,
         failover: bool,
@@ -399,7 +444,7 @@ impl<'a> Round<'a> {
             })
     }
 
-    fn add_job(
+    pub(super) fn add_job(
         &mut self,
         incident: &Incident,
         purpose: JobPurpose,

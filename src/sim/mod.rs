@@ -354,6 +354,9 @@ impl SimCluster {
                     name: g.name.clone(),
                     uuid: g.uuid.clone(),
                     alloc_policy: g.alloc_policy.clone(),
+                    tags: g.tags.clone(),
+                    vcpu_ratio: Some(4.0),
+                    spindle_ratio: Some(32.0),
                 })
                 .collect(),
             nodes: self
@@ -372,6 +375,7 @@ impl SimCluster {
                     drained: n.drained,
                     vm_capable: n.vm_capable,
                     tags: n.tags.clone(),
+                    ..Node::default()
                 })
                 .collect(),
             instances: self
@@ -388,6 +392,7 @@ impl SimCluster {
                     vcpus: i.vcpus,
                     status: self.instance_status(i).to_owned(),
                     tags: i.tags.clone(),
+                    ..Instance::default()
                 })
                 .collect(),
         }

@@ -69,7 +69,7 @@ const NODE_FIELDS: &[FieldDef] = &[
     ("sptotal", "SpTotal", "number", "Total amount of spindles in physical volumes"),
     ("spfree", "SpFree", "number", "Available spindles in volume group"),
     ("ctotal", "CTotal", "number", "Number of logical processors"),
-    ("cnos", "CNOs", "number", "Number of NUMA domains of node"),
+    ("cnos", "CNOs", "number", "Number of logical processors used by the node OS"),
     ("cnodes", "CNodes", "number", "Number of NUMA domains of node"),
     ("csockets", "CSockets", "number", "Number of physical CPU sockets"),
     ("bootid", "BootID", "text", "Random UUID renewed for each system reboot"),
@@ -372,7 +372,9 @@ impl SimCluster {
             "group" => json!(self.group_name(&node.group_uuid)),
             "group.uuid" => json!(node.group_uuid),
             "mtotal" => json!(node.memory_total),
-            "mnode" => json!(1024),
+            // Memory accounting leaves nothing to the node OS: mfree is mtotal minus the
+            // running instances.
+            "mnode" => json!(0),
             "mfree" => json!(self.memory_free(name)),
             "dtotal" => json!(node.disk_total),
             "dfree" => json!(self.disk_free(name)),

@@ -26,6 +26,7 @@ fn node(name: &str, tags: &[&str]) -> Node {
         drained: false,
         vm_capable: true,
         tags: tags.iter().map(|t| t.to_string()).collect::<BTreeSet<_>>(),
+        ..Node::default()
     }
 }
 

@@ -23,6 +23,7 @@ fn node(name: &str, memory_free: u64) -> Node {
         drained: false,
         vm_capable: true,
         tags: BTreeSet::new(),
+        ..Node::default()
     }
 }
 
@@ -43,6 +44,7 @@ fn instance(
         vcpus: 2,
         status: "running".into(),
         tags: BTreeSet::new(),
+        ..Instance::default()
     }
 }
 
@@ -54,6 +56,7 @@ fn cluster(nodes: Vec<Node>, instances: Vec<Instance>) -> ClusterSnapshot {
             name: "default".into(),
             uuid: "g1".into(),
             alloc_policy: "preferred".into(),
+            ..Group::default()
         }],
         nodes,
         instances,
@@ -75,6 +78,7 @@ fn plan(c: &ClusterSnapshot, s: &MaintenanceState) -> RoundPlan {
         incidents: &s.incidents,
         key_prefix: "t-r1",
         now_ns: 7,
+        job_statuses: &Default::default(),
     })
 }
 
