@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use common::{maintd_reasons, run_paused, Harness};
 use maintd::{
-    model::{cluster::DiskTemplate, job::JobStatus},
+    model::{
+        cluster::DiskTemplate,
+        job::JobStatus,
+        opcode::{OpBody, TagKind},
+    },
     sim::MonitoringBehaviour,
 };
 use serde_json::{json, Value};
@@ -500,5 +504,131 @@ fn departed_node_forgets_its_incident() {
         h.sim.lock().add_node("node9", now).expect("added");
         h.report("node9", json!({"status": "evacuate"}));
         h.wait_incident_on("node9", 30.0).await;
+    });
+}
+
+#[test]
+fn harep_repairs_instances_of_a_drained_node_and_tags_them_as_harep_does() {
+    run_paused(|| async {
+        let h = Harness::start_with(6, 12, 0.2, |s| s.planner.harep = true).await;
+        let node = h.busiest_node();
+        let snapshot = h.snapshot();
+        let drbd: Vec<String> = snapshot
+            .instances
+            .iter()
+            .filter(|i| i.primary == node && i.disk_template == DiskTemplate::Drbd)
+            .map(|i| i.name.clone())
+            .collect();
+        assert!(!drbd.is_empty(), "{node} hosts a DRBD primary");
+        // An operator allows failovers on those instances and drains the node, without
+        // any incident: harep's job.
+        let mut ops: Vec<OpBody> = drbd
+            .iter()
+            .map(|name| OpBody::TagsSet {
+                kind: TagKind::Instance,
+                name: Some(name.clone()),
+                tags: vec!["ganeti:watcher:autorepair:failover".into()],
+            })
+            .collect();
+        ops.push(OpBody::drain_node(&node));
+        h.operator_job(ops);
+
+        let prefix = "ganeti:watcher:autorepair:result:failover:";
+        let results = h
+            .wait_for(120.0, "harep result tags", async |h: &Harness| {
+                let snapshot = h.snapshot();
+                let tags: Vec<String> = snapshot
+                    .instances
+                    .iter()
+                    .filter(|i| drbd.contains(&i.name))
+                    .filter_map(|i| i.tags.iter().find(|t| t.starts_with(prefix)).cloned())
+                    .collect();
+                (tags.len() == drbd.len()).then_some(tags)
+            })
+            .await;
+        let snapshot = h.snapshot();
+        for instance in snapshot.instances.iter().filter(|i| drbd.contains(&i.name)) {
+            assert_ne!(instance.primary, node, "{} failed over", instance.name);
+            assert!(
+                !instance.tags.iter().any(|t| t.contains(":pending:")),
+                "pending tag removed: {:?}",
+                instance.tags
+            );
+        }
+        // Each result names the repair job, which succeeded; the pending tag named it
+        // while it ran.
+        let jobs: BTreeMap<u64, _> = h.jobs().into_iter().map(|j| (j.id.0, j)).collect();
+        for tag in &results {
+            let fields: Vec<&str> = tag.split(':').collect();
+            assert_eq!(fields[fields.len() - 2], "success", "{tag}");
+            let id: u64 = fields[fields.len() - 1].parse().expect("a job id");
+            let repair = &jobs[&id];
+            assert_eq!(repair.status, JobStatus::Success);
+            let op_ids: Vec<&str> = repair
+                .ops
+                .iter()
+                .filter_map(|o| o["OP_ID"].as_str())
+                .collect();
+            assert_eq!(op_ids, ["OP_TEST_DELAY", "OP_INSTANCE_FAILOVER"]);
+            assert!(!maintd_reasons(repair).is_empty(), "maintd's reason trail");
+            let uuid = fields[fields.len() - 4];
+            let pending = format!("ganeti:watcher:autorepair:pending:failover:{uuid}:");
+            let pending_set = jobs.values().flat_map(|j| &j.ops).any(|o| {
+                o["OP_ID"] == "OP_TAGS_SET"
+                    && o["tags"][0]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with(&pending) && t.ends_with(&format!(":{id}")))
+            });
+            assert!(pending_set, "a job set {pending}…:{id}");
+        }
+        // Nothing is repaired twice.
+        let repairs = jobs
+            .values()
+            .filter(|j| j.ops.iter().any(|o| o["OP_ID"] == "OP_INSTANCE_FAILOVER"))
+            .count();
+        assert_eq!(repairs, drbd.len());
+    });
+}
+
+#[test]
+fn balancing_lowers_the_score_on_untouched_nodes_only() {
+    run_paused(|| async {
+        let h = Harness::start_with(6, 18, 0.2, |s| {
+            s.planner.balance = true;
+            s.planner.balance_threshold = 0.01;
+        })
+        .await;
+        let score = |snapshot: &maintd::model::cluster::ClusterSnapshot| {
+            let cluster = maintd::htools::snapshot::load(snapshot).expect("loads");
+            maintd::htools::score::score(&cluster, &cluster.group_nodes(0))
+        };
+        let before = score(&h.snapshot());
+        // node2 has an open incident: balancing must not touch it.
+        h.report("node2", json!({"status": "live-repair"}));
+        h.wait_incident_on("node2", 10.0).await;
+        let balanced = h
+            .wait_for(120.0, "balancing jobs", async |h: &Harness| {
+                let jobs: Vec<_> = h
+                    .jobs()
+                    .into_iter()
+                    .filter(|j| {
+                        maintd_reasons(j)
+                            .iter()
+                            .any(|r| r.starts_with("balancing:"))
+                    })
+                    .collect();
+                (jobs.len() >= 2 && jobs.iter().all(|j| j.status.is_finalized())).then_some(jobs)
+            })
+            .await;
+        for job in &balanced {
+            assert_eq!(job.status, JobStatus::Success, "{:?}", job.summary);
+            let text = serde_json::to_string(&job.ops).expect("json");
+            assert!(
+                !text.contains("\"node2\""),
+                "balancing touched node2: {text}"
+            );
+        }
+        let after = score(&h.snapshot());
+        assert!(after < before, "score {before} -> {after}");
     });
 }

@@ -9,6 +9,7 @@ use maintd::{
     backend::sim::{SimBackend, SimDiagnose},
     clock::Clock,
     config::{Settings, SIM_TOML},
+    model::opcode::{OpBody, Opcode, ReasonEntry},
     sim::{views::JobView, SimHandle, SimSpec},
 };
 use maintd_actors::{
@@ -54,6 +55,16 @@ pub struct Harness {
 impl Harness {
     /// A simulated cluster (`job_seconds` per job) and a daemon on it, round delay 1 s.
     pub async fn start(nodes: usize, instances: usize, job_seconds: f64) -> Harness {
+        Self::start_with(nodes, instances, job_seconds, |_| {}).await
+    }
+
+    /// Like [`Harness::start`], with `configure` applied to the daemon's settings first.
+    pub async fn start_with(
+        nodes: usize,
+        instances: usize,
+        job_seconds: f64,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Harness {
         let clock = Clock::starting_at(1_800_000_000.0);
         let spec = SimSpec {
             nodes,
@@ -67,6 +78,7 @@ impl Harness {
         let mut settings = Settings::load_layered(&[SIM_TOML], None).expect("settings");
         settings.daemon.state_dir = dir.path().display().to_string();
         settings.rounds.round_delay = 1.0;
+        configure(&mut settings);
         let mut harness = Harness {
             sim,
             settings,
@@ -206,6 +218,30 @@ impl Harness {
     pub fn node(&self, node: &str) -> maintd::sim::views::NodeView {
         let now = self.clock.now();
         self.sim.lock().node_view(node, now).expect("known node")
+    }
+
+    /// Run `ops` as an operator's job (not maintd's) and return its id.
+    pub fn operator_job(&self, ops: Vec<OpBody>) -> u64 {
+        let now = self.clock.now();
+        let ops = ops
+            .into_iter()
+            .map(|body| Opcode {
+                body,
+                reason: vec![ReasonEntry(
+                    "gnt:client:gnt-debug".into(),
+                    "operator".into(),
+                    0,
+                )],
+            })
+            .collect();
+        let id = self.sim.lock().submit_job(ops, now).expect("job accepted");
+        id.0
+    }
+
+    /// The simulator's cluster as the daemon would see it.
+    pub fn snapshot(&self) -> maintd::model::cluster::ClusterSnapshot {
+        let now = self.clock.now();
+        self.sim.lock().snapshot(now)
     }
 
     /// Every job in the simulated queue.

@@ -327,3 +327,49 @@ fn submission_markers_never_match_longer_keys() {
     assert!(!text_of_job_10.contains(&submission_marker("s-r5-1")));
     assert!(text_of_job_10.contains(&submission_marker("s-r5-10")));
 }
+
+#[test]
+fn a_round_with_a_harep_repair_waits_for_its_pending_tag_job() {
+    let mut s = MaintenanceState::new();
+    let repair = PlannedJob {
+        key: "r1-0".into(),
+        incident: None,
+        purpose: JobPurpose::HarepRepair {
+            instance: "i1".into(),
+            repair: "failover".into(),
+            uuid: "abc".into(),
+            timestamp: 7,
+            replaces: vec![],
+        },
+        nodes: BTreeSet::new(),
+        ops: vec![],
+    };
+    s.start_round(&[repair], 1.0);
+    // Not submitted yet: nothing to follow up.
+    assert!(s.repairs_awaiting_tags().is_empty());
+    s.record_submission("r1-0", Ok(JobId(42)), 1.0);
+    s.record_job_status(JobId(42), Some(JobStatus::Success), 2.0);
+    // The repair is done, but its pending tag never was: the round is not over.
+    assert_eq!(s.repairs_awaiting_tags().len(), 1);
+    assert!(!s.round_finished());
+
+    let follow_up = PlannedJob {
+        key: "r1-0-pending".into(),
+        incident: None,
+        purpose: JobPurpose::HarepTags {
+            instance: "i1".into(),
+        },
+        nodes: BTreeSet::new(),
+        ops: vec![],
+    };
+    s.extend_round(&["r1-0".into()], &[follow_up]);
+    assert!(s.repairs_awaiting_tags().is_empty());
+    assert_eq!(s.unconfirmed_submissions(), vec!["r1-0-pending".to_owned()]);
+    assert!(!s.round_finished());
+    s.record_submission("r1-0-pending", Ok(JobId(43)), 3.0);
+    s.record_job_status(JobId(43), Some(JobStatus::Success), 4.0);
+    assert!(s.round_finished());
+    // Survives a restart: the flag is part of the persisted state.
+    let back: MaintenanceState = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+    assert!(back.repairs_awaiting_tags().is_empty());
+}
