@@ -218,10 +218,13 @@ fn start_daemon(
 /// Run an actix system: `setup` starts the pieces; SIGINT/SIGTERM stop them.
 fn run_system(setup: impl FnOnce() -> Result<Running, String>) -> Result<u8, String> {
     let system = System::new();
+    // Listen for signals before anything starts, so that a signal arriving during startup
+    // shuts down cleanly instead of killing the process.
+    let signals = system.block_on(async { listen_for_signals() });
     let running = system.block_on(async { setup() })?;
     system.block_on(async move {
         actix::spawn(async move {
-            wait_for_signal().await;
+            wait_for_signal(signals).await;
             info!(target: "maintd", "signal received; shutting down");
             if let Some((election, web)) = running {
                 election.do_send(Shutdown);
@@ -238,17 +241,39 @@ fn run_system(setup: impl FnOnce() -> Result<Running, String>) -> Result<u8, Str
     Ok(u8::try_from(code).unwrap_or(1))
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT streams, registered at once.
+type Signals = (
+    Option<tokio::signal::unix::Signal>,
+    Option<tokio::signal::unix::Signal>,
+);
+
+fn listen_for_signals() -> Signals {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    let listen = |kind: SignalKind, name: &str| match signal(kind) {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            error!(target: "maintd", signal = name, error = %e, "cannot listen for the signal");
+            None
+        }
+    };
+    (
+        listen(SignalKind::terminate(), "SIGTERM"),
+        listen(SignalKind::interrupt(), "SIGINT"),
+    )
+}
+
+async fn wait_for_signal(signals: Signals) {
+    async fn recv(stream: Option<tokio::signal::unix::Signal>) {
+        match stream {
+            Some(mut stream) => {
+                stream.recv().await;
             }
+            None => std::future::pending().await,
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    }
+    let (term, int) = signals;
+    tokio::select! {
+        _ = recv(term) => {}
+        _ = recv(int) => {}
     }
 }

@@ -236,7 +236,7 @@ fn http_ok(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Value 
 /// `maintd sim --cluster-only` on loopback port 0.
 struct Sim {
     /// The process (killed on drop).
-    _proc: Proc,
+    proc: Proc,
     /// Address of its control API.
     http: String,
     /// Diagnose URL template.
@@ -281,7 +281,7 @@ impl Sim {
         let diagnose_url = proc.line("diagnose URL:", deadline);
         assert!(diagnose_url.contains("{node}"), "{diagnose_url}");
         Sim {
-            _proc: proc,
+            proc: proc,
             http,
             diagnose_url,
             luxi_socket,
@@ -820,4 +820,29 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let incidents = daemon.try_incidents().expect("serving");
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     assert_eq!(sim.get("/sim/jobs"), json!([]));
+}
+
+/// Send `signal` (a `kill` name such as `TERM`) to the process.
+fn signal(proc: &Proc, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), proc.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal}: {status}");
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = Sim::start(dir.path());
+    let mut daemon = Daemon::spawn(&sim, dir.path(), "node1", "0.3", &[]);
+    daemon.proc.line("maintd API:", within(30));
+    signal(&daemon.proc, "INT");
+    let status = daemon.proc.wait_exit(within(30));
+    assert_eq!(status.code(), Some(0), "daemon after SIGINT: {status}");
+    assert!(daemon.proc.log_text().contains("signal received"));
+
+    signal(&sim.proc, "TERM");
+    let status = sim.proc.wait_exit(within(30));
+    assert_eq!(status.code(), Some(0), "simulator after SIGTERM: {status}");
 }
