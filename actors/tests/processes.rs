@@ -281,7 +281,7 @@ impl Sim {
         let diagnose_url = proc.line("diagnose URL:", deadline);
         assert!(diagnose_url.contains("{node}"), "{diagnose_url}");
         Sim {
-            proc: proc,
+            proc,
             http,
             diagnose_url,
             luxi_socket,
