@@ -61,6 +61,8 @@ pub struct DaemonSettings {
 pub struct ClusterSettings {
     /// Luxi socket path.
     pub luxi_socket: String,
+    /// Ganeti's ssconf directory on this node.
+    pub ssconf_dir: String,
     /// Seconds per Luxi request.
     pub luxi_timeout: f64,
     /// Seconds between node-list refreshes.

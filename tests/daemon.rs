@@ -456,6 +456,32 @@ fn losing_mastership_stops_all_work() {
 }
 
 #[test]
+fn ssconf_naming_another_master_stops_work_without_asking_the_cluster() {
+    run_paused(|| async {
+        let mut h = Harness::start(5, 10, 0.2).await;
+        let ssconf = tempfile::tempdir().expect("tempdir");
+        let master_file = ssconf.path().join("ssconf_master_node");
+        std::fs::write(&master_file, "node1\n").expect("write");
+        h.stop_daemon().await;
+        h.ssconf_dir = Some(ssconf.path().to_owned());
+        h.start_daemon().await;
+        // The master role moved: this node's ssconf says so before the cluster does.
+        std::fs::write(&master_file, "node2\n").expect("write");
+        common::advance(3.0).await;
+        let (status, body) = h.api("GET", "/1/status").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let jobs_before = h.jobs().len();
+        h.report("node3", json!({"status": "evacuate"}));
+        common::advance(30.0).await;
+        assert_eq!(h.jobs().len(), jobs_before, "no job while not master");
+        // Back: ssconf names this node, and the cluster agrees.
+        std::fs::write(&master_file, "node1\n").expect("write");
+        let uuid = uuid_of(&h.wait_incident_on("node3", 30.0).await);
+        h.wait_status(&uuid, "completed", 300.0).await;
+    });
+}
+
+#[test]
 fn restart_mid_evacuation_loses_nothing_and_submits_nothing_twice() {
     run_paused(|| async {
         let mut h = Harness::start(8, 24, 2.0).await;

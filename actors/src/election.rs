@@ -6,7 +6,7 @@
 use std::{rc::Rc, time::Duration};
 
 use actix::prelude::*;
-use maintd::backend::ClusterBackend;
+use maintd::backend::{ssconf, ClusterBackend};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -20,10 +20,13 @@ pub const EXIT_NOT_MASTER: i32 = 11;
 /// How mastership is established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MasterCheck {
-    /// Ask the cluster who the master is and compare with this node's name.
+    /// Ask the cluster who the master is and compare with this node's name; first look at
+    /// this node's ssconf copy, which names the new master as soon as the role moves.
     AskCluster {
         /// This node's name.
         node_name: String,
+        /// Ganeti's ssconf directory on this node, if it is a Ganeti node.
+        ssconf_dir: Option<std::path::PathBuf>,
     },
     /// `--no-voting --yes-do-it`: assume mastership.
     Assume,
@@ -67,26 +70,47 @@ impl MasterElection {
                 self.set_master(true, ctx);
                 return;
             }
-            MasterCheck::AskCluster { node_name } => node_name.clone(),
+            MasterCheck::AskCluster {
+                node_name,
+                ssconf_dir,
+            } => {
+                let ssconf = ssconf_dir.as_deref().map(ssconf::master_node);
+                match ssconf {
+                    Some(Ok(Some(master))) if &master != node_name => {
+                        // The node's own configuration copy already names another master:
+                        // no need (and maybe no way) to ask the old master's daemons.
+                        self.concluded(master, node_name.clone(), ctx);
+                        return;
+                    }
+                    Some(Err(e)) => {
+                        warn!(target: "maintd::election", error = %e, "cannot read ssconf; asking the cluster")
+                    }
+                    _ => {}
+                }
+                node_name.clone()
+            }
         };
         self.backend
             .master_node()
             .into_actor(self)
             .map(move |answer, act, ctx| match answer {
-                Ok(master) => {
-                    let is_master = master == node_name;
-                    if !is_master && !act.first_check_done && act.exit_if_not_master {
-                        error!(target: "maintd::election", this_node = %node_name, %master, "not the master node; exiting");
-                        System::current().stop_with_code(EXIT_NOT_MASTER);
-                        return;
-                    }
-                    act.first_check_done = true;
-                    act.set_master(is_master, ctx);
-                }
+                Ok(master) => act.concluded(master, node_name, ctx),
                 // Keep the current role: without an answer nothing can be decided.
                 Err(e) => warn!(target: "maintd::election", error = %e, "master check failed"),
             })
             .wait(ctx);
+    }
+
+    /// `master` is the master: work if it is this node, else stop (or exit at startup).
+    fn concluded(&mut self, master: String, node_name: String, ctx: &mut Context<Self>) {
+        let is_master = master == node_name;
+        if !is_master && !self.first_check_done && self.exit_if_not_master {
+            error!(target: "maintd::election", this_node = %node_name, %master, "not the master node; exiting");
+            System::current().stop_with_code(EXIT_NOT_MASTER);
+            return;
+        }
+        self.first_check_done = true;
+        self.set_master(is_master, ctx);
     }
 
     fn stop_work(&mut self) {

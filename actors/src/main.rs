@@ -107,7 +107,10 @@ fn run_daemon(args: DaemonArgs) -> Result<u8, String> {
     let master_check = if args.no_voting {
         MasterCheck::Assume
     } else {
-        MasterCheck::AskCluster { node_name }
+        MasterCheck::AskCluster {
+            node_name,
+            ssconf_dir: Some(settings.cluster.ssconf_dir.clone().into()),
+        }
     };
     run_system(move || {
         let clock = Clock::new();
@@ -167,7 +170,10 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
         settings.monitoring.diagnose_url = endpoints.diagnose_url();
         let started = start_daemon(
             &settings,
-            MasterCheck::AskCluster { node_name: master },
+            MasterCheck::AskCluster {
+                node_name: master,
+                ssconf_dir: None,
+            },
             &args.listen,
             clock,
         )?;

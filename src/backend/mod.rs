@@ -7,6 +7,7 @@
 pub mod http_diagnose;
 pub mod luxi;
 pub mod sim;
+pub mod ssconf;
 
 use futures_util::future::LocalBoxFuture;
 use thiserror::Error;

@@ -50,6 +50,8 @@ pub struct Harness {
     pub clock: Clock,
     /// Holds the state directory.
     pub dir: tempfile::TempDir,
+    /// The ssconf directory the daemon reads, if any.
+    pub ssconf_dir: Option<std::path::PathBuf>,
 }
 
 impl Harness {
@@ -85,6 +87,7 @@ impl Harness {
             daemon: None,
             clock,
             dir,
+            ssconf_dir: None,
         };
         harness.start_daemon().await;
         harness
@@ -98,6 +101,7 @@ impl Harness {
             diagnose: Rc::new(SimDiagnose::new(self.sim.sim.clone(), self.clock)),
             master_check: MasterCheck::AskCluster {
                 node_name: "node1".into(),
+                ssconf_dir: self.ssconf_dir.clone(),
             },
             exit_if_not_master: false,
             clock: self.clock,

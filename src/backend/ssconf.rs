@@ -1,0 +1,47 @@
+//! Ganeti's ssconf files: the configuration every node keeps a copy of, written by the
+//! master on every change. A node's own copy says who the master is without asking
+//! anyone, so a node that just lost the master role finds out even when the old master's
+//! daemons are gone.
+
+use std::{io, path::Path};
+
+/// The file naming the master node.
+pub const MASTER_NODE_FILE: &str = "ssconf_master_node";
+
+/// The master node named by the ssconf copy in `dir`; `None` when the directory has no
+/// such file (not a Ganeti node).
+pub fn master_node(dir: &Path) -> Result<Option<String>, String> {
+    let path = dir.join(MASTER_NODE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let name = text.trim();
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                Err(format!("{} holds no node name: {text:?}", path.display()))
+            } else {
+                Ok(Some(name.to_owned()))
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_master_and_tells_missing_from_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(master_node(dir.path()), Ok(None));
+        std::fs::write(dir.path().join(MASTER_NODE_FILE), "node1.example.com\n").unwrap();
+        assert_eq!(
+            master_node(dir.path()),
+            Ok(Some("node1.example.com".into()))
+        );
+        std::fs::write(dir.path().join(MASTER_NODE_FILE), " \n").unwrap();
+        assert!(master_node(dir.path())
+            .unwrap_err()
+            .contains("no node name"));
+    }
+}
