@@ -1,0 +1,501 @@
+//! maintd against a live Ganeti 3 cluster: the lab of `../shared/lab/up.sh` (three nodes,
+//! fake hypervisor, diskless instances, in network namespaces of this machine).
+//!
+//! The tests run only when `MAINTD_LAB` names the lab's state directory (`.ci/run` brings
+//! the lab up and sets it); without it they print why and pass. They share one cluster, so
+//! they take a lock and each starts by putting the cluster back into its initial shape.
+//!
+//! maintd runs as `maintd daemon` on this host, as it would on the master: Luxi through the
+//! lab's socket (a path-named socket reaches into node1's namespace), ssconf from node1's
+//! copy, diagnose reports from a small HTTP server of the test on loopback.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, Mutex, MutexGuard},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+mod support;
+use support::*;
+
+const MASTER: &str = "node1.ganeti.test";
+const NODES: [&str; 3] = [
+    "node1.ganeti.test",
+    "node2.ganeti.test",
+    "node3.ganeti.test",
+];
+/// A hook that makes every instance migration fail (Ganeti aborts an opcode whose pre-hook
+/// fails).
+const FAILING_HOOK: &str = "hooks/instance-migrate-pre.d/00-maintd-lab-fail";
+
+static LAB_LOCK: Mutex<()> = Mutex::new(());
+
+/// The lab, locked for one test.
+struct Lab {
+    dir: PathBuf,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    /// The lab named by `MAINTD_LAB`, reset to its initial shape; `None` (test skipped)
+    /// without it.
+    fn get() -> Option<Lab> {
+        let Some(dir) = std::env::var_os("MAINTD_LAB") else {
+            eprintln!("MAINTD_LAB is not set: live-lab test skipped (see .ci/run)");
+            return None;
+        };
+        let lab = Lab {
+            dir: PathBuf::from(dir),
+            _lock: LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner()),
+        };
+        assert!(
+            lab.dir.join("bin/gx").exists(),
+            "MAINTD_LAB={} is not an up lab",
+            lab.dir.display()
+        );
+        lab.reset();
+        Some(lab)
+    }
+
+    /// Run a Ganeti command on `node` (`None`: the master): (success, stdout, stderr).
+    fn try_gx(&self, node: Option<&str>, args: &[&str]) -> (bool, String, String) {
+        let mut command = Command::new(self.dir.join("bin/gx"));
+        if let Some(node) = node {
+            command.args(["-n", node.split('.').next().unwrap_or(node)]);
+        }
+        let out = command.args(args).output().expect("gx runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Run a Ganeti command on the master; it must succeed.
+    fn gx(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.try_gx(None, args);
+        assert!(ok, "gx {args:?} failed: {stdout}{stderr}");
+        stdout
+    }
+
+    /// Every node: name → (drained, primaries, tags).
+    fn nodes(&self) -> BTreeMap<String, NodeRow> {
+        let out = self.gx(&[
+            "gnt-node",
+            "list",
+            "--no-headers",
+            "--separator=|",
+            "-o",
+            "name,drained,pinst_list,tags",
+        ]);
+        let list = |field: &str| -> Vec<String> {
+            field
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        out.lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split('|').collect();
+                let [name, drained, primaries, tags] = f.as_slice() else {
+                    return None;
+                };
+                Some((
+                    (*name).to_owned(),
+                    NodeRow {
+                        drained: *drained == "Y",
+                        primaries: list(primaries),
+                        tags: list(tags),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// `gnt-job info` of job `id`.
+    fn job_info(&self, id: u64) -> String {
+        self.gx(&["gnt-job", "info", &id.to_string()])
+    }
+
+    /// The non-master node with the most primary instances.
+    fn busiest_node(&self) -> String {
+        self.nodes()
+            .into_iter()
+            .filter(|(name, _)| name != MASTER)
+            .max_by_key(|(name, row)| (row.primaries.len(), std::cmp::Reverse(name.clone())))
+            .map(|(name, _)| name)
+            .expect("a non-master node")
+    }
+
+    fn hook_path(&self, node: &str) -> PathBuf {
+        let short = node.split('.').next().unwrap_or(node);
+        self.dir
+            .join("nodes")
+            .join(short)
+            .join("etc-ganeti")
+            .join(FAILING_HOOK)
+    }
+
+    /// Make every instance migration fail (a failing pre-hook on every node).
+    fn break_migrations(&self) {
+        for node in NODES {
+            let path = self.hook_path(node);
+            std::fs::create_dir_all(path.parent().expect("hooks dir")).expect("hooks dir");
+            std::fs::write(
+                &path,
+                "#!/bin/sh\necho 'maintd lab test: migrations fail' >&2\nexit 1\n",
+            )
+            .expect("hook");
+            let status = Command::new("chmod").arg("0755").arg(&path).status();
+            assert!(status.is_ok_and(|s| s.success()));
+        }
+    }
+
+    /// Back to the lab's shape: node1 is master, no node drained, no maintd tag, no
+    /// failing hook.
+    fn reset(&self) {
+        for node in NODES {
+            let _ = std::fs::remove_file(self.hook_path(node));
+        }
+        let master = std::fs::read_to_string(
+            self.dir
+                .join("nodes/node1/var-lib-ganeti/ssconf_master_node"),
+        )
+        .unwrap_or_default();
+        if master.trim() != MASTER {
+            let (ok, out, err) = self.try_gx(Some(MASTER), &["gnt-cluster", "master-failover"]);
+            assert!(ok, "master failover back to node1: {out}{err}");
+        }
+        for (name, row) in self.nodes() {
+            let tags: Vec<&str> = row
+                .tags
+                .iter()
+                .map(String::as_str)
+                .filter(|t| t.starts_with("maintd:"))
+                .collect();
+            if !tags.is_empty() {
+                let mut args = vec!["gnt-node", "remove-tags", name.as_str()];
+                args.extend(tags);
+                self.gx(&args);
+            }
+            if row.drained {
+                self.gx(&["gnt-node", "modify", "--force", "--drained=no", &name]);
+            }
+        }
+    }
+}
+
+/// One row of `gnt-node list`.
+#[derive(Debug, Clone)]
+struct NodeRow {
+    drained: bool,
+    primaries: Vec<String>,
+    tags: Vec<String>,
+}
+
+/// A fake monitoring daemon on loopback: `GET /<node>/...` answers that node's diagnose
+/// report (default `Ok`) in mond's envelope.
+struct DiagnoseServer {
+    addr: String,
+    reports: Arc<Mutex<BTreeMap<String, Value>>>,
+}
+
+impl DiagnoseServer {
+    fn start() -> DiagnoseServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("address").to_string();
+        let reports: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+        let shared = reports.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                let node = request
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|path| path.trim_start_matches('/').split('/').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                // Drain the headers.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let data = shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&node)
+                    .cloned()
+                    .unwrap_or_else(|| json!({"status": "Ok"}));
+                let body = json!({
+                    "name": "diagnose", "version": "lab", "format_version": 1,
+                    "timestamp": 0, "category": "node", "kind": 1, "data": data,
+                })
+                .to_string();
+                let mut stream = &stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        DiagnoseServer { addr, reports }
+    }
+
+    fn report(&self, node: &str, diagnose: Value) {
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.to_owned(), diagnose);
+    }
+}
+
+/// `maintd daemon` on this host as the lab master's daemon.
+struct Maintd {
+    proc: Proc,
+    api: String,
+}
+
+impl Maintd {
+    fn start(lab: &Lab, diagnose: &DiagnoseServer, dir: &Path) -> Maintd {
+        let args: Vec<String> = vec![
+            "daemon".into(),
+            "-f".into(),
+            "--luxi-socket".into(),
+            path(&lab.dir.join("luxi.sock")),
+            "--diagnose-url".into(),
+            format!("http://{}/{{node}}/1/report/node/diagnose", diagnose.addr),
+            "--node-name".into(),
+            MASTER.into(),
+            "--state-dir".into(),
+            path(&dir.join("state")),
+            "-p".into(),
+            "0".into(),
+            "-b".into(),
+            "127.0.0.1".into(),
+            "--round-delay".into(),
+            "1".into(),
+            "--poll-interval".into(),
+            "0.5".into(),
+        ];
+        let env = [
+            (
+                "MAINTD__CLUSTER__SSCONF_DIR",
+                path(&lab.dir.join("nodes/node1/var-lib-ganeti")),
+            ),
+            ("MAINTD__DAEMON__MASTER_CHECK_INTERVAL", "1".to_owned()),
+            ("MAINTD__ROUNDS__JOB_POLL_INTERVAL", "0.5".to_owned()),
+        ];
+        let mut proc =
+            Proc::spawn_with_env("maintd on the lab", &args, &env, &dir.join("maintd.log"));
+        let api = proc.line("maintd API:", within(60));
+        let api = api.trim_start_matches("http://").to_owned();
+        let maintd = Maintd { proc, api };
+        maintd.wait_status_code(200, within(60));
+        maintd
+    }
+
+    fn status(&self) -> (u16, Value) {
+        http(&self.api, "GET", "/1/status", None).expect("maintd answers")
+    }
+
+    fn wait_status_code(&self, code: u16, deadline: Instant) {
+        wait_until(deadline, &format!("/1/status answering {code}"), || {
+            (self.status().0 == code).then_some(())
+        });
+    }
+
+    fn incidents(&self) -> Vec<Value> {
+        let (code, body) = self.status();
+        assert_eq!(code, 200, "{body}");
+        body.as_array().cloned().expect("a list of incidents")
+    }
+
+    /// The incident on `node` once it is in `status`.
+    fn wait_incident(&self, node: &str, status: &str, deadline: Instant) -> Value {
+        wait_until(deadline, &format!("an incident on {node} {status}"), || {
+            self.incidents()
+                .into_iter()
+                .find(|i| i["node"] == node && i["repair-status"] == status)
+        })
+    }
+
+    fn wait_forgotten(&self, uuid: &str, deadline: Instant) {
+        wait_until(deadline, &format!("incident {uuid} forgotten"), || {
+            (!self.incidents().iter().any(|i| i["uuid"] == uuid)).then_some(())
+        });
+    }
+}
+
+fn job_ids(incident: &Value) -> Vec<u64> {
+    incident["jobs"]
+        .as_array()
+        .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+fn uuid(incident: &Value) -> String {
+    incident["uuid"].as_str().expect("uuid").to_owned()
+}
+
+/// Every job of the incident succeeded and carries maintd's reason and the uuid; returns
+/// their `gnt-job info` texts.
+fn successful_jobs(lab: &Lab, incident: &Value) -> Vec<String> {
+    let uuid = uuid(incident);
+    job_ids(incident)
+        .into_iter()
+        .map(|id| {
+            let info = lab.job_info(id);
+            assert!(info.contains("Status: success"), "job {id}: {info}");
+            assert!(info.contains("gnt:daemon:maintd"), "job {id}: {info}");
+            assert!(info.contains(&uuid), "job {id}: {info}");
+            info
+        })
+        .collect()
+}
+
+#[test]
+fn lab_evacuate_drains_migrates_tags_ready_and_forgets() {
+    let Some(lab) = Lab::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let diagnose = DiagnoseServer::start();
+    let maintd = Maintd::start(&lab, &diagnose, dir.path());
+    let node = lab.busiest_node();
+    let before = lab.nodes()[&node].clone();
+    assert!(!before.primaries.is_empty(), "{node} hosts instances");
+
+    diagnose.report(
+        &node,
+        json!({"status": "evacuate", "details": {"disk": "sda"}}),
+    );
+    let noted = maintd.wait_incident(&node, "pending", within(60));
+    let uuid = uuid(&noted);
+    let done = maintd.wait_incident(&node, "completed", within(240));
+
+    let after = lab.nodes()[&node].clone();
+    assert!(after.drained, "{node} drained");
+    assert!(
+        after.primaries.is_empty(),
+        "{node} still hosts {:?}",
+        after.primaries
+    );
+    let tag = format!("maintd:repairready:{uuid}");
+    assert!(after.tags.contains(&tag), "{:?}", after.tags);
+    let infos = successful_jobs(&lab, &done);
+    // Drain, one live migration per instance, the tag.
+    assert_eq!(infos.len(), 1 + before.primaries.len() + 1, "{infos:#?}");
+    let migrations = infos
+        .iter()
+        .filter(|i| i.contains("OP_INSTANCE_MIGRATE"))
+        .count();
+    assert_eq!(migrations, before.primaries.len());
+    assert!(infos.iter().any(|i| i.contains("OP_NODE_SET_PARAMS")));
+
+    // The operator takes the node back: healthy report, tag removed → forgotten.
+    diagnose.report(&node, json!({"status": "Ok"}));
+    lab.gx(&["gnt-node", "remove-tags", &node, &tag]);
+    maintd.wait_forgotten(&uuid, within(60));
+    lab.reset();
+}
+
+#[test]
+fn lab_evacuate_failover_fails_instances_over() {
+    let Some(lab) = Lab::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let diagnose = DiagnoseServer::start();
+    let maintd = Maintd::start(&lab, &diagnose, dir.path());
+    let node = lab.busiest_node();
+    let before = lab.nodes()[&node].clone();
+    assert!(!before.primaries.is_empty(), "{node} hosts instances");
+
+    diagnose.report(&node, json!({"status": "evacuate-failover"}));
+    let done = maintd.wait_incident(&node, "completed", within(240));
+    let infos = successful_jobs(&lab, &done);
+    let failovers = infos
+        .iter()
+        .filter(|i| i.contains("OP_INSTANCE_FAILOVER"))
+        .count();
+    assert_eq!(failovers, before.primaries.len(), "{infos:#?}");
+    assert!(!infos.iter().any(|i| i.contains("OP_INSTANCE_MIGRATE")));
+    assert!(lab.nodes()[&node].primaries.is_empty());
+    diagnose.report(&node, json!({"status": "Ok"}));
+    lab.reset();
+}
+
+#[test]
+fn lab_failed_job_tags_repairfailed_and_stops() {
+    let Some(lab) = Lab::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let diagnose = DiagnoseServer::start();
+    let maintd = Maintd::start(&lab, &diagnose, dir.path());
+    let node = lab.busiest_node();
+    lab.break_migrations();
+
+    diagnose.report(&node, json!({"status": "evacuate"}));
+    let failed = maintd.wait_incident(&node, "failed", within(240));
+    let uuid = uuid(&failed);
+    let tag = format!("maintd:repairfailed:{uuid}");
+    wait_until(within(60), "the repairfailed tag", || {
+        lab.nodes()[&node].tags.contains(&tag).then_some(())
+    });
+    // The failed migration is in the queue, with maintd's reason trail.
+    let ids = job_ids(&failed);
+    let failed_job = ids
+        .iter()
+        .map(|id| lab.job_info(*id))
+        .find(|info| info.contains("Status: error"))
+        .expect("a failed job");
+    assert!(failed_job.contains("OP_INSTANCE_MIGRATE"), "{failed_job}");
+    assert!(failed_job.contains(&uuid), "{failed_job}");
+    // Nothing more is done for it: no job beyond the tag, over several round delays.
+    let settled = maintd.wait_incident(&node, "failed", within(10));
+    let count = job_ids(&settled).len();
+    let quiet_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < quiet_until {
+        let now = maintd.wait_incident(&node, "failed", within(10));
+        assert_eq!(
+            job_ids(&now).len(),
+            count,
+            "no job after the failure: {now}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+
+    // Removing the tag forgets it at once.
+    diagnose.report(&node, json!({"status": "Ok"}));
+    lab.gx(&["gnt-node", "remove-tags", &node, &tag]);
+    maintd.wait_forgotten(&uuid, within(60));
+    lab.reset();
+}
+
+#[test]
+fn lab_master_failover_stops_maintd_on_the_old_master() {
+    let Some(lab) = Lab::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let diagnose = DiagnoseServer::start();
+    let maintd = Maintd::start(&lab, &diagnose, dir.path());
+    // node2 takes the master role (the command runs on the new master).
+    let (ok, out, err) = lab.try_gx(Some("node2"), &["gnt-cluster", "master-failover"]);
+    assert!(ok, "master failover: {out}{err}");
+    maintd.wait_status_code(503, within(30));
+    let (_, body) = maintd.status();
+    assert!(body.to_string().contains("master"), "{body}");
+    // And back: maintd resumes.
+    let (ok, out, err) = lab.try_gx(Some("node1"), &["gnt-cluster", "master-failover"]);
+    assert!(ok, "master failover back: {out}{err}");
+    maintd.wait_status_code(200, within(60));
+    assert!(maintd.proc.log_text().contains("no longer master"));
+    lab.reset();
+}
