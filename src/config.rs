@@ -75,6 +75,8 @@ pub struct ClusterSettings {
 pub struct MonitoringSettings {
     /// Report URL template with `{node}`.
     pub diagnose_url: String,
+    /// URL of each node's `cpu-avg-load` report, with `{node}`.
+    pub load_url: String,
     /// Seconds between polls of one node.
     pub poll_interval: f64,
     /// Seconds per request.
@@ -117,6 +119,8 @@ pub struct PlannerSettings {
     pub balance_max_steps: usize,
     /// Allow disk moves when balancing.
     pub balance_disk_moves: bool,
+    /// Balance on measured CPU load.
+    pub balance_by_cpu_load: bool,
 }
 
 /// Which planner decides the rounds.
@@ -139,6 +143,7 @@ impl PlannerSettings {
             balance_threshold: self.balance_threshold,
             balance_max_steps: (self.balance_max_steps > 0).then_some(self.balance_max_steps),
             balance_disk_moves: self.balance_disk_moves,
+            balance_by_cpu_load: self.balance_by_cpu_load,
         }
     }
 }

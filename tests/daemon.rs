@@ -658,3 +658,53 @@ fn balancing_lowers_the_score_on_untouched_nodes_only() {
         assert!(after < before, "score {before} -> {after}");
     });
 }
+
+#[test]
+fn balancing_by_cpu_load_uses_the_polled_loads() {
+    run_paused(|| async {
+        let h = Harness::start_with(6, 18, 0.2, |s| {
+            s.planner.balance = true;
+            s.planner.balance_by_cpu_load = true;
+            s.planner.balance_threshold = 0.01;
+        })
+        .await;
+        // The simulated collectors report each node's load; balancing acts on it.
+        let balanced = h
+            .wait_for(120.0, "balancing jobs", async |h: &Harness| {
+                let jobs: Vec<_> = h
+                    .jobs()
+                    .into_iter()
+                    .filter(|j| {
+                        maintd_reasons(j)
+                            .iter()
+                            .any(|r| r.starts_with("balancing:"))
+                    })
+                    .collect();
+                (!jobs.is_empty() && jobs.iter().all(|j| j.status.is_finalized())).then_some(jobs)
+            })
+            .await;
+        assert!(balanced.iter().all(|j| j.status == JobStatus::Success));
+        // A node whose collector fails stops balancing: no figure, no guess.
+        let now = h.clock.now();
+        let jobs_before = h.jobs().len();
+        h.sim
+            .lock()
+            .set_monitoring("node3", MonitoringBehaviour::Unreachable, now)
+            .expect("known node");
+        common::advance(30.0).await;
+        let (_, nodes) = h.api("GET", "/1/nodes").await;
+        let node3 = nodes
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["node"] == "node3"))
+            .cloned()
+            .unwrap_or_default();
+        assert!(node3["consecutive_failures"].as_u64() > Some(0), "{nodes}");
+        let late: Vec<_> = h.jobs().into_iter().skip(jobs_before).collect();
+        assert!(
+            late.iter().all(|j| !maintd_reasons(j)
+                .iter()
+                .any(|r| r.starts_with("balancing:"))),
+            "no balancing without node3's load: {late:?}"
+        );
+    });
+}

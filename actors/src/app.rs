@@ -4,7 +4,7 @@ use std::{path::PathBuf, rc::Rc, time::Duration};
 
 use actix::prelude::*;
 use maintd::{
-    backend::{ClusterBackend, DiagnoseSource},
+    backend::{http_diagnose::HttpLoad, ClusterBackend, DiagnoseSource, LoadSource},
     clock::Clock,
     config::PlannerEngine,
     config::{seconds, Settings},
@@ -27,6 +27,8 @@ pub struct Wiring {
     pub backend: Rc<dyn ClusterBackend>,
     /// Diagnose reports.
     pub diagnose: Rc<dyn DiagnoseSource>,
+    /// CPU load reports (used only when balancing by CPU load).
+    pub load: Option<Rc<dyn LoadSource>>,
     /// How mastership is established.
     pub master_check: MasterCheck,
     /// Exit with code 11 if the first check says this node is not master.
@@ -57,6 +59,10 @@ pub fn supervisor_deps(
     Ok(SupervisorDeps {
         backend: wiring.backend.clone(),
         diagnose: wiring.diagnose.clone(),
+        load: wiring
+            .load
+            .clone()
+            .filter(|_| settings.planner.balance && settings.planner.balance_by_cpu_load),
         planner,
         store,
         link,
@@ -89,4 +95,16 @@ pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StoreError> 
     )
     .start();
     Ok(Daemon { election, link })
+}
+
+/// The `cpu-avg-load` source of the settings (`monitoring.load_url`). Must be called
+/// inside the actix runtime.
+pub fn http_load_source(settings: &Settings) -> Result<Rc<dyn LoadSource>, String> {
+    let source = HttpLoad::new(
+        &settings.monitoring.load_url,
+        seconds(settings.monitoring.timeout),
+        settings.monitoring.max_report_bytes,
+    )
+    .map_err(|e| format!("monitoring.load_url: {e}"))?;
+    Ok(Rc::new(source))
 }

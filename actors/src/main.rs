@@ -168,6 +168,7 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
         }
         settings.cluster.luxi_socket = endpoints.luxi_socket.display().to_string();
         settings.monitoring.diagnose_url = endpoints.diagnose_url();
+        settings.monitoring.load_url = endpoints.load_url();
         let started = start_daemon(
             &settings,
             MasterCheck::AskCluster {
@@ -207,6 +208,7 @@ fn start_daemon(
     let wiring = Wiring {
         backend: Rc::new(LuxiBackend::new(luxi)),
         diagnose: Rc::new(diagnose),
+        load: Some(app::http_load_source(settings)?),
         master_check,
         exit_if_not_master: true,
         clock,

@@ -2,6 +2,8 @@
 //! commands are imperative, queries start with `Get`. Times are Unix seconds from the
 //! daemon's clock, carried as data so that handlers never read the clock themselves.
 
+use std::collections::BTreeMap;
+
 use actix::prelude::*;
 use maintd::{
     backend::{FetchError, Submission},
@@ -10,6 +12,7 @@ use maintd::{
         diagnose::Diagnose,
         incident::{CancelError, Incident, RoundPlan},
         job::{JobId, JobStatus},
+        load::CpuLoad,
         opcode::Opcode,
     },
 };
@@ -26,6 +29,16 @@ pub struct NodeObserved {
     pub report: Result<Diagnose, FetchError>,
     /// When.
     pub at: f64,
+}
+
+/// A poller fetched (or failed to fetch) a node's `cpu-avg-load` report. Poller → registry.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct NodeLoadSeen {
+    /// The node.
+    pub node: String,
+    /// The load, or why there is none.
+    pub load: Result<CpuLoad, FetchError>,
 }
 
 /// A supervised child restarted after a failure. Child → supervisor.
@@ -58,6 +71,8 @@ pub struct PlanContext {
     pub incidents: Vec<Incident>,
     /// Prefix for this round's submission keys.
     pub key_prefix: String,
+    /// The latest `cpu-avg-load` total of each node that reported one.
+    pub node_loads: BTreeMap<String, f64>,
 }
 
 /// Ask whether every job of the current round is finalized. Round planner → registry.
@@ -190,6 +205,8 @@ pub struct NodePollView {
     pub total_failures: u64,
     /// The last failure.
     pub last_error: Option<String>,
+    /// Failed `cpu-avg-load` polls in all.
+    pub load_failures: u64,
 }
 
 /// The set of nodes changed; poll exactly these. Supervisor-internal, from its refresh.

@@ -135,6 +135,7 @@ impl RoundPlanner {
                 key_prefix: &context.key_prefix,
                 now_ns: clock.now_ns(),
                 job_statuses: &job_statuses,
+                node_loads: &context.node_loads,
             });
             let jobs = registry
                 .send(StartRound {

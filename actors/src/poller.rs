@@ -6,10 +6,13 @@
 use std::{rc::Rc, time::Duration};
 
 use actix::{prelude::*, WeakRecipient};
-use maintd::{backend::DiagnoseSource, clock::Clock};
+use maintd::{
+    backend::{DiagnoseSource, LoadSource},
+    clock::Clock,
+};
 use tracing::debug;
 
-use crate::messages::{ChildRestarted, NodeObserved, Shutdown};
+use crate::messages::{ChildRestarted, NodeLoadSeen, NodeObserved, Shutdown};
 
 /// Timing of a poller.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,6 +46,8 @@ pub struct NodePoller {
     clock: Clock,
     /// Consecutive failures; survives restarts (actix keeps the actor value).
     attempt: u32,
+    /// Where to fetch the node's CPU load too, and where to send it.
+    load: Option<(Rc<dyn LoadSource>, Recipient<NodeLoadSeen>)>,
 }
 
 impl NodePoller {
@@ -63,29 +68,49 @@ impl NodePoller {
             timing,
             clock,
             attempt: 0,
+            load: None,
         }
+    }
+
+    /// Also fetch the node's `cpu-avg-load` report after each valid diagnose report.
+    pub fn with_load(mut self, source: Rc<dyn LoadSource>, sink: Recipient<NodeLoadSeen>) -> Self {
+        self.load = Some((source, sink));
+        self
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
         let fetch = self.source.fetch(&self.node);
-        fetch
-            .into_actor(self)
-            .map(|report, act, ctx| {
-                let failed = report.is_err();
-                act.registry.do_send(NodeObserved {
-                    node: act.node.clone(),
-                    report,
-                    at: act.clock.now(),
-                });
-                if failed {
-                    // Never stop from `started()`: this runs later, so the restart is safe.
-                    ctx.stop();
-                } else {
-                    act.attempt = 0;
-                    ctx.run_later(act.timing.interval, Self::poll);
-                }
-            })
-            .wait(ctx);
+        let load = self
+            .load
+            .as_ref()
+            .map(|(source, sink)| (source.clone(), sink.clone()));
+        let node = self.node.clone();
+        async move {
+            let report = fetch.await;
+            // The load matters only from a node that answers; its failure is reported
+            // but never stops the diagnose polling.
+            if let (Ok(_), Some((source, sink))) = (&report, load) {
+                let load = source.fetch_load(&node).await;
+                sink.do_send(NodeLoadSeen { node, load });
+            }
+            report
+        }
+        .into_actor(self)
+        .map(|report, act, ctx| {
+            let failed = report.is_err();
+            act.registry.do_send(NodeObserved {
+                node: act.node.clone(),
+                report,
+                at: act.clock.now(),
+            });
+            if failed {
+                ctx.stop();
+            } else {
+                act.attempt = 0;
+                ctx.run_later(act.timing.interval, Self::poll);
+            }
+        })
+        .wait(ctx);
     }
 }
 

@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 use crate::messages::{
     CancelIncident, ExtendRound, GetRecovery, GetRoundFinished, GetStatus, JobStatusesSeen,
-    JobToSubmit, JobsSubmitted, NodeObserved, NodePollView, PlanContext, Reconcile, Recovery,
-    Shutdown, StartRound, StatusView, SubmissionLost,
+    JobToSubmit, JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, PlanContext, Reconcile,
+    Recovery, Shutdown, StartRound, StatusView, SubmissionLost,
 };
 
 /// Name of the state file inside the state directory.
@@ -25,6 +25,8 @@ pub struct EventRegistry {
     state: MaintenanceState,
     store: JsonStore,
     polls: BTreeMap<String, NodePollView>,
+    /// Latest CPU load per node; transient, refreshed by the pollers.
+    loads: BTreeMap<String, f64>,
 }
 
 impl EventRegistry {
@@ -34,6 +36,7 @@ impl EventRegistry {
             state,
             store,
             polls: BTreeMap::new(),
+            loads: BTreeMap::new(),
         }
     }
 
@@ -80,10 +83,32 @@ impl Handler<NodeObserved> for EventRegistry {
                 }
             }
             Err(e) => {
+                // Its load figure, if any, is no longer current.
+                self.loads.remove(&msg.node);
                 poll.consecutive_failures += 1;
                 poll.total_failures += 1;
                 poll.last_error = Some(e.to_string());
                 warn!(target: "maintd::registry", node = %msg.node, error = %e, failures = poll.consecutive_failures, "no valid diagnose report");
+            }
+        }
+    }
+}
+
+impl Handler<NodeLoadSeen> for EventRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: NodeLoadSeen, _: &mut Context<Self>) {
+        match msg.load {
+            Ok(load) => {
+                self.loads.insert(msg.node, load.cpu_total);
+            }
+            Err(e) => {
+                // A stale figure would mislead balancing: forget it.
+                self.loads.remove(&msg.node);
+                if let Some(poll) = self.polls.get_mut(&msg.node) {
+                    poll.load_failures += 1;
+                }
+                warn!(target: "maintd::registry", node = %msg.node, error = %e, "no valid cpu-avg-load report");
             }
         }
     }
@@ -99,12 +124,15 @@ impl Handler<Reconcile> for EventRegistry {
         }
         self.polls
             .retain(|node, _| msg.cluster.node(node).is_some());
+        self.loads
+            .retain(|node, _| msg.cluster.node(node).is_some());
         if !forgotten.is_empty() {
             self.persist();
         }
         MessageResult(PlanContext {
             incidents: self.state.incidents.clone(),
             key_prefix: format!("{}-r{}", self.state.state_id, self.state.round.number + 1),
+            node_loads: self.loads.clone(),
         })
     }
 }

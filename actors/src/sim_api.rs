@@ -43,7 +43,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/", web::get().to(mond_root))
             .route("/1", web::get().to(mond_version_one))
             .route("/1/list/collectors", web::get().to(mond_collectors))
-            .route("/1/report/node/diagnose", web::get().to(mond_diagnose)),
+            .route("/1/report/node/diagnose", web::get().to(mond_diagnose))
+            .route(
+                "/1/report/default/cpu-avg-load",
+                web::get().to(mond_cpu_load),
+            ),
     );
 }
 
@@ -269,6 +273,14 @@ async fn mond_collectors(sim: web::Data<SimHandle>, node: web::Path<String>) -> 
     }
     // `[name, category, kind]`, as mond sends it (kind 1 = status collector).
     HttpResponse::Ok().json(json!([["diagnose", "node", 1]]))
+}
+
+async fn mond_cpu_load(sim: web::Data<SimHandle>, node: web::Path<String>) -> HttpResponse {
+    let now = sim.now();
+    match sim.lock().cpu_load_report(&node, now) {
+        Some(report) => HttpResponse::Ok().json(report),
+        None => mond_not_found(),
+    }
 }
 
 async fn mond_diagnose(sim: web::Data<SimHandle>, node: web::Path<String>) -> HttpResponse {

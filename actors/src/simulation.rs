@@ -24,6 +24,14 @@ impl SimEndpoints {
     pub fn diagnose_url(&self) -> String {
         format!("http://{}/mond/{{node}}/1/report/node/diagnose", self.http)
     }
+
+    /// URL template of the nodes' `cpu-avg-load` reports.
+    pub fn load_url(&self) -> String {
+        format!(
+            "http://{}/mond/{{node}}/1/report/default/cpu-avg-load",
+            self.http
+        )
+    }
 }
 
 /// Start serving `sim` on `luxi_socket` and `http_listen`. Runs on the current actix

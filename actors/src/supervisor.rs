@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, rc::Rc, time::Duration};
 
 use actix::prelude::*;
 use maintd::{
-    backend::{ClusterBackend, DiagnoseSource},
+    backend::{ClusterBackend, DiagnoseSource, LoadSource},
     clock::Clock,
     model::incident::MaintenanceState,
     planner::Planner,
@@ -17,7 +17,7 @@ use maintd::{
 use tracing::{error, info, warn};
 
 use crate::{
-    messages::{ChildRestarted, NodesListed, Shutdown},
+    messages::{ChildRestarted, NodeLoadSeen, NodesListed, Shutdown},
     planner::{RoundPlanner, RoundTiming},
     poller::{NodePoller, PollTiming},
     registry::EventRegistry,
@@ -32,6 +32,8 @@ pub struct SupervisorDeps {
     pub backend: Rc<dyn ClusterBackend>,
     /// Diagnose reports.
     pub diagnose: Rc<dyn DiagnoseSource>,
+    /// CPU load reports, when balancing uses them.
+    pub load: Option<Rc<dyn LoadSource>>,
     /// Round planning.
     pub planner: Rc<dyn Planner>,
     /// State persistence.
@@ -187,8 +189,17 @@ impl Handler<NodesListed> for ClusterSupervisor {
             );
             let restarts = ctx.address().recipient::<ChildRestarted>().downgrade();
             let name = node.clone();
+            let load = self
+                .deps
+                .load
+                .clone()
+                .map(|source| (source, registry.clone().recipient::<NodeLoadSeen>()));
             let poller = Supervisor::start(move |_| {
-                NodePoller::new(name, source, sink, Some(restarts), timing, clock)
+                let poller = NodePoller::new(name, source, sink, Some(restarts), timing, clock);
+                match load {
+                    Some((source, sink)) => poller.with_load(source, sink),
+                    None => poller,
+                }
             });
             self.pollers.insert(node, poller);
         }

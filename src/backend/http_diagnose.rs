@@ -14,8 +14,9 @@ use futures_util::{
 };
 use thiserror::Error;
 
-use super::{DiagnoseSource, FetchError};
+use super::{DiagnoseSource, FetchError, LoadSource};
 use crate::model::diagnose::{parse_report, Diagnose, ReportError, DEFAULT_MAX_REPORT_BYTES};
+use crate::model::load::{parse_cpu_load, CpuLoad};
 
 /// The placeholder replaced by the node name in a URL template.
 pub const NODE_PLACEHOLDER: &str = "{node}";
@@ -141,6 +142,16 @@ async fn fetch_report(
     url: String,
     max_body_bytes: usize,
 ) -> Result<Diagnose, FetchError> {
+    let body = fetch_body(client, url, max_body_bytes).await?;
+    Ok(parse_report(&body, max_body_bytes)?)
+}
+
+/// One fetch: send, check the status, read at most `max_body_bytes + 1` bytes.
+async fn fetch_body(
+    client: Client,
+    url: String,
+    max_body_bytes: usize,
+) -> Result<Vec<u8>, FetchError> {
     let mut response = client.get(url.as_str()).send().await.map_err(|e| {
         let reason = match e {
             SendRequestError::Timeout => "timed out".to_owned(),
@@ -176,7 +187,7 @@ async fn fetch_report(
             break;
         }
     }
-    Ok(parse_report(&body, max_body_bytes)?)
+    Ok(body)
 }
 
 impl DiagnoseSource for HttpDiagnose {
@@ -245,5 +256,51 @@ mod tests {
                 Err(FetchError::Unreachable(_))
             ));
         }
+    }
+}
+
+/// Fetches `cpu-avg-load` reports with awc from a URL built per node (mond's
+/// `/1/report/default/cpu-avg-load`), with the same limits as [`HttpDiagnose`].
+#[derive(Debug, Clone)]
+pub struct HttpLoad {
+    reports: HttpDiagnose,
+}
+
+/// The monitoring daemon's `cpu-avg-load` report on its default port.
+pub const MOND_LOAD_URL_TEMPLATE: &str = "http://{node}:1815/1/report/default/cpu-avg-load";
+
+impl HttpLoad {
+    /// A source for `template` (containing `{node}`); see [`HttpDiagnose::new`].
+    pub fn new(
+        template: &str,
+        timeout: Duration,
+        max_body_bytes: usize,
+    ) -> Result<Self, TemplateError> {
+        Ok(HttpLoad {
+            reports: HttpDiagnose::new(template, timeout, max_body_bytes)?,
+        })
+    }
+}
+
+impl LoadSource for HttpLoad {
+    fn fetch_load(&self, node: &str) -> LocalBoxFuture<'static, Result<CpuLoad, FetchError>> {
+        let url = self.reports.url_for(node);
+        let client = self.reports.client.clone();
+        let (timeout, max_body_bytes) = (self.reports.timeout, self.reports.max_body_bytes);
+        async move {
+            let url = url?;
+            let fetch = async {
+                let body = fetch_body(client, url.clone(), max_body_bytes).await?;
+                Ok(parse_cpu_load(&body, max_body_bytes)?)
+            };
+            tokio::time::timeout(timeout, fetch)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(FetchError::Unreachable(format!(
+                        "{url}: timed out after {timeout:?}"
+                    )))
+                })
+        }
+        .boxed_local()
     }
 }

@@ -16,6 +16,7 @@ use crate::model::{
     cluster::ClusterSnapshot,
     diagnose::{Diagnose, ReportError},
     job::{JobId, JobStatus},
+    load::CpuLoad,
     opcode::Opcode,
 };
 
@@ -75,6 +76,12 @@ pub trait ClusterBackend {
 pub trait DiagnoseSource {
     /// Fetch and parse the current report of `node`.
     fn fetch(&self, node: &str) -> LocalBoxFuture<'static, Result<Diagnose, FetchError>>;
+}
+
+/// Each node's CPU load (the monitoring daemon's `cpu-avg-load` collector).
+pub trait LoadSource {
+    /// Fetch and parse the current `cpu-avg-load` report of `node`.
+    fn fetch_load(&self, node: &str) -> LocalBoxFuture<'static, Result<CpuLoad, FetchError>>;
 }
 
 /// Why a report could not be had.

@@ -6,11 +6,12 @@
 
 use futures_util::future::{ready, FutureExt, LocalBoxFuture};
 
-use super::{BackendError, ClusterBackend, DiagnoseSource, FetchError, Submission};
+use super::{BackendError, ClusterBackend, DiagnoseSource, FetchError, LoadSource, Submission};
 use crate::clock::Clock;
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::diagnose::{parse_report, Diagnose, DEFAULT_MAX_REPORT_BYTES};
 use crate::model::job::{JobId, JobStatus};
+use crate::model::load::{parse_cpu_load, CpuLoad};
 use crate::model::opcode::Opcode;
 use crate::sim::{lock_sim, MonitoringReply, SharedSim, SimError};
 
@@ -109,6 +110,22 @@ impl SimDiagnose {
                 Ok(parse_report(&body, DEFAULT_MAX_REPORT_BYTES)?)
             }
         }
+    }
+}
+
+impl LoadSource for SimDiagnose {
+    fn fetch_load(&self, node: &str) -> LocalBoxFuture<'static, Result<CpuLoad, FetchError>> {
+        let report = lock_sim(&self.sim).cpu_load_report(node, self.clock.now());
+        let result = match report {
+            None => Err(FetchError::Unreachable(format!(
+                "{node}: no cpu-avg-load report (simulated)"
+            ))),
+            Some(report) => {
+                let body = serde_json::to_vec(&report).unwrap_or_default();
+                parse_cpu_load(&body, DEFAULT_MAX_REPORT_BYTES).map_err(FetchError::from)
+            }
+        };
+        ready(result).boxed_local()
     }
 }
 

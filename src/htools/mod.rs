@@ -17,6 +17,7 @@
 pub mod balance;
 pub mod evacuate;
 pub mod harep;
+pub mod load;
 pub mod model;
 pub mod score;
 pub mod snapshot;

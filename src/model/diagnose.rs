@@ -99,6 +99,12 @@ pub const DEFAULT_MAX_REPORT_BYTES: usize = 64 * 1024;
 
 /// Parse a monitoring-daemon report (`{"name": "diagnose", ..., "data": {...}}`).
 pub fn parse_report(body: &[u8], max_bytes: usize) -> Result<Diagnose, ReportError> {
+    parse_diagnose(report_data(body, max_bytes, "diagnose")?)
+}
+
+/// The `data` of a monitoring-daemon report of the collector called `name`, checking the
+/// size limit, the JSON and the envelope.
+pub fn report_data(body: &[u8], max_bytes: usize, name: &str) -> Result<Value, ReportError> {
     if body.len() > max_bytes {
         return Err(ReportError::TooLarge {
             size: body.len(),
@@ -107,22 +113,21 @@ pub fn parse_report(body: &[u8], max_bytes: usize) -> Result<Diagnose, ReportErr
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ReportError::NotJson(e.to_string()))?;
-    let Value::Object(envelope) = value else {
+    let Value::Object(mut envelope) = value else {
         return Err(ReportError::BadEnvelope("not a JSON object".into()));
     };
     match envelope.get("name") {
-        Some(Value::String(name)) if name == "diagnose" => {}
+        Some(Value::String(found)) if found == name => {}
         Some(other) => {
             return Err(ReportError::BadEnvelope(format!(
-                "collector name is {other}, expected \"diagnose\""
+                "collector name is {other}, expected {name:?}"
             )))
         }
         None => return Err(ReportError::BadEnvelope("no collector name".into())),
     }
-    let data = envelope
-        .get("data")
-        .ok_or_else(|| ReportError::BadEnvelope("no data".into()))?;
-    parse_diagnose(data.clone())
+    envelope
+        .remove("data")
+        .ok_or_else(|| ReportError::BadEnvelope("no data".into()))
 }
 
 /// Validate a diagnose object (the `data` of the report).

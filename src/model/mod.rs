@@ -4,4 +4,5 @@ pub mod cluster;
 pub mod diagnose;
 pub mod incident;
 pub mod job;
+pub mod load;
 pub mod opcode;

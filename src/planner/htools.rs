@@ -15,6 +15,7 @@ use crate::htools::{
         HarepCluster, HarepRound, InstanceView, NodeView, RepairAction as HarepAction,
         RepairRecord, RepairType, TagChanges,
     },
+    load,
     model::{Cluster, MirrorType},
     snapshot,
 };
@@ -44,6 +45,9 @@ pub struct HtoolsSettings {
     pub balance_max_steps: Option<usize>,
     /// Allow balancing moves that copy disks (replace a secondary).
     pub balance_disk_moves: bool,
+    /// Balance on the nodes' measured CPU load (`cpu-avg-load`) instead of htools'
+    /// static instance counts.
+    pub balance_by_cpu_load: bool,
 }
 
 impl Default for HtoolsSettings {
@@ -55,6 +59,7 @@ impl Default for HtoolsSettings {
             balance_threshold: 0.1,
             balance_max_steps: None,
             balance_disk_moves: true,
+            balance_by_cpu_load: false,
         }
     }
 }
@@ -461,6 +466,19 @@ pub fn pending_tag_jobs(
 /// §6.2 on the round: balance each group over the nodes nobody else touches, and submit
 /// the plan's first job set.
 fn balance_step(round: &mut Round<'_>, work: &Cluster, settings: &HtoolsSettings) {
+    let loaded;
+    let work = if settings.balance_by_cpu_load {
+        let mut with_loads = work.clone();
+        let loads = round.input.node_loads;
+        if let Err(e) = load::apply_cpu_loads(&mut with_loads, |n| loads.get(n).copied()) {
+            round.warn(format!("balancing skipped this round: {e}"));
+            return;
+        }
+        loaded = with_loads;
+        &loaded
+    } else {
+        work
+    };
     let mut excluded = incident_nodes(&round.input);
     excluded.extend(round.touched.iter().cloned());
     let allowed: Vec<usize> = (0..work.nodes.len())

@@ -33,6 +33,8 @@ pub struct PlanInput<'a> {
     /// Status of the jobs [`Planner::jobs_to_query`] asked for (absent: unknown to the
     /// queue).
     pub job_statuses: &'a BTreeMap<JobId, JobStatus>,
+    /// The latest `cpu-avg-load` total of each node that reported one.
+    pub node_loads: &'a BTreeMap<String, f64>,
 }
 
 /// Decides the jobs of one round. Implementations must be deterministic.

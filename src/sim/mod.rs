@@ -413,6 +413,42 @@ impl SimCluster {
         Some(report_envelope(diagnose, unix_to_ns(now)))
     }
 
+    /// `node`'s `cpu-avg-load` report: each running primary instance keeps a quarter of
+    /// each of its vCPUs busy, up to the node's CPUs; `None` for an unknown or offline node.
+    pub fn cpu_load_report(&mut self, node: &str, now: f64) -> Option<Value> {
+        self.tick(now);
+        let n = self.node(node)?;
+        if n.offline {
+            return None;
+        }
+        let cpus = n.cpus;
+        let busy: f64 = self
+            .instances
+            .iter()
+            .filter(|i| i.primary == node && i.uses_memory())
+            .map(|i| f64::from(i.vcpus) * 0.25)
+            .sum();
+        let total = busy.min(f64::from(cpus));
+        let per_cpu = if cpus == 0 {
+            0.0
+        } else {
+            total / f64::from(cpus)
+        };
+        Some(serde_json::json!({
+            "name": "cpu-avg-load",
+            "version": "B",
+            "format_version": 1,
+            "timestamp": unix_to_ns(now),
+            "category": null,
+            "kind": 0,
+            "data": {
+                "cpu_number": cpus,
+                "cpus": vec![per_cpu; cpus as usize],
+                "cpu_total": total,
+            },
+        }))
+    }
+
     /// Set how `node`'s monitoring daemon answers from now on.
     pub fn set_monitoring(
         &mut self,

@@ -99,6 +99,7 @@ impl Harness {
         let wiring = Wiring {
             backend: Rc::new(SimBackend::new(self.sim.sim.clone(), self.clock)),
             diagnose: Rc::new(SimDiagnose::new(self.sim.sim.clone(), self.clock)),
+            load: Some(Rc::new(SimDiagnose::new(self.sim.sim.clone(), self.clock))),
             master_check: MasterCheck::AskCluster {
                 node_name: "node1".into(),
                 ssconf_dir: self.ssconf_dir.clone(),

@@ -98,6 +98,7 @@ fn plan_with(
         key_prefix: "t-r1",
         now_ns: 1_800_000_000_000_000_000,
         job_statuses: statuses,
+        node_loads: &BTreeMap::new(),
     })
 }
 

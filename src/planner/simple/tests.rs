@@ -79,6 +79,7 @@ fn plan(c: &ClusterSnapshot, s: &MaintenanceState) -> RoundPlan {
         key_prefix: "t-r1",
         now_ns: 7,
         job_statuses: &Default::default(),
+        node_loads: &Default::default(),
     })
 }
 
