@@ -8,6 +8,7 @@ pub mod http_diagnose;
 pub mod luxi;
 pub mod sim;
 pub mod ssconf;
+pub mod vote;
 
 use futures_util::future::LocalBoxFuture;
 use thiserror::Error;
