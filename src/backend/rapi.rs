@@ -41,8 +41,11 @@ use futures_util::{
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     client::WebPkiServerVerifier,
-    crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider},
-    pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime},
+    crypto::{
+        verify_tls12_signature, verify_tls13_signature, verify_tls13_signature_with_raw_key,
+        CryptoProvider, WebPkiSupportedAlgorithms,
+    },
+    pki_types::{pem::PemObject, CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime},
     CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use serde_json::{json, Map, Value};
@@ -250,7 +253,6 @@ pub fn validate_url(url: &str) -> Result<String, RapiSetupError> {
 // Certificate checking
 
 /// The server's certificate is not the pinned one (and no CA vouched for it).
-#[derive(Debug)]
 struct NotPinned;
 
 impl fmt::Display for NotPinned {
@@ -259,15 +261,154 @@ impl fmt::Display for NotPinned {
     }
 }
 
+/// rustls shows the error with `Debug`: make that the message too.
+impl fmt::Debug for NotPinned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl std::error::Error for NotPinned {}
+
+/// One DER element of `input`: `(tag, contents, rest)`; `None` if truncated or longer
+/// than this parser handles (lengths up to 4 bytes, single-byte tags).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let octets = usize::from(first & 0x7f);
+        if octets == 0 || octets > 4 || rest.len() < octets {
+            return None;
+        }
+        let len = rest[..octets]
+            .iter()
+            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+        (len, &rest[octets..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+const DER_SEQUENCE: u8 = 0x30;
+const DER_BIT_STRING: u8 = 0x03;
+/// `[0] EXPLICIT`, the version field of a v2/v3 certificate.
+const DER_VERSION: u8 = 0xa0;
+
+/// The public key of an X.509 certificate: its whole `SubjectPublicKeyInfo`, the DER
+/// contents of its `AlgorithmIdentifier`, and the key bits. Read without webpki, which
+/// refuses version 1 certificates such as the `rapi.pem` Ganeti generates.
+fn certificate_public_key(certificate: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let (DER_SEQUENCE, body, _) = der_element(certificate)? else {
+        return None;
+    };
+    let (DER_SEQUENCE, tbs, _) = der_element(body)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    if let (DER_VERSION, _, after) = der_element(rest)? {
+        rest = after;
+    }
+    // serialNumber, signature, issuer, validity, subject.
+    for _ in 0..5 {
+        rest = der_element(rest)?.2;
+    }
+    let (DER_SEQUENCE, spki, after) = der_element(rest)? else {
+        return None;
+    };
+    let whole = &rest[..rest.len() - after.len()];
+    let (DER_SEQUENCE, algorithm, rest) = der_element(spki)? else {
+        return None;
+    };
+    let (DER_BIT_STRING, bits, _) = der_element(rest)? else {
+        return None;
+    };
+    // The first octet counts the unused bits of the last one: always 0 for a key.
+    let (0, key) = bits.split_first()? else {
+        return None;
+    };
+    Some((whole.to_vec(), algorithm.to_vec(), key.to_vec()))
+}
+
+/// A pinned certificate with its public key.
+#[derive(Debug, Clone)]
+struct Pin {
+    certificate: CertificateDer<'static>,
+    spki: SubjectPublicKeyInfoDer<'static>,
+    algorithm: Vec<u8>,
+    public_key: Vec<u8>,
+}
+
+impl Pin {
+    fn new(certificate: CertificateDer<'static>) -> Option<Self> {
+        let (spki, algorithm, public_key) = certificate_public_key(certificate.as_ref())?;
+        Some(Pin {
+            certificate,
+            spki: SubjectPublicKeyInfoDer::from(spki),
+            algorithm,
+            public_key,
+        })
+    }
+
+    /// Check a TLS 1.3 handshake signature with the pinned key.
+    fn verify_tls13(
+        &self,
+        message: &[u8],
+        dss: &DigitallySignedStruct,
+        algorithms: &WebPkiSupportedAlgorithms,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature_with_raw_key(message, &self.spki, dss, algorithms)
+    }
+
+    /// Check a TLS 1.2 handshake signature with the pinned key, as rustls does with a
+    /// certificate's key: each algorithm of the signature scheme for the pin's key type.
+    fn verify_tls12(
+        &self,
+        message: &[u8],
+        dss: &DigitallySignedStruct,
+        algorithms: &WebPkiSupportedAlgorithms,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let candidates = algorithms
+            .mapping
+            .iter()
+            .find(|(scheme, _)| *scheme == dss.scheme)
+            .map(|(_, candidates)| *candidates)
+            .unwrap_or_default();
+        let verified = candidates
+            .iter()
+            .filter(|alg| alg.public_key_alg_id().as_ref() == self.algorithm.as_slice())
+            .any(|alg| {
+                alg.verify_signature(&self.public_key, message, dss.signature())
+                    .is_ok()
+            });
+        if verified {
+            Ok(HandshakeSignatureValid::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadSignature,
+            ))
+        }
+    }
+}
 
 /// Accepts the pinned certificates byte for byte (name and dates not checked: the pin is
 /// the trust), else defers to the CA verifier if there is one.
 #[derive(Debug)]
 struct RapiVerifier {
-    pinned: Vec<CertificateDer<'static>>,
+    pins: Vec<Pin>,
     ca: Option<Arc<WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
+}
+
+impl RapiVerifier {
+    fn pin_for(&self, certificate: &CertificateDer<'_>) -> Option<&Pin> {
+        self.pins
+            .iter()
+            .find(|pin| pin.certificate.as_ref() == certificate.as_ref())
+    }
 }
 
 impl ServerCertVerifier for RapiVerifier {
@@ -279,11 +420,7 @@ impl ServerCertVerifier for RapiVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self
-            .pinned
-            .iter()
-            .any(|pin| pin.as_ref() == end_entity.as_ref())
-        {
+        if self.pin_for(end_entity).is_some() {
             return Ok(ServerCertVerified::assertion());
         }
         match &self.ca {
@@ -302,12 +439,11 @@ impl ServerCertVerifier for RapiVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algorithms = &self.provider.signature_verification_algorithms;
+        match self.pin_for(cert) {
+            Some(pin) => pin.verify_tls12(message, dss, algorithms),
+            None => verify_tls12_signature(message, cert, dss, algorithms),
+        }
     }
 
     fn verify_tls13_signature(
@@ -316,12 +452,11 @@ impl ServerCertVerifier for RapiVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algorithms = &self.provider.signature_verification_algorithms;
+        match self.pin_for(cert) {
+            Some(pin) => pin.verify_tls13(message, dss, algorithms),
+            None => verify_tls13_signature(message, cert, dss, algorithms),
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -362,8 +497,17 @@ pub fn tls_config(
         }
         None => None,
     };
+    let pins = pinned
+        .into_iter()
+        .map(|certificate| {
+            Pin::new(certificate).ok_or_else(|| RapiSetupError::Certificate {
+                path: "(pinned)".into(),
+                reason: "not an X.509 certificate with a public key".into(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let verifier = RapiVerifier {
-        pinned,
+        pins,
         ca,
         provider: provider.clone(),
     };
@@ -448,6 +592,13 @@ impl RapiError {
             _ => None,
         }
     }
+
+    /// The server refused the request for good: a 4xx status, or 501 (the method is not
+    /// implemented for the resource). Nothing was done, and a retry cannot help.
+    pub fn is_refusal(&self) -> bool {
+        self.status()
+            .is_some_and(|s| (400..500).contains(&s) || s == 501)
+    }
 }
 
 impl From<RapiError> for BackendError {
@@ -457,10 +608,8 @@ impl From<RapiError> for BackendError {
             RapiError::Connect { .. } | RapiError::Timeout { .. } | RapiError::Io { .. } => {
                 BackendError::Transient(text)
             }
+            ref e if e.is_refusal() => BackendError::Refused(text),
             RapiError::Status { status, .. } if status >= 500 => BackendError::Transient(text),
-            RapiError::Status { status, .. } if (400..500).contains(&status) => {
-                BackendError::Refused(text)
-            }
             RapiError::Status { .. } | RapiError::TooLarge { .. } | RapiError::Malformed { .. } => {
                 BackendError::Protocol(text)
             }
@@ -552,7 +701,25 @@ impl RapiClient {
             None => Vec::new(),
         };
         let ca = config.ca.as_deref().map(load_certificates).transpose()?;
-        let tls = tls_config(pinned, ca)?;
+        let tls = tls_config(pinned, ca).map_err(|e| match (e, &config.ca) {
+            (RapiSetupError::Certificate { path, reason }, Some(ca)) if path == "(CA)" => {
+                RapiSetupError::Certificate {
+                    path: ca.display().to_string(),
+                    reason,
+                }
+            }
+            (RapiSetupError::Certificate { path, reason }, _) if path == "(pinned)" => {
+                RapiSetupError::Certificate {
+                    path: config
+                        .pinned_certificate
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or(path),
+                    reason,
+                }
+            }
+            (other, _) => other,
+        })?;
         Ok(Self::with_tls(
             base,
             credentials,
@@ -1071,16 +1238,25 @@ fn decode_job_id(answer: &Value, path: &str) -> Result<JobId, RapiError> {
     })
 }
 
-fn decode_status(job: &Value, path: &str) -> Result<JobStatus, RapiError> {
-    job.get("status")
-        .and_then(|s| serde_json::from_value::<JobStatus>(s.clone()).ok())
-        .ok_or_else(|| RapiError::Malformed {
+/// The status of a `/2/jobs/<id>` answer. luxid knows no such job: every field is `null`
+/// (RAPI answers 404 only when the whole row is missing).
+fn decode_status(job: &Value, path: &str) -> Result<Option<JobStatus>, RapiError> {
+    match job.get("status") {
+        Some(Value::Null) => Ok(None),
+        Some(status) => serde_json::from_value::<JobStatus>(status.clone())
+            .map(Some)
+            .map_err(|_| RapiError::Malformed {
+                path: path.to_owned(),
+                reason: format!(
+                    "unknown job status {}",
+                    excerpt(status.to_string().as_bytes())
+                ),
+            }),
+        None => Err(RapiError::Malformed {
             path: path.to_owned(),
-            reason: format!(
-                "no known job status in {}",
-                excerpt(job.to_string().as_bytes())
-            ),
-        })
+            reason: format!("no job status in {}", excerpt(job.to_string().as_bytes())),
+        }),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1189,7 +1365,7 @@ async fn submit_chain(
             .and_then(|answer| decode_job_id(&answer, &path));
         match answer {
             Ok(id) => submitted.push(id),
-            Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => {
+            Err(e) if e.is_refusal() => {
                 let mut message = if len == 1 {
                     e.to_string()
                 } else {
@@ -1248,7 +1424,7 @@ async fn submit_jobs(
 async fn job_status(client: &RapiClient, id: JobId) -> Result<Option<JobStatus>, BackendError> {
     let path = format!("/2/jobs/{id}");
     match client.get(&path).await {
-        Ok(job) => Ok(Some(decode_status(&job, &path)?)),
+        Ok(job) => Ok(decode_status(&job, &path)?),
         Err(e) if e.status() == Some(404) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -1325,6 +1501,30 @@ impl ClusterBackend for RapiBackend {
 mod tests {
     use super::*;
     use crate::model::opcode::ReasonEntry;
+
+    #[test]
+    fn public_keys_are_read_from_certificates_without_panicking() {
+        let made = rcgen::generate_simple_self_signed(vec!["c.example".to_owned()]).unwrap();
+        let der = made.cert.der().as_ref().to_vec();
+        let (spki, algorithm, key) = certificate_public_key(&der).unwrap();
+        assert_eq!(key, made.key_pair.public_key_raw());
+        assert!(spki.len() > key.len() + algorithm.len());
+        assert!(Pin::new(CertificateDer::from(der.clone())).is_some());
+        for end in 0..der.len() {
+            assert!(
+                certificate_public_key(&der[..end]).is_none(),
+                "prefix {end}"
+            );
+        }
+        let mut flipped = der.clone();
+        for i in 0..flipped.len() {
+            flipped[i] ^= 0xff;
+            let _ = certificate_public_key(&flipped);
+            flipped[i] ^= 0xff;
+        }
+        assert!(certificate_public_key(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
+        assert!(certificate_public_key(&[]).is_none());
+    }
 
     #[test]
     fn credentials_files_are_parsed_strictly() {
