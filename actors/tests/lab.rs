@@ -587,5 +587,73 @@ fn lab_rapi_backend_evacuates_a_node() {
     diagnose.report(&node, json!({"status": "Ok"}));
     lab.gx(&["gnt-node", "remove-tags", &node, &tag]);
     maintd.wait_forgotten(&uuid, within(60));
+    drop(maintd);
+
+    // A job of several opcodes becomes a chain of RAPI jobs, each depending on the
+    // previous one; a failure fails the rest, and the last job stands for the whole.
+    let rapi = maintd::backend::rapi::RapiConfig {
+        pinned_certificate: Some(lab.dir.join("nodes/node1/var-lib-ganeti/rapi.pem")),
+        ..maintd::backend::rapi::RapiConfig::new("https://127.0.0.1:15080", &credentials)
+    };
+    // Unique per run: earlier runs' jobs stay in the queue.
+    let marker = format!("submission lab-rapi-chain-{uuid})");
+    let (last, statuses, found) = actix_rt::System::new().block_on(async {
+        use maintd::{
+            backend::{rapi::RapiBackend, ClusterBackend},
+            model::{
+                job::JobId,
+                opcode::{OpBody, TagKind},
+            },
+        };
+        let backend = RapiBackend::new(&rapi).expect("RAPI backend");
+        let tags = |tag: &str| vec![tag.to_owned()];
+        let del = OpBody::TagsDel {
+            kind: TagKind::Node,
+            name: Some(node.clone()),
+            tags: tags("maintd:lab-chain"),
+        };
+        // Set, remove, remove again (fails: no such tag), set (never runs).
+        let ops = [
+            OpBody::tag_node(&node, "maintd:lab-chain"),
+            del.clone(),
+            del,
+            OpBody::tag_node(&node, "maintd:lab-chain-never"),
+        ]
+        .into_iter()
+        .map(|op| op.with_reason(format!("lab chain ({marker}"), 0))
+        .collect();
+        let submitted = backend.submit_jobs(vec![ops]).await.expect("submitted");
+        let last = submitted[0].clone().expect("the chain's last job");
+        let ids: Vec<JobId> = (last.0 - 3..=last.0).map(JobId).collect();
+        let deadline = within(120);
+        let statuses = loop {
+            let statuses = backend.job_statuses(ids.clone()).await.expect("statuses");
+            if statuses.iter().all(|s| s.is_some_and(|s| s.is_finalized())) {
+                break statuses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chain not finished: {statuses:?}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(300)).await;
+        };
+        let found = backend
+            .find_jobs_by_reason(marker.clone())
+            .await
+            .expect("lookup");
+        (last, statuses, found)
+    });
+    let statuses: Vec<String> = statuses
+        .iter()
+        .map(|s| s.map(|s| s.to_string()).unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["success", "success", "error", "error"]);
+    assert_eq!(found, vec![last]);
+    let info = lab.job_info(last.0);
+    assert!(info.contains("Dependency job"), "{info}");
+    assert!(!lab.nodes()[&node]
+        .tags
+        .iter()
+        .any(|t| t.starts_with("maintd:lab-chain")));
     lab.reset();
 }
