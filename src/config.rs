@@ -59,6 +59,8 @@ pub struct DaemonSettings {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
+    /// Which interface drives the cluster.
+    pub backend: BackendKind,
     /// Luxi socket path.
     pub luxi_socket: String,
     /// Ganeti's ssconf directory on this node.
@@ -67,6 +69,75 @@ pub struct ClusterSettings {
     pub luxi_timeout: f64,
     /// Seconds between node-list refreshes.
     pub node_refresh_interval: f64,
+    /// RAPI base URL (`https://host:5080`).
+    pub rapi_url: String,
+    /// File with the RAPI `user password`.
+    pub rapi_credentials: String,
+    /// PEM file with the pinned RAPI certificate; empty: none.
+    pub rapi_certificate: String,
+    /// PEM file with the CA certificates for the RAPI; empty: none.
+    pub rapi_ca: String,
+    /// Seconds per RAPI request.
+    pub rapi_timeout: f64,
+}
+
+/// How maintd talks to the cluster.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// [`crate::backend::luxi::LuxiBackend`]: luxid's socket, on the master.
+    Luxi,
+    /// [`crate::backend::rapi::RapiBackend`]: the remote API over HTTPS, from anywhere.
+    Rapi,
+}
+
+impl ClusterSettings {
+    /// The RAPI backend's settings (meaningful with `backend = "rapi"`).
+    pub fn rapi(&self) -> crate::backend::rapi::RapiConfig {
+        let file = |path: &str| (!path.is_empty()).then(|| std::path::PathBuf::from(path));
+        crate::backend::rapi::RapiConfig {
+            pinned_certificate: file(&self.rapi_certificate),
+            ca: file(&self.rapi_ca),
+            timeout: seconds(self.rapi_timeout),
+            ..crate::backend::rapi::RapiConfig::new(&self.rapi_url, &self.rapi_credentials)
+        }
+    }
+
+    /// Check the RAPI settings when the RAPI backend is chosen (files are read at startup).
+    fn validate_rapi(&self, planner: &PlannerSettings) -> Result<(), ConfigError> {
+        if self.backend != BackendKind::Rapi {
+            return Ok(());
+        }
+        if self.rapi_url.is_empty() {
+            return Err(ConfigError::Invalid(
+                "cluster.rapi_url is needed with cluster.backend = \"rapi\"".into(),
+            ));
+        }
+        crate::backend::rapi::validate_url(&self.rapi_url)
+            .map_err(|e| ConfigError::Invalid(format!("cluster.rapi_url: {e}")))?;
+        if self.rapi_credentials.is_empty() {
+            return Err(ConfigError::Invalid(
+                "cluster.rapi_credentials (a file with \"user password\") is needed with \
+                 cluster.backend = \"rapi\""
+                    .into(),
+            ));
+        }
+        if self.rapi_certificate.is_empty() && self.rapi_ca.is_empty() {
+            return Err(ConfigError::Invalid(
+                "cluster.rapi_certificate (the cluster's rapi.pem) or cluster.rapi_ca is \
+                 needed with cluster.backend = \"rapi\""
+                    .into(),
+            ));
+        }
+        if planner.harep && planner.harep_job_delay > 0.0 {
+            return Err(ConfigError::Invalid(
+                "RAPI has no OP_TEST_DELAY: with cluster.backend = \"rapi\" and planner.harep, \
+                 set planner.harep_job_delay = 0"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[monitoring]`.
@@ -200,6 +271,7 @@ impl Settings {
                 self.daemon.master_check_interval,
             ),
             ("cluster.luxi_timeout", self.cluster.luxi_timeout),
+            ("cluster.rapi_timeout", self.cluster.rapi_timeout),
             (
                 "cluster.node_refresh_interval",
                 self.cluster.node_refresh_interval,
@@ -243,6 +315,7 @@ impl Settings {
                 "monitoring.max_report_bytes must be positive".into(),
             ));
         }
+        self.cluster.validate_rapi(&self.planner)?;
         Ok(())
     }
 }
@@ -288,6 +361,52 @@ mod tests {
         let settings = Settings::load_layered(&[SIM_TOML], None).unwrap();
         assert_eq!(settings.monitoring.poll_interval, 1.0);
         assert_eq!(settings.daemon.port, 1816);
+    }
+
+    #[test]
+    fn rapi_settings_are_checked_when_chosen() {
+        let defaults = Settings::defaults();
+        assert_eq!(defaults.cluster.backend, BackendKind::Luxi);
+        assert_eq!(defaults.cluster.rapi_timeout, 60.0);
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[cluster]\nbackend = \"rapi\"\nrapi_url = \"https://cluster.example.com:5080\"\n\
+             rapi_credentials = \"/etc/maintd/rapi-credentials\"\n\
+             rapi_certificate = \"/etc/maintd/rapi.pem\"\nrapi_timeout = 20"
+        )
+        .unwrap();
+        let settings = Settings::load(Some(file.path())).unwrap();
+        let rapi = settings.cluster.rapi();
+        assert_eq!(rapi.url, "https://cluster.example.com:5080");
+        assert_eq!(
+            rapi.pinned_certificate.as_deref(),
+            Some(Path::new("/etc/maintd/rapi.pem"))
+        );
+        assert_eq!(rapi.ca, None);
+        assert_eq!(rapi.timeout, Duration::from_secs(20));
+
+        let refused = |change: &dyn Fn(&mut Settings)| {
+            let mut s = settings.clone();
+            change(&mut s);
+            s.validate().unwrap_err().to_string()
+        };
+        assert!(refused(&|s| s.cluster.rapi_url.clear()).contains("rapi_url"));
+        assert!(refused(&|s| s.cluster.rapi_url = "http://c:5080".into()).contains("https"));
+        assert!(refused(&|s| s.cluster.rapi_credentials.clear()).contains("rapi_credentials"));
+        assert!(refused(&|s| s.cluster.rapi_certificate.clear()).contains("rapi_ca"));
+        assert!(refused(&|s| s.cluster.rapi_timeout = 0.0).contains("rapi_timeout"));
+        assert!(refused(&|s| s.planner.harep = true).contains("harep_job_delay"));
+        let mut harep = settings.clone();
+        harep.planner.harep = true;
+        harep.planner.harep_job_delay = 0.0;
+        harep.validate().unwrap();
+        // With Luxi, the RAPI keys are not needed.
+        let mut luxi = settings.clone();
+        luxi.cluster.backend = BackendKind::Luxi;
+        luxi.cluster.rapi_url.clear();
+        luxi.validate().unwrap();
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub struct DaemonArgs {
     /// Luxi socket of the master.
     #[arg(long, value_name = "PATH")]
     pub luxi_socket: Option<String>,
+    /// Drive the cluster through its RAPI at this URL (https://HOST:5080) instead of Luxi;
+    /// credentials and certificate come from the [cluster] rapi_* settings.
+    #[arg(long, value_name = "URL")]
+    pub rapi_url: Option<String>,
     /// Diagnose report URL template with {node}.
     #[arg(long, value_name = "TEMPLATE")]
     pub diagnose_url: Option<String>,
@@ -154,6 +158,25 @@ mod tests {
         assert!(args.foreground && args.common.debug && args.no_voting && args.yes_do_it);
         assert_eq!(args.port, Some(1900));
         assert_eq!(args.bind.as_deref(), Some("127.0.0.1"));
+        assert_eq!(args.rapi_url, None);
+    }
+
+    #[test]
+    fn rapi_url_flag_parses() {
+        let cli = Cli::try_parse_from([
+            "maintd",
+            "daemon",
+            "--rapi-url",
+            "https://cluster.example.com:5080",
+        ])
+        .unwrap();
+        let Command::Daemon(args) = cli.command else {
+            panic!("not daemon")
+        };
+        assert_eq!(
+            args.rapi_url.as_deref(),
+            Some("https://cluster.example.com:5080")
+        );
     }
 
     #[test]

@@ -9,9 +9,11 @@ use maintd::{
     backend::{
         http_diagnose::HttpDiagnose,
         luxi::{LuxiBackend, LuxiConfig},
+        rapi::RapiBackend,
+        ClusterBackend,
     },
     clock::Clock,
-    config::{seconds, Settings, SIM_TOML},
+    config::{seconds, BackendKind, Settings, SIM_TOML},
     sim::{SimHandle, SimSpec},
 };
 use maintd_actors::{
@@ -23,7 +25,7 @@ use maintd_actors::{
     simulation, telemetry,
     web::WebActor,
 };
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -92,6 +94,10 @@ fn run_daemon(args: DaemonArgs) -> Result<u8, String> {
     if let Some(socket) = args.luxi_socket {
         settings.cluster.luxi_socket = socket;
     }
+    if let Some(url) = args.rapi_url {
+        settings.cluster.rapi_url = url;
+        settings.cluster.backend = BackendKind::Rapi;
+    }
     if let Some(url) = args.diagnose_url {
         settings.monitoring.diagnose_url = url;
     }
@@ -104,7 +110,14 @@ fn run_daemon(args: DaemonArgs) -> Result<u8, String> {
     } else {
         settings.daemon.node_name.clone()
     };
+    let off_cluster =
+        settings.cluster.backend == BackendKind::Rapi && settings.daemon.node_name.is_empty();
     let master_check = if args.no_voting {
+        MasterCheck::Assume
+    } else if off_cluster {
+        // RAPI always reaches the master, wherever maintd runs; there is no local role to
+        // lose, and keeping to a single maintd is the deployment's business.
+        warn!(target: "maintd", url = %settings.cluster.rapi_url, "RAPI backend without daemon.node_name: no master check, run a single maintd for this cluster");
         MasterCheck::Assume
     } else {
         MasterCheck::AskCluster {
@@ -166,6 +179,7 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
             );
             return Ok(None);
         }
+        settings.cluster.backend = BackendKind::Luxi;
         settings.cluster.luxi_socket = endpoints.luxi_socket.display().to_string();
         settings.monitoring.diagnose_url = endpoints.diagnose_url();
         settings.monitoring.load_url = endpoints.load_url();
@@ -195,9 +209,20 @@ fn start_daemon(
     listen: &str,
     clock: Clock,
 ) -> Result<Running, String> {
-    let luxi = LuxiConfig {
-        request_timeout: seconds(settings.cluster.luxi_timeout),
-        ..LuxiConfig::new(PathBuf::from(&settings.cluster.luxi_socket))
+    let backend: Rc<dyn ClusterBackend> = match settings.cluster.backend {
+        BackendKind::Luxi => {
+            let luxi = LuxiConfig {
+                request_timeout: seconds(settings.cluster.luxi_timeout),
+                ..LuxiConfig::new(PathBuf::from(&settings.cluster.luxi_socket))
+            };
+            info!(target: "maintd", socket = %settings.cluster.luxi_socket, "cluster backend: Luxi");
+            Rc::new(LuxiBackend::new(luxi))
+        }
+        BackendKind::Rapi => {
+            let rapi = RapiBackend::new(&settings.cluster.rapi()).map_err(|e| e.to_string())?;
+            info!(target: "maintd", url = %settings.cluster.rapi_url, "cluster backend: RAPI");
+            Rc::new(rapi)
+        }
     };
     let diagnose = HttpDiagnose::new(
         &settings.monitoring.diagnose_url,
@@ -206,7 +231,7 @@ fn start_daemon(
     )
     .map_err(|e| e.to_string())?;
     let wiring = Wiring {
-        backend: Rc::new(LuxiBackend::new(luxi)),
+        backend,
         diagnose: Rc::new(diagnose),
         load: Some(app::http_load_source(settings)?),
         master_check,

@@ -499,3 +499,161 @@ fn lab_master_failover_stops_maintd_on_the_old_master() {
     assert!(maintd.proc.log_text().contains("no longer master"));
     lab.reset();
 }
+
+/// maintd off the cluster: the RAPI backend (https://127.0.0.1:15080, the lab's write
+/// user, the cluster's rapi.pem pinned) and no node name, so no master check. The node is
+/// drained, its instances migrated and the ready tag set, each job through RAPI with
+/// maintd's reason text under `gnt:user`.
+#[test]
+fn lab_rapi_backend_evacuates_a_node() {
+    let Some(lab) = Lab::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let credentials = dir.path().join("rapi-credentials");
+    std::fs::write(&credentials, "maintd maintd-secret\n").expect("credentials");
+    let diagnose = DiagnoseServer::start();
+    let args: Vec<String> = vec![
+        "daemon".into(),
+        "-f".into(),
+        "--rapi-url".into(),
+        "https://127.0.0.1:15080".into(),
+        "--diagnose-url".into(),
+        format!("http://{}/{{node}}/1/report/node/diagnose", diagnose.addr),
+        "--state-dir".into(),
+        path(&dir.path().join("state")),
+        "-p".into(),
+        "0".into(),
+        "-b".into(),
+        "127.0.0.1".into(),
+        "--round-delay".into(),
+        "1".into(),
+        "--poll-interval".into(),
+        "0.5".into(),
+    ];
+    let env = [
+        ("MAINTD__CLUSTER__RAPI_CREDENTIALS", path(&credentials)),
+        (
+            "MAINTD__CLUSTER__RAPI_CERTIFICATE",
+            path(&lab.dir.join("nodes/node1/var-lib-ganeti/rapi.pem")),
+        ),
+        ("MAINTD__ROUNDS__JOB_POLL_INTERVAL", "0.5".to_owned()),
+    ];
+    let mut proc = Proc::spawn_with_env(
+        "maintd with RAPI on the lab",
+        &args,
+        &env,
+        &dir.path().join("maintd.log"),
+    );
+    let api = proc.line("maintd API:", within(60));
+    let maintd = Maintd {
+        proc,
+        api: api.trim_start_matches("http://").to_owned(),
+    };
+    maintd.wait_status_code(200, within(60));
+    let node = lab.busiest_node();
+    let before = lab.nodes()[&node].clone();
+    assert!(!before.primaries.is_empty(), "{node} hosts instances");
+
+    diagnose.report(&node, json!({"status": "evacuate"}));
+    let noted = maintd.wait_incident(&node, "pending", within(60));
+    let uuid = uuid(&noted);
+    let done = maintd.wait_incident(&node, "completed", within(240));
+
+    let after = lab.nodes()[&node].clone();
+    assert!(after.drained, "{node} drained");
+    assert!(
+        after.primaries.is_empty(),
+        "{node} still hosts {:?}",
+        after.primaries
+    );
+    let tag = format!("maintd:repairready:{uuid}");
+    assert!(after.tags.contains(&tag), "{:?}", after.tags);
+    // Each job succeeded, carries maintd's source and the incident in its reason text
+    // (RAPI records it under gnt:user), and went through RAPI.
+    let infos = successful_jobs(&lab, &done);
+    assert_eq!(infos.len(), 1 + before.primaries.len() + 1, "{infos:#?}");
+    for info in &infos {
+        assert!(info.contains("gnt:user"), "{info}");
+        assert!(info.contains("gnt:library:rlib2"), "{info}");
+    }
+    let migrations = infos
+        .iter()
+        .filter(|i| i.contains("OP_INSTANCE_MIGRATE"))
+        .count();
+    assert_eq!(migrations, before.primaries.len());
+    assert!(infos.iter().any(|i| i.contains("OP_NODE_SET_PARAMS")));
+    assert!(infos.iter().any(|i| i.contains("OP_TAGS_SET")));
+    assert!(maintd.proc.log_text().contains("cluster backend: RAPI"));
+
+    diagnose.report(&node, json!({"status": "Ok"}));
+    lab.gx(&["gnt-node", "remove-tags", &node, &tag]);
+    maintd.wait_forgotten(&uuid, within(60));
+    drop(maintd);
+
+    // A job of several opcodes becomes a chain of RAPI jobs, each depending on the
+    // previous one; a failure fails the rest, and the last job stands for the whole.
+    let rapi = maintd::backend::rapi::RapiConfig {
+        pinned_certificate: Some(lab.dir.join("nodes/node1/var-lib-ganeti/rapi.pem")),
+        ..maintd::backend::rapi::RapiConfig::new("https://127.0.0.1:15080", &credentials)
+    };
+    // Unique per run: earlier runs' jobs stay in the queue.
+    let marker = format!("submission lab-rapi-chain-{uuid})");
+    let (last, statuses, found) = actix_rt::System::new().block_on(async {
+        use maintd::{
+            backend::{rapi::RapiBackend, ClusterBackend},
+            model::{
+                job::JobId,
+                opcode::{OpBody, TagKind},
+            },
+        };
+        let backend = RapiBackend::new(&rapi).expect("RAPI backend");
+        let tags = |tag: &str| vec![tag.to_owned()];
+        let del = OpBody::TagsDel {
+            kind: TagKind::Node,
+            name: Some(node.clone()),
+            tags: tags("maintd:lab-chain"),
+        };
+        // Set, remove, remove again (fails: no such tag), set (never runs).
+        let ops = [
+            OpBody::tag_node(&node, "maintd:lab-chain"),
+            del.clone(),
+            del,
+            OpBody::tag_node(&node, "maintd:lab-chain-never"),
+        ]
+        .into_iter()
+        .map(|op| op.with_reason(format!("lab chain ({marker}"), 0))
+        .collect();
+        let submitted = backend.submit_jobs(vec![ops]).await.expect("submitted");
+        let last = submitted[0].clone().expect("the chain's last job");
+        let ids: Vec<JobId> = (last.0 - 3..=last.0).map(JobId).collect();
+        let deadline = within(120);
+        let statuses = loop {
+            let statuses = backend.job_statuses(ids.clone()).await.expect("statuses");
+            if statuses.iter().all(|s| s.is_some_and(|s| s.is_finalized())) {
+                break statuses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chain not finished: {statuses:?}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(300)).await;
+        };
+        let found = backend
+            .find_jobs_by_reason(marker.clone())
+            .await
+            .expect("lookup");
+        (last, statuses, found)
+    });
+    let statuses: Vec<String> = statuses
+        .iter()
+        .map(|s| s.map(|s| s.to_string()).unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["success", "success", "error", "error"]);
+    assert_eq!(found, vec![last]);
+    let info = lab.job_info(last.0);
+    assert!(info.contains("Dependency job"), "{info}");
+    assert!(!lab.nodes()[&node]
+        .tags
+        .iter()
+        .any(|t| t.starts_with("maintd:lab-chain")));
+    lab.reset();
+}

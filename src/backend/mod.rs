@@ -6,6 +6,7 @@
 
 pub mod http_diagnose;
 pub mod luxi;
+pub mod rapi;
 pub mod sim;
 pub mod ssconf;
 pub mod vote;
