@@ -25,8 +25,7 @@
 use std::collections::HashMap;
 
 use super::{
-    fill_scratch, screen_disk_move, Candidate, Delta, Scratch, Screen, StepContext, SCREEN_EPSILON,
-    SD, SUMS,
+    screen_disk_move, Candidate, Delta, Scratch, Screen, StepContext, SCREEN_EPSILON, SD, SUMS,
 };
 use crate::htools::model::{
     Cluster, DiskTemplate, Instance, InstanceStatus, MirrorType, Move, NodeState, PrimaryContext,
@@ -161,8 +160,10 @@ struct Class {
     entries: Vec<TargetEntry>,
     /// This step's target terms, strict and forced (infinite where the add fails).
     lb: [Vec<f64>; 2],
-    /// The three smallest terms and their target positions, strict and forced.
-    best: [[(f64, usize); 3]; 2],
+    /// The three smallest terms and their target nodes, strict and forced.
+    best: [[(f64, u32); 3]; 2],
+    /// Per lane, the range of the feasible targets' changes of the lane's sum.
+    range: ARange,
 }
 
 /// The inputs of `NodeState::add_primary` an instance contributes (tags and location
@@ -207,15 +208,22 @@ fn status_code(s: InstanceStatus) -> u8 {
 }
 
 /// This step's coefficients of the lower bound and of the surrogate estimate.
+///
+/// A standard-deviation lane's variance after a candidate is `V + ΔV` with
+/// `ΔV = Xs + Xt − 2·as·at/n²`, where for each part `X = Π − a²/n²` (`Π` as in the module
+/// documentation, `a` the part's change of the lane's sum). The lane is bounded below by
+/// `w·(√V + β·ΔV − γ·ΔV²)` (or a chord, `γ = 0`), the cross term by the range of `at`
+/// over the targets of the side's class, and `ΔV² ≤ 2(|Xs| + |cross|)² + 2Xt²`.
 struct Bounds {
     /// Lane means.
     m: [f64; LANES],
     /// Lane variances (as the estimate computes them for an unchanged cluster).
     v0: [f64; LANES],
     inv_n: f64,
+    inv_n2: f64,
     /// Lane weights.
     w: [f64; LANES],
-    /// A side or target term of lane `k` is `Π·(a1 − a2·Π)`.
+    /// `w·β` and `2·w·γ` of each lane.
     a1: [f64; LANES],
     a2: [f64; LANES],
     sum_w: [f64; NSUMS],
@@ -226,6 +234,22 @@ struct Bounds {
     base: f64,
     /// Allowance for rounding in the bound and the surrogate.
     margin: f64,
+    /// Per lane: the bound `d` of |ΔV| and of any part's |X|, the largest deviation of a
+    /// node's value from the mean, and the bound of one node's change.
+    d: [f64; LANES],
+    r: [f64; LANES],
+    delta: [f64; LANES],
+}
+
+/// Per lane, the range of a target part's change of the lane's sum over a class.
+type ARange = [(f64, f64); LANES];
+
+/// The range `[lo, hi]` of `X = Π − a²/n²` of one lane and the range of its `a`, for a
+/// part whose `p_rem` (lane [`PREM`]) may lie anywhere in `relax` (the features hold
+/// its lower end) and otherwise is as the features say.
+struct LaneRange {
+    x: (f64, f64),
+    a: (f64, f64),
 }
 
 impl Bounds {
@@ -246,6 +270,7 @@ impl Bounds {
             m: [0.0; LANES],
             v0: [0.0; LANES],
             inv_n,
+            inv_n2: inv_n * inv_n,
             w: ctx.sd_weight,
             a1: [0.0; LANES],
             a2: [0.0; LANES],
@@ -255,6 +280,9 @@ impl Bounds {
             map_value: ctx.map_value,
             base: 0.0,
             margin: 0.0,
+            d: [0.0; LANES],
+            r: [0.0; LANES],
+            delta: [0.0; LANES],
         };
         let mut base = ctx.map_weight * ctx.map_value;
         for j in 0..NSUMS {
@@ -278,27 +306,28 @@ impl Bounds {
             // together (a move relocates one primary and/or one secondary).
             let delta = unit[k] * (1.0 + 1e-6);
             let total = 2.0 * delta;
-            // |Π| ≤ Σ|x' − x|·(|x' − m| + |x − m|)/n, and |a| ≤ total.
-            let d = total * (2.0 * r + delta) * inv_n * (1.0 + 1e-6);
-            let e = total * total * inv_n * inv_n;
+            // |Π| ≤ Σ|x' − x|·(|x' − m| + |x − m|)/n, |a| ≤ total: |ΔV| ≤ d.
+            let d = (total * (2.0 * r + delta) * inv_n + total * total * b.inv_n2) * (1.0 + 1e-6);
+            b.d[k] = d;
+            b.r[k] = r;
+            b.delta[k] = delta;
             let v = v0.max(0.0);
             if d == 0.0 {
                 // No move changes this lane.
                 base += w * v.sqrt();
-            } else if v > 4.0 * (d + e) {
-                // √(v + Π − a²/n²) ≥ √(v + Π) − e/(2√(v − d − e)), and
-                // √(v + Π) ≥ √v + Π/(2√v) − Π²/(8(v − d)^1.5) for |Π| ≤ d.
+            } else if v > 4.0 * d {
+                // √(v + ΔV) ≥ √v + ΔV/(2√v) − ΔV²/(8(v − d)^1.5) for |ΔV| ≤ d.
                 let gamma = 1.0 / (8.0 * (v - d).powf(1.5));
-                base += w * (v.sqrt() - e / (2.0 * (v - d - e).sqrt()));
+                base += w * v.sqrt();
                 b.a1[k] = w / (2.0 * v.sqrt());
                 b.a2[k] = 2.0 * w * gamma;
             } else {
                 // The chord of √ over [lo, hi] lies below it there.
-                let lo = (v - d - e).max(0.0);
+                let lo = (v - d).max(0.0);
                 let hi = v + d;
                 let beta = (hi.sqrt() - lo.sqrt()) / (hi - lo);
                 let alpha = lo.sqrt() - beta * lo;
-                base += w * (alpha + beta * (v - e));
+                base += w * (alpha + beta * v);
                 b.a1[k] = w * beta;
             }
         }
@@ -315,36 +344,101 @@ impl Bounds {
         (dx2 - 2.0 * self.m[k] * dx) * self.inv_n
     }
 
+    /// `X = Π − a²/n²` of lane `k` of a part.
     #[inline(always)]
-    fn h(&self, k: usize, p: f64) -> f64 {
-        p * (self.a1[k] - self.a2[k] * p)
+    fn x(&self, k: usize, dx: f64, dx2: f64) -> f64 {
+        self.pi(k, dx, dx2) - dx * dx * self.inv_n2
     }
 
-    /// The term of a side or a target in the lower bound.
-    #[allow(clippy::needless_range_loop)]
-    fn term(&self, f: &Feat, relax: Relax) -> f64 {
-        let mut lanes = [0.0; LANES];
-        for k in 0..LANES {
-            lanes[k] = self.h(k, self.pi(k, f.dx[k], f.dx2[k]));
+    /// The ranges of lane [`PREM`] of a part whose varying node's `p_rem` lies in
+    /// `[lo, hi]` (the features holding `lo`).
+    fn prem_range(&self, f: &Feat, (lo, hi): (f64, f64)) -> LaneRange {
+        let k = PREM;
+        let p = self.pi(k, f.dx[k], f.dx2[k]);
+        let m = self.m[k];
+        let g = |x: f64| (x - m) * (x - m);
+        let g_lo = g(lo);
+        let p_min = p + (g(m.clamp(lo, hi)) - g_lo) * self.inv_n;
+        let p_max = p + (g_lo.max(g(hi)) - g_lo) * self.inv_n;
+        let a = (f.dx[k], f.dx[k] + (hi - lo));
+        let a2_max = (a.0 * a.0).max(a.1 * a.1);
+        let a2_min = if a.0 <= 0.0 && a.1 >= 0.0 {
+            0.0
+        } else {
+            (a.0 * a.0).min(a.1 * a.1)
+        };
+        LaneRange {
+            x: (p_min - a2_max * self.inv_n2, p_max - a2_min * self.inv_n2),
+            a,
         }
+    }
+
+    /// The sums' and map's part of a term.
+    #[inline(always)]
+    fn linear(&self, f: &Feat) -> f64 {
         let mut total = self.map_w * f.map;
         for j in 0..NSUMS {
             total += self.sum_w[j] * f.sums[j];
         }
-        total += lanes.iter().sum::<f64>();
-        if let Some((lo, hi)) = relax {
-            // The node's p_rem is anywhere in [lo, hi] (the features hold lo); the term
-            // is concave in Π, so its minimum is at an end of Π's range.
-            let k = PREM;
-            let p = self.pi(k, f.dx[k], f.dx2[k]);
-            let m = self.m[k];
-            let g = |x: f64| (x - m) * (x - m);
-            let g_lo = g(lo);
-            let p_min = p + (g(m.clamp(lo, hi)) - g_lo) * self.inv_n;
-            let p_max = p + (g_lo.max(g(hi)) - g_lo) * self.inv_n;
-            total += self.h(k, p_min).min(self.h(k, p_max)) - lanes[k];
-        }
         total
+    }
+
+    /// The term of a side in the lower bound, for targets whose parts' changes of the
+    /// lane sums lie in `targets` (`None`: the side is the whole move).
+    #[allow(clippy::needless_range_loop)]
+    fn side_term(&self, f: &Feat, relax: Relax, targets: Option<&ARange>) -> f64 {
+        let mut lanes = [0.0; LANES];
+        match targets {
+            None => {
+                for k in 0..LANES {
+                    let x = self.x(k, f.dx[k], f.dx2[k]);
+                    lanes[k] = x * (self.a1[k] - 0.5 * self.a2[k] * x);
+                }
+            }
+            Some(range) => {
+                for k in 0..LANES {
+                    let a = f.dx[k];
+                    let x = self.x(k, a, f.dx2[k]);
+                    let (c1, c2) = (a * range[k].0, a * range[k].1);
+                    let cross_lo = -2.0 * c1.max(c2) * self.inv_n2;
+                    let cross_abs = 2.0 * c1.abs().max(c2.abs()) * self.inv_n2;
+                    let q = x.abs() + cross_abs;
+                    lanes[k] = self.a1[k] * (x + cross_lo) - self.a2[k] * q * q;
+                }
+            }
+        }
+        if let Some(relax) = relax {
+            let k = PREM;
+            let r = self.prem_range(f, relax);
+            let (t_lo, t_hi) = targets.map_or((0.0, 0.0), |t| t[k]);
+            let corners = [r.a.0 * t_lo, r.a.0 * t_hi, r.a.1 * t_lo, r.a.1 * t_hi];
+            let c_max = corners.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let c_abs = corners.iter().fold(0.0f64, |m, c| m.max(c.abs()));
+            let cross_lo = -2.0 * c_max * self.inv_n2;
+            let cross_abs = 2.0 * c_abs * self.inv_n2;
+            let q = r.x.0.abs().max(r.x.1.abs()) + cross_abs;
+            let factor = if targets.is_some() { 1.0 } else { 0.5 };
+            lanes[k] = self.a1[k] * (r.x.0 + cross_lo) - factor * self.a2[k] * q * q;
+        }
+        self.linear(f) + lanes.iter().sum::<f64>()
+    }
+
+    /// The term of a target in the lower bound.
+    #[allow(clippy::needless_range_loop)]
+    fn target_term(&self, f: &Feat, relax: Relax) -> f64 {
+        let mut lanes = [0.0; LANES];
+        for k in 0..LANES {
+            let x = self.x(k, f.dx[k], f.dx2[k]);
+            lanes[k] = x * (self.a1[k] - self.a2[k] * x);
+        }
+        if let Some(relax) = relax {
+            // Concave in X: the minimum is at an end of X's range.
+            let k = PREM;
+            let r = self.prem_range(f, relax);
+            let h = |x: f64| x * (self.a1[k] - self.a2[k] * x);
+            lanes[k] = h(r.x.0).min(h(r.x.1));
+        }
+        self.linear(f) + lanes.iter().sum::<f64>()
     }
 
     /// The estimated score of the candidate made of side `s` and target `t` (or no
@@ -366,6 +460,58 @@ impl Bounds {
             total += self.sum_w[j] * (self.sum_base[j] + s.sums[j] + t.sums[j]);
         }
         total + sd.iter().sum::<f64>()
+    }
+}
+
+/// What the drift bound needs of a step's coefficients.
+#[derive(Debug, Clone, Copy)]
+struct LaneParams {
+    a1: [f64; LANES],
+    a2: [f64; LANES],
+    m: [f64; LANES],
+    d: [f64; LANES],
+    r: [f64; LANES],
+    delta: [f64; LANES],
+}
+
+impl LaneParams {
+    fn of(b: &Bounds) -> LaneParams {
+        LaneParams {
+            a1: b.a1,
+            a2: b.a2,
+            m: b.m,
+            d: b.d,
+            r: b.r,
+            delta: b.delta,
+        }
+    }
+
+    /// A bound of how much any side term can change from coefficients `self` to `b`
+    /// while the side's features stay the same (`ranges`: whether a class's range of
+    /// target changes moved, which moves the cross terms).
+    fn drift(&self, b: &Bounds, ranges: bool) -> f64 {
+        let mut total = 0.0;
+        for k in 0..LANES {
+            let delta = self.delta[k].max(b.delta[k]);
+            let a = 2.0 * delta;
+            let r = self.r[k].max(b.r[k]);
+            // Every part's |X| (also at the ends of a relaxed range) is at most d, the
+            // cross terms at most c.
+            let c = 2.0 * a * delta * b.inv_n2;
+            let x = self.d[k].max(b.d[k]) + c;
+            let dm = (b.m[k] - self.m[k]).abs();
+            // X moves with the mean: Π by 2·|Δm|·|a|/n, a relaxed range's ends by at
+            // most 4·|Δm|·(r + δ + |Δm|)/n more.
+            let dx = dm * (2.0 * a + 4.0 * (r + delta + dm)) * b.inv_n;
+            let dc = if ranges { 2.0 * c } else { 0.0 };
+            let a1 = self.a1[k].max(b.a1[k]);
+            let a2 = self.a2[k].max(b.a2[k]);
+            total += (b.a1[k] - self.a1[k]).abs() * x
+                + a1 * (dx + dc)
+                + (b.a2[k] - self.a2[k]).abs() * x * x
+                + a2 * 2.0 * x * (dx + dc);
+        }
+        total * (1.0 + 1e-6)
     }
 }
 
@@ -398,12 +544,21 @@ impl Class {
         self.entries[pos] = entry;
     }
 
-    /// This step's target terms and their three smallest values.
-    fn refresh_terms(&mut self, b: &Bounds) {
-        let mut best = [[(f64::INFINITY, usize::MAX); 3]; 2];
+    /// This step's target terms, their three smallest values and the range of the
+    /// targets' changes of the lane sums.
+    fn refresh_terms(&mut self, b: &Bounds, targets: &[usize]) {
+        let mut best = [[(f64::INFINITY, u32::MAX); 3]; 2];
+        let mut range = [(f64::INFINITY, f64::NEG_INFINITY); LANES];
         for (pos, e) in self.entries.iter().enumerate() {
             let term = if e.ok_force {
-                b.term(&e.feat, e.relax)
+                for (k, r) in range.iter_mut().enumerate() {
+                    r.0 = r.0.min(e.feat.dx[k]);
+                    r.1 = r.1.max(e.feat.dx[k]);
+                }
+                if let Some((lo, hi)) = e.relax {
+                    range[PREM].1 = range[PREM].1.max(e.feat.dx[PREM] + (hi - lo));
+                }
+                b.target_term(&e.feat, e.relax)
             } else {
                 f64::INFINITY
             };
@@ -418,7 +573,7 @@ impl Class {
             for (f, v) in [strict, term].into_iter().enumerate() {
                 let top = &mut best[f];
                 if v < top[2].0 {
-                    top[2] = (v, pos);
+                    top[2] = (v, targets[pos] as u32);
                     if top[2].0 < top[1].0 {
                         top.swap(1, 2);
                         if top[1].0 < top[0].0 {
@@ -428,14 +583,21 @@ impl Class {
                 }
             }
         }
+        for r in &mut range {
+            if r.0 > r.1 {
+                *r = (0.0, 0.0);
+            }
+        }
         self.best = best;
+        self.range = range;
     }
 
     /// The smallest target term with `force` over targets other than `p` and `s`.
-    fn min_term(&self, force: bool, targets: &[usize], p: usize, s: Option<usize>) -> f64 {
+    /// (`u32::MAX` in the best list marks a missing entry, whose term is infinite.)
+    fn min_term(&self, force: bool, p: u32, s: u32) -> f64 {
         self.best[usize::from(force)]
             .iter()
-            .find(|(_, pos)| *pos == usize::MAX || (targets[*pos] != p && Some(targets[*pos]) != s))
+            .find(|(_, t)| *t != p && *t != s)
             .map_or(f64::INFINITY, |(v, _)| *v)
     }
 }
@@ -443,7 +605,6 @@ impl Class {
 /// A side whose bound does not rule its moves out.
 #[derive(Debug, Clone, Copy)]
 struct Live {
-    bound: f64,
     term: f64,
     instance: usize,
     slot: usize,
@@ -466,7 +627,26 @@ pub(super) struct Engine {
     unit: [f64; LANES],
     scratch: Scratch,
     has_location: bool,
+    /// Per side slot, its term when last computed plus `drift` then: the term now is at
+    /// least `key − drift` (−∞: not computed since the side changed).
+    key: Vec<f64>,
+    /// The accumulated drift bound of side terms.
+    drift: f64,
+    /// The previous step's coefficients.
+    prev: Option<LaneParams>,
+    /// Per side slot, the step in which it was last expanded.
+    expanded: Vec<u32>,
+    steps: u32,
+    /// Per side slot: its instance, and its target class with `force` in the top bit
+    /// ([`NO_TARGET`] for failover).
+    slot_inst: Vec<u32>,
+    slot_class: Vec<u32>,
+    /// Per instance: primary and secondary (`u32::MAX` if none).
+    inst_nodes: Vec<(u32, u32)>,
 }
+
+/// [`Engine::slot_class`] of a slot without targets.
+const NO_TARGET: u32 = u32::MAX;
 
 impl Engine {
     /// The engine for `group`, or `None` when the bounds cannot be used (non-finite
@@ -503,6 +683,14 @@ impl Engine {
             unit: [0.0; LANES],
             scratch: Scratch::new(n),
             has_location: !cluster.tags.location_prefixes.is_empty(),
+            key: Vec::new(),
+            drift: 0.0,
+            prev: None,
+            expanded: Vec::new(),
+            steps: 0,
+            slot_inst: Vec::new(),
+            slot_class: Vec::new(),
+            inst_nodes: vec![(u32::MAX, u32::MAX); cluster.instances.len()],
         };
         // Instance classes and side slots.
         let mut pri_classes: HashMap<_, usize> = HashMap::new();
@@ -605,6 +793,13 @@ impl Engine {
                 engine.classes[c].refresh_target(cluster, pos, t);
             }
         }
+        engine.key = vec![f64::INFINITY; engine.sides.len()];
+        engine.expanded = vec![0; engine.sides.len()];
+        engine.slot_class = vec![NO_TARGET; engine.sides.len()];
+        engine.slot_inst = vec![0; engine.sides.len()];
+        for (idx, rec) in engine.insts.iter().enumerate() {
+            engine.slot_inst[rec.first..rec.first + rec.count].fill(idx as u32);
+        }
         for idx in 0..cluster.instances.len() {
             engine.refresh_sides(cluster, idx, opts);
         }
@@ -655,6 +850,10 @@ impl Engine {
         }
         let slots = rec.first..rec.first + rec.count;
         self.sides[slots.clone()].fill(Side::NONE);
+        self.key[slots.clone()].fill(f64::INFINITY);
+        self.slot_class[slots.clone()].fill(NO_TARGET);
+        let inst = &cluster.instances[idx];
+        self.inst_nodes[idx] = (inst.pnode as u32, inst.snode.map_or(u32::MAX, |s| s as u32));
         let mut kinds = [TargetKind::None; DRBD_SLOTS];
         if !self.movable(cluster, idx, opts) {
             self.insts[idx].kinds = kinds;
@@ -690,6 +889,7 @@ impl Engine {
             }
             self.sides[rec.first] = out[0];
             self.insts[idx].kinds = kinds;
+            self.publish(idx);
             return;
         }
         let Some(s) = inst.snode else { return };
@@ -796,72 +996,79 @@ impl Engine {
         }
         self.sides[slots].copy_from_slice(&out);
         self.insts[idx].kinds = kinds;
+        self.publish(idx);
+    }
+
+    /// Publishes instance `idx`'s refreshed sides to the per-slot arrays.
+    fn publish(&mut self, idx: usize) {
+        let rec = self.insts[idx];
+        for slot in 0..rec.count {
+            let i = rec.first + slot;
+            let ok = self.sides[i].ok;
+            self.key[i] = if ok { f64::NEG_INFINITY } else { f64::INFINITY };
+            self.slot_class[i] = match rec.kinds[slot] {
+                TargetKind::None => NO_TARGET,
+                TargetKind::Primary(f) => rec.pri_class as u32 | (u32::from(f) << 31),
+                TargetKind::Secondary(f) => rec.sec_class as u32 | (u32::from(f) << 31),
+            };
+        }
     }
 
     /// One balancing step from score `cur`: the screen's kept candidates (every candidate
     /// within [`SCREEN_EPSILON`] of the best estimate), or `None` when the bounds cannot
     /// be used for this cluster state.
     pub(super) fn screen(&mut self, ctx: &StepContext) -> Option<Vec<Candidate>> {
-        let cluster = ctx.cluster;
         let b = Bounds::new(ctx, &self.unit)?;
+        let mut ranges = false;
         for class in &mut self.classes {
-            class.refresh_terms(&b);
+            let before = class.range;
+            class.refresh_terms(&b, &self.targets);
+            ranges |= before != class.range;
         }
+        match self.prev.map(|p| p.drift(&b, ranges)) {
+            Some(e) if e.is_finite() => self.drift += e,
+            _ => {
+                for key in &mut self.key {
+                    if *key != f64::INFINITY {
+                        *key = f64::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        self.prev = Some(LaneParams::of(&b));
+        self.steps += 1;
         let mut screen = Screen {
             best: ctx.cur,
             kept: Vec::new(),
         };
-        let limit = |screen: &Screen| screen.best + SCREEN_EPSILON + b.margin;
-        let mut live: Vec<Live> = Vec::new();
-        for (idx, rec) in self.insts.iter().enumerate() {
-            if rec.count == 0 {
+        // First the sides whose cached bounds are lowest, so that the limit falls early.
+        const FIRST: usize = 32;
+        let mut first: Vec<(f64, usize)> = Vec::with_capacity(FIRST + 1);
+        for i in 0..self.key.len() {
+            let key = self.key[i];
+            if key == f64::INFINITY {
                 continue;
             }
-            let inst = &cluster.instances[idx];
-            let (p, s) = (inst.pnode, inst.snode);
-            for slot in 0..rec.count {
-                let side = &self.sides[rec.first + slot];
-                if !side.ok {
-                    continue;
-                }
-                let term = b.term(&side.feat, side.relax);
-                let target = match rec.kinds[slot] {
-                    TargetKind::None => 0.0,
-                    TargetKind::Primary(force) => {
-                        self.classes[rec.pri_class].min_term(force, &self.targets, p, s)
-                    }
-                    TargetKind::Secondary(force) => {
-                        self.classes[rec.sec_class].min_term(force, &self.targets, p, s)
-                    }
-                };
-                let bound = b.base + term + target;
-                let bound = if bound.is_nan() {
-                    f64::NEG_INFINITY
-                } else {
-                    bound
-                };
-                if bound <= limit(&screen) {
-                    live.push(Live {
-                        bound,
-                        term,
-                        instance: idx,
-                        slot,
-                    });
-                }
+            let bound = b.base + (key - self.drift) + self.slot_min_target(i);
+            if first.len() < FIRST || bound < first[FIRST - 1].0 {
+                let at = first.partition_point(|e| e.0 <= bound);
+                first.insert(at, (bound, i));
+                first.truncate(FIRST);
             }
         }
-        // The most promising first, so that the limit falls early.
-        const FIRST: usize = 32;
-        let by_bound = |a: &Live, b: &Live| a.bound.total_cmp(&b.bound);
-        if live.len() > FIRST {
-            live.select_nth_unstable_by(FIRST - 1, by_bound);
-            live[..FIRST].sort_unstable_by(by_bound);
-        } else {
-            live.sort_unstable_by(by_bound);
+        for &(bound, i) in &first {
+            if bound <= screen.best + SCREEN_EPSILON + b.margin {
+                self.visit(ctx, &b, i, &mut screen);
+            }
         }
-        for l in &live {
-            if l.bound <= limit(&screen) {
-                self.expand(ctx, &b, l, &mut screen);
+        for i in 0..self.key.len() {
+            let key = self.key[i];
+            if key == f64::INFINITY || self.expanded[i] == self.steps {
+                continue;
+            }
+            let bound = b.base + (key - self.drift) + self.slot_min_target(i);
+            if bound <= screen.best + SCREEN_EPSILON + b.margin {
+                self.visit(ctx, &b, i, &mut screen);
             }
         }
         let best = screen.best;
@@ -886,6 +1093,55 @@ impl Engine {
         Some(kept)
     }
 
+    /// The class and `force` of side slot `i`'s targets.
+    fn slot_target(&self, i: usize) -> Option<(&Class, bool)> {
+        let code = self.slot_class[i];
+        (code != NO_TARGET).then(|| (&self.classes[(code & !(1 << 31)) as usize], code >> 31 == 1))
+    }
+
+    /// The smallest target term side slot `i` can pair with (0 without targets).
+    fn slot_min_target(&self, i: usize) -> f64 {
+        let code = self.slot_class[i];
+        if code == NO_TARGET {
+            return 0.0;
+        }
+        let (p, s) = self.inst_nodes[self.slot_inst[i] as usize];
+        self.classes[(code & !(1 << 31)) as usize].min_term(code >> 31 == 1, p, s)
+    }
+
+    /// Computes side slot `i`'s term exactly (refreshing its cached key) and expands it
+    /// if its bound stays within the limit.
+    fn visit(&mut self, ctx: &StepContext, b: &Bounds, i: usize, screen: &mut Screen) {
+        let idx = self.slot_inst[i] as usize;
+        let slot = i - self.insts[idx].first;
+        let side = self.sides[i];
+        if !side.ok {
+            self.key[i] = f64::INFINITY;
+            return;
+        }
+        let term = b.side_term(
+            &side.feat,
+            side.relax,
+            self.slot_target(i).map(|(c, _)| &c.range),
+        );
+        let term = if term.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            term
+        };
+        self.key[i] = term + self.drift;
+        self.expanded[i] = self.steps;
+        let bound = b.base + term + self.slot_min_target(i);
+        if bound <= screen.best + SCREEN_EPSILON + b.margin {
+            let l = Live {
+                term,
+                instance: idx,
+                slot,
+            };
+            self.expand(ctx, b, &l, screen);
+        }
+    }
+
     /// Simulates and offers every move of a live side whose bound stays within the limit.
     fn expand(&mut self, ctx: &StepContext, b: &Bounds, l: &Live, screen: &mut Screen) {
         let cluster = ctx.cluster;
@@ -893,7 +1149,7 @@ impl Engine {
         let idx = l.instance;
         let inst = &cluster.instances[idx];
         let rec = self.insts[idx];
-        let side = self.sides[rec.first + l.slot];
+        let side = &self.sides[rec.first + l.slot];
         let p = inst.pnode;
         let pn = &cluster.nodes[p];
         let f_p = pn.offline() || opts.force;
@@ -940,54 +1196,147 @@ impl Engine {
         let s_minus = sn.state.remove_secondary(inst, sn.r_mem_without(inst, p));
         let mut d_s_minus = Delta::ZERO;
         ctx.add_change(&mut d_s_minus, s, &s_minus);
-        let scratch = &mut self.scratch;
-        fill_scratch(cluster, scratch, p, Some(s), false);
-        match class {
-            None => {
-                // Failover.
-                let s_ctx = sn.primary_context(inst, inst.loc_score, true);
-                let failover = s_minus.add_primary(inst, s_ctx, f_p).and_then(|s_new| {
-                    p_minus
-                        .add_secondary(inst, scratch.p_peers[s], f_p, pn.offline())
-                        .map(|p_new| (s_new, p_new))
-                });
-                if let Ok((s_new, p_new)) = failover {
-                    let mut d = Delta::ZERO;
-                    ctx.add_change(&mut d, s, &s_new);
-                    ctx.add_change(&mut d, p, &p_new);
-                    d.map += ctx.map_delta(idx, p, s);
-                    screen.offer(ctx.estimate(&d), idx, Move::Failover);
-                }
+        let Some(class) = class else {
+            // Failover.
+            let s_ctx = sn.primary_context(inst, inst.loc_score, true);
+            let failover = s_minus.add_primary(inst, s_ctx, f_p).and_then(|s_new| {
+                p_minus
+                    .add_secondary(inst, pn.peer_mem(s), f_p, pn.offline())
+                    .map(|p_new| (s_new, p_new))
+            });
+            if let Ok((s_new, p_new)) = failover {
+                let mut d = Delta::ZERO;
+                ctx.add_change(&mut d, s, &s_new);
+                ctx.add_change(&mut d, p, &p_new);
+                d.map += ctx.map_delta(idx, p, s);
+                screen.offer(ctx.estimate(&d), idx, Move::Failover);
             }
-            Some(class) => {
-                let kind = (l.slot - 1) as u8;
-                let lb = &class.lb[usize::from(force)];
-                for (pos, &t) in self.targets.iter().enumerate() {
-                    if b.base + l.term + lb[pos] > limit(screen) || t == p || t == s {
-                        continue;
-                    }
-                    let peers = match kind {
-                        0 => scratch.target_peer_p[t],
-                        1 => scratch.p_peers[t],
-                        2 => scratch.s_peers[t],
-                        _ => scratch.target_peer_s[t],
+            return;
+        };
+        let kind = (l.slot - 1) as u8;
+        let need = if inst.uses_sec_mem() { inst.mem } else { 0 };
+        // The node that gets the instance as secondary with a peers entry the features
+        // took as 0: the target (r:T, f r:T), the old primary (r:T f) or the old
+        // secondary in transit (f r:T f); `None` for a target, whose state is read below.
+        let varying: Option<(NodeState, bool)> = match kind {
+            1 => Some((p_minus, self.in_group_online[p])),
+            2 => {
+                let s_ctx = sn.primary_context(inst, 0, true);
+                s_minus
+                    .add_primary(inst, s_ctx, f_p)
+                    .ok()
+                    .map(|x| (x.remove_primary(inst, s_ctx), self.in_group_online[s]))
+            }
+            _ => None,
+        };
+        let scratch = &mut self.scratch;
+        fill_lookup(cluster, scratch, kind, p, s, false);
+        let lb = &class.lb[usize::from(force)];
+        for (pos, &t) in self.targets.iter().enumerate() {
+            if b.base + l.term + lb[pos] > limit(screen) || t == p || t == s {
+                continue;
+            }
+            let entry = &class.entries[pos].feat;
+            let estimate = match kind {
+                0 | 3 => {
+                    let peer = if kind == 0 {
+                        scratch.target_peer_p[t]
+                    } else {
+                        scratch.target_peer_s[t]
                     };
-                    if peers == 0
-                        && b.surrogate(&side.feat, Some(&class.entries[pos].feat)) - b.margin
-                            > limit(screen)
-                    {
-                        continue;
+                    let t_feat = with_peer(entry, &cluster.nodes[t].state, need, peer);
+                    b.surrogate(&side.feat, Some(&t_feat))
+                }
+                _ => {
+                    let peer = if kind == 1 {
+                        scratch.p_peers[t]
+                    } else {
+                        scratch.s_peers[t]
+                    };
+                    match &varying {
+                        Some((n, true)) if peer != 0 => {
+                            b.surrogate(&with_peer(&side.feat, n, need, peer), Some(entry))
+                        }
+                        _ => b.surrogate(&side.feat, Some(entry)),
                     }
-                    if let Ok((mv, d)) = screen_disk_move(
-                        ctx, idx, kind, t, scratch, &p_minus, &s_minus, &d_p_minus, &d_s_minus,
-                        f_p, f_s,
-                    ) {
-                        screen.offer(ctx.estimate(&d), idx, mv);
-                    }
+                }
+            };
+            if estimate - b.margin > limit(screen) {
+                continue;
+            }
+            if let Ok((mv, d)) = screen_disk_move(
+                ctx, idx, kind, t, scratch, &p_minus, &s_minus, &d_p_minus, &d_s_minus, f_p, f_s,
+            ) {
+                screen.offer(ctx.estimate(&d), idx, mv);
+            }
+        }
+        fill_lookup(cluster, scratch, kind, p, s, true);
+    }
+}
+
+/// The features of a part that adds a secondary to online node state `n` with peers
+/// entry `peer` for its new primary, from features `f` computed with the entry 0: only
+/// the reservation (`p_rem`, its total) and the N+1 count can differ.
+fn with_peer(f: &Feat, n: &NodeState, need: i64, peer: i64) -> Feat {
+    let r_lo = n.r_mem.max(need);
+    let r = n.r_mem.max(peer + need);
+    if r == r_lo {
+        return *f;
+    }
+    let mut g = *f;
+    let (lo, hi) = (r_lo as f64 / n.t_mem, r as f64 / n.t_mem);
+    let d = hi - lo;
+    g.dx[PREM] += d;
+    g.dx2[PREM] += d * (hi + lo);
+    g.sums[3] += d;
+    let old = n.unalloc();
+    let count = f64::from(n.n_pri + n.n_sec + 1);
+    let n1 = |r: i64| if old <= r { count } else { 0.0 };
+    g.sums[0] += n1(r) - n1(r_lo);
+    g
+}
+
+/// Fills (or, with `clear`, resets) the one lookup of `scratch` that disk move `kind`
+/// of an instance with primary `p` and secondary `s` reads.
+fn fill_lookup(
+    cluster: &Cluster,
+    scratch: &mut Scratch,
+    kind: u8,
+    p: usize,
+    s: usize,
+    clear: bool,
+) {
+    let need = |j: usize| {
+        let inst = &cluster.instances[j];
+        if inst.uses_sec_mem() {
+            inst.mem
+        } else {
+            0
+        }
+    };
+    match kind {
+        0 | 3 => {
+            let (node, table) = if kind == 0 {
+                (p, &mut scratch.target_peer_p)
+            } else {
+                (s, &mut scratch.target_peer_s)
+            };
+            for j in cluster.nodes[node].primaries() {
+                if let Some(t) = cluster.instances[j].snode {
+                    table[t] = if clear { 0 } else { table[t] + need(j) };
                 }
             }
         }
-        fill_scratch(cluster, scratch, p, Some(s), true);
+        _ => {
+            let (node, table) = if kind == 1 {
+                (p, &mut scratch.p_peers)
+            } else {
+                (s, &mut scratch.s_peers)
+            };
+            for &(k, m) in cluster.nodes[node].peers() {
+                table[k] = if clear { 0 } else { m };
+            }
+        }
     }
 }
 
@@ -1006,7 +1355,8 @@ impl Class {
                 targets
             ],
             lb: [vec![f64::INFINITY; targets], vec![f64::INFINITY; targets]],
-            best: [[(f64::INFINITY, usize::MAX); 3]; 2],
+            best: [[(f64::INFINITY, u32::MAX); 3]; 2],
+            range: [(0.0, 0.0); LANES],
         }
     }
 }
