@@ -1122,7 +1122,8 @@ fn screen_disk_move(
     }
 }
 
-/// The exact score of the group after a simulated move.
+/// The exact score of the group after a simulated move: hbal's summation orders on the
+/// step's node values with the changed nodes substituted.
 fn exact_score(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
     let cluster = ctx.cluster;
     let node = |i: usize| {
@@ -1132,15 +1133,28 @@ fn exact_score(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
             .find(|(j, _)| *j == i)
             .map_or(&cluster.nodes[i], |(_, n)| n)
     };
-    let map = score::location_exclusion_score(
-        ctx.group_nodes
-            .iter()
-            .filter(|&&i| !node(i).offline())
-            .map(|&i| node(i).location_exclusion_pairs()),
-    );
-    score::weighted(&score::components_with(
+    // Without location tags no node has (location, exclusion) pairs: the map is empty.
+    let map = if ctx.has_location {
+        score::location_exclusion_score(
+            ctx.group_nodes
+                .iter()
+                .filter(|&&i| !node(i).offline())
+                .map(|&i| node(i).location_exclusion_pairs()),
+        )
+    } else {
+        0.0
+    };
+    let changed: Vec<(usize, bool, [f64; COMPONENTS])> = outcome
+        .nodes
+        .iter()
+        .map(|(i, n)| (*i, n.state.offline, score::node_values(&n.state)))
+        .collect();
+    score::weighted(&score::components_from_values(
         &ctx.group_nodes,
-        |i| &node(i).state,
+        |i| match changed.iter().find(|(j, _, _)| *j == i) {
+            Some((_, off, v)) => (*off, v),
+            None => (cluster.nodes[i].state.offline, &ctx.values[i]),
+        },
         map,
     ))
 }

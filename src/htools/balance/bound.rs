@@ -152,18 +152,35 @@ struct TargetEntry {
 
 /// A class of instances that every target treats alike: the same inputs to
 /// `add_primary` (or `add_secondary`) apart from tags and location.
+///
+/// Target terms are cached like side terms: `key[pos]` is the term when last computed
+/// plus the accumulated drift then, so `key − drift` bounds the term now from below;
+/// `order` lists the positions by ascending key, and each step computes exactly only the
+/// entries at its front, until the three smallest terms are known.
 struct Class {
     /// An instance of the class.
     rep: usize,
     secondary: bool,
     /// Per target position.
     entries: Vec<TargetEntry>,
-    /// This step's target terms, strict and forced (infinite where the add fails).
-    lb: [Vec<f64>; 2],
-    /// The three smallest terms and their target nodes, strict and forced.
+    /// Per target position: the cached key (−∞: features changed, +∞: the add fails).
+    key: Vec<f64>,
+    /// Per target position: the step whose coefficients computed the key.
+    stamp: Vec<u32>,
+    /// Target positions by ascending key, each with its key when the order was built
+    /// (at most its key now, so still a bound).
+    order: Vec<(f64, u32)>,
+    /// Positions whose key changed since the order was built (may repeat).
+    moved: Vec<u32>,
+    /// The three smallest terms and their target nodes, strict and forced (among the
+    /// entries computed this step).
     best: [[(f64, u32); 3]; 2],
-    /// Per lane, the range of the feasible targets' changes of the lane's sum.
+    /// A bound below the terms of the entries not computed this step.
+    rest: f64,
+    /// Per lane, a range holding every feasible target's change of the lane's sum.
     range: ARange,
+    /// The range widened since the last step.
+    range_moved: bool,
 }
 
 /// The inputs of `NodeState::add_primary` an instance contributes (tags and location
@@ -540,40 +557,111 @@ impl Class {
         if let Ok(new) = new {
             entry.ok_force = true;
             entry.feat.add_node(&old, true, &new);
+            for (k, r) in self.range.iter_mut().enumerate() {
+                let mut hi = entry.feat.dx[k];
+                if k == PREM {
+                    if let Some((lo, top)) = entry.relax {
+                        hi += top - lo;
+                    }
+                }
+                if entry.feat.dx[k] < r.0 || hi > r.1 {
+                    r.0 = r.0.min(entry.feat.dx[k]);
+                    r.1 = r.1.max(hi);
+                    self.range_moved = true;
+                }
+            }
         }
+        self.key[pos] = if entry.ok_force {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+        self.moved.push(pos as u32);
         self.entries[pos] = entry;
     }
 
-    /// This step's target terms, their three smallest values and the range of the
-    /// targets' changes of the lane sums.
-    fn refresh_terms(&mut self, b: &Bounds, targets: &[usize]) {
-        let mut best = [[(f64::INFINITY, u32::MAX); 3]; 2];
-        let mut range = [(f64::INFINITY, f64::NEG_INFINITY); LANES];
-        for (pos, e) in self.entries.iter().enumerate() {
-            let term = if e.ok_force {
-                for (k, r) in range.iter_mut().enumerate() {
-                    r.0 = r.0.min(e.feat.dx[k]);
-                    r.1 = r.1.max(e.feat.dx[k]);
-                }
-                if let Some((lo, hi)) = e.relax {
-                    range[PREM].1 = range[PREM].1.max(e.feat.dx[PREM] + (hi - lo));
-                }
-                b.target_term(&e.feat, e.relax)
-            } else {
-                f64::INFINITY
-            };
+    /// Computes entry `pos`'s term with this step's coefficients unless done already.
+    fn compute(&mut self, b: &Bounds, drift: f64, step: u32, pos: usize) {
+        if self.stamp[pos] != step && self.key[pos] != f64::INFINITY {
+            let e = &self.entries[pos];
+            let term = b.target_term(&e.feat, e.relax);
             let term = if term.is_nan() {
                 f64::NEG_INFINITY
             } else {
                 term
             };
-            let strict = if e.ok_strict { term } else { f64::INFINITY };
-            self.lb[0][pos] = strict;
-            self.lb[1][pos] = term;
-            for (f, v) in [strict, term].into_iter().enumerate() {
-                let top = &mut best[f];
-                if v < top[2].0 {
-                    top[2] = (v, targets[pos] as u32);
+            self.key[pos] = term + drift;
+            self.stamp[pos] = step;
+            self.moved.push(pos as u32);
+        }
+    }
+
+    /// Puts the moved positions back in order (by their keys now).
+    fn repair(&mut self, mark: &mut [bool]) {
+        if self.moved.is_empty() {
+            return;
+        }
+        let mut moved = std::mem::take(&mut self.moved);
+        moved.retain(|&pos| !std::mem::replace(&mut mark[pos as usize], true));
+        let key = &self.key;
+        moved.sort_unstable_by(|a, b| key[*a as usize].total_cmp(&key[*b as usize]));
+        let mut merged = Vec::with_capacity(self.order.len());
+        let mut rest = self
+            .order
+            .iter()
+            .filter(|(_, pos)| !mark[*pos as usize])
+            .peekable();
+        for &pos in &moved {
+            let k = key[pos as usize];
+            while let Some(&&(o, p)) = rest.peek() {
+                if o < k {
+                    merged.push((o, p));
+                    rest.next();
+                } else {
+                    break;
+                }
+            }
+            merged.push((k, pos));
+        }
+        merged.extend(rest);
+        for &pos in &moved {
+            mark[pos as usize] = false;
+        }
+        self.order = merged;
+        self.moved = moved;
+        self.moved.clear();
+    }
+
+    /// Computes the entries at the front of the order exactly until the three smallest
+    /// terms (strict and forced) are known, then repairs the order.
+    fn refresh_terms(
+        &mut self,
+        b: &Bounds,
+        drift: f64,
+        step: u32,
+        targets: &[usize],
+        mark: &mut [bool],
+    ) {
+        self.repair(mark);
+        let mut best = [[(f64::INFINITY, u32::MAX); 3]; 2];
+        let mut done = 0;
+        while done < self.order.len() {
+            let pos = self.order[done].1 as usize;
+            let lb = self.key[pos] - drift;
+            if lb >= best[1][2].0 || lb == f64::INFINITY {
+                break;
+            }
+            self.compute(b, drift, step, pos);
+            let term = self.key[pos] - drift;
+            let node = targets[pos] as u32;
+            let lists: &mut [[(f64, u32); 3]] = if self.entries[pos].ok_strict {
+                &mut best[..]
+            } else {
+                &mut best[1..]
+            };
+            for top in lists {
+                if term < top[2].0 {
+                    top[2] = (term, node);
                     if top[2].0 < top[1].0 {
                         top.swap(1, 2);
                         if top[1].0 < top[0].0 {
@@ -582,23 +670,29 @@ impl Class {
                     }
                 }
             }
+            done += 1;
         }
-        for r in &mut range {
-            if r.0 > r.1 {
-                *r = (0.0, 0.0);
-            }
-        }
+        self.rest = self
+            .order
+            .get(done)
+            .map_or(f64::INFINITY, |&(_, pos)| self.key[pos as usize] - drift);
         self.best = best;
-        self.range = range;
+        self.repair(mark);
     }
 
-    /// The smallest target term with `force` over targets other than `p` and `s`.
-    /// (`u32::MAX` in the best list marks a missing entry, whose term is infinite.)
+    /// The range of the targets' changes of the lane sums (an empty lane as 0).
+    fn range(&self) -> ARange {
+        self.range
+            .map(|(lo, hi)| if lo > hi { (0.0, 0.0) } else { (lo, hi) })
+    }
+
+    /// The smallest target term with `force` over targets other than `p` and `s` (a
+    /// bound below it when the entries computed this step do not decide it).
     fn min_term(&self, force: bool, p: u32, s: u32) -> f64 {
         self.best[usize::from(force)]
             .iter()
             .find(|(_, t)| *t != p && *t != s)
-            .map_or(f64::INFINITY, |(v, _)| *v)
+            .map_or(self.rest, |(v, _)| v.min(self.rest))
     }
 }
 
@@ -643,6 +737,8 @@ pub(super) struct Engine {
     slot_class: Vec<u32>,
     /// Per instance: primary and secondary (`u32::MAX` if none).
     inst_nodes: Vec<(u32, u32)>,
+    /// Scratch marks, one per target position.
+    mark: Vec<bool>,
 }
 
 /// [`Engine::slot_class`] of a slot without targets.
@@ -691,6 +787,7 @@ impl Engine {
             slot_inst: Vec::new(),
             slot_class: Vec::new(),
             inst_nodes: vec![(u32::MAX, u32::MAX); cluster.instances.len()],
+            mark: Vec::new(),
         };
         // Instance classes and side slots.
         let mut pri_classes: HashMap<_, usize> = HashMap::new();
@@ -793,6 +890,7 @@ impl Engine {
                 engine.classes[c].refresh_target(cluster, pos, t);
             }
         }
+        engine.mark = vec![false; engine.targets.len()];
         engine.key = vec![f64::INFINITY; engine.sides.len()];
         engine.expanded = vec![0; engine.sides.len()];
         engine.slot_class = vec![NO_TARGET; engine.sides.len()];
@@ -1019,16 +1117,18 @@ impl Engine {
     /// be used for this cluster state.
     pub(super) fn screen(&mut self, ctx: &StepContext) -> Option<Vec<Candidate>> {
         let b = Bounds::new(ctx, &self.unit)?;
-        let mut ranges = false;
-        for class in &mut self.classes {
-            let before = class.range;
-            class.refresh_terms(&b, &self.targets);
-            ranges |= before != class.range;
-        }
+        let ranges = self.classes.iter().any(|c| c.range_moved);
         match self.prev.map(|p| p.drift(&b, ranges)) {
             Some(e) if e.is_finite() => self.drift += e,
             _ => {
-                for key in &mut self.key {
+                for class in &mut self.classes {
+                    class.moved.extend(0..class.key.len() as u32);
+                }
+                for key in self
+                    .key
+                    .iter_mut()
+                    .chain(self.classes.iter_mut().flat_map(|c| c.key.iter_mut()))
+                {
                     if *key != f64::INFINITY {
                         *key = f64::NEG_INFINITY;
                     }
@@ -1037,19 +1137,35 @@ impl Engine {
         }
         self.prev = Some(LaneParams::of(&b));
         self.steps += 1;
+        for class in &mut self.classes {
+            class.range_moved = false;
+            class.refresh_terms(&b, self.drift, self.steps, &self.targets, &mut self.mark);
+        }
         let mut screen = Screen {
             best: ctx.cur,
             kept: Vec::new(),
         };
+        // Each class's smallest target term, a bound below any slot's own minimum.
+        let class_min: Vec<f64> = self
+            .classes
+            .iter()
+            .flat_map(|c| [c.best[0][0].0.min(c.rest), c.best[1][0].0.min(c.rest)])
+            .collect();
+        let cheap = |code: u32| {
+            if code == NO_TARGET {
+                0.0
+            } else {
+                class_min[2 * (code & !(1 << 31)) as usize + (code >> 31) as usize]
+            }
+        };
         // First the sides whose cached bounds are lowest, so that the limit falls early.
         const FIRST: usize = 32;
         let mut first: Vec<(f64, usize)> = Vec::with_capacity(FIRST + 1);
-        for i in 0..self.key.len() {
-            let key = self.key[i];
+        for (i, (&key, &code)) in self.key.iter().zip(&self.slot_class).enumerate() {
             if key == f64::INFINITY {
                 continue;
             }
-            let bound = b.base + (key - self.drift) + self.slot_min_target(i);
+            let bound = b.base + (key - self.drift) + cheap(code);
             if first.len() < FIRST || bound < first[FIRST - 1].0 {
                 let at = first.partition_point(|e| e.0 <= bound);
                 first.insert(at, (bound, i));
@@ -1063,13 +1179,18 @@ impl Engine {
         }
         for i in 0..self.key.len() {
             let key = self.key[i];
-            if key == f64::INFINITY || self.expanded[i] == self.steps {
+            if key == f64::INFINITY {
                 continue;
             }
-            let bound = b.base + (key - self.drift) + self.slot_min_target(i);
-            if bound <= screen.best + SCREEN_EPSILON + b.margin {
-                self.visit(ctx, &b, i, &mut screen);
+            let limit = screen.best + SCREEN_EPSILON + b.margin;
+            let partial = b.base + (key - self.drift);
+            if partial + cheap(self.slot_class[i]) > limit
+                || partial + self.slot_min_target(i) > limit
+                || self.expanded[i] == self.steps
+            {
+                continue;
             }
+            self.visit(ctx, &b, i, &mut screen);
         }
         let best = screen.best;
         let mut kept: Vec<Candidate> = screen
@@ -1122,7 +1243,7 @@ impl Engine {
         let term = b.side_term(
             &side.feat,
             side.relax,
-            self.slot_target(i).map(|(c, _)| &c.range),
+            self.slot_target(i).map(|(c, _)| c.range()).as_ref(),
         );
         let term = if term.is_nan() {
             f64::NEG_INFINITY
@@ -1158,16 +1279,34 @@ impl Engine {
         let p_minus = pn.state.remove_primary(inst, remove_ctx);
         let mut d_p_minus = Delta::ZERO;
         ctx.add_change(&mut d_p_minus, p, &p_minus);
+        let (drift, step) = (self.drift, self.steps);
         let (class, force) = match rec.kinds[l.slot] {
             TargetKind::None => (None, false),
-            TargetKind::Primary(f) => (Some(&self.classes[rec.pri_class]), f),
-            TargetKind::Secondary(f) => (Some(&self.classes[rec.sec_class]), f),
+            TargetKind::Primary(f) => (Some(&mut self.classes[rec.pri_class]), f),
+            TargetKind::Secondary(f) => (Some(&mut self.classes[rec.sec_class]), f),
+        };
+        // A target passes when its cached bound (the order's key) and then its term
+        // (computed now if stale) stay within the limit; the order's keys ascend.
+        let passes = |class: &mut Class, oi: usize, screen: &Screen| -> Option<usize> {
+            let (okey, pos) = class.order[oi];
+            let pos = pos as usize;
+            if b.base + l.term + (okey - drift) > limit(screen) {
+                return None;
+            }
+            class.compute(b, drift, step, pos);
+            Some(pos).filter(|&pos| b.base + l.term + (class.key[pos] - drift) <= limit(screen))
         };
         if inst.dt.mirror() == MirrorType::External {
             let Some(class) = class else { return };
-            let lb = &class.lb[usize::from(force)];
-            for (pos, &t) in self.targets.iter().enumerate() {
-                if b.base + l.term + lb[pos] > limit(screen)
+            for oi in 0..class.order.len() {
+                if b.base + l.term + (class.order[oi].0 - drift) > limit(screen) {
+                    break;
+                }
+                let Some(pos) = passes(class, oi, screen) else {
+                    continue;
+                };
+                let t = self.targets[pos];
+                if (!force && !class.entries[pos].ok_strict)
                     || t == p
                     || Some(t) == inst.snode
                     || b.surrogate(&side.feat, Some(&class.entries[pos].feat)) - b.margin
@@ -1231,9 +1370,15 @@ impl Engine {
         };
         let scratch = &mut self.scratch;
         fill_lookup(cluster, scratch, kind, p, s, false);
-        let lb = &class.lb[usize::from(force)];
-        for (pos, &t) in self.targets.iter().enumerate() {
-            if b.base + l.term + lb[pos] > limit(screen) || t == p || t == s {
+        for oi in 0..class.order.len() {
+            if b.base + l.term + (class.order[oi].0 - drift) > limit(screen) {
+                break;
+            }
+            let Some(pos) = passes(class, oi, screen) else {
+                continue;
+            };
+            let t = self.targets[pos];
+            if (!force && !class.entries[pos].ok_strict) || t == p || t == s {
                 continue;
             }
             let entry = &class.entries[pos].feat;
@@ -1354,9 +1499,16 @@ impl Class {
                 };
                 targets
             ],
-            lb: [vec![f64::INFINITY; targets], vec![f64::INFINITY; targets]],
+            key: vec![f64::INFINITY; targets],
+            stamp: vec![0; targets],
+            order: (0..targets as u32)
+                .map(|pos| (f64::INFINITY, pos))
+                .collect(),
+            moved: Vec::new(),
             best: [[(f64::INFINITY, u32::MAX); 3]; 2],
-            range: [(0.0, 0.0); LANES],
+            rest: f64::INFINITY,
+            range: [(f64::INFINITY, f64::NEG_INFINITY); LANES],
+            range_moved: false,
         }
     }
 }
