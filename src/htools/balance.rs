@@ -1122,7 +1122,8 @@ fn screen_disk_move(
     }
 }
 
-/// The exact score of the group after a simulated move.
+/// The exact score of the group after a simulated move: hbal's summation orders on the
+/// step's node values with the changed nodes substituted.
 fn exact_score(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
     let cluster = ctx.cluster;
     let node = |i: usize| {
@@ -1132,15 +1133,28 @@ fn exact_score(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
             .find(|(j, _)| *j == i)
             .map_or(&cluster.nodes[i], |(_, n)| n)
     };
-    let map = score::location_exclusion_score(
-        ctx.group_nodes
-            .iter()
-            .filter(|&&i| !node(i).offline())
-            .map(|&i| node(i).location_exclusion_pairs()),
-    );
-    score::weighted(&score::components_with(
+    // Without location tags no node has (location, exclusion) pairs: the map is empty.
+    let map = if ctx.has_location {
+        score::location_exclusion_score(
+            ctx.group_nodes
+                .iter()
+                .filter(|&&i| !node(i).offline())
+                .map(|&i| node(i).location_exclusion_pairs()),
+        )
+    } else {
+        0.0
+    };
+    let changed: Vec<(usize, bool, [f64; COMPONENTS])> = outcome
+        .nodes
+        .iter()
+        .map(|(i, n)| (*i, n.state.offline, score::node_values(&n.state)))
+        .collect();
+    score::weighted(&score::components_from_values(
         &ctx.group_nodes,
-        |i| &node(i).state,
+        |i| match changed.iter().find(|(j, _, _)| *j == i) {
+            Some((_, off, v)) => (*off, v),
+            None => (cluster.nodes[i].state.offline, &ctx.values[i]),
+        },
         map,
     ))
 }
@@ -1153,10 +1167,35 @@ pub fn try_balance(
     cur: f64,
     opts: &BalanceOptions,
 ) -> Option<(Step, MoveOutcome)> {
+    let mut engine = bound::Engine::new(cluster, group, opts);
+    step(cluster, group, cur, opts, engine.as_mut())
+}
+
+/// One balancing step, screened with `engine`'s bounds when there is one (and they apply
+/// to this cluster state), else exhaustively; then confirmed exactly.
+fn step(
+    cluster: &Cluster,
+    group: usize,
+    cur: f64,
+    opts: &BalanceOptions,
+    engine: Option<&mut bound::Engine>,
+) -> Option<(Step, MoveOutcome)> {
     let ctx = StepContext::new(cluster, group, opts, cur);
     if ctx.group_nodes.is_empty() {
         return None;
     }
+    let kept = match engine.and_then(|e| e.screen(&ctx)) {
+        Some(kept) => kept,
+        None => exhaustive_screen(&ctx),
+    };
+    confirm(&ctx, &kept)
+}
+
+/// Screens every candidate move (on `opts.threads` threads): the candidates within
+/// [`SCREEN_EPSILON`] of the best estimate, in hbal's order.
+fn exhaustive_screen(ctx: &StepContext) -> Vec<Candidate> {
+    let cluster = ctx.cluster;
+    let opts = ctx.opts;
     let instances: Vec<usize> = (0..cluster.instances.len())
         .filter(|&i| ctx.movable(i))
         .collect();
@@ -1172,7 +1211,7 @@ pub fn try_balance(
             kept: Vec::new(),
         };
         for &i in chunk {
-            screen_instance(&ctx, i, &mut scratch, &mut screen);
+            screen_instance(ctx, i, &mut scratch, &mut screen);
         }
         screen
     };
@@ -1193,18 +1232,27 @@ pub fn try_balance(
         })
     };
     let best_estimate = screens.iter().map(|s| s.best).fold(f64::INFINITY, f64::min);
+    screens
+        .into_iter()
+        .flat_map(|s| s.kept)
+        .filter(|c| c.estimate <= best_estimate + SCREEN_EPSILON)
+        .collect()
+}
+
+/// hbal's choice among the screened candidates `kept` (in hbal's order): the first with
+/// the strictly lowest exact score, if the gain rules accept it.
+fn confirm(ctx: &StepContext, kept: &[Candidate]) -> Option<(Step, MoveOutcome)> {
+    let cluster = ctx.cluster;
+    let opts = ctx.opts;
+    let cur = ctx.cur;
     let mut best: Option<(f64, MoveOutcome)> = None;
     let mut best_score = cur;
-    for cand in screens
-        .iter()
-        .flat_map(|s| s.kept.iter())
-        .filter(|c| c.estimate <= best_estimate + SCREEN_EPSILON)
-    {
+    for cand in kept {
         let Ok(outcome) = cluster.simulate_move(cand.instance, cand.mv, opts.force) else {
             debug_assert!(false, "screened move {cand:?} fails in the model");
             continue;
         };
-        let exact = exact_score(&ctx, &outcome);
+        let exact = exact_score(ctx, &outcome);
         if exact < best_score {
             best_score = exact;
             best = Some((exact, outcome));
@@ -1235,6 +1283,18 @@ pub fn balance_group(
     opts: &BalanceOptions,
     on_step: &mut dyn FnMut(&Step),
 ) -> Plan {
+    balance_group_with(cluster, group, opts, on_step, true)
+}
+
+/// [`balance_group`], screening with the bounds when `bounds` (and they apply), else
+/// exhaustively; the decisions are the same either way.
+fn balance_group_with(
+    cluster: &mut Cluster,
+    group: usize,
+    opts: &BalanceOptions,
+    on_step: &mut dyn FnMut(&Step),
+    bounds: bool,
+) -> Plan {
     let nodes = cluster.group_nodes(group);
     let initial = score::score(cluster, &nodes);
     let opt = score::optimal_score(cluster, &nodes);
@@ -1249,6 +1309,11 @@ pub fn balance_group(
         plan.stop = StopReason::AlreadyBalanced;
         return plan;
     }
+    let mut engine = if bounds {
+        bound::Engine::new(cluster, group, opts)
+    } else {
+        None
+    };
     let mut cur = initial;
     loop {
         if opts.max_steps.is_some_and(|m| plan.steps.len() >= m) {
@@ -1259,11 +1324,15 @@ pub fn balance_group(
             plan.stop = StopReason::Optimal;
             break;
         }
-        let Some((step, outcome)) = try_balance(cluster, group, cur, opts) else {
+        let Some((step, outcome)) = step(cluster, group, cur, opts, engine.as_mut()) else {
             plan.stop = StopReason::NoImprovement;
             break;
         };
+        let touched: Vec<usize> = outcome.nodes.iter().map(|(i, _)| *i).collect();
         cluster.apply_move(outcome);
+        if let Some(engine) = engine.as_mut() {
+            engine.update(cluster, &touched, opts);
+        }
         cur = step.score;
         on_step(&step);
         plan.steps.push(step);
@@ -1363,6 +1432,8 @@ pub fn solution_line(cluster: &Cluster, step: &Step, pos: usize) -> String {
 pub fn balanceable_template(dt: DiskTemplate) -> bool {
     dt.movable()
 }
+
+mod bound;
 
 #[cfg(test)]
 mod tests;

@@ -147,6 +147,35 @@ pub fn components_with<'a>(
     out
 }
 
+/// [`components_with`] from per-node values already computed: `value(i)` gives node
+/// `i`'s offline flag and [`node_values`]. The same operations in the same order, so the
+/// result is bit for bit the same.
+pub fn components_from_values<'a>(
+    nodes: &[usize],
+    value: impl Fn(usize) -> (bool, &'a [f64; COMPONENTS]),
+    map_value: f64,
+) -> [f64; COMPONENTS] {
+    let mut out = [0.0; COMPONENTS];
+    for (c, slot) in out.iter_mut().enumerate() {
+        let online = nodes
+            .iter()
+            .map(|&i| value(i))
+            .filter(|(off, _)| !off)
+            .map(|(_, v)| v[c]);
+        *slot = match AGGREGATION[c] {
+            Aggregation::StdDev => std_dev(online),
+            Aggregation::SumOnline => online.fold(0.0, |a, x| a + x),
+            Aggregation::SumOffline => nodes
+                .iter()
+                .map(|&i| value(i))
+                .filter(|(off, _)| *off)
+                .fold(0.0, |a, (_, v)| a + v[c]),
+            Aggregation::Map => map_value,
+        };
+    }
+    out
+}
+
 /// The weighted sum of components, in hbal's order.
 pub fn weighted(components: &[f64; COMPONENTS]) -> f64 {
     components
