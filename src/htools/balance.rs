@@ -7,8 +7,13 @@
 //! *screens*: every candidate within [`SCREEN_EPSILON`] of the best estimate is then
 //! re-simulated with the model's move primitives and scored exactly in hbal's summation
 //! order, and hbal's rule (first strictly better candidate, in instance then move order)
-//! is applied to the exact scores. Decisions therefore equal hbal's while most of the
-//! work is a few hundred flops per candidate, spread over the available cores.
+//! is applied to the exact scores.
+//!
+//! Most candidates are never estimated: the `bound` module keeps, across steps, rigorous
+//! lower bounds of every candidate's score split into a part of the instance's old nodes
+//! and a part of the target, and simulates only the candidates whose bound could reach
+//! the screen's limit; the screen keeps exactly the candidates the exhaustive screen
+//! (still used when the bounds do not apply) would keep. Decisions therefore equal hbal's.
 
 use std::collections::HashMap;
 
@@ -47,7 +52,8 @@ pub struct BalanceOptions {
     /// maintd's allowed nodes: only these are targets, and only instances whose nodes
     /// are all allowed move. `None`: every node.
     pub allowed_nodes: Option<Vec<usize>>,
-    /// Evaluate candidates on this many threads (0: all available cores).
+    /// Threads of the exhaustive screen, used when the bounds do not apply (0: all
+    /// available cores).
     pub threads: usize,
 }
 
