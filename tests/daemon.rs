@@ -616,6 +616,27 @@ fn harep_repairs_instances_of_a_drained_node_and_tags_them_as_harep_does() {
     });
 }
 
+/// The jobs of balancing moves in the queue.
+fn balancing_jobs(h: &Harness) -> Vec<maintd::sim::views::JobView> {
+    h.jobs()
+        .into_iter()
+        .filter(|j| {
+            maintd_reasons(j)
+                .iter()
+                .any(|r| r.starts_with("balancing:"))
+        })
+        .collect()
+}
+
+/// At least `count` balancing jobs, all finalized.
+async fn wait_balancing_jobs(h: &Harness, count: usize) -> Vec<maintd::sim::views::JobView> {
+    h.wait_for(120.0, "balancing jobs", async |h: &Harness| {
+        let jobs = balancing_jobs(h);
+        (jobs.len() >= count && jobs.iter().all(|j| j.status.is_finalized())).then_some(jobs)
+    })
+    .await
+}
+
 #[test]
 fn balancing_lowers_the_score_on_untouched_nodes_only() {
     run_paused(|| async {
@@ -632,20 +653,7 @@ fn balancing_lowers_the_score_on_untouched_nodes_only() {
         // node2 has an open incident: balancing must not touch it.
         h.report("node2", json!({"status": "live-repair"}));
         h.wait_incident_on("node2", 10.0).await;
-        let balanced = h
-            .wait_for(120.0, "balancing jobs", async |h: &Harness| {
-                let jobs: Vec<_> = h
-                    .jobs()
-                    .into_iter()
-                    .filter(|j| {
-                        maintd_reasons(j)
-                            .iter()
-                            .any(|r| r.starts_with("balancing:"))
-                    })
-                    .collect();
-                (jobs.len() >= 2 && jobs.iter().all(|j| j.status.is_finalized())).then_some(jobs)
-            })
-            .await;
+        let balanced = wait_balancing_jobs(&h, 2).await;
         for job in &balanced {
             assert_eq!(job.status, JobStatus::Success, "{:?}", job.summary);
             let text = serde_json::to_string(&job.ops).expect("json");
@@ -669,24 +677,11 @@ fn balancing_by_cpu_load_uses_the_polled_loads() {
         })
         .await;
         // The simulated collectors report each node's load; balancing acts on it.
-        let balanced = h
-            .wait_for(120.0, "balancing jobs", async |h: &Harness| {
-                let jobs: Vec<_> = h
-                    .jobs()
-                    .into_iter()
-                    .filter(|j| {
-                        maintd_reasons(j)
-                            .iter()
-                            .any(|r| r.starts_with("balancing:"))
-                    })
-                    .collect();
-                (!jobs.is_empty() && jobs.iter().all(|j| j.status.is_finalized())).then_some(jobs)
-            })
-            .await;
+        let balanced = wait_balancing_jobs(&h, 1).await;
         assert!(balanced.iter().all(|j| j.status == JobStatus::Success));
         // A node whose collector fails stops balancing: no figure, no guess.
         let now = h.clock.now();
-        let jobs_before = h.jobs().len();
+        let balancing_before = balancing_jobs(&h).len();
         h.sim
             .lock()
             .set_monitoring("node3", MonitoringBehaviour::Unreachable, now)
@@ -699,12 +694,11 @@ fn balancing_by_cpu_load_uses_the_polled_loads() {
             .cloned()
             .unwrap_or_default();
         assert!(node3["consecutive_failures"].as_u64() > Some(0), "{nodes}");
-        let late: Vec<_> = h.jobs().into_iter().skip(jobs_before).collect();
-        assert!(
-            late.iter().all(|j| !maintd_reasons(j)
-                .iter()
-                .any(|r| r.starts_with("balancing:"))),
-            "no balancing without node3's load: {late:?}"
+        let balancing = balancing_jobs(&h);
+        assert_eq!(
+            balancing.len(),
+            balancing_before,
+            "no balancing without node3's load: {balancing:?}"
         );
     });
 }

@@ -366,20 +366,28 @@ fn successful_jobs(lab: &Lab, incident: &Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn lab_evacuate_drains_migrates_tags_ready_and_forgets() {
-    let Some(lab) = Lab::get() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let diagnose = DiagnoseServer::start();
-    let maintd = Maintd::start(&lab, &diagnose, dir.path());
+/// What [`evacuate_busiest`] saw.
+struct Evacuation {
+    node: String,
+    before: NodeRow,
+    uuid: String,
+    tag: String,
+    done: Value,
+}
+
+/// Report `report` (an evacuation) for the busiest non-master node and wait until its
+/// incident completes; the node must then be drained, empty and tagged ready.
+fn evacuate_busiest(
+    lab: &Lab,
+    maintd: &Maintd,
+    diagnose: &DiagnoseServer,
+    report: Value,
+) -> Evacuation {
     let node = lab.busiest_node();
     let before = lab.nodes()[&node].clone();
     assert!(!before.primaries.is_empty(), "{node} hosts instances");
 
-    diagnose.report(
-        &node,
-        json!({"status": "evacuate", "details": {"disk": "sda"}}),
-    );
+    diagnose.report(&node, report);
     let noted = maintd.wait_incident(&node, "pending", within(60));
     let uuid = uuid(&noted);
     let done = maintd.wait_incident(&node, "completed", within(240));
@@ -393,6 +401,34 @@ fn lab_evacuate_drains_migrates_tags_ready_and_forgets() {
     );
     let tag = format!("maintd:repairready:{uuid}");
     assert!(after.tags.contains(&tag), "{:?}", after.tags);
+    Evacuation {
+        node,
+        before,
+        uuid,
+        tag,
+        done,
+    }
+}
+
+#[test]
+fn lab_evacuate_drains_migrates_tags_ready_and_forgets() {
+    let Some(lab) = Lab::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let diagnose = DiagnoseServer::start();
+    let maintd = Maintd::start(&lab, &diagnose, dir.path());
+    let evacuation = evacuate_busiest(
+        &lab,
+        &maintd,
+        &diagnose,
+        json!({"status": "evacuate", "details": {"disk": "sda"}}),
+    );
+    let Evacuation {
+        node,
+        before,
+        uuid,
+        tag,
+        done,
+    } = evacuation;
     let infos = successful_jobs(&lab, &done);
     // Drain, one live migration per instance, the tag.
     assert_eq!(infos.len(), 1 + before.primaries.len() + 1, "{infos:#?}");
@@ -549,24 +585,13 @@ fn lab_rapi_backend_evacuates_a_node() {
         api: api.trim_start_matches("http://").to_owned(),
     };
     maintd.wait_status_code(200, within(60));
-    let node = lab.busiest_node();
-    let before = lab.nodes()[&node].clone();
-    assert!(!before.primaries.is_empty(), "{node} hosts instances");
-
-    diagnose.report(&node, json!({"status": "evacuate"}));
-    let noted = maintd.wait_incident(&node, "pending", within(60));
-    let uuid = uuid(&noted);
-    let done = maintd.wait_incident(&node, "completed", within(240));
-
-    let after = lab.nodes()[&node].clone();
-    assert!(after.drained, "{node} drained");
-    assert!(
-        after.primaries.is_empty(),
-        "{node} still hosts {:?}",
-        after.primaries
-    );
-    let tag = format!("maintd:repairready:{uuid}");
-    assert!(after.tags.contains(&tag), "{:?}", after.tags);
+    let Evacuation {
+        node,
+        before,
+        uuid,
+        tag,
+        done,
+    } = evacuate_busiest(&lab, &maintd, &diagnose, json!({"status": "evacuate"}));
     // Each job succeeded, carries maintd's source and the incident in its reason text
     // (RAPI records it under gnt:user), and went through RAPI.
     let infos = successful_jobs(&lab, &done);
