@@ -22,7 +22,7 @@ use crate::htools::{
 use crate::model::{
     cluster::ClusterSnapshot,
     diagnose::RepairAction,
-    incident::{submission_marker, Incident, JobPurpose, PlannedJob, RoundPlan},
+    incident::{submission_marker, Incident, JobPurpose, PlannedJob, RepairStatus, RoundPlan},
     job::JobId,
     opcode::OpBody,
 };
@@ -119,7 +119,7 @@ fn incident_nodes(input: &PlanInput<'_>) -> BTreeSet<String> {
     input
         .incidents
         .iter()
-        .filter(|i| i.status.is_open() || i.status == crate::model::incident::RepairStatus::Failed)
+        .filter(|i| i.status.is_open() || i.status == RepairStatus::Failed)
         .map(|i| i.node.clone())
         .collect()
 }
