@@ -6,9 +6,11 @@
 
 pub mod http_diagnose;
 pub mod luxi;
+pub mod noded;
 pub mod rapi;
 pub mod sim;
 pub mod ssconf;
+pub mod tls;
 pub mod vote;
 
 use futures_util::future::LocalBoxFuture;

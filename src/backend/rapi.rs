@@ -39,19 +39,17 @@ use futures_util::{
     stream, StreamExt,
 };
 use rustls::{
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     client::WebPkiServerVerifier,
-    crypto::{
-        verify_tls12_signature, verify_tls13_signature, verify_tls13_signature_with_raw_key,
-        CryptoProvider, WebPkiSupportedAlgorithms,
-    },
-    pki_types::{pem::PemObject, CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime},
-    CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    pki_types::{pem::PemObject, CertificateDer},
+    RootCertStore,
 };
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
-use super::{BackendError, ClusterBackend, Submission};
+use super::{
+    tls::{Pin, PinnedVerifier},
+    BackendError, ClusterBackend, Submission,
+};
 use crate::model::{
     cluster::{ClusterSnapshot, DiskTemplate, Group, Instance, Node},
     job::{JobId, JobStatus},
@@ -249,223 +247,6 @@ pub fn validate_url(url: &str) -> Result<String, RapiSetupError> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
-// ---------------------------------------------------------------------------------------
-// Certificate checking
-
-/// The server's certificate is not the pinned one (and no CA vouched for it).
-struct NotPinned;
-
-impl fmt::Display for NotPinned {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the server's certificate is not the pinned RAPI certificate")
-    }
-}
-
-/// rustls shows the error with `Debug`: make that the message too.
-impl fmt::Debug for NotPinned {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl std::error::Error for NotPinned {}
-
-/// One DER element of `input`: `(tag, contents, rest)`; `None` if truncated or longer
-/// than this parser handles (lengths up to 4 bytes, single-byte tags).
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let octets = usize::from(first & 0x7f);
-        if octets == 0 || octets > 4 || rest.len() < octets {
-            return None;
-        }
-        let len = rest[..octets]
-            .iter()
-            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
-        (len, &rest[octets..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-const DER_SEQUENCE: u8 = 0x30;
-const DER_BIT_STRING: u8 = 0x03;
-/// `[0] EXPLICIT`, the version field of a v2/v3 certificate.
-const DER_VERSION: u8 = 0xa0;
-
-/// The public key of an X.509 certificate: its whole `SubjectPublicKeyInfo`, the DER
-/// contents of its `AlgorithmIdentifier`, and the key bits. Read without webpki, which
-/// refuses version 1 certificates such as the `rapi.pem` Ganeti generates.
-fn certificate_public_key(certificate: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-    let (DER_SEQUENCE, body, _) = der_element(certificate)? else {
-        return None;
-    };
-    let (DER_SEQUENCE, tbs, _) = der_element(body)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    if let (DER_VERSION, _, after) = der_element(rest)? {
-        rest = after;
-    }
-    // serialNumber, signature, issuer, validity, subject.
-    for _ in 0..5 {
-        rest = der_element(rest)?.2;
-    }
-    let (DER_SEQUENCE, spki, after) = der_element(rest)? else {
-        return None;
-    };
-    let whole = &rest[..rest.len() - after.len()];
-    let (DER_SEQUENCE, algorithm, rest) = der_element(spki)? else {
-        return None;
-    };
-    let (DER_BIT_STRING, bits, _) = der_element(rest)? else {
-        return None;
-    };
-    // The first octet counts the unused bits of the last one: always 0 for a key.
-    let (0, key) = bits.split_first()? else {
-        return None;
-    };
-    Some((whole.to_vec(), algorithm.to_vec(), key.to_vec()))
-}
-
-/// A pinned certificate with its public key.
-#[derive(Debug, Clone)]
-struct Pin {
-    certificate: CertificateDer<'static>,
-    spki: SubjectPublicKeyInfoDer<'static>,
-    algorithm: Vec<u8>,
-    public_key: Vec<u8>,
-}
-
-impl Pin {
-    fn new(certificate: CertificateDer<'static>) -> Option<Self> {
-        let (spki, algorithm, public_key) = certificate_public_key(certificate.as_ref())?;
-        Some(Pin {
-            certificate,
-            spki: SubjectPublicKeyInfoDer::from(spki),
-            algorithm,
-            public_key,
-        })
-    }
-
-    /// Check a TLS 1.3 handshake signature with the pinned key.
-    fn verify_tls13(
-        &self,
-        message: &[u8],
-        dss: &DigitallySignedStruct,
-        algorithms: &WebPkiSupportedAlgorithms,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature_with_raw_key(message, &self.spki, dss, algorithms)
-    }
-
-    /// Check a TLS 1.2 handshake signature with the pinned key, as rustls does with a
-    /// certificate's key: each algorithm of the signature scheme for the pin's key type.
-    fn verify_tls12(
-        &self,
-        message: &[u8],
-        dss: &DigitallySignedStruct,
-        algorithms: &WebPkiSupportedAlgorithms,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let candidates = algorithms
-            .mapping
-            .iter()
-            .find(|(scheme, _)| *scheme == dss.scheme)
-            .map(|(_, candidates)| *candidates)
-            .unwrap_or_default();
-        let verified = candidates
-            .iter()
-            .filter(|alg| alg.public_key_alg_id().as_ref() == self.algorithm.as_slice())
-            .any(|alg| {
-                alg.verify_signature(&self.public_key, message, dss.signature())
-                    .is_ok()
-            });
-        if verified {
-            Ok(HandshakeSignatureValid::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::BadSignature,
-            ))
-        }
-    }
-}
-
-/// Accepts the pinned certificates byte for byte (name and dates not checked: the pin is
-/// the trust), else defers to the CA verifier if there is one.
-#[derive(Debug)]
-struct RapiVerifier {
-    pins: Vec<Pin>,
-    ca: Option<Arc<WebPkiServerVerifier>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl RapiVerifier {
-    fn pin_for(&self, certificate: &CertificateDer<'_>) -> Option<&Pin> {
-        self.pins
-            .iter()
-            .find(|pin| pin.certificate.as_ref() == certificate.as_ref())
-    }
-}
-
-impl ServerCertVerifier for RapiVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.pin_for(end_entity).is_some() {
-            return Ok(ServerCertVerified::assertion());
-        }
-        match &self.ca {
-            Some(ca) => {
-                ca.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            }
-            None => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(NotPinned)),
-            ))),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.provider.signature_verification_algorithms;
-        match self.pin_for(cert) {
-            Some(pin) => pin.verify_tls12(message, dss, algorithms),
-            None => verify_tls12_signature(message, cert, dss, algorithms),
-        }
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.provider.signature_verification_algorithms;
-        match self.pin_for(cert) {
-            Some(pin) => pin.verify_tls13(message, dss, algorithms),
-            None => verify_tls13_signature(message, cert, dss, algorithms),
-        }
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// The rustls client configuration checking the server as `pinned` and `ca` say.
 pub fn tls_config(
     pinned: Vec<CertificateDer<'static>>,
@@ -506,11 +287,7 @@ pub fn tls_config(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let verifier = RapiVerifier {
-        pins,
-        ca,
-        provider: provider.clone(),
-    };
+    let verifier = PinnedVerifier::new(pins, ca, provider.clone());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| RapiSetupError::Certificate {
@@ -1501,30 +1278,6 @@ impl ClusterBackend for RapiBackend {
 mod tests {
     use super::*;
     use crate::model::opcode::ReasonEntry;
-
-    #[test]
-    fn public_keys_are_read_from_certificates_without_panicking() {
-        let made = rcgen::generate_simple_self_signed(vec!["c.example".to_owned()]).unwrap();
-        let der = made.cert.der().as_ref().to_vec();
-        let (spki, algorithm, key) = certificate_public_key(&der).unwrap();
-        assert_eq!(key, made.key_pair.public_key_raw());
-        assert!(spki.len() > key.len() + algorithm.len());
-        assert!(Pin::new(CertificateDer::from(der.clone())).is_some());
-        for end in 0..der.len() {
-            assert!(
-                certificate_public_key(&der[..end]).is_none(),
-                "prefix {end}"
-            );
-        }
-        let mut flipped = der.clone();
-        for i in 0..flipped.len() {
-            flipped[i] ^= 0xff;
-            let _ = certificate_public_key(&flipped);
-            flipped[i] ^= 0xff;
-        }
-        assert!(certificate_public_key(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
-        assert!(certificate_public_key(&[]).is_none());
-    }
 
     #[test]
     fn credentials_files_are_parsed_strictly() {

@@ -3,6 +3,86 @@
 //! when a strict majority of all nodes names it. Missing answers may still turn the vote,
 //! so the caller asks again a few times before giving up.
 
+use std::{future::Future, path::Path};
+
+use futures_util::future::join_all;
+use serde_json::Value;
+use tracing::warn;
+
+/// A node entitled to vote: every node of the cluster configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    /// The node's name.
+    pub name: String,
+    /// Its primary IP address, where its noded listens.
+    pub address: String,
+    /// Offline nodes are not asked (Ganeti's RPC never contacts them): they count as
+    /// missing answers.
+    pub offline: bool,
+}
+
+/// The cluster configuration file in Ganeti's data directory; only master candidates
+/// have it.
+pub const CONFIG_FILE: &str = "config.data";
+
+/// Every node of the cluster configuration `config.data` (Ganeti asks them all).
+pub fn voters_from_config(path: &Path) -> Result<Vec<Voter>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let config: Value = serde_json::from_slice(&text)
+        .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let Some(nodes) = config.get("nodes").and_then(Value::as_object) else {
+        return Err(format!("{} has no \"nodes\" object", path.display()));
+    };
+    let mut voters = Vec::with_capacity(nodes.len());
+    for (key, node) in nodes {
+        let text = |field: &str| node.get(field).and_then(Value::as_str).map(str::to_owned);
+        let (Some(name), Some(address)) = (text("name"), text("primary_ip")) else {
+            return Err(format!(
+                "{}: node {key} lacks a name or primary_ip",
+                path.display()
+            ));
+        };
+        let offline = node
+            .get("offline")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        voters.push(Voter {
+            name,
+            address,
+            offline,
+        });
+    }
+    voters.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(voters)
+}
+
+/// One round of the vote: ask every online voter at once with `ask` (address → the master
+/// it names), and count. Failed answers are logged and count as missing.
+pub async fn hold_vote<F, Fut>(me: &str, voters: &[Voter], ask: F) -> VoteOutcome
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<String, String>>,
+{
+    let questions = voters.iter().map(|voter| {
+        let answer = (!voter.offline).then(|| ask(voter.address.clone()));
+        async move {
+            let named = match answer {
+                Some(answer) => match answer.await {
+                    Ok(master) => Some(master),
+                    Err(e) => {
+                        warn!(target: "maintd::election", node = %voter.name, error = %e, "no vote from node");
+                        None
+                    }
+                },
+                None => None,
+            };
+            (voter.name.clone(), named)
+        }
+    });
+    let answers = join_all(questions).await;
+    tally(me, &answers)
+}
+
 /// Rounds of asking again while the outcome depends on missing answers (Ganeti's
 /// `masterVotingRetries`).
 pub const VOTING_RETRIES: u32 = 6;
@@ -101,5 +181,76 @@ mod tests {
             VoteOutcome::Undecided { .. }
         ));
         assert_eq!(tally("n1", &[]), VoteOutcome::Lost { named: vec![] });
+    }
+
+    fn voter(name: &str, offline: bool) -> Voter {
+        Voter {
+            name: name.into(),
+            address: format!("ip-of-{name}"),
+            offline,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_vote_asks_online_nodes_only_and_counts_failures_as_missing() {
+        let voters = [voter("n1", false), voter("n2", false), voter("n3", true)];
+        let asked = std::cell::RefCell::new(Vec::new());
+        let outcome = hold_vote("n1", &voters, |address| {
+            asked.borrow_mut().push(address.clone());
+            async move {
+                match address.as_str() {
+                    "ip-of-n1" => Ok("n1".to_owned()),
+                    _ => Err("connection refused".to_owned()),
+                }
+            }
+        })
+        .await;
+        assert_eq!(*asked.borrow(), ["ip-of-n1", "ip-of-n2"]);
+        assert_eq!(
+            outcome,
+            VoteOutcome::Undecided {
+                missing: vec!["n2".into(), "n3".into()]
+            }
+        );
+        let outcome = hold_vote("n1", &voters, |_| async { Ok("n1".to_owned()) }).await;
+        assert_eq!(outcome, VoteOutcome::Won);
+    }
+
+    #[test]
+    fn voters_come_from_every_node_of_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        std::fs::write(
+            &path,
+            r#"{"nodes": {
+                "u2": {"name": "node2.example.com", "primary_ip": "192.0.2.12", "offline": true},
+                "u1": {"name": "node1.example.com", "primary_ip": "192.0.2.11", "offline": false}
+            }}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            voters_from_config(&path).unwrap(),
+            vec![
+                Voter {
+                    name: "node1.example.com".into(),
+                    address: "192.0.2.11".into(),
+                    offline: false
+                },
+                Voter {
+                    name: "node2.example.com".into(),
+                    address: "192.0.2.12".into(),
+                    offline: true
+                },
+            ]
+        );
+        std::fs::write(&path, r#"{"nodes": {"u1": {"name": "n1"}}}"#).unwrap();
+        assert!(voters_from_config(&path)
+            .unwrap_err()
+            .contains("lacks a name or primary_ip"));
+        std::fs::write(&path, "{").unwrap();
+        assert!(voters_from_config(&path).unwrap_err().contains("not JSON"));
+        assert!(voters_from_config(&dir.path().join("missing"))
+            .unwrap_err()
+            .contains("cannot read"));
     }
 }
