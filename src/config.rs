@@ -63,8 +63,14 @@ pub struct ClusterSettings {
     pub backend: BackendKind,
     /// Luxi socket path.
     pub luxi_socket: String,
-    /// Ganeti's ssconf directory on this node.
+    /// Ganeti's data directory on this node: ssconf files, `config.data`, certificates.
     pub ssconf_dir: String,
+    /// Hold Ganeti's popular vote before working as master.
+    pub voting: bool,
+    /// noded's port, for the vote.
+    pub noded_port: u16,
+    /// Seconds per noded request.
+    pub noded_timeout: f64,
     /// Seconds per Luxi request.
     pub luxi_timeout: f64,
     /// Seconds between node-list refreshes.
@@ -272,6 +278,7 @@ impl Settings {
             ),
             ("cluster.luxi_timeout", self.cluster.luxi_timeout),
             ("cluster.rapi_timeout", self.cluster.rapi_timeout),
+            ("cluster.noded_timeout", self.cluster.noded_timeout),
             (
                 "cluster.node_refresh_interval",
                 self.cluster.node_refresh_interval,

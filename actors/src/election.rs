@@ -2,11 +2,21 @@
 //! mastership at start (not master: exit code 11, like Ganeti's master-only daemons) and
 //! then periodically; it starts the cluster supervisor while this node is master and drops
 //! it, stopping all work, as soon as it is not.
+//!
+//! On a Ganeti node whose ssconf names it master, work starts only after the popular vote
+//! is won, as in Ganeti's master-only daemons: every node of the configuration is asked
+//! through noded who the master is, and a strict majority must name this node. A vote that
+//! cannot be won, or stays undecided through all retries, ends the process with exit code 1.
 
-use std::{rc::Rc, time::Duration};
+use std::{path::PathBuf, rc::Rc, time::Duration};
 
 use actix::prelude::*;
-use maintd::backend::{ssconf, ClusterBackend};
+use maintd::backend::{
+    noded::NodedClient,
+    ssconf,
+    vote::{self, VoteOutcome, VOTING_RETRIES, VOTING_RETRY_SECONDS},
+    ClusterBackend,
+};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -17,6 +27,20 @@ use crate::{
 /// Ganeti's exit code for "not master" (`exitNotmaster`).
 pub const EXIT_NOT_MASTER: i32 = 11;
 
+/// Ganeti's exit code for a vote that was lost or could not be completed (`exitFailure`).
+pub const EXIT_VOTE_FAILED: i32 = 1;
+
+/// Where and how to hold the popular vote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoteSettings {
+    /// Ganeti's data directory: `config.data` (the voters), `server.pem`, `client.pem`.
+    pub data_dir: PathBuf,
+    /// noded's port.
+    pub port: u16,
+    /// Time limit of one node's answer.
+    pub timeout: Duration,
+}
+
 /// How mastership is established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MasterCheck {
@@ -26,7 +50,9 @@ pub enum MasterCheck {
         /// This node's name.
         node_name: String,
         /// Ganeti's ssconf directory on this node, if it is a Ganeti node.
-        ssconf_dir: Option<std::path::PathBuf>,
+        ssconf_dir: Option<PathBuf>,
+        /// Hold the popular vote before working, when ssconf names this node master.
+        vote: Option<VoteSettings>,
     },
     /// `--no-voting --yes-do-it`: assume mastership.
     Assume,
@@ -42,6 +68,16 @@ pub struct MasterElection {
     /// Exit the process when the first check says "not master".
     exit_if_not_master: bool,
     first_check_done: bool,
+    /// The popular vote: not yet held, under way, or won.
+    vote: VoteState,
+}
+
+/// Progress of the popular vote, held once per process like Ganeti's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VoteState {
+    NotHeld,
+    Voting,
+    Won,
 }
 
 impl MasterElection {
@@ -61,6 +97,7 @@ impl MasterElection {
             supervisor: None,
             exit_if_not_master,
             first_check_done: false,
+            vote: VoteState::NotHeld,
         }
     }
 
@@ -73,6 +110,7 @@ impl MasterElection {
             MasterCheck::AskCluster {
                 node_name,
                 ssconf_dir,
+                vote,
             } => {
                 let ssconf = ssconf_dir.as_deref().map(ssconf::master_node);
                 match ssconf {
@@ -81,6 +119,12 @@ impl MasterElection {
                         // no need (and maybe no way) to ask the old master's daemons.
                         self.concluded(master, node_name.clone(), ctx);
                         return;
+                    }
+                    Some(Ok(Some(_))) if self.vote != VoteState::Won => {
+                        if let Some(settings) = vote.clone() {
+                            self.hold_vote(node_name.clone(), settings, ctx);
+                            return;
+                        }
                     }
                     Some(Err(e)) => {
                         warn!(target: "maintd::election", error = %e, "cannot read ssconf; asking the cluster")
@@ -99,6 +143,63 @@ impl MasterElection {
                 Err(e) => warn!(target: "maintd::election", error = %e, "master check failed"),
             })
             .wait(ctx);
+    }
+
+    /// Ask every node who the master is, retrying while missing answers leave it open;
+    /// start work once won, exit when lost.
+    fn hold_vote(&mut self, me: String, settings: VoteSettings, ctx: &mut Context<Self>) {
+        if self.vote == VoteState::Voting {
+            return;
+        }
+        self.vote = VoteState::Voting;
+        info!(target: "maintd::election", node = %me, "ssconf names this node master; holding the popular vote");
+        let voting = async move {
+            let config = settings.data_dir.join(vote::CONFIG_FILE);
+            let voters = vote::voters_from_config(&config)?;
+            let client =
+                NodedClient::from_data_dir(&settings.data_dir, settings.port, settings.timeout)
+                    .map_err(|e| e.to_string())?;
+            for attempt in 0..=VOTING_RETRIES {
+                let outcome = vote::hold_vote(&me, &voters, |address| {
+                    let client = client.clone();
+                    async move { client.master_node_name(&address).await }
+                })
+                .await;
+                match outcome {
+                    VoteOutcome::Won => return Ok(()),
+                    VoteOutcome::Lost { named } => {
+                        return Err(format!(
+                        "the vote cannot be won by {me}: of {} nodes, the answers named {named:?}",
+                        voters.len()
+                    ))
+                    }
+                    VoteOutcome::Undecided { missing } if attempt < VOTING_RETRIES => {
+                        warn!(target: "maintd::election", ?missing, retry_in = VOTING_RETRY_SECONDS, "vote not decided for want of answers; asking again");
+                        tokio::time::sleep(Duration::from_secs(VOTING_RETRY_SECONDS)).await;
+                    }
+                    VoteOutcome::Undecided { missing } => {
+                        return Err(format!(
+                            "could not gather the votes of enough nodes; no answer from {missing:?}"
+                        ))
+                    }
+                }
+            }
+            Err("the vote was not decided".to_owned())
+        };
+        voting
+            .into_actor(self)
+            .map(|result, act, ctx| match result {
+                Ok(()) => {
+                    info!(target: "maintd::election", "won the popular vote");
+                    act.vote = VoteState::Won;
+                    act.check(ctx);
+                }
+                Err(why) => {
+                    error!(target: "maintd::election", "failed to verify master status: {why}; exiting");
+                    System::current().stop_with_code(EXIT_VOTE_FAILED);
+                }
+            })
+            .spawn(ctx);
     }
 
     /// `master` is the master: work if it is this node, else stop (or exit at startup).

@@ -20,7 +20,7 @@ use maintd_actors::{
     app::{self, Wiring},
     cli::{Cli, Command, CommonArgs, DaemonArgs, SimArgs},
     client,
-    election::MasterCheck,
+    election::{MasterCheck, VoteSettings},
     messages::Shutdown,
     simulation, telemetry,
     web::WebActor,
@@ -123,6 +123,11 @@ fn run_daemon(args: DaemonArgs) -> Result<u8, String> {
         MasterCheck::AskCluster {
             node_name,
             ssconf_dir: Some(settings.cluster.ssconf_dir.clone().into()),
+            vote: settings.cluster.voting.then(|| VoteSettings {
+                data_dir: settings.cluster.ssconf_dir.clone().into(),
+                port: settings.cluster.noded_port,
+                timeout: seconds(settings.cluster.noded_timeout),
+            }),
         }
     };
     run_system(move || {
@@ -188,6 +193,7 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
             MasterCheck::AskCluster {
                 node_name: master,
                 ssconf_dir: None,
+                vote: None,
             },
             &args.listen,
             clock,

@@ -159,6 +159,34 @@ impl Lab {
         }
     }
 
+    /// `maintd` with `args` and `env` inside `node`'s namespaces, as if installed there: its
+    /// log goes to `log`.
+    fn maintd_on_node(
+        &self,
+        node: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> Proc {
+        // gx clears the environment, so variables are passed through env(1).
+        let mut command: Vec<String> = vec![
+            "-n".into(),
+            node.split('.').next().unwrap_or(node).to_owned(),
+            "env".into(),
+            "RUST_LOG=info".into(),
+        ];
+        command.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        command.push(BIN.into());
+        command.extend(args.iter().map(|a| (*a).to_owned()));
+        Proc::spawn_program(
+            &format!("maintd on {node}"),
+            &self.dir.join("bin/gx"),
+            &command,
+            &[],
+            log,
+        )
+    }
+
     /// Back to the lab's shape: node1 is master, no node drained, no maintd tag, no
     /// failing hook.
     fn reset(&self) {
@@ -297,6 +325,9 @@ impl Maintd {
             ),
             ("MAINTD__DAEMON__MASTER_CHECK_INTERVAL", "1".to_owned()),
             ("MAINTD__ROUNDS__JOB_POLL_INTERVAL", "0.5".to_owned()),
+            // noded listens only inside the lab's namespaces, out of this host's reach;
+            // the vote is tested from inside the nodes (lab_popular_vote_*).
+            ("MAINTD__CLUSTER__VOTING", "false".to_owned()),
         ];
         let mut proc =
             Proc::spawn_with_env("maintd on the lab", &args, &env, &dir.join("maintd.log"));
@@ -681,4 +712,123 @@ fn lab_rapi_backend_evacuates_a_node() {
         .iter()
         .any(|t| t.starts_with("maintd:lab-chain")));
     lab.reset();
+}
+
+/// Restarts a node's noded when dropped, whatever the test did.
+struct NodedStopped<'a> {
+    lab: &'a Lab,
+    node: &'static str,
+}
+
+impl<'a> NodedStopped<'a> {
+    fn stop(lab: &'a Lab, node: &'static str) -> Self {
+        let (ok, out, err) = lab.try_gx(
+            Some(node),
+            &["/usr/lib/ganeti/daemon-util", "stop", "ganeti-noded"],
+        );
+        assert!(ok, "stopping noded on {node}: {out}{err}");
+        NodedStopped { lab, node }
+    }
+}
+
+impl Drop for NodedStopped<'_> {
+    fn drop(&mut self) {
+        let (ok, out, err) = self.lab.try_gx(
+            Some(self.node),
+            &["/usr/lib/ganeti/daemon-util", "start", "ganeti-noded"],
+        );
+        assert!(
+            ok || thread::panicking(),
+            "restarting noded on {}: {out}{err}",
+            self.node
+        );
+    }
+}
+
+/// maintd installed on the master (node1): Luxi at Ganeti's default socket, Ganeti's data
+/// directory as it is. It holds the popular vote over noded with the cluster's client
+/// certificate and wins it with node3's noded down (two of three nodes name node1),
+/// noting node3's missing vote; then it starts work.
+#[test]
+fn lab_popular_vote_on_the_master_wins_without_one_node() {
+    let Some(lab) = Lab::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("maintd.log");
+    let state = path(&dir.path().join("state"));
+    let noded = NodedStopped::stop(&lab, "node3.ganeti.test");
+    let mut maintd = lab.maintd_on_node(
+        MASTER,
+        &[
+            "daemon",
+            "-f",
+            "--diagnose-url",
+            "http://127.0.0.1:9/{node}",
+            "--state-dir",
+            &state,
+            "-p",
+            "0",
+            "-b",
+            "127.0.0.1",
+        ],
+        &[],
+        &log,
+    );
+    maintd.line("maintd API:", within(60));
+    wait_until(within(60), "maintd to start work", || {
+        let log = maintd.log_text();
+        log.contains("this node is master; starting work")
+            .then_some(log)
+    });
+    let log = maintd.log_text();
+    assert!(log.contains("holding the popular vote"), "{log}");
+    assert!(log.contains("won the popular vote"), "{log}");
+    let missing = log
+        .lines()
+        .find(|l| l.contains("no vote from node"))
+        .unwrap_or_else(|| panic!("node3's missing vote not logged: {log}"));
+    assert!(missing.contains("node3.ganeti.test"), "{missing}");
+    maintd.kill9();
+    drop(noded);
+}
+
+/// A node whose ssconf copy claims the master role while the cluster knows better: node2
+/// with a copy of its data directory saying it is master. The vote is lost (every node
+/// names node1), and maintd exits with Ganeti's code 1 without doing anything.
+#[test]
+fn lab_popular_vote_lost_exits_with_code_1() {
+    let Some(lab) = Lab::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("var-lib-ganeti");
+    std::fs::create_dir(&data).expect("data dir");
+    let node2 = lab.dir.join("nodes/node2/var-lib-ganeti");
+    for file in ["config.data", "server.pem", "client.pem"] {
+        std::fs::copy(node2.join(file), data.join(file)).expect("copy");
+    }
+    std::fs::write(data.join("ssconf_master_node"), "node2.ganeti.test\n").expect("ssconf");
+    let state = path(&dir.path().join("state"));
+    let mut maintd = lab.maintd_on_node(
+        "node2.ganeti.test",
+        &[
+            "daemon",
+            "-f",
+            "--node-name",
+            "node2.ganeti.test",
+            "--diagnose-url",
+            "http://127.0.0.1:9/{node}",
+            "--state-dir",
+            &state,
+            "-p",
+            "0",
+            "-b",
+            "127.0.0.1",
+        ],
+        &[("MAINTD__CLUSTER__SSCONF_DIR", path(&data))],
+        &dir.path().join("maintd.log"),
+    );
+    let status = maintd.wait_exit(within(60));
+    let log = maintd.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("cannot be won by node2.ganeti.test"), "{log}");
+    assert!(log.contains("node1.ganeti.test"), "{log}");
+    assert!(!log.contains("starting work"), "{log}");
 }

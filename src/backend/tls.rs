@@ -8,12 +8,13 @@ use std::{fmt, sync::Arc};
 
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    client::WebPkiServerVerifier,
+    client::{ResolvesClientCert, WebPkiServerVerifier},
     crypto::{
         verify_tls12_signature, verify_tls13_signature, verify_tls13_signature_with_raw_key,
         CryptoProvider, WebPkiSupportedAlgorithms,
     },
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime},
+    sign::CertifiedKey,
     CertificateError, DigitallySignedStruct, SignatureScheme,
 };
 
@@ -243,6 +244,22 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
+/// Always presents one certificate and key. rustls' own `with_client_auth_cert` parses the
+/// certificate to match it with the key, and refuses the X.509 v1 certificates Ganeti
+/// issues; the server is the one to judge the certificate anyway.
+#[derive(Debug)]
+struct FixedClientCertificate(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for FixedClientCertificate {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// A rustls client configuration that accepts exactly the `pinned` server certificates
 /// and, with `client`, presents that certificate chain and key (noded wants the cluster's
 /// client certificate).
@@ -261,6 +278,7 @@ pub fn pinned_client_config(
         return Err("no certificate to pin".into());
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key_provider = provider.key_provider;
     let verifier = PinnedVerifier::new(pins, None, provider.clone());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -268,9 +286,14 @@ pub fn pinned_client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match client {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| format!("unusable client certificate or key: {e}"))?,
+        Some((chain, key)) => {
+            let signer = key_provider
+                .load_private_key(key)
+                .map_err(|e| format!("unusable private key: {e}"))?;
+            builder.with_client_cert_resolver(Arc::new(FixedClientCertificate(Arc::new(
+                CertifiedKey::new(chain, signer),
+            ))))
+        }
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -303,5 +326,26 @@ mod tests {
         }
         assert!(certificate_public_key(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
         assert!(certificate_public_key(&[]).is_none());
+    }
+
+    /// Key and X.509 version 1 certificate in one file, as Ganeti writes `server.pem` and
+    /// `client.pem` (made with `openssl x509 -req -signkey`, which adds no extensions).
+    const GANETI_STYLE_PEM: &str = include_str!("testdata/ganeti-v1.pem");
+
+    #[test]
+    fn version_1_certificates_serve_as_pin_and_as_client_certificate() {
+        use rustls::pki_types::pem::PemObject;
+        let bytes = GANETI_STYLE_PEM.as_bytes();
+        let certificates = CertificateDer::pem_slice_iter(bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(bytes).unwrap();
+        assert_eq!(certificates.len(), 1);
+        assert!(Pin::new(certificates[0].clone()).is_some());
+        let config = pinned_client_config(certificates.clone(), Some((certificates, key))).unwrap();
+        assert!(config.client_auth_cert_resolver.has_certs());
+        assert!(pinned_client_config(Vec::new(), None)
+            .unwrap_err()
+            .contains("no certificate"));
     }
 }

@@ -103,6 +103,7 @@ impl Harness {
             master_check: MasterCheck::AskCluster {
                 node_name: "node1".into(),
                 ssconf_dir: self.ssconf_dir.clone(),
+                vote: None,
             },
             exit_if_not_master: false,
             clock: self.clock,

@@ -60,12 +60,23 @@ impl Proc {
 
     /// Like [`Proc::spawn`], with extra environment variables.
     pub fn spawn_with_env(name: &str, args: &[String], env: &[(&str, String)], log: &Path) -> Proc {
+        Self::spawn_program(name, Path::new(BIN), args, env, log)
+    }
+
+    /// `program` with `args` (for example a wrapper that runs maintd elsewhere).
+    pub fn spawn_program(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> Proc {
         let stderr = OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("log file");
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
