@@ -12,6 +12,7 @@
 //! - [`backend`]: how maintd talks to a cluster: Luxi for jobs and configuration, HTTP for
 //!   diagnose reports, and in-process adapters for the simulator.
 //! - [`sim`]: the built-in simulated Ganeti cluster, driven by the time its caller passes in.
+//! - [`signing`]: confd-style HMAC signing with the cluster's `hmac.key`.
 //! - [`store`]: crash-safe persistence of the daemon's state.
 //! - [`config`]: settings, with `config/default.toml` as the documented reference.
 //! - [`clock`]: wall-clock time that follows the runtime's (possibly virtual) clock.
@@ -24,5 +25,6 @@ pub mod config;
 pub mod htools;
 pub mod model;
 pub mod planner;
+pub mod signing;
 pub mod sim;
 pub mod store;
