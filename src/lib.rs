@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //!
+//! - [`agent`]: the node agent (`maintd agent`): the self-diagnose collector and repair
+//!   command execution on each node, for Ganeti 3.x.
 //! - [`model`]: the cluster snapshot, diagnose reports, jobs, opcodes and the incident
 //!   lifecycle ([`model::incident`]).
 //! - [`planner`]: turns open incidents and a cluster snapshot into the jobs of one round.
@@ -19,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod backend;
 pub mod clock;
 pub mod config;
