@@ -6,23 +6,28 @@
 //!
 //! # Layout
 //!
+//! - [`agent`]: the node agent (`maintd agent`): the self-diagnose collector and repair
+//!   command execution on each node, for Ganeti 3.x.
 //! - [`model`]: the cluster snapshot, diagnose reports, jobs, opcodes and the incident
 //!   lifecycle ([`model::incident`]).
 //! - [`planner`]: turns open incidents and a cluster snapshot into the jobs of one round.
 //! - [`backend`]: how maintd talks to a cluster: Luxi for jobs and configuration, HTTP for
 //!   diagnose reports, and in-process adapters for the simulator.
 //! - [`sim`]: the built-in simulated Ganeti cluster, driven by the time its caller passes in.
+//! - [`signing`]: confd-style HMAC signing with the cluster's `hmac.key`.
 //! - [`store`]: crash-safe persistence of the daemon's state.
 //! - [`config`]: settings, with `config/default.toml` as the documented reference.
 //! - [`clock`]: wall-clock time that follows the runtime's (possibly virtual) clock.
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod backend;
 pub mod clock;
 pub mod config;
 pub mod htools;
 pub mod model;
 pub mod planner;
+pub mod signing;
 pub mod sim;
 pub mod store;
