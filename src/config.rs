@@ -37,6 +37,30 @@ pub struct Settings {
     pub rounds: RoundSettings,
     /// `[planner]`.
     pub planner: PlannerSettings,
+    /// How live repairs run.
+    pub repair: RepairSettings,
+}
+
+/// `[repair]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RepairSettings {
+    /// Where live-repair commands run.
+    pub method: RepairMethod,
+    /// The node agent's base URL with `{node}`.
+    pub agent_url: String,
+    /// Seconds per request to an agent.
+    pub agent_timeout: f64,
+}
+
+/// Where live-repair commands run.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RepairMethod {
+    /// The node's maintd agent (Ganeti 3.x).
+    Agent,
+    /// `OP_REPAIR_COMMAND` in a Ganeti job (Ganeti 2.17, and the simulator).
+    Opcode,
 }
 
 /// `[daemon]`.
@@ -71,6 +95,8 @@ pub struct ClusterSettings {
     pub noded_port: u16,
     /// Seconds per noded request.
     pub noded_timeout: f64,
+    /// Ganeti's HMAC key file; empty or missing: none.
+    pub hmac_key: String,
     /// Seconds per Luxi request.
     pub luxi_timeout: f64,
     /// Seconds between node-list refreshes.
@@ -164,6 +190,8 @@ pub struct MonitoringSettings {
     pub backoff_initial: f64,
     /// Backoff cap, seconds.
     pub backoff_max: f64,
+    /// Oldest signed report accepted, seconds.
+    pub max_report_age: f64,
 }
 
 /// `[rounds]`.
@@ -279,6 +307,8 @@ impl Settings {
             ("cluster.luxi_timeout", self.cluster.luxi_timeout),
             ("cluster.rapi_timeout", self.cluster.rapi_timeout),
             ("cluster.noded_timeout", self.cluster.noded_timeout),
+            ("repair.agent_timeout", self.repair.agent_timeout),
+            ("monitoring.max_report_age", self.monitoring.max_report_age),
             (
                 "cluster.node_refresh_interval",
                 self.cluster.node_refresh_interval,

@@ -9,6 +9,7 @@ use maintd::{
         DiagnoseSource, FetchError,
     },
     model::diagnose::{report_envelope, RepairAction, ReportError},
+    signing::{self, HmacKey},
 };
 use serde_json::json;
 
@@ -46,6 +47,37 @@ async fn announced_huge() -> HttpResponse {
     HttpResponse::Ok().body(vec![b' '; 4 * CAP])
 }
 
+fn test_key() -> HmacKey {
+    HmacKey::from_bytes(b"0123456789abcdef0123456789abcdef01234567\n".to_vec()).expect("key")
+}
+
+fn now_ns() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since.as_nanos()).expect("fits")
+}
+
+#[derive(serde::Deserialize)]
+struct SaltQuery {
+    salt: Option<String>,
+    node: Option<String>,
+}
+
+/// A maintd agent's signed answer, salted with the request's salt.
+async fn signed(query: web::Query<SaltQuery>) -> HttpResponse {
+    let data = json!({"status": "live-repair", "command": "fix", "details": query.node});
+    let report = report_envelope(&data, now_ns()).to_string();
+    let salt = query.salt.clone().unwrap_or_default();
+    HttpResponse::Ok().json(signing::sign(&test_key(), &salt, &report))
+}
+
+/// A signed answer recorded earlier: right key, wrong salt.
+async fn replayed() -> HttpResponse {
+    let report = report_envelope(&json!({"status": "evacuate"}), now_ns()).to_string();
+    HttpResponse::Ok().json(signing::sign(&test_key(), "an-earlier-salt", &report))
+}
+
 /// Never answers.
 async fn stalled() -> HttpResponse {
     std::future::pending::<()>().await;
@@ -68,6 +100,8 @@ impl Server {
                 .route("/endless/{node}", web::get().to(endless))
                 .route("/announced-huge/{node}", web::get().to(announced_huge))
                 .route("/stalled/{node}", web::get().to(stalled))
+                .route("/signed", web::get().to(signed))
+                .route("/replayed/{node}", web::get().to(replayed))
         })
         .workers(1)
         .disable_signals()
@@ -195,4 +229,42 @@ async fn bad_templates_are_refused_at_construction() {
         HttpDiagnose::new("gopher://{node}/", GENEROUS, CAP),
         Err(TemplateError::UnsupportedScheme(_))
     ));
+}
+
+#[actix_rt::test]
+async fn with_a_key_only_signed_answers_to_this_request_are_accepted() {
+    let server = Server::start();
+    let source = |path: &str, key: HmacKey| {
+        HttpDiagnose::new(
+            &format!("http://127.0.0.1:{}{path}", server.port),
+            GENEROUS,
+            CAP,
+        )
+        .expect("template")
+        .verified_with(key, Duration::from_secs(300))
+    };
+    // The salt is added to a template that already has a query.
+    let diagnose = source("/signed?node={node}", test_key())
+        .fetch("node1")
+        .await
+        .expect("signed report accepted");
+    assert_eq!(diagnose.action, RepairAction::LiveRepair);
+    assert_eq!(diagnose.original["details"], json!("node1"));
+
+    let refused = |result: Result<_, FetchError>| match result {
+        Err(FetchError::Report(ReportError::Signature(why))) => why,
+        other => panic!("expected a refused signature, got {other:?}"),
+    };
+    let why = refused(source("/good/{node}", test_key()).fetch("node1").await);
+    assert!(why.contains("unsigned"), "{why}");
+    let why = refused(source("/replayed/{node}", test_key()).fetch("node1").await);
+    assert!(why.contains("replayed"), "{why}");
+    let other_key = HmacKey::from_bytes(b"another cluster\n".to_vec()).expect("key");
+    let why = refused(
+        source("/signed?node={node}", other_key)
+            .fetch("node1")
+            .await,
+    );
+    assert!(why.contains("does not match"), "{why}");
+    server.handle.stop(false).await;
 }

@@ -1,11 +1,16 @@
 //! The `maintd` binary: parses the command line and starts the pieces; all logic lives in
 //! the library crates.
 
-use std::{path::PathBuf, process::ExitCode, rc::Rc};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    rc::Rc,
+};
 
 use actix::prelude::*;
 use clap::Parser;
 use maintd::{
+    backend::agent_repair::{self, AgentRepairSettings, AgentRepairs},
     backend::{
         http_diagnose::HttpDiagnose,
         luxi::{LuxiBackend, LuxiConfig},
@@ -13,7 +18,8 @@ use maintd::{
         ClusterBackend,
     },
     clock::Clock,
-    config::{seconds, BackendKind, Settings, SIM_TOML},
+    config::{seconds, BackendKind, RepairMethod, Settings, SIM_TOML},
+    signing::HmacKey,
     sim::{SimHandle, SimSpec},
 };
 use maintd_actors::{
@@ -230,12 +236,36 @@ fn start_daemon(
             Rc::new(rapi)
         }
     };
-    let diagnose = HttpDiagnose::new(
+    let key = hmac_key(&settings.cluster.hmac_key)?;
+    let backend: Rc<dyn ClusterBackend> = match settings.repair.method {
+        RepairMethod::Opcode => backend,
+        RepairMethod::Agent => {
+            if key.is_none() {
+                warn!(target: "maintd", "repair.method = \"agent\" without an HMAC key: live repairs will fail, no repair request can be signed");
+            }
+            let repairs = AgentRepairs::new(
+                backend,
+                AgentRepairSettings {
+                    url_template: settings.repair.agent_url.clone(),
+                    key: key.clone(),
+                    timeout: seconds(settings.repair.agent_timeout),
+                    state_file: PathBuf::from(&settings.daemon.state_dir)
+                        .join(agent_repair::STATE_FILE),
+                },
+            )?;
+            Rc::new(repairs)
+        }
+    };
+    let mut diagnose = HttpDiagnose::new(
         &settings.monitoring.diagnose_url,
         seconds(settings.monitoring.timeout),
         settings.monitoring.max_report_bytes,
     )
     .map_err(|e| e.to_string())?;
+    if let Some(key) = key {
+        info!(target: "maintd", key = %settings.cluster.hmac_key, "diagnose reports must be signed with the cluster's HMAC key");
+        diagnose = diagnose.verified_with(key, seconds(settings.monitoring.max_report_age));
+    }
     let wiring = Wiring {
         backend,
         diagnose: Rc::new(diagnose),
@@ -252,6 +282,23 @@ fn start_daemon(
         web.addrs.first().map(|a| a.to_string()).unwrap_or_default()
     );
     Ok(Some((daemon.election, web.start())))
+}
+
+/// The cluster's HMAC key from `path`: `None` when the path is empty or the file missing
+/// (with a warning), an error when it exists but cannot be used.
+fn hmac_key(path: &str) -> Result<Option<HmacKey>, String> {
+    if path.is_empty() {
+        warn!(target: "maintd", "no HMAC key configured: diagnose reports are accepted unsigned");
+        return Ok(None);
+    }
+    let path = Path::new(path);
+    if !path.exists() {
+        warn!(target: "maintd", key = %path.display(), "HMAC key file missing: diagnose reports are accepted unsigned");
+        return Ok(None);
+    }
+    HmacKey::from_file(path)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Run an actix system: `setup` starts the pieces; SIGINT/SIGTERM stop them.

@@ -5,7 +5,7 @@
 //! The client is built without TLS support, so an `https` template is accepted but its
 //! requests fail as [`FetchError::Unreachable`] until awc's TLS features are enabled.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use awc::{error::SendRequestError, http::Uri, Client};
 use futures_util::{
@@ -15,8 +15,11 @@ use futures_util::{
 use thiserror::Error;
 
 use super::{DiagnoseSource, FetchError, LoadSource};
-use crate::model::diagnose::{parse_report, Diagnose, ReportError, DEFAULT_MAX_REPORT_BYTES};
+use crate::model::diagnose::{
+    open_signed_report, parse_report, Diagnose, ReportError, DEFAULT_MAX_REPORT_BYTES,
+};
 use crate::model::load::{parse_cpu_load, CpuLoad};
+use crate::signing::HmacKey;
 
 /// The placeholder replaced by the node name in a URL template.
 pub const NODE_PLACEHOLDER: &str = "{node}";
@@ -53,6 +56,14 @@ pub struct HttpDiagnose {
     timeout: Duration,
     max_body_bytes: usize,
     client: Client,
+    verification: Option<Arc<Verification>>,
+}
+
+/// How signed reports (from maintd agents) are checked.
+#[derive(Debug)]
+struct Verification {
+    key: HmacKey,
+    max_age: Duration,
 }
 
 impl std::fmt::Debug for HttpDiagnose {
@@ -89,7 +100,15 @@ impl HttpDiagnose {
             timeout,
             max_body_bytes,
             client,
+            verification: None,
         })
+    }
+
+    /// Accept only reports signed with `key`, answering this very request (each fetch
+    /// sends a fresh `salt`) and made at most `max_age` ago.
+    pub fn verified_with(mut self, key: HmacKey, max_age: Duration) -> Self {
+        self.verification = Some(Arc::new(Verification { key, max_age }));
+        self
     }
 
     /// The monitoring daemon on every node's port 1815, with default limits.
@@ -99,6 +118,7 @@ impl HttpDiagnose {
             timeout: DEFAULT_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_REPORT_BYTES,
             client: Client::builder().timeout(DEFAULT_TIMEOUT).finish(),
+            verification: None,
         }
     }
 
@@ -136,14 +156,39 @@ pub fn validate_template(template: &str) -> Result<(), TemplateError> {
     Ok(())
 }
 
-/// One fetch: send, check the status, read at most `max_body_bytes + 1` bytes, parse.
+/// One fetch: send, check the status, read at most `max_body_bytes + 1` bytes, check the
+/// signature if required, parse.
 async fn fetch_report(
     client: Client,
     url: String,
     max_body_bytes: usize,
+    verification: Option<Arc<Verification>>,
 ) -> Result<Diagnose, FetchError> {
-    let body = fetch_body(client, url, max_body_bytes).await?;
-    Ok(parse_report(&body, max_body_bytes)?)
+    let Some(verification) = verification else {
+        let body = fetch_body(client, url, max_body_bytes).await?;
+        return Ok(parse_report(&body, max_body_bytes)?);
+    };
+    let salt = uuid::Uuid::new_v4().simple().to_string();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let body = fetch_body(
+        client,
+        format!("{url}{separator}salt={salt}"),
+        max_body_bytes,
+    )
+    .await?;
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let max_age_ns = i64::try_from(verification.max_age.as_nanos()).unwrap_or(i64::MAX);
+    let report = open_signed_report(
+        &body,
+        max_body_bytes,
+        &verification.key,
+        &salt,
+        now_ns,
+        max_age_ns,
+    )?;
+    Ok(parse_report(&report, max_body_bytes)?)
 }
 
 /// One fetch: send, check the status, read at most `max_body_bytes + 1` bytes.
@@ -195,10 +240,12 @@ impl DiagnoseSource for HttpDiagnose {
         let url = self.url_for(node);
         let client = self.client.clone();
         let (timeout, max_body_bytes) = (self.timeout, self.max_body_bytes);
+        let verification = self.verification.clone();
         async move {
             let url = url?;
             // awc's own timeout covers only the response head; this one covers the body too.
-            tokio::time::timeout(timeout, fetch_report(client, url.clone(), max_body_bytes))
+            let fetch = fetch_report(client, url.clone(), max_body_bytes, verification);
+            tokio::time::timeout(timeout, fetch)
                 .await
                 .unwrap_or_else(|_| {
                     Err(FetchError::Unreachable(format!(

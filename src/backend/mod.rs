@@ -4,6 +4,7 @@
 //! Futures are `LocalBoxFuture`: the HTTP client (awc) is `!Send`, and everything runs on
 //! the actor system's single-threaded runtime anyway.
 
+pub mod agent_repair;
 pub mod http_diagnose;
 pub mod luxi;
 pub mod noded;

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::signing::{self, HmacKey, SignedMessage};
+
 /// What a node asks for, ordered from least to most invasive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum RepairAction {
@@ -92,6 +94,10 @@ pub enum ReportError {
     /// The diagnose object lacks `status` or has an unknown one.
     #[error("diagnose object is invalid: {0}")]
     BadDiagnose(String),
+    /// A key is configured and the report is not signed, is signed wrongly, answers
+    /// another request, or is too old.
+    #[error("report refused: {0}")]
+    Signature(String),
 }
 
 /// Default limit on a report's size: a diagnose object is small.
@@ -100,6 +106,64 @@ pub const DEFAULT_MAX_REPORT_BYTES: usize = 64 * 1024;
 /// Parse a monitoring-daemon report (`{"name": "diagnose", ..., "data": {...}}`).
 pub fn parse_report(body: &[u8], max_bytes: usize) -> Result<Diagnose, ReportError> {
     parse_diagnose(report_data(body, max_bytes, "diagnose")?)
+}
+
+/// The report inside a signed answer of a maintd agent (`{"msg", "salt", "hmac"}`, `msg`
+/// the report's JSON text), checked: signed with `key`, salted with `expected_salt` (the
+/// fresh salt of this request, so a recorded answer cannot be played back), and its
+/// `timestamp` (ns) within `max_age_ns` of `now_ns`, so a stuck agent's old report is
+/// not taken for news. Returns the report's bytes, for [`parse_report`].
+pub fn open_signed_report(
+    body: &[u8],
+    max_bytes: usize,
+    key: &HmacKey,
+    expected_salt: &str,
+    now_ns: i64,
+    max_age_ns: i64,
+) -> Result<Vec<u8>, ReportError> {
+    let refuse = |why: String| ReportError::Signature(why);
+    if body.len() > max_bytes {
+        return Err(ReportError::TooLarge {
+            size: body.len(),
+            limit: max_bytes,
+        });
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ReportError::NotJson(e.to_string()))?;
+    if value.get("name").is_some() && value.get("hmac").is_none() {
+        return Err(refuse(
+            "unsigned report, but a key is configured (is the node's agent running without the cluster's hmac.key?)".into(),
+        ));
+    }
+    let signed: SignedMessage =
+        serde_json::from_value(value).map_err(|e| refuse(format!("not a signed report: {e}")))?;
+    signing::verify(key, &signed).map_err(|e| refuse(e.to_string()))?;
+    if signed.salt != expected_salt {
+        return Err(refuse(format!(
+            "signed for another request (salt {:?}, sent {expected_salt:?}): a replayed report",
+            signed.salt
+        )));
+    }
+    let report: Value = serde_json::from_str(&signed.msg)
+        .map_err(|e| ReportError::NotJson(format!("signed payload: {e}")))?;
+    let Some(timestamp) = report.get("timestamp").and_then(Value::as_i64) else {
+        return Err(ReportError::BadEnvelope("no integer timestamp".into()));
+    };
+    let age = now_ns.saturating_sub(timestamp);
+    if age > max_age_ns {
+        return Err(refuse(format!(
+            "stale report: made {} s ago, more than {} s",
+            age / 1_000_000_000,
+            max_age_ns / 1_000_000_000
+        )));
+    }
+    if -age > max_age_ns {
+        return Err(refuse(format!(
+            "report from the future: timestamp {} s ahead of this clock",
+            -age / 1_000_000_000
+        )));
+    }
+    Ok(signed.msg.into_bytes())
 }
 
 /// The `data` of a monitoring-daemon report of the collector called `name`, checking the
@@ -234,5 +298,46 @@ mod tests {
         assert_eq!(d.original, data);
         let empty = parse_diagnose(json!({"status": "live-repair", "command": ""})).unwrap();
         assert_eq!(empty.command, None);
+    }
+
+    #[test]
+    fn signed_reports_open_only_with_key_salt_and_fresh_timestamp() {
+        let key =
+            HmacKey::from_bytes(b"0123456789abcdef0123456789abcdef01234567\n".to_vec()).unwrap();
+        let now = 1_700_000_000_000_000_000_i64;
+        let report = String::from_utf8(report_at(json!({"status": "evacuate"}), now - 10)).unwrap();
+        let body = |key: &HmacKey, salt: &str, msg: &str| {
+            serde_json::to_vec(&signing::sign(key, salt, msg)).unwrap()
+        };
+        let minute = 60_000_000_000;
+        let open = |body: &[u8]| open_signed_report(body, 65536, &key, "s1", now, 5 * minute);
+        let opened = open(&body(&key, "s1", &report)).unwrap();
+        assert_eq!(
+            parse_report(&opened, 65536).unwrap().action,
+            RepairAction::Evacuate
+        );
+        let refused = |body: &[u8], what: &str| {
+            let error = open(body).unwrap_err().to_string();
+            assert!(error.contains(what), "{what}: {error}");
+        };
+        refused(report.as_bytes(), "unsigned report");
+        let other = HmacKey::from_bytes(b"another key\n".to_vec()).unwrap();
+        refused(&body(&other, "s1", &report), "does not match");
+        let mut forged: Value = serde_json::from_slice(&body(&key, "s1", &report)).unwrap();
+        forged["msg"] = Value::String(report.replace("evacuate", "Ok"));
+        refused(&serde_json::to_vec(&forged).unwrap(), "does not match");
+        // A genuine answer to an earlier request, played back.
+        refused(&body(&key, "s0", &report), "replayed");
+        let old = String::from_utf8(report_at(json!({"status": "Ok"}), now - 6 * minute)).unwrap();
+        refused(&body(&key, "s1", &old), "stale report");
+        let ahead =
+            String::from_utf8(report_at(json!({"status": "Ok"}), now + 6 * minute)).unwrap();
+        refused(&body(&key, "s1", &ahead), "from the future");
+        refused(br#"{"msg": 1}"#, "not a signed report");
+        assert!(matches!(open(b"{"), Err(ReportError::NotJson(_))));
+    }
+
+    fn report_at(data: Value, timestamp_ns: i64) -> Vec<u8> {
+        serde_json::to_vec(&report_envelope(&data, timestamp_ns)).unwrap()
     }
 }
