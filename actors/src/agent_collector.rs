@@ -38,6 +38,9 @@ pub struct DiagnoseCollector {
     latest: Option<Value>,
     /// A run is under way; ticks meanwhile are skipped.
     running: bool,
+    /// The problem of the previous run, so that a persisting one is logged once as a
+    /// warning rather than every interval.
+    last_problem: Option<String>,
 }
 
 impl DiagnoseCollector {
@@ -48,6 +51,7 @@ impl DiagnoseCollector {
             clock,
             latest: None,
             running: false,
+            last_problem: None,
         }
     }
 
@@ -61,9 +65,19 @@ impl DiagnoseCollector {
         let run = async move { diagnose(&config.whitelist, &config.command, config.timeout).await };
         ctx.spawn(run.into_actor(self).map(|result, act, _| {
             act.running = false;
-            if let Some(problem) = &result.problem {
-                warn!(target: "maintd::agent", command = %act.config.command, problem = %problem, "diagnose");
+            match &result.problem {
+                Some(problem) if act.last_problem.as_ref() != Some(problem) => {
+                    warn!(target: "maintd::agent", command = %act.config.command, problem = %problem, "diagnose");
+                }
+                Some(problem) => {
+                    debug!(target: "maintd::agent", command = %act.config.command, problem = %problem, "diagnose (unchanged)");
+                }
+                None if act.last_problem.is_some() => {
+                    info!(target: "maintd::agent", command = %act.config.command, "diagnose problem gone");
+                }
+                None => {}
             }
+            act.last_problem = result.problem.clone();
             let changed = act
                 .latest
                 .as_ref()

@@ -433,3 +433,18 @@ fn an_explicit_unreadable_key_stops_the_agent() {
     assert!(!status.success());
     assert!(log.contains("no-such.key"), "{log}");
 }
+
+#[test]
+fn sigterm_stops_the_agent_cleanly() {
+    let node = Node::new();
+    let mut agent = node.agent("agent", true, &[], &[]);
+    agent.report("");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM".to_owned(), agent.proc.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let status = agent.proc.wait_exit(within(30));
+    assert_eq!(status.code(), Some(0), "agent after SIGTERM: {status}");
+    assert!(agent.proc.log_text().contains("signal received"));
+}
