@@ -262,3 +262,110 @@ impl Actor for AgentWeb {
         Running::Stop
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        fs,
+        os::unix::fs::{chown, PermissionsExt},
+        time::Duration,
+    };
+
+    use actix_web::test;
+    use maintd::{
+        agent::{repair::RepairBook, whitelist::Whitelist},
+        store::JsonStore,
+    };
+
+    use super::*;
+    use crate::{
+        agent_collector::CollectorConfig,
+        agent_repairs::{RepairConfig, EXECUTIONS_FILE},
+    };
+
+    /// An agent context whose diagnose command takes far longer than any test, so the
+    /// first run never finishes while the test runs.
+    fn context(dir: &std::path::Path) -> AgentContext {
+        let list = dir.join("diagnose");
+        fs::create_dir(&list).unwrap();
+        chown(&list, Some(0), Some(0)).unwrap();
+        fs::set_permissions(&list, fs::Permissions::from_mode(0o755)).unwrap();
+        let slow = list.join("slow");
+        fs::write(&slow, "#!/bin/sh\nexec sleep 600\n").unwrap();
+        chown(&slow, Some(0), Some(0)).unwrap();
+        fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).unwrap();
+        let clock = Clock::new();
+        let collector = DiagnoseCollector::new(
+            CollectorConfig {
+                whitelist: Whitelist::new(&list),
+                command: "slow".into(),
+                interval: Duration::from_secs(600),
+                timeout: Duration::from_secs(600),
+            },
+            clock,
+        )
+        .start();
+        let repairs = RepairExecutor::new(
+            RepairBook::new(10),
+            JsonStore::open(&dir.join("state"), EXECUTIONS_FILE).unwrap(),
+            RepairConfig {
+                whitelist: Whitelist::new(dir.join("repair")),
+                timeout: Duration::from_secs(10),
+                max_output: 100,
+            },
+            clock,
+        )
+        .start();
+        AgentContext {
+            collector,
+            repairs,
+            key: Some(Arc::new(
+                HmacKey::from_bytes(b"0123456789abcdef0123456789abcdef01234567\n".to_vec())
+                    .unwrap(),
+            )),
+            node_name: "node1".into(),
+            clock,
+        }
+    }
+
+    #[actix::test]
+    async fn the_report_is_503_until_the_first_diagnose_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = test::init_service(app(context(dir.path()))).await;
+        let response = test::call_service(
+            &service,
+            test::TestRequest::get()
+                .uri("/1/report/node/diagnose")
+                .to_request(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = test::read_body(response).await;
+        assert!(String::from_utf8_lossy(&body).contains("first diagnose"));
+    }
+
+    #[actix::test]
+    async fn oversized_repair_requests_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = test::init_service(app(context(dir.path()))).await;
+        let response = test::call_service(
+            &service,
+            test::TestRequest::post()
+                .uri("/1/repair")
+                .set_payload(vec![b' '; MAX_REQUEST_BYTES + 1])
+                .to_request(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // Just under the limit, the body is read and judged on its content.
+        let response = test::call_service(
+            &service,
+            test::TestRequest::post()
+                .uri("/1/repair")
+                .set_payload(vec![b' '; MAX_REQUEST_BYTES])
+                .to_request(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+}

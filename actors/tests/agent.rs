@@ -268,7 +268,13 @@ fn signed_repairs_run_once_and_survive_restarts() {
         0o755,
     );
     node.script("repair", "loose", "echo should not run", 0o775);
-    node.script("repair", "slow", "sleep 30", 0o755);
+    let slow_pid = node.path("slow.pid");
+    node.script(
+        "repair",
+        "slow",
+        &format!("echo $$ > {}; exec sleep 30", slow_pid.display()),
+        0o755,
+    );
     let agent = node.agent("agent", true, &[], &[]);
     let lines = || {
         fs::read_to_string(&log)
@@ -366,6 +372,11 @@ fn signed_repairs_run_once_and_survive_restarts() {
     let mut agent = agent;
     agent.proc.kill9();
     drop(agent);
+    // SIGKILL gave the agent no chance to stop its command: end it here, by its pid.
+    let pid = fs::read_to_string(&slow_pid).unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status();
 
     let agent = node.agent("agent-2", true, &[], &[]);
     let (status, body) = agent.get(&format!("/1/repair/{incident}?salt=after"));
