@@ -322,24 +322,9 @@ mod tests {
         assert_eq!(outcome.exit_code(), None);
         // Output written before the limit is kept.
         assert_eq!(outcome.stdout, b"started\n");
+        // The background child dies with its group; a survivor would sleep for a minute.
         let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
-        // The background child dies with its group: wait (bounded) until it is gone or a
-        // zombie; a survivor would keep sleeping for a minute.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let state = fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.chars().next()))
-                .flatten();
-            if matches!(state, None | Some('Z') | Some('X')) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "background process {pid} survived the group kill"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_gone(&pid).await;
     }
 
     /// Wait (bounded) until process `pid` is gone or a zombie.
