@@ -445,11 +445,40 @@ fn an_explicit_unreadable_key_stops_the_agent() {
     assert!(log.contains("no-such.key"), "{log}");
 }
 
+/// Wait (bounded) until process `pid` is gone or a zombie.
+fn wait_gone(pid: &str) {
+    wait_until(within(10), &format!("process {pid} to end"), || {
+        let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.chars().next()))
+            .flatten();
+        matches!(state, None | Some('Z') | Some('X')).then_some(())
+    })
+}
+
 #[test]
-fn sigterm_stops_the_agent_cleanly() {
+fn sigterm_stops_the_agent_and_its_running_command() {
     let node = Node::new();
+    let pid_file = node.path("background.pid");
+    node.script(
+        "repair",
+        "slow",
+        &format!(
+            "sleep 60 & echo $! > {0}.tmp; mv {0}.tmp {0}; sleep 60",
+            pid_file.display()
+        ),
+        0o755,
+    );
     let mut agent = node.agent("agent", true, &[], &[]);
-    agent.report("");
+    let incident = "5b5b7d0e-55a4-4f0b-9a57-7c0e1f7d2a10";
+    let (status, _) = agent.post(
+        "/1/repair",
+        &repair_body(&key(), &now_secs().to_string(), NODE, incident, "slow"),
+    );
+    assert_eq!(status, 202);
+    wait_until(within(30), "the command to start", || {
+        pid_file.exists().then_some(())
+    });
     let status = std::process::Command::new("kill")
         .args(["-TERM".to_owned(), agent.proc.child.id().to_string()])
         .status()
@@ -458,4 +487,13 @@ fn sigterm_stops_the_agent_cleanly() {
     let status = agent.proc.wait_exit(within(30));
     assert_eq!(status.code(), Some(0), "agent after SIGTERM: {status}");
     assert!(agent.proc.log_text().contains("signal received"));
+    // The command's whole group went with the agent.
+    wait_gone(fs::read_to_string(&pid_file).unwrap().trim());
+    drop(agent);
+
+    let agent = node.agent("agent-2", true, &[], &[]);
+    let (_, body) = agent.get(&format!("/1/repair/{incident}?salt=x"));
+    let after = open(&body, "x");
+    assert_eq!(after["state"], "failed");
+    assert_eq!(after["message"], "agent restarted during execution");
 }
