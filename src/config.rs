@@ -39,6 +39,74 @@ pub struct Settings {
     pub planner: PlannerSettings,
     /// How live repairs run.
     pub repair: RepairSettings,
+    /// `[agent]`: the node agent (`maintd agent`).
+    pub agent: AgentSettings,
+}
+
+/// The documented default of `agent.hmac_key`: a missing file there means "no key".
+pub const DEFAULT_AGENT_HMAC_KEY: &str = "/var/lib/ganeti/hmac.key";
+
+/// `[agent]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// This node's name; empty: the host name.
+    pub node_name: String,
+    /// HTTP listen address, `ADDR:PORT`.
+    pub listen: String,
+    /// The cluster's HMAC key file; empty: none.
+    pub hmac_key: String,
+    /// Whitelist directory of diagnose commands.
+    pub diagnose_dir: String,
+    /// Diagnose command name; empty: the built-in diagnose.
+    pub diagnose_command: String,
+    /// Seconds between diagnose runs.
+    pub interval: f64,
+    /// Time limit of one diagnose run, seconds.
+    pub diagnose_timeout: f64,
+    /// Whitelist directory of repair commands.
+    pub repair_dir: String,
+    /// Time limit of one repair command, seconds.
+    pub repair_timeout: f64,
+    /// Output bytes kept per repair execution.
+    pub max_output_bytes: usize,
+    /// Repair executions remembered.
+    pub keep_executions: usize,
+    /// State directory.
+    pub state_dir: String,
+}
+
+impl AgentSettings {
+    /// Check ranges and the listen address.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("agent.interval", self.interval),
+            ("agent.diagnose_timeout", self.diagnose_timeout),
+            ("agent.repair_timeout", self.repair_timeout),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be a positive number of seconds, not {value}"
+                )));
+            }
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "agent.listen must be ADDR:PORT (e.g. 0.0.0.0:1817), not {:?}",
+                self.listen
+            )));
+        }
+        if self.max_output_bytes == 0 || self.keep_executions == 0 {
+            return Err(ConfigError::Invalid(
+                "agent.max_output_bytes and agent.keep_executions must be positive".into(),
+            ));
+        }
+        if !self.diagnose_command.is_empty() {
+            crate::agent::whitelist::check_name(&self.diagnose_command)
+                .map_err(|e| ConfigError::Invalid(format!("agent.diagnose_command: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 /// `[repair]`.
@@ -353,6 +421,7 @@ impl Settings {
             ));
         }
         self.cluster.validate_rapi(&self.planner)?;
+        self.agent.validate()?;
         Ok(())
     }
 }
@@ -444,6 +513,35 @@ mod tests {
         luxi.cluster.backend = BackendKind::Luxi;
         luxi.cluster.rapi_url.clear();
         luxi.validate().unwrap();
+    }
+
+    #[test]
+    fn agent_settings() {
+        let defaults = Settings::defaults();
+        assert_eq!(defaults.agent.listen, "0.0.0.0:1817");
+        assert_eq!(defaults.agent.hmac_key, DEFAULT_AGENT_HMAC_KEY);
+        assert_eq!(defaults.agent.interval, 10.0);
+        assert_eq!(defaults.agent.repair_timeout, 300.0);
+        assert_eq!(defaults.agent.max_output_bytes, 65536);
+        assert_eq!(defaults.agent.state_dir, "/var/lib/ganeti/maintd-agent");
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[agent]\ndiagnose_command = \"hw-check\"\ninterval = 3"
+        )
+        .unwrap();
+        let settings = Settings::load(Some(file.path())).unwrap();
+        assert_eq!(settings.agent.diagnose_command, "hw-check");
+        assert_eq!(settings.agent.interval, 3.0);
+        let refused = |change: &dyn Fn(&mut Settings)| {
+            let mut s = Settings::defaults();
+            change(&mut s);
+            s.validate().unwrap_err().to_string()
+        };
+        assert!(refused(&|s| s.agent.listen = "1817".into()).contains("agent.listen"));
+        assert!(refused(&|s| s.agent.interval = 0.0).contains("agent.interval"));
+        assert!(refused(&|s| s.agent.diagnose_command = "../sh".into()).contains("slash"));
+        assert!(refused(&|s| s.agent.keep_executions = 0).contains("keep_executions"));
     }
 
     #[test]

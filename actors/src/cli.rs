@@ -18,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon for a real Ganeti cluster (on the master node).
     Daemon(DaemonArgs),
+    /// Run the node agent (on every node): self-diagnose reports and repair commands.
+    Agent(AgentArgs),
     /// Run the daemon on the built-in simulated cluster (or the simulated cluster alone).
     Sim(SimArgs),
     /// Show the incidents of a running maintd.
@@ -90,6 +92,44 @@ pub struct DaemonArgs {
     pub common: CommonArgs,
 }
 
+/// `maintd agent`. Each flag overrides one `[agent]` setting.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AgentArgs {
+    /// Configuration file (TOML; see the [agent] section of config/default.toml).
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Stay in the foreground (the agent never detaches; accepted for symmetry).
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Debug-level logging.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+    /// HTTP listen address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Whitelist directory of diagnose commands.
+    #[arg(long, value_name = "DIR")]
+    pub diagnose_dir: Option<String>,
+    /// Diagnose command (a file name in the diagnose directory; empty: built-in).
+    #[arg(long, value_name = "NAME")]
+    pub diagnose_command: Option<String>,
+    /// Whitelist directory of repair commands.
+    #[arg(long, value_name = "DIR")]
+    pub repair_dir: Option<String>,
+    /// The cluster's HMAC key file (must be readable when given).
+    #[arg(long, value_name = "FILE")]
+    pub hmac_key: Option<String>,
+    /// Seconds between diagnose runs.
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<f64>,
+    /// This node's name (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Directory of the agent's state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<String>,
+}
+
 /// `maintd sim`.
 #[derive(Debug, Args, Clone)]
 pub struct SimArgs {
@@ -135,6 +175,8 @@ pub struct ClientArgs {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -177,6 +219,48 @@ mod tests {
             args.rapi_url.as_deref(),
             Some("https://cluster.example.com:5080")
         );
+    }
+
+    #[test]
+    fn agent_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "maintd",
+            "agent",
+            "-f",
+            "-c",
+            "/etc/maintd/agent.toml",
+            "--listen",
+            "127.0.0.1:0",
+            "--diagnose-dir",
+            "/d",
+            "--diagnose-command",
+            "hw",
+            "--repair-dir",
+            "/r",
+            "--hmac-key",
+            "/k",
+            "--interval",
+            "2.5",
+            "--node-name",
+            "node1",
+            "--state-dir",
+            "/s",
+        ])
+        .unwrap();
+        let Command::Agent(args) = cli.command else {
+            panic!("not agent")
+        };
+        assert!(args.foreground);
+        assert_eq!(
+            args.config.as_deref(),
+            Some(Path::new("/etc/maintd/agent.toml"))
+        );
+        assert_eq!(args.listen.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(args.diagnose_command.as_deref(), Some("hw"));
+        assert_eq!(args.hmac_key.as_deref(), Some("/k"));
+        assert_eq!(args.interval, Some(2.5));
+        assert_eq!(args.node_name.as_deref(), Some("node1"));
+        assert_eq!(args.state_dir.as_deref(), Some("/s"));
     }
 
     #[test]

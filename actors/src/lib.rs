@@ -12,7 +12,15 @@
 //! ```
 //!
 //! [`app::start`] is the one place that wires the graph; `main.rs` and the tests use it.
+//!
+//! The node agent (`maintd agent`, one per node) is a separate, small graph wired in
+//! [`agent_app::start`]: `AgentWeb` asks `DiagnoseCollector` for the latest report and
+//! hands signed repair requests to `RepairExecutor`.
 
+pub mod agent_app;
+pub mod agent_collector;
+pub mod agent_repairs;
+pub mod agent_web;
 pub mod app;
 pub mod cli;
 pub mod client;

@@ -10,21 +10,23 @@ use std::{
 use actix::prelude::*;
 use clap::Parser;
 use maintd::{
-    backend::agent_repair::{self, AgentRepairSettings, AgentRepairs},
+    agent::{load_key, KeySource},
     backend::{
+        agent_repair::{self, AgentRepairSettings, AgentRepairs},
         http_diagnose::HttpDiagnose,
         luxi::{LuxiBackend, LuxiConfig},
         rapi::RapiBackend,
         ClusterBackend,
     },
     clock::Clock,
-    config::{seconds, BackendKind, RepairMethod, Settings, SIM_TOML},
+    config::{seconds, BackendKind, RepairMethod, Settings, DEFAULT_AGENT_HMAC_KEY, SIM_TOML},
     signing::HmacKey,
     sim::{SimHandle, SimSpec},
 };
 use maintd_actors::{
+    agent_app,
     app::{self, Wiring},
-    cli::{Cli, Command, CommonArgs, DaemonArgs, SimArgs},
+    cli::{AgentArgs, Cli, Command, CommonArgs, DaemonArgs, SimArgs},
     client,
     election::{MasterCheck, VoteSettings},
     messages::Shutdown,
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         }
         Command::Plan(args) => maintd_actors::plan::run(&args),
         Command::Daemon(args) => run_daemon(args),
+        Command::Agent(args) => run_agent(args),
         Command::Sim(args) => run_sim(args),
     };
     match result {
@@ -303,6 +306,20 @@ fn hmac_key(path: &str) -> Result<Option<HmacKey>, String> {
 
 /// Run an actix system: `setup` starts the pieces; SIGINT/SIGTERM stop them.
 fn run_system(setup: impl FnOnce() -> Result<Running, String>) -> Result<u8, String> {
+    run_system_with(setup, |running| {
+        if let Some((election, web)) = running {
+            election.do_send(Shutdown);
+            drop(web);
+        }
+    })
+}
+
+/// Like [`run_system`] for any set of pieces: on SIGINT/SIGTERM, `shutdown` gets what
+/// `setup` returned, then the system stops.
+fn run_system_with<R: 'static>(
+    setup: impl FnOnce() -> Result<R, String>,
+    shutdown: impl FnOnce(R) + 'static,
+) -> Result<u8, String> {
     let system = System::new();
     // Listen for signals before anything starts, so that a signal arriving during startup
     // shuts down cleanly instead of killing the process.
@@ -312,10 +329,7 @@ fn run_system(setup: impl FnOnce() -> Result<Running, String>) -> Result<u8, Str
         actix::spawn(async move {
             wait_for_signal(signals).await;
             info!(target: "maintd", "signal received; shutting down");
-            if let Some((election, web)) = running {
-                election.do_send(Shutdown);
-                drop(web);
-            }
+            shutdown(running);
             // Every state change was persisted when made: nothing to flush.
             System::current().stop();
         });
@@ -325,6 +339,71 @@ fn run_system(setup: impl FnOnce() -> Result<Running, String>) -> Result<u8, Str
         error!(target: "maintd", code, "exiting");
     }
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+fn run_agent(args: AgentArgs) -> Result<u8, String> {
+    telemetry::init(args.debug);
+    telemetry::exit_on_panic();
+    let mut settings = Settings::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    let agent = &mut settings.agent;
+    let key_given = args.hmac_key.is_some();
+    for (flag, setting) in [
+        (args.listen, &mut agent.listen),
+        (args.diagnose_dir, &mut agent.diagnose_dir),
+        (args.diagnose_command, &mut agent.diagnose_command),
+        (args.repair_dir, &mut agent.repair_dir),
+        (args.hmac_key, &mut agent.hmac_key),
+        (args.node_name, &mut agent.node_name),
+        (args.state_dir, &mut agent.state_dir),
+    ] {
+        if let Some(value) = flag {
+            *setting = value;
+        }
+    }
+    if let Some(interval) = args.interval {
+        agent.interval = interval;
+    }
+    settings.validate().map_err(|e| e.to_string())?;
+    let agent = settings.agent;
+    // Only the documented default may be missing; a key named on purpose must load.
+    let required = key_given || agent.hmac_key != DEFAULT_AGENT_HMAC_KEY;
+    let key = match load_key(&agent.hmac_key, required).map_err(|e| e.to_string())? {
+        KeySource::Loaded(key) => {
+            info!(target: "maintd::agent", file = %agent.hmac_key, "reports are signed with the cluster HMAC key");
+            Some(key)
+        }
+        KeySource::NotConfigured => {
+            warn!(target: "maintd::agent", "no HMAC key configured: reports are unsigned and repair requests are refused");
+            None
+        }
+        KeySource::DefaultMissing => {
+            warn!(target: "maintd::agent", file = %agent.hmac_key, "no HMAC key file: reports are unsigned and repair requests are refused");
+            None
+        }
+    };
+    let node_name = if agent.node_name.is_empty() {
+        host_name()
+    } else {
+        agent.node_name.clone()
+    };
+    if node_name.is_empty() {
+        return Err("cannot tell this node's name; give --node-name".into());
+    }
+    run_system_with(
+        move || {
+            let started = agent_app::start(&agent, node_name.clone(), key, Clock::new())?;
+            println!(
+                "maintd agent for node {node_name} listening on http://{}",
+                started
+                    .addrs
+                    .first()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            );
+            Ok(started)
+        },
+        |agent| drop(agent.web),
+    )
 }
 
 /// SIGTERM and SIGINT streams, registered at once.

@@ -29,7 +29,7 @@
 //!   - Answers are signed like reports, with the request's salt.
 //! - `GET /1/repair/<uuid>[?salt=S]` → the execution, signed like reports; 404 plain text
 //!   if unknown (400 if not a uuid).
-//! - Unknown paths: 404, plain text; other methods on known paths: 405.
+//! - Unknown paths: 404, plain text; other methods on known paths: 405, plain text.
 //!
 //! An execution ([`repair::Execution`]) is
 //! `{"incident","node","command","state":"queued"|"running"|"succeeded"|"failed",
@@ -68,3 +68,56 @@ pub fn collectors() -> Value {
 
 /// Most bytes of a `POST /1/repair` body.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// How the agent got its key.
+#[derive(Debug)]
+pub enum KeySource {
+    /// Loaded from the file.
+    Loaded(crate::signing::HmacKey),
+    /// No key configured (empty path).
+    NotConfigured,
+    /// The default key file does not exist: this node is probably not (yet) in a cluster.
+    DefaultMissing,
+}
+
+/// Load the cluster key from `path`. An empty path means no key. A missing file at the
+/// documented default is tolerated (`required` false): the agent then runs unsigned and
+/// refuses repairs. Any other problem is an error, since a key that was asked for and
+/// silently not used would turn signing off without anyone noticing.
+pub fn load_key(path: &str, required: bool) -> Result<KeySource, crate::signing::KeyError> {
+    use crate::signing::{HmacKey, KeyError};
+    if path.is_empty() {
+        return Ok(KeySource::NotConfigured);
+    }
+    match HmacKey::from_file(std::path::Path::new(path)) {
+        Ok(key) => Ok(KeySource::Loaded(key)),
+        Err(KeyError::Unreadable { source, .. })
+            if !required && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(KeySource::DefaultMissing)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_loading_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("hmac.key").display().to_string();
+        assert!(matches!(load_key("", true), Ok(KeySource::NotConfigured)));
+        assert!(matches!(
+            load_key(&missing, false),
+            Ok(KeySource::DefaultMissing)
+        ));
+        assert!(load_key(&missing, true).is_err());
+        std::fs::write(&missing, b"").unwrap();
+        // An empty default key is a broken key, not a missing one.
+        assert!(load_key(&missing, false).is_err());
+        std::fs::write(&missing, b"k\n").unwrap();
+        assert!(matches!(load_key(&missing, true), Ok(KeySource::Loaded(_))));
+    }
+}

@@ -20,9 +20,9 @@ pub const DEFAULT_KEEP: usize = 1000;
 /// The message of an execution that was queued or running when the agent stopped.
 pub const RESTARTED_MESSAGE: &str = "agent restarted during execution";
 
-/// The signed payload of `POST /1/repair`.
+/// The signed payload of `POST /1/repair`. Unknown fields are ignored, so that the sender
+/// may add some without breaking older agents (they are covered by the signature anyway).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RepairRequest {
     /// The node that is to run the command.
     pub node: String,

@@ -104,6 +104,12 @@ pub async fn run(spec: &RunSpec) -> Result<RunOutcome, SpawnError> {
         .kill_on_drop(true);
     let mut child = spawn(&mut command).await.map_err(spawn_error)?;
     let group = child.id().and_then(|id| i32::try_from(id).ok());
+    // Should this future be dropped before the command ends (the agent is shutting down),
+    // the guard kills the whole group, not only the direct child.
+    let mut guard = GroupGuard {
+        group,
+        program: &spec.program,
+    };
     let (mut stdin, stdout, stderr) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let mut out = Capture::new(spec.max_output);
@@ -127,10 +133,13 @@ pub async fn run(spec: &RunSpec) -> Result<RunOutcome, SpawnError> {
         status
     };
     let end = match tokio::time::timeout(spec.timeout, work).await {
-        Ok(Ok(status)) => end_of(status),
+        Ok(Ok(status)) => {
+            guard.group = None;
+            end_of(status)
+        }
         Ok(Err(source)) => return Err(spawn_error(source)),
         Err(_) => {
-            kill_group(group, &spec.program);
+            kill_group(guard.group.take(), &spec.program);
             let _ = child.start_kill();
             if tokio::time::timeout(REAP_LIMIT, child.wait())
                 .await
@@ -184,6 +193,18 @@ fn kill_group(group: Option<i32>, program: &std::path::Path) {
         if e != rustix::io::Errno::SRCH {
             warn!(target: "maintd::agent", program = %program.display(), error = %e, "cannot kill the command's process group");
         }
+    }
+}
+
+/// Kills the command's process group when dropped while still armed.
+struct GroupGuard<'a> {
+    group: Option<i32>,
+    program: &'a std::path::Path,
+}
+
+impl Drop for GroupGuard<'_> {
+    fn drop(&mut self) {
+        kill_group(self.group.take(), self.program);
     }
 }
 
@@ -301,9 +322,13 @@ mod tests {
         assert_eq!(outcome.exit_code(), None);
         // Output written before the limit is kept.
         assert_eq!(outcome.stdout, b"started\n");
+        // The background child dies with its group; a survivor would sleep for a minute.
         let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
-        // The background child dies with its group: wait (bounded) until it is gone or a
-        // zombie; a survivor would keep sleeping for a minute.
+        wait_gone(&pid).await;
+    }
+
+    /// Wait (bounded) until process `pid` is gone or a zombie.
+    async fn wait_gone(pid: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let state = fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -311,14 +336,42 @@ mod tests {
                 .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.chars().next()))
                 .flatten();
             if matches!(state, None | Some('Z') | Some('X')) {
-                break;
+                return;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "background process {pid} survived the group kill"
+                "process {pid} survived"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn dropping_a_run_kills_the_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("background.pid");
+        let slow = script(
+            dir.path(),
+            "slow",
+            &format!(
+                "sleep 60 & echo $! > {}.tmp; mv {0}.tmp {0}; sleep 60",
+                pid_file.display()
+            ),
+        );
+        let spec = spec(slow, "");
+        let mut running = Box::pin(run(&spec));
+        // Drive the run until the background child is there, then drop it unfinished.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !pid_file.exists() {
+            assert!(std::time::Instant::now() < deadline, "script did not start");
+            tokio::select! {
+                _ = &mut running => panic!("the run ended by itself"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        drop(running);
+        let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        wait_gone(&pid).await;
     }
 
     #[tokio::test]

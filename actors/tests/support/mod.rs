@@ -250,3 +250,35 @@ pub fn http_ok(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Va
 pub fn path(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// One HTTP/1.0 request to a loopback address with a raw body: (status, body text).
+pub fn http_text(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let socket: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    assert!(socket.ip().is_loopback(), "only loopback: {addr}");
+    let mut stream = TcpStream::connect_timeout(&socket, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, payload) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no end of headers: {text:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status: {text:?}")))?;
+    Ok((status, payload.to_owned()))
+}

@@ -1,0 +1,99 @@
+//! The single place that wires the node agent's actors (`maintd agent`):
+//!
+//! ```text
+//! AgentWeb ──GetDiagnoseReport──▶ DiagnoseCollector (runs the diagnose every interval)
+//!     └─────SubmitRepair / GetExecution──▶ RepairExecutor (one command at a time, persisted)
+//! ```
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use actix::prelude::*;
+use maintd::{
+    agent::{repair::RepairBook, whitelist::Whitelist},
+    clock::Clock,
+    config::{seconds, AgentSettings},
+    signing::HmacKey,
+    store::JsonStore,
+};
+use tracing::warn;
+
+use crate::{
+    agent_collector::{CollectorConfig, DiagnoseCollector},
+    agent_repairs::{RepairConfig, RepairExecutor, EXECUTIONS_FILE},
+    agent_web::{AgentContext, AgentWeb},
+};
+
+/// The running agent.
+pub struct Agent {
+    /// The diagnose collector.
+    pub collector: Addr<DiagnoseCollector>,
+    /// The repair executor.
+    pub repairs: Addr<RepairExecutor>,
+    /// The web server's actor; dropping it stops the server.
+    pub web: Addr<AgentWeb>,
+    /// Where the server listens.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Start the agent's actors and its HTTP server. Must run inside an actix system.
+pub fn start(
+    settings: &AgentSettings,
+    node_name: String,
+    key: Option<HmacKey>,
+    clock: Clock,
+) -> Result<Agent, String> {
+    let store = JsonStore::open(&PathBuf::from(&settings.state_dir), EXECUTIONS_FILE)
+        .map_err(|e| e.to_string())?;
+    let document = store.load().map_err(|e| e.to_string())?;
+    let book = match document {
+        Some(document) => {
+            let (book, interrupted) =
+                RepairBook::restore(document, settings.keep_executions, clock.now());
+            for incident in &interrupted {
+                warn!(target: "maintd::agent", %incident, "repair execution interrupted by a restart; marked failed, not run again");
+            }
+            if !interrupted.is_empty() {
+                store.save(&book.document()).map_err(|e| e.to_string())?;
+            }
+            book
+        }
+        None => RepairBook::new(settings.keep_executions),
+    };
+    let collector = DiagnoseCollector::new(
+        CollectorConfig {
+            whitelist: Whitelist::new(&settings.diagnose_dir),
+            command: settings.diagnose_command.clone(),
+            interval: seconds(settings.interval),
+            timeout: seconds(settings.diagnose_timeout),
+        },
+        clock,
+    )
+    .start();
+    let repairs = RepairExecutor::new(
+        book,
+        store,
+        RepairConfig {
+            whitelist: Whitelist::new(&settings.repair_dir),
+            timeout: seconds(settings.repair_timeout),
+            max_output: settings.max_output_bytes,
+        },
+        clock,
+    )
+    .start();
+    let context = AgentContext {
+        collector: collector.clone(),
+        repairs: repairs.clone(),
+        key: key.map(Arc::new),
+        node_name,
+        clock,
+    };
+    let web = AgentWeb::bind(&settings.listen, context)
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let addrs = web.addrs.clone();
+    Ok(Agent {
+        collector,
+        repairs,
+        web: web.start(),
+        addrs,
+    })
+}
