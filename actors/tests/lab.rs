@@ -832,3 +832,256 @@ fn lab_popular_vote_lost_exits_with_code_1() {
     assert!(log.contains("node1.ganeti.test"), "{log}");
     assert!(!log.contains("starting work"), "{log}");
 }
+
+/// The diagnose and repair commands the agent test installs on every node, removed again
+/// when dropped.
+struct AgentCommands<'a> {
+    lab: &'a Lab,
+}
+
+/// Prints the node's diagnose file, or Ok.
+const LAB_DIAGNOSE: &str =
+    "#!/bin/sh\ncat /etc/ganeti/lab-diagnose.json 2>/dev/null || echo '{\"status\": \"Ok\"}'\n";
+/// Keeps what it was given on stdin.
+const LAB_FIX: &str = "#!/bin/sh\ncat > /var/log/ganeti/lab-fix.stdin\necho fixed\n";
+
+impl<'a> AgentCommands<'a> {
+    fn install(lab: &'a Lab) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        for node in NODES {
+            let etc = lab.node_dir(node, "etc-ganeti");
+            for (dir, name, text) in [
+                ("node-diagnose-commands", "lab-diagnose", LAB_DIAGNOSE),
+                ("node-repair-commands", "lab-fix", LAB_FIX),
+            ] {
+                let dir = etc.join(dir);
+                std::fs::create_dir_all(&dir).expect("command dir");
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                    .expect("dir mode");
+                std::fs::write(dir.join(name), text).expect("command");
+                std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o755))
+                    .expect("command mode");
+            }
+        }
+        let commands = AgentCommands { lab };
+        for node in NODES {
+            commands.report(node, None);
+        }
+        commands
+    }
+
+    /// What `node`'s diagnose command prints from now on (`None`: Ok).
+    fn report(&self, node: &str, diagnose: Option<&Value>) {
+        let file = self
+            .lab
+            .node_dir(node, "etc-ganeti")
+            .join("lab-diagnose.json");
+        match diagnose {
+            Some(diagnose) => std::fs::write(file, diagnose.to_string()).expect("diagnose"),
+            None => {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+
+    fn set_diagnose_mode(&self, node: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let file = self
+            .lab
+            .node_dir(node, "etc-ganeti")
+            .join("node-diagnose-commands/lab-diagnose");
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).expect("mode");
+    }
+}
+
+impl Drop for AgentCommands<'_> {
+    fn drop(&mut self) {
+        for node in NODES {
+            let etc = self.lab.node_dir(node, "etc-ganeti");
+            let _ = std::fs::remove_dir_all(etc.join("node-diagnose-commands"));
+            let _ = std::fs::remove_dir_all(etc.join("node-repair-commands"));
+            let _ = std::fs::remove_file(etc.join("lab-diagnose.json"));
+            let _ = std::fs::remove_file(
+                self.lab
+                    .node_dir(node, "var-log-ganeti")
+                    .join("lab-fix.stdin"),
+            );
+        }
+    }
+}
+
+impl Lab {
+    /// The host directory bound over a node's `what` (`etc-ganeti` is its /etc/ganeti).
+    fn node_dir(&self, node: &str, what: &str) -> PathBuf {
+        self.dir
+            .join("nodes")
+            .join(node.split('.').next().unwrap_or(node))
+            .join(what)
+    }
+
+    /// `maintd agent` inside `node`, as installed there, with `extra` flags.
+    fn agent_on_node(&self, node: &str, dir: &Path, extra: &[&str]) -> Proc {
+        let short = node.split('.').next().unwrap_or(node);
+        let state = path(&dir.join(format!("agent-{short}")));
+        let mut args = vec![
+            "agent",
+            "--listen",
+            "0.0.0.0:1817",
+            "--diagnose-command",
+            "lab-diagnose",
+            "--interval",
+            "0.5",
+            "--state-dir",
+            &state,
+        ];
+        args.extend_from_slice(extra);
+        let log = dir.join(format!("agent-{short}.log"));
+        let agent = self.maintd_on_node(node, &args, &[], &log);
+        // Listening once the node answers on the agent's port.
+        let url = format!("http://{node}:1817/1/list/collectors");
+        wait_until(within(60), "the agent to listen", || {
+            let (ok, out, _) = self.try_gx(Some(MASTER), &["curl", "-sf", &url]);
+            (ok && out.contains("diagnose")).then_some(())
+        });
+        agent
+    }
+
+    /// GET `path` from maintd's API at `api` inside the master's namespace.
+    fn api_get(&self, api: &str, path: &str) -> Value {
+        let url = format!("{api}{path}");
+        let out = self.gx(&["curl", "-sf", &url]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{url}: {e}: {out}"))
+    }
+}
+
+fn incident_of(status: &Value, node: &str) -> Option<Value> {
+    status
+        .as_array()?
+        .iter()
+        .find(|i| i["node"] == node)
+        .cloned()
+}
+
+/// Ganeti 3 nodes with `maintd agent` on each, and maintd on the master, all running inside
+/// the lab's namespaces as installed (the cluster's hmac.key signs reports and repair
+/// requests). A diagnose script in the whitelist drives a real live repair: the
+/// whitelisted repair command runs on that node with the diagnose JSON on stdin, and the
+/// incident completes. A script with mode 0777 and a forged report lead to no incident,
+/// with a clear log line. Then a real evacuation.
+#[test]
+fn lab_agents_drive_a_live_repair_and_an_evacuation() {
+    let Some(lab) = Lab::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let commands = AgentCommands::install(&lab);
+    let mut agents: BTreeMap<&str, Proc> = NODES
+        .iter()
+        .map(|node| (*node, lab.agent_on_node(node, dir.path(), &[])))
+        .collect();
+    let state = path(&dir.path().join("state"));
+    let mut maintd = lab.maintd_on_node(
+        MASTER,
+        &[
+            "daemon",
+            "-f",
+            "--state-dir",
+            &state,
+            "-p",
+            "0",
+            "-b",
+            "127.0.0.1",
+            "--round-delay",
+            "1",
+            "--poll-interval",
+            "0.5",
+        ],
+        &[("MAINTD__ROUNDS__JOB_POLL_INTERVAL", "0.5".to_owned())],
+        &dir.path().join("maintd.log"),
+    );
+    let api = maintd.line("maintd API:", within(60));
+    wait_until(within(60), "maintd to start work", || {
+        maintd
+            .log_text()
+            .contains("this node is master; starting work")
+            .then_some(())
+    });
+    assert!(
+        maintd.log_text().contains("must be signed"),
+        "maintd uses the node's hmac.key"
+    );
+
+    // A live repair on node2.
+    let node2 = "node2.ganeti.test";
+    let diagnose =
+        json!({"status": "live-repair", "command": "lab-fix", "details": {"disk": "sdb"}});
+    commands.report(node2, Some(&diagnose));
+    let incident = wait_until(within(90), "the live repair to complete", || {
+        let status = lab.api_get(&api, "/1/status");
+        incident_of(&status, node2).filter(|i| i["repair-status"] == "completed")
+    });
+    let stdin =
+        std::fs::read_to_string(lab.node_dir(node2, "var-log-ganeti").join("lab-fix.stdin"))
+            .expect("the repair command ran on node2");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdin).expect("stdin is the diagnose JSON"),
+        diagnose
+    );
+    let repaired = uuid(&incident);
+    let rows = lab.nodes();
+    assert!(
+        rows[node2]
+            .tags
+            .contains(&format!("maintd:repairready:{repaired}")),
+        "{rows:?}"
+    );
+    assert!(!rows[node2].drained, "a live repair does not drain");
+    commands.report(node2, None);
+
+    // node3: a diagnose script anyone may write is refused by its agent.
+    let node3 = "node3.ganeti.test";
+    commands.set_diagnose_mode(node3, 0o777);
+    commands.report(node3, Some(&json!({"status": "evacuate"})));
+    let agent3 = agents.get_mut(node3).expect("agent");
+    wait_until(within(30), "node3's agent to refuse the script", || {
+        let log = agent3.log_text();
+        log.lines()
+            .find(|l| l.contains("lab-diagnose") && l.contains("777"))
+            .map(str::to_owned)
+    });
+    // A forged report: node3's agent signing with another key.
+    commands.set_diagnose_mode(node3, 0o755);
+    let forged_key = dir.path().join("forged.key");
+    std::fs::write(&forged_key, "0123456789abcdef0123456789abcdef01234567\n").expect("key");
+    drop(agents.remove(node3));
+    let forger = lab.agent_on_node(node3, dir.path(), &["--hmac-key", &path(&forged_key)]);
+    wait_until(within(30), "maintd to refuse node3's forged report", || {
+        let log = maintd.log_text();
+        log.lines()
+            .find(|l| {
+                l.contains(node3) && l.contains("report refused") && l.contains("does not match")
+            })
+            .map(str::to_owned)
+    });
+    let status = lab.api_get(&api, "/1/status");
+    assert!(incident_of(&status, node3).is_none(), "{status}");
+    assert!(!lab.nodes()[node3].drained);
+
+    // The real agent again: node3 is evacuated.
+    drop(forger);
+    agents.insert(node3, lab.agent_on_node(node3, dir.path(), &[]));
+    let before = lab.nodes()[node3].clone();
+    assert!(!before.primaries.is_empty(), "{before:?}");
+    let incident = wait_until(within(180), "node3's evacuation to complete", || {
+        let status = lab.api_get(&api, "/1/status");
+        incident_of(&status, node3).filter(|i| i["repair-status"] == "completed")
+    });
+    let after = lab.nodes()[node3].clone();
+    assert!(after.drained && after.primaries.is_empty(), "{after:?}");
+    assert!(after
+        .tags
+        .contains(&format!("maintd:repairready:{}", uuid(&incident))));
+    commands.report(node3, None);
+    maintd.kill9();
+    drop(agents);
+    drop(commands);
+    lab.reset();
+}
