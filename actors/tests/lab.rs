@@ -844,6 +844,8 @@ const LAB_DIAGNOSE: &str =
     "#!/bin/sh\ncat /etc/ganeti/lab-diagnose.json 2>/dev/null || echo '{\"status\": \"Ok\"}'\n";
 /// Keeps what it was given on stdin.
 const LAB_FIX: &str = "#!/bin/sh\ncat > /var/log/ganeti/lab-fix.stdin\necho fixed\n";
+/// A repair that does not work.
+const LAB_BROKEN_FIX: &str = "#!/bin/sh\necho 'controller not responding' >&2\nexit 2\n";
 
 impl<'a> AgentCommands<'a> {
     fn install(lab: &'a Lab) -> Self {
@@ -853,6 +855,7 @@ impl<'a> AgentCommands<'a> {
             for (dir, name, text) in [
                 ("node-diagnose-commands", "lab-diagnose", LAB_DIAGNOSE),
                 ("node-repair-commands", "lab-fix", LAB_FIX),
+                ("node-repair-commands", "lab-broken-fix", LAB_BROKEN_FIX),
             ] {
                 let dir = etc.join(dir);
                 std::fs::create_dir_all(&dir).expect("command dir");
@@ -971,6 +974,19 @@ fn incident_of(status: &Value, node: &str) -> Option<Value> {
 #[test]
 fn lab_agents_drive_a_live_repair_and_an_evacuation() {
     let Some(lab) = Lab::get() else { return };
+    // Earlier tests may have emptied node3: give it an instance to move at the end.
+    let node3 = "node3.ganeti.test";
+    let rows = lab.nodes();
+    if rows[node3].primaries.is_empty() {
+        let instance = rows
+            .iter()
+            .filter(|(name, _)| name.as_str() != node3)
+            .flat_map(|(_, row)| row.primaries.iter())
+            .next()
+            .expect("an instance")
+            .clone();
+        lab.gx(&["gnt-instance", "migrate", "-f", "-n", node3, &instance]);
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let commands = AgentCommands::install(&lab);
     let mut agents: BTreeMap<&str, Proc> = NODES
@@ -1034,10 +1050,36 @@ fn lab_agents_drive_a_live_repair_and_an_evacuation() {
         "{rows:?}"
     );
     assert!(!rows[node2].drained, "a live repair does not drain");
+
+    // A repair command that fails: the incident fails and the node is tagged so.
+    let broken =
+        json!({"status": "live-repair", "command": "lab-broken-fix", "details": {"disk": "sdc"}});
+    commands.report(node2, Some(&broken));
+    let failed = wait_until(within(90), "the failing repair to end", || {
+        let status = lab.api_get(&api, "/1/status");
+        status
+            .as_array()?
+            .iter()
+            .find(|i| {
+                i["node"] == node2 && i["original"] == broken && i["repair-status"] == "failed"
+            })
+            .cloned()
+    });
+    wait_until(within(60), "the repairfailed tag", || {
+        lab.nodes()[node2]
+            .tags
+            .contains(&format!("maintd:repairfailed:{}", uuid(&failed)))
+            .then_some(())
+    });
+    let log = maintd.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("repair command failed") && l.contains("controller not responding")),
+        "the agent's output reaches maintd's log"
+    );
     commands.report(node2, None);
 
     // node3: a diagnose script anyone may write is refused by its agent.
-    let node3 = "node3.ganeti.test";
     commands.set_diagnose_mode(node3, 0o777);
     commands.report(node3, Some(&json!({"status": "evacuate"})));
     let agent3 = agents.get_mut(node3).expect("agent");
