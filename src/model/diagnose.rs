@@ -108,6 +108,16 @@ pub fn parse_report(body: &[u8], max_bytes: usize) -> Result<Diagnose, ReportErr
     parse_diagnose(report_data(body, max_bytes, "diagnose")?)
 }
 
+fn check_size(body: &[u8], max_bytes: usize) -> Result<(), ReportError> {
+    if body.len() > max_bytes {
+        return Err(ReportError::TooLarge {
+            size: body.len(),
+            limit: max_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// The report inside a signed answer of a maintd agent (`{"msg", "salt", "hmac"}`, `msg`
 /// the report's JSON text), checked: signed with `key`, salted with `expected_salt` (the
 /// fresh salt of this request, so a recorded answer cannot be played back), and its
@@ -122,12 +132,7 @@ pub fn open_signed_report(
     max_age_ns: i64,
 ) -> Result<Vec<u8>, ReportError> {
     let refuse = |why: String| ReportError::Signature(why);
-    if body.len() > max_bytes {
-        return Err(ReportError::TooLarge {
-            size: body.len(),
-            limit: max_bytes,
-        });
-    }
+    check_size(body, max_bytes)?;
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ReportError::NotJson(e.to_string()))?;
     if value.get("name").is_some() && value.get("hmac").is_none() {
@@ -169,12 +174,7 @@ pub fn open_signed_report(
 /// The `data` of a monitoring-daemon report of the collector called `name`, checking the
 /// size limit, the JSON and the envelope.
 pub fn report_data(body: &[u8], max_bytes: usize, name: &str) -> Result<Value, ReportError> {
-    if body.len() > max_bytes {
-        return Err(ReportError::TooLarge {
-            size: body.len(),
-            limit: max_bytes,
-        });
-    }
+    check_size(body, max_bytes)?;
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ReportError::NotJson(e.to_string()))?;
     let Value::Object(mut envelope) = value else {

@@ -201,39 +201,13 @@ pub fn http(
     path: &str,
     body: Option<&Value>,
 ) -> std::io::Result<(u16, Value)> {
-    let socket: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
-    assert!(socket.ip().is_loopback(), "only loopback: {addr}");
-    let mut stream = TcpStream::connect_timeout(&socket, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let bad = |why: &str| std::io::Error::other(format!("{why}: {text:?}"));
-    let (head, payload) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Err(bad("chunked answer to HTTP/1.0"));
-    }
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status"))?;
+    let body = body.map(Value::to_string);
+    let (status, payload) = http_text(addr, method, path, body.as_deref())?;
     let value = if payload.trim().is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(payload).map_err(|_| bad("not JSON"))?
+        serde_json::from_str(&payload)
+            .map_err(|_| std::io::Error::other(format!("not JSON: {payload:?}")))?
     };
     Ok((status, value))
 }
@@ -272,13 +246,20 @@ pub fn http_text(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
+    let bad = |why: &str| std::io::Error::other(format!("{why}: {text:?}"));
     let (head, payload) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no end of headers: {text:?}")))?;
+        .ok_or_else(|| bad("no end of headers"))?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(bad("chunked answer to HTTP/1.0"));
+    }
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status: {text:?}")))?;
+        .ok_or_else(|| bad("no status"))?;
     Ok((status, payload.to_owned()))
 }
