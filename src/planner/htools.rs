@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-use super::simple::{NoMove, Round};
+use super::round::{NoMove, Round};
 use super::{PlanInput, Planner};
 use crate::htools::{
     balance::{self, BalanceOptions},

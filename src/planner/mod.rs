@@ -6,6 +6,7 @@
 //! planned first, then live repairs; no two jobs of a round touch the same node.
 
 mod htools;
+mod round;
 mod simple;
 
 pub use htools::{pending_tag_jobs, HtoolsPlanner, HtoolsSettings};

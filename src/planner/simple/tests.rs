@@ -6,7 +6,7 @@ use super::*;
 use crate::model::{
     cluster::{Group, Node},
     diagnose::parse_diagnose,
-    incident::MaintenanceState,
+    incident::{MaintenanceState, PlannedJob},
 };
 
 fn node(name: &str, memory_free: u64) -> Node {
