@@ -14,9 +14,6 @@ use crate::signing::{self, HmacKey, SignatureError, SignedMessage};
 /// Maximum skew of a repair request's time salt, in seconds (confd's).
 pub const REPAIR_MAX_SKEW_SECS: u64 = signing::MAX_CLOCK_SKEW_SECS;
 
-/// How many executions are kept by default (the oldest finished ones are forgotten).
-pub const DEFAULT_KEEP: usize = 1000;
-
 /// The message of an execution that was queued or running when the agent stopped.
 pub const RESTARTED_MESSAGE: &str = "agent restarted during execution";
 
