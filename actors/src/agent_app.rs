@@ -87,7 +87,7 @@ pub fn start(
         node_name,
         clock,
     };
-    let web = AgentWeb::bind(&settings.listen, context)
+    let web = crate::agent_web::bind(&settings.listen, context)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addrs = web.addrs.clone();
     Ok(Agent {

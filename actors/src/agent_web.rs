@@ -3,14 +3,13 @@
 //! [`maintd::agent`]. Handlers ask the collector and the executor by message; answers
 //! are signed with the cluster key when the agent has one.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::{
-    dev::ServerHandle,
     http::StatusCode,
     web::{self, Bytes, Data, Path},
-    App, HttpRequest, HttpResponse, HttpServer,
+    App, HttpRequest, HttpResponse,
 };
 use maintd::{
     agent::{
@@ -28,6 +27,7 @@ use uuid::Uuid;
 use crate::{
     agent_collector::{DiagnoseCollector, GetDiagnoseReport},
     agent_repairs::{GetExecution, RepairExecutor, SubmitRepair},
+    http_server::HttpServerActor,
 };
 
 /// What the handlers need.
@@ -226,41 +226,11 @@ pub fn app(
 }
 
 /// The web actor: owns the HTTP server and stops it when stopped.
-pub struct AgentWeb {
-    handle: ServerHandle,
-    /// Where it listens (known after binding, e.g. for port 0).
-    pub addrs: Vec<SocketAddr>,
-}
+pub type AgentWeb = HttpServerActor;
 
-impl AgentWeb {
-    /// Bind and start serving; fails if the address cannot be bound.
-    pub fn bind(addr: &str, agent: AgentContext) -> std::io::Result<Self> {
-        let server = HttpServer::new(move || app(agent.clone()))
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(5)
-            .bind(addr)?;
-        let addrs = server.addrs();
-        let server = server.run();
-        let handle = server.handle();
-        actix::spawn(async move {
-            if let Err(e) = server.await {
-                warn!(target: "maintd::agent", error = %e, "HTTP server ended");
-            }
-        });
-        info!(target: "maintd::agent", ?addrs, "node agent listening");
-        Ok(AgentWeb { handle, addrs })
-    }
-}
-
-impl Actor for AgentWeb {
-    type Context = Context<Self>;
-
-    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        let handle = self.handle.clone();
-        actix::spawn(async move { handle.stop(true).await });
-        Running::Stop
-    }
+/// Bind and start serving; fails if the address cannot be bound.
+pub fn bind(addr: &str, agent: AgentContext) -> std::io::Result<AgentWeb> {
+    HttpServerActor::bind(addr, "node agent", move || app(agent.clone()))
 }
 
 #[cfg(test)]

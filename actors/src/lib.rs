@@ -25,6 +25,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod election;
+pub mod http_server;
 pub mod messages;
 pub mod plan;
 pub mod planner;

@@ -278,7 +278,7 @@ fn start_daemon(
         clock,
     };
     let daemon = app::start(settings, wiring).map_err(|e| e.to_string())?;
-    let web = WebActor::bind(listen, daemon.link.clone(), clock)
+    let web = maintd_actors::web::bind(listen, daemon.link.clone(), clock)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     println!(
         "maintd API:       http://{}",

@@ -2,17 +2,13 @@
 //! incident cancellation. Handlers reach the event registry through a [`RegistryLink`] that
 //! the cluster supervisor sets while this node is master; otherwise they answer 503.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, RwLock},
-};
+use std::sync::{Arc, RwLock};
 
 use actix::{prelude::*, WeakAddr};
 use actix_web::{
-    dev::ServerHandle,
     http::StatusCode,
     web::{self, Data, Path},
-    App, HttpResponse, HttpServer,
+    App, HttpResponse,
 };
 use maintd::{
     clock::Clock,
@@ -20,10 +16,10 @@ use maintd::{
 };
 use serde::Serialize;
 use serde_json::json;
-use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
+    http_server::HttpServerActor,
     messages::{CancelIncident, GetStatus, StatusView},
     registry::EventRegistry,
 };
@@ -242,39 +238,9 @@ pub fn app(
 }
 
 /// The web actor: owns the HTTP server and stops it when stopped.
-pub struct WebActor {
-    handle: ServerHandle,
-    /// Where it listens (the port is known after binding, e.g. for port 0).
-    pub addrs: Vec<SocketAddr>,
-}
+pub type WebActor = HttpServerActor;
 
-impl WebActor {
-    /// Bind and start serving; fails if the address cannot be bound.
-    pub fn bind(addr: &str, link: RegistryLink, clock: Clock) -> std::io::Result<Self> {
-        let server = HttpServer::new(move || app(link.clone(), clock))
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(5)
-            .bind(addr)?;
-        let addrs = server.addrs();
-        let server = server.run();
-        let handle = server.handle();
-        actix::spawn(async move {
-            if let Err(e) = server.await {
-                warn!(target: "maintd::web", error = %e, "HTTP server ended");
-            }
-        });
-        info!(target: "maintd::web", ?addrs, "HTTP API listening");
-        Ok(WebActor { handle, addrs })
-    }
-}
-
-impl Actor for WebActor {
-    type Context = Context<Self>;
-
-    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        let handle = self.handle.clone();
-        actix::spawn(async move { handle.stop(true).await });
-        Running::Stop
-    }
+/// Bind and start serving; fails if the address cannot be bound.
+pub fn bind(addr: &str, link: RegistryLink, clock: Clock) -> std::io::Result<WebActor> {
+    HttpServerActor::bind(addr, "maintd API", move || app(link.clone(), clock))
 }
