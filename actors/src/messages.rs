@@ -142,6 +142,8 @@ pub struct SubmissionLost {
 pub struct JobStatusesSeen {
     /// Per job.
     pub statuses: Vec<(JobId, Option<JobStatus>)>,
+    /// Why failed jobs failed, where the backend knows more than the status.
+    pub failure_details: std::collections::BTreeMap<JobId, String>,
     /// When.
     pub at: f64,
 }

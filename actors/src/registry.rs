@@ -243,7 +243,8 @@ impl Handler<JobStatusesSeen> for EventRegistry {
                 }
                 Some(_) => {}
             }
-            changed |= self.state.record_job_status(id, status, msg.at);
+            let detail = msg.failure_details.get(&id).map(String::as_str);
+            changed |= self.state.record_job_outcome(id, status, detail, msg.at);
         }
         if changed {
             self.persist();

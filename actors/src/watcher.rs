@@ -10,7 +10,10 @@ use actix::{prelude::*, WeakRecipient};
 use maintd::{
     backend::ClusterBackend,
     clock::Clock,
-    model::{incident::submission_marker, job::JobId},
+    model::{
+        incident::submission_marker,
+        job::{JobId, JobStatus},
+    },
 };
 use tracing::{error, info, warn};
 
@@ -161,7 +164,16 @@ impl JobWatcher {
                             act.watching.remove(id);
                         }
                     }
-                    act.registry.do_send(JobStatusesSeen { statuses, at: act.clock.now() });
+                    let failure_details = statuses
+                        .iter()
+                        .filter(|(_, status)| *status == Some(JobStatus::Error))
+                        .filter_map(|(id, _)| act.backend.failure_detail(*id).map(|d| (*id, d)))
+                        .collect();
+                    act.registry.do_send(JobStatusesSeen {
+                        statuses,
+                        failure_details,
+                        at: act.clock.now(),
+                    });
                 }
                 Err(e) => {
                     act.failures += 1;

@@ -255,10 +255,21 @@ async fn failing_and_unlisted_commands_end_the_job_in_error() {
         ])
         .await
         .expect("submitted");
+    let mut details = Vec::new();
     for submission in submitted {
         let id = submission.expect("accepted, to fail when run");
         assert_eq!(final_status(&repairs, id).await, Some(JobStatus::Error));
+        details.push(repairs.failure_detail(id).expect("why it failed"));
     }
+    // Why each failed, for the incident's message.
+    assert!(details[0].starts_with("repair command fix on node1.example.com failed"));
+    assert!(details[0].contains("exited with code 3"), "{}", details[0]);
+    assert!(
+        details[1].contains("not-in-the-whitelist"),
+        "{}",
+        details[1]
+    );
+    assert_eq!(repairs.failure_detail(JobId(7)), None);
     assert!(queue.submitted.borrow().is_empty());
 }
 

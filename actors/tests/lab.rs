@@ -1077,6 +1077,12 @@ fn lab_agents_drive_a_live_repair_and_an_evacuation() {
             .any(|l| l.contains("repair command failed") && l.contains("controller not responding")),
         "the agent's output reaches maintd's log"
     );
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("repair command lab-broken-fix on node2.ganeti.test failed")
+            && message.contains("controller not responding"),
+        "the incident says why: {failed}"
+    );
     commands.report(node2, None);
 
     // node3: a diagnose script anyone may write is refused by its agent.

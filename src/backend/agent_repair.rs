@@ -162,6 +162,33 @@ pub fn open_answer(key: &HmacKey, body: &[u8], salt: &str) -> Result<Execution, 
     serde_json::from_str(&signed.msg).map_err(|e| format!("not an execution: {e}"))
 }
 
+/// Longest part of a failed command's output quoted in the incident's message.
+const OUTPUT_EXCERPT_CHARS: usize = 200;
+
+/// The incident's account of a failed execution: which command, why, and the end of its
+/// output (where the reason usually is).
+pub fn failure_text(node: &str, execution: &Execution) -> String {
+    let mut text = format!("repair command {} on {node} failed", execution.command);
+    if let Some(message) = &execution.message {
+        text.push_str(&format!(": {message}"));
+    }
+    let output = execution.output.trim();
+    if !output.is_empty() {
+        let chars = output.chars().count();
+        let tail: String = output
+            .chars()
+            .skip(chars.saturating_sub(OUTPUT_EXCERPT_CHARS))
+            .collect();
+        let cut = if chars > OUTPUT_EXCERPT_CHARS {
+            "..."
+        } else {
+            ""
+        };
+        text.push_str(&format!(" (output: {cut}{tail})"));
+    }
+    text
+}
+
 /// Settings of [`AgentRepairs`].
 #[derive(Debug, Clone)]
 pub struct AgentRepairSettings {
@@ -179,6 +206,8 @@ struct Shared {
     settings: AgentRepairSettings,
     client: Client,
     jobs: RefCell<AgentJobs>,
+    /// Why failed executions failed, by id, for the incident's message.
+    failures: RefCell<BTreeMap<JobId, String>>,
 }
 
 impl Shared {
@@ -307,6 +336,9 @@ impl Shared {
             Ok(execution) => {
                 if execution.state == ExecutionState::Failed {
                     warn!(target: "maintd::repair", node = %job.node, incident = %job.incident, job = %id, exit_code = ?execution.exit_code, message = ?execution.message, output = %execution.output, "repair command failed");
+                    self.failures
+                        .borrow_mut()
+                        .insert(id, failure_text(&job.node, &execution));
                 }
                 Some(job_status(execution.state))
             }
@@ -339,6 +371,7 @@ impl AgentRepairs {
                 settings,
                 client,
                 jobs: RefCell::new(jobs),
+                failures: RefCell::new(BTreeMap::new()),
             }),
         })
     }
@@ -438,6 +471,13 @@ impl ClusterBackend for AgentRepairs {
         .boxed_local()
     }
 
+    fn failure_detail(&self, id: JobId) -> Option<String> {
+        match self.shared.failures.borrow().get(&id) {
+            Some(text) => Some(text.clone()),
+            None => self.inner.failure_detail(id),
+        }
+    }
+
     fn find_jobs_by_reason(
         &self,
         marker: String,
@@ -535,5 +575,22 @@ mod tests {
         assert!(open_answer(&key, execution.as_bytes(), "s1").is_err());
         assert_eq!(job_status(ExecutionState::Failed), JobStatus::Error);
         assert_eq!(job_status(ExecutionState::Succeeded), JobStatus::Success);
+    }
+
+    #[test]
+    fn a_failure_is_told_with_its_message_and_the_end_of_its_output() {
+        let execution: Execution = serde_json::from_value(serde_json::json!({
+            "incident": Uuid::nil(), "node": "node1", "command": "fix-raid", "state": "failed",
+            "exit_code": 2, "output": format!("{}controller not responding\n", "x".repeat(500)),
+            "message": "command exited with code 2", "submitted": 1.0,
+            "started": 1.0, "finished": 2.0
+        }))
+        .unwrap();
+        let text = failure_text("node1", &execution);
+        assert!(text.starts_with(
+            "repair command fix-raid on node1 failed: command exited with code 2 (output: ..."
+        ));
+        assert!(text.ends_with("controller not responding)"), "{text}");
+        assert!(text.len() < 320, "{text}");
     }
 }

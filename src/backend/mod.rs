@@ -69,6 +69,12 @@ pub trait ClusterBackend {
         ids: Vec<JobId>,
     ) -> LocalBoxFuture<'static, Result<Vec<Option<JobStatus>>, BackendError>>;
 
+    /// Why job `id`, last seen ended in error, failed, when the backend knows more than
+    /// the status (a node agent's message and output); `None` otherwise.
+    fn failure_detail(&self, _id: JobId) -> Option<String> {
+        None
+    }
+
     /// Ids of queued or archived jobs whose reason trail contains `marker` in an entry's text;
     /// used after a restart to find submissions whose ids were not yet recorded.
     fn find_jobs_by_reason(

@@ -490,6 +490,18 @@ impl MaintenanceState {
     /// Record a job's status; `None` means the queue no longer knows the job.
     /// Returns whether anything changed.
     pub fn record_job_status(&mut self, id: JobId, status: Option<JobStatus>, now: f64) -> bool {
+        self.record_job_outcome(id, status, None, now)
+    }
+
+    /// Like [`MaintenanceState::record_job_status`], with the backend's account of why a
+    /// failed job failed (a node agent's message), which becomes part of the incident's.
+    pub fn record_job_outcome(
+        &mut self,
+        id: JobId,
+        status: Option<JobStatus>,
+        detail: Option<&str>,
+        now: f64,
+    ) -> bool {
         let Some(job) = self.round.jobs.iter_mut().find(|j| j.id == Some(id)) else {
             return false;
         };
@@ -506,7 +518,13 @@ impl MaintenanceState {
         let Some(uuid) = incident else { return true };
         match status {
             Some(JobStatus::Success) => self.job_succeeded(uuid, &purpose, now),
-            Some(other) => self.job_failed(uuid, &purpose, format!("job {id} ended {other}"), now),
+            Some(other) => {
+                let why = match detail {
+                    Some(detail) => format!("job {id} ended {other}: {detail}"),
+                    None => format!("job {id} ended {other}"),
+                };
+                self.job_failed(uuid, &purpose, why, now)
+            }
             None => self.job_failed(
                 uuid,
                 &purpose,

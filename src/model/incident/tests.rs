@@ -373,3 +373,35 @@ fn a_round_with_a_harep_repair_waits_for_its_pending_tag_job() {
     let back: MaintenanceState = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
     assert!(back.repairs_awaiting_tags().is_empty());
 }
+
+#[test]
+fn a_failed_jobs_detail_becomes_part_of_the_incidents_message() {
+    let mut s = MaintenanceState::new();
+    s.observe(
+        "n1",
+        &diag(json!({"status": "live-repair", "command": "fix"})),
+        0.0,
+    );
+    let uuid = only_uuid(&s);
+    let job = PlannedJob {
+        key: "k9".into(),
+        incident: Some(uuid),
+        purpose: JobPurpose::RepairCommand,
+        nodes: BTreeSet::new(),
+        ops: vec![],
+    };
+    s.start_round(&[job], 1.0);
+    s.record_submission("k9", Ok(JobId(9)), 1.0);
+    s.record_job_outcome(
+        JobId(9),
+        Some(JobStatus::Error),
+        Some("repair command fix on n1 failed: command exited with code 2"),
+        2.0,
+    );
+    let incident = &s.incidents[0];
+    assert_eq!(incident.status, RepairStatus::Failed);
+    assert_eq!(
+        incident.message.as_deref(),
+        Some("job 9 ended error: repair command fix on n1 failed: command exited with code 2")
+    );
+}
