@@ -43,8 +43,9 @@ pub struct Settings {
     pub agent: AgentSettings,
 }
 
-/// The documented default of `agent.hmac_key`: a missing file there means "no key".
-pub const DEFAULT_AGENT_HMAC_KEY: &str = "/var/lib/ganeti/hmac.key";
+/// Ganeti's HMAC key, the documented default of `agent.hmac_key` and
+/// `cluster.hmac_key`: a missing file there means "no key".
+pub const DEFAULT_HMAC_KEY: &str = "/var/lib/ganeti/hmac.key";
 
 /// `[agent]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -519,7 +520,7 @@ mod tests {
     fn agent_settings() {
         let defaults = Settings::defaults();
         assert_eq!(defaults.agent.listen, "0.0.0.0:1817");
-        assert_eq!(defaults.agent.hmac_key, DEFAULT_AGENT_HMAC_KEY);
+        assert_eq!(defaults.agent.hmac_key, DEFAULT_HMAC_KEY);
         assert_eq!(defaults.agent.interval, 10.0);
         assert_eq!(defaults.agent.repair_timeout, 300.0);
         assert_eq!(defaults.agent.max_output_bytes, 65536);

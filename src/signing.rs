@@ -238,6 +238,36 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Where a process got the cluster key from.
+#[derive(Debug)]
+pub enum KeySource {
+    /// Loaded from the file.
+    Loaded(HmacKey),
+    /// No key configured (empty path).
+    NotConfigured,
+    /// The default key file does not exist: this node is probably not (yet) in a cluster.
+    DefaultMissing,
+}
+
+/// Load the cluster key from `path`. An empty path means no key. A missing file at the
+/// documented default is tolerated (`required` false): the caller then runs without
+/// signatures. Any other problem is an error, since a key that was asked for and
+/// silently not used would turn signing off without anyone noticing.
+pub fn load_key(path: &str, required: bool) -> Result<KeySource, KeyError> {
+    if path.is_empty() {
+        return Ok(KeySource::NotConfigured);
+    }
+    match HmacKey::from_file(std::path::Path::new(path)) {
+        Ok(key) => Ok(KeySource::Loaded(key)),
+        Err(KeyError::Unreadable { source, .. })
+            if !required && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(KeySource::DefaultMissing)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,5 +431,22 @@ mod tests {
         for bad in ["a b", "a/b", "a\"b", "é", "a_b", "a.b"] {
             assert!(!salt_is_valid(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn key_loading_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("hmac.key").display().to_string();
+        assert!(matches!(load_key("", true), Ok(KeySource::NotConfigured)));
+        assert!(matches!(
+            load_key(&missing, false),
+            Ok(KeySource::DefaultMissing)
+        ));
+        assert!(load_key(&missing, true).is_err());
+        std::fs::write(&missing, b"").unwrap();
+        // An empty default key is a broken key, not a missing one.
+        assert!(load_key(&missing, false).is_err());
+        std::fs::write(&missing, b"k\n").unwrap();
+        assert!(matches!(load_key(&missing, true), Ok(KeySource::Loaded(_))));
     }
 }

@@ -1,16 +1,11 @@
 //! The `maintd` binary: parses the command line and starts the pieces; all logic lives in
 //! the library crates.
 
-use std::{
-    path::{Path, PathBuf},
-    process::ExitCode,
-    rc::Rc,
-};
+use std::{path::PathBuf, process::ExitCode, rc::Rc};
 
 use actix::prelude::*;
 use clap::Parser;
 use maintd::{
-    agent::{load_key, KeySource},
     backend::{
         agent_repair::{self, AgentRepairSettings, AgentRepairs},
         http_diagnose::HttpDiagnose,
@@ -19,8 +14,8 @@ use maintd::{
         ClusterBackend,
     },
     clock::Clock,
-    config::{seconds, BackendKind, RepairMethod, Settings, DEFAULT_AGENT_HMAC_KEY, SIM_TOML},
-    signing::HmacKey,
+    config::{seconds, BackendKind, RepairMethod, Settings, DEFAULT_HMAC_KEY, SIM_TOML},
+    signing::{load_key, HmacKey, KeySource},
     sim::{SimHandle, SimSpec},
 };
 use maintd_actors::{
@@ -287,21 +282,22 @@ fn start_daemon(
     Ok(Some((daemon.election, web.start())))
 }
 
-/// The cluster's HMAC key from `path`: `None` when the path is empty or the file missing
-/// (with a warning), an error when it exists but cannot be used.
+/// The cluster's HMAC key from `path`: `None` when the path is empty or the default file
+/// is missing (with a warning), an error when a key that was asked for cannot be used.
 fn hmac_key(path: &str) -> Result<Option<HmacKey>, String> {
-    if path.is_empty() {
-        warn!(target: "maintd", "no HMAC key configured: diagnose reports are accepted unsigned");
-        return Ok(None);
+    // As for the agent: only the documented default may be missing.
+    let required = path != DEFAULT_HMAC_KEY;
+    match load_key(path, required).map_err(|e| e.to_string())? {
+        KeySource::Loaded(key) => Ok(Some(key)),
+        KeySource::NotConfigured => {
+            warn!(target: "maintd", "no HMAC key configured: diagnose reports are accepted unsigned");
+            Ok(None)
+        }
+        KeySource::DefaultMissing => {
+            warn!(target: "maintd", key = path, "HMAC key file missing: diagnose reports are accepted unsigned");
+            Ok(None)
+        }
     }
-    let path = Path::new(path);
-    if !path.exists() {
-        warn!(target: "maintd", key = %path.display(), "HMAC key file missing: diagnose reports are accepted unsigned");
-        return Ok(None);
-    }
-    HmacKey::from_file(path)
-        .map(Some)
-        .map_err(|e| e.to_string())
 }
 
 /// Run an actix system: `setup` starts the pieces; SIGINT/SIGTERM stop them.
@@ -366,7 +362,7 @@ fn run_agent(args: AgentArgs) -> Result<u8, String> {
     settings.validate().map_err(|e| e.to_string())?;
     let agent = settings.agent;
     // Only the documented default may be missing; a key named on purpose must load.
-    let required = key_given || agent.hmac_key != DEFAULT_AGENT_HMAC_KEY;
+    let required = key_given || agent.hmac_key != DEFAULT_HMAC_KEY;
     let key = match load_key(&agent.hmac_key, required).map_err(|e| e.to_string())? {
         KeySource::Loaded(key) => {
             info!(target: "maintd::agent", file = %agent.hmac_key, "reports are signed with the cluster HMAC key");
