@@ -336,9 +336,11 @@ impl Shared {
             Ok(execution) => {
                 if execution.state == ExecutionState::Failed {
                     warn!(target: "maintd::repair", node = %job.node, incident = %job.incident, job = %id, exit_code = ?execution.exit_code, message = ?execution.message, output = %execution.output, "repair command failed");
-                    self.failures
-                        .borrow_mut()
-                        .insert(id, failure_text(&job.node, &execution));
+                    let mut failures = self.failures.borrow_mut();
+                    failures.insert(id, failure_text(&job.node, &execution));
+                    while failures.len() > KEEP {
+                        failures.pop_first();
+                    }
                 }
                 Some(job_status(execution.state))
             }
@@ -419,8 +421,15 @@ impl ClusterBackend for AgentRepairs {
                     results[slot] = Some(result);
                 }
             }
-            for (slot, (node, command, input, reason)) in repairs {
-                results[slot] = Some(shared.submit(node, command, input, reason).await);
+            // One agent slow to answer must not hold up the requests to the others.
+            let (slots, requests): (Vec<usize>, Vec<_>) = repairs
+                .into_iter()
+                .map(|(slot, (node, command, input, reason))| {
+                    (slot, shared.submit(node, command, input, reason))
+                })
+                .unzip();
+            for (slot, result) in slots.into_iter().zip(join_all(requests).await) {
+                results[slot] = Some(result);
             }
             Ok(results
                 .into_iter()

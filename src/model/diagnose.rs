@@ -162,10 +162,11 @@ pub fn open_signed_report(
             max_age_ns / 1_000_000_000
         )));
     }
-    if -age > max_age_ns {
+    let ahead = timestamp.saturating_sub(now_ns);
+    if ahead > max_age_ns {
         return Err(refuse(format!(
             "report from the future: timestamp {} s ahead of this clock",
-            -age / 1_000_000_000
+            ahead / 1_000_000_000
         )));
     }
     Ok(signed.msg.into_bytes())
@@ -333,6 +334,11 @@ mod tests {
         let ahead =
             String::from_utf8(report_at(json!({"status": "Ok"}), now + 6 * minute)).unwrap();
         refused(&body(&key, "s1", &ahead), "from the future");
+        // Extreme timestamps are refused, not overflowed.
+        let ancient = String::from_utf8(report_at(json!({"status": "Ok"}), i64::MIN)).unwrap();
+        refused(&body(&key, "s1", &ancient), "stale report");
+        let last = String::from_utf8(report_at(json!({"status": "Ok"}), i64::MAX)).unwrap();
+        refused(&body(&key, "s1", &last), "from the future");
         refused(br#"{"msg": 1}"#, "not a signed report");
         assert!(matches!(open(b"{"), Err(ReportError::NotJson(_))));
     }
