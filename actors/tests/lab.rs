@@ -187,6 +187,31 @@ impl Lab {
         )
     }
 
+    /// `maintd daemon` inside `node` as installed there (Ganeti's default paths), its
+    /// state in `dir/state`, its API on a free loopback port of the node, its log in
+    /// `dir/maintd.log`; `extra` flags and `env` added.
+    fn daemon_on_node(
+        &self,
+        node: &str,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Proc {
+        let state = path(&dir.join("state"));
+        let mut args = vec![
+            "daemon",
+            "-f",
+            "--state-dir",
+            &state,
+            "-p",
+            "0",
+            "-b",
+            "127.0.0.1",
+        ];
+        args.extend_from_slice(extra);
+        self.maintd_on_node(node, &args, env, &dir.join("maintd.log"))
+    }
+
     /// Back to the lab's shape: node1 is master, no node drained, no maintd tag, no
     /// failing hook.
     fn reset(&self) {
@@ -753,32 +778,15 @@ impl Drop for NodedStopped<'_> {
 fn lab_popular_vote_on_the_master_wins_without_one_node() {
     let Some(lab) = Lab::get() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("maintd.log");
-    let state = path(&dir.path().join("state"));
     let noded = NodedStopped::stop(&lab, "node3.ganeti.test");
-    let mut maintd = lab.maintd_on_node(
+    let mut maintd = lab.daemon_on_node(
         MASTER,
-        &[
-            "daemon",
-            "-f",
-            "--diagnose-url",
-            "http://127.0.0.1:9/{node}",
-            "--state-dir",
-            &state,
-            "-p",
-            "0",
-            "-b",
-            "127.0.0.1",
-        ],
+        dir.path(),
+        &["--diagnose-url", "http://127.0.0.1:9/{node}"],
         &[],
-        &log,
     );
     maintd.line("maintd API:", within(60));
-    wait_until(within(60), "maintd to start work", || {
-        let log = maintd.log_text();
-        log.contains("this node is master; starting work")
-            .then_some(log)
-    });
+    wait_working(&maintd);
     let log = maintd.log_text();
     assert!(log.contains("holding the popular vote"), "{log}");
     assert!(log.contains("won the popular vote"), "{log}");
@@ -805,25 +813,16 @@ fn lab_popular_vote_lost_exits_with_code_1() {
         std::fs::copy(node2.join(file), data.join(file)).expect("copy");
     }
     std::fs::write(data.join("ssconf_master_node"), "node2.ganeti.test\n").expect("ssconf");
-    let state = path(&dir.path().join("state"));
-    let mut maintd = lab.maintd_on_node(
+    let mut maintd = lab.daemon_on_node(
         "node2.ganeti.test",
+        dir.path(),
         &[
-            "daemon",
-            "-f",
             "--node-name",
             "node2.ganeti.test",
             "--diagnose-url",
             "http://127.0.0.1:9/{node}",
-            "--state-dir",
-            &state,
-            "-p",
-            "0",
-            "-b",
-            "127.0.0.1",
         ],
         &[("MAINTD__CLUSTER__SSCONF_DIR", path(&data))],
-        &dir.path().join("maintd.log"),
     );
     let status = maintd.wait_exit(within(60));
     let log = maintd.log_text();
@@ -957,6 +956,16 @@ impl Lab {
     }
 }
 
+/// Wait until maintd (its log) says it won mastership and started work.
+fn wait_working(maintd: &Proc) {
+    wait_until(within(60), "maintd to start work", || {
+        maintd
+            .log_text()
+            .contains("this node is master; starting work")
+            .then_some(())
+    });
+}
+
 fn incident_of(status: &Value, node: &str) -> Option<Value> {
     status
         .as_array()?
@@ -993,33 +1002,14 @@ fn lab_agents_drive_a_live_repair_and_an_evacuation() {
         .iter()
         .map(|node| (*node, lab.agent_on_node(node, dir.path(), &[])))
         .collect();
-    let state = path(&dir.path().join("state"));
-    let mut maintd = lab.maintd_on_node(
+    let mut maintd = lab.daemon_on_node(
         MASTER,
-        &[
-            "daemon",
-            "-f",
-            "--state-dir",
-            &state,
-            "-p",
-            "0",
-            "-b",
-            "127.0.0.1",
-            "--round-delay",
-            "1",
-            "--poll-interval",
-            "0.5",
-        ],
+        dir.path(),
+        &["--round-delay", "1", "--poll-interval", "0.5"],
         &[("MAINTD__ROUNDS__JOB_POLL_INTERVAL", "0.5".to_owned())],
-        &dir.path().join("maintd.log"),
     );
     let api = maintd.line("maintd API:", within(60));
-    wait_until(within(60), "maintd to start work", || {
-        maintd
-            .log_text()
-            .contains("this node is master; starting work")
-            .then_some(())
-    });
+    wait_working(&maintd);
     assert!(
         maintd.log_text().contains("must be signed"),
         "maintd uses the node's hmac.key"
