@@ -12,7 +12,6 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
@@ -22,7 +21,7 @@ use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use thiserror::Error;
 
-use super::tls::pinned_client_config;
+use super::tls::{https_client, pem_certificates, pinned_client_config};
 
 /// noded's default port (`ganeti-noded` in /etc/services overrides it in Ganeti).
 pub const DEFAULT_PORT: u16 = 1811;
@@ -58,14 +57,7 @@ fn file_error(path: &Path, reason: impl Into<String>) -> NodedSetupError {
 
 /// The certificates of a PEM file.
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, NodedSetupError> {
-    let bytes = std::fs::read(path).map_err(|e| file_error(path, e.to_string()))?;
-    let found = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, format!("not valid PEM: {e}")))?;
-    if found.is_empty() {
-        return Err(file_error(path, "no CERTIFICATE section"));
-    }
-    Ok(found)
+    pem_certificates(path).map_err(|reason| file_error(path, reason))
 }
 
 /// The private key of a PEM file.
@@ -123,15 +115,7 @@ impl NodedClient {
         let key = private_key(client_pem)?;
         let tls = pinned_client_config(pinned, Some((chain, key)))
             .map_err(|reason| file_error(&PathBuf::from(client_pem), reason))?;
-        let connector = awc::Connector::new()
-            .rustls_0_23(Arc::new(tls))
-            .timeout(timeout)
-            .handshake_timeout(timeout);
-        let client = Client::builder()
-            .connector(connector)
-            .timeout(timeout)
-            .disable_redirects()
-            .finish();
+        let client = https_client(tls, timeout);
         Ok(NodedClient {
             client,
             port,

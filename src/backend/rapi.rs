@@ -38,16 +38,12 @@ use futures_util::{
     future::{FutureExt, LocalBoxFuture},
     stream, StreamExt,
 };
-use rustls::{
-    client::WebPkiServerVerifier,
-    pki_types::{pem::PemObject, CertificateDer},
-    RootCertStore,
-};
+use rustls::{client::WebPkiServerVerifier, pki_types::CertificateDer, RootCertStore};
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
 use super::{
-    tls::{Pin, PinnedVerifier},
+    tls::{https_client, pem_certificates, Pin, PinnedVerifier},
     BackendError, ClusterBackend, Submission,
 };
 use crate::model::{
@@ -170,18 +166,10 @@ impl Credentials {
 
 /// Certificates from a PEM file (other sections, such as a private key, are ignored).
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, RapiSetupError> {
-    let error = |reason: String| RapiSetupError::Certificate {
+    pem_certificates(path).map_err(|reason| RapiSetupError::Certificate {
         path: path.display().to_string(),
         reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
-    let certificates = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| error(format!("not valid PEM: {e}")))?;
-    if certificates.is_empty() {
-        return Err(error("no CERTIFICATE section".into()));
-    }
-    Ok(certificates)
+    })
 }
 
 /// Where the RAPI is and how to talk to it.
@@ -514,15 +502,7 @@ impl RapiClient {
         timeout: Duration,
         max_response_bytes: usize,
     ) -> Self {
-        let connector = awc::Connector::new()
-            .rustls_0_23(Arc::new(tls))
-            .timeout(timeout)
-            .handshake_timeout(timeout);
-        let client = Client::builder()
-            .connector(connector)
-            .timeout(timeout)
-            .disable_redirects()
-            .finish();
+        let client = https_client(tls, timeout);
         RapiClient {
             inner: Rc::new(ClientInner {
                 base,

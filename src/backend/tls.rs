@@ -300,6 +300,34 @@ pub fn pinned_client_config(
     Ok(config)
 }
 
+/// The certificates of the PEM file at `path` (other sections, such as a key, are
+/// skipped); an error names what is wrong.
+pub fn pem_certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let found = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not valid PEM: {e}"))?;
+    if found.is_empty() {
+        return Err("no CERTIFICATE section".into());
+    }
+    Ok(found)
+}
+
+/// An HTTPS client with `tls`, `timeout` for connecting, the handshake and each request,
+/// and no redirects (a redirect could carry credentials elsewhere).
+pub fn https_client(tls: rustls::ClientConfig, timeout: std::time::Duration) -> awc::Client {
+    let connector = awc::Connector::new()
+        .rustls_0_23(Arc::new(tls))
+        .timeout(timeout)
+        .handshake_timeout(timeout);
+    awc::Client::builder()
+        .connector(connector)
+        .timeout(timeout)
+        .disable_redirects()
+        .finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
