@@ -192,7 +192,7 @@ fn data_dir(server: &Identity, client: Option<&Identity>) -> tempfile::TempDir {
 
 async fn vote(dir: &Path, port: u16) -> VoteOutcome {
     let client = NodedClient::from_data_dir(dir, port, Duration::from_secs(20)).expect("client");
-    hold_vote("node1", &voters(), |address| {
+    hold_vote("node1", &voters(), &|address: String| {
         let client = client.clone();
         async move { client.master_node_name(&address).await }
     })

@@ -14,7 +14,7 @@ use actix::prelude::*;
 use maintd::backend::{
     noded::NodedClient,
     ssconf,
-    vote::{self, VoteOutcome, VOTING_RETRIES, VOTING_RETRY_SECONDS},
+    vote::{self, VOTING_RETRY_SECONDS},
     ClusterBackend,
 };
 use tracing::{error, info, warn};
@@ -159,32 +159,12 @@ impl MasterElection {
             let client =
                 NodedClient::from_data_dir(&settings.data_dir, settings.port, settings.timeout)
                     .map_err(|e| e.to_string())?;
-            for attempt in 0..=VOTING_RETRIES {
-                let outcome = vote::hold_vote(&me, &voters, |address| {
-                    let client = client.clone();
-                    async move { client.master_node_name(&address).await }
-                })
-                .await;
-                match outcome {
-                    VoteOutcome::Won => return Ok(()),
-                    VoteOutcome::Lost { named } => {
-                        return Err(format!(
-                        "the vote cannot be won by {me}: of {} nodes, the answers named {named:?}",
-                        voters.len()
-                    ))
-                    }
-                    VoteOutcome::Undecided { missing } if attempt < VOTING_RETRIES => {
-                        warn!(target: "maintd::election", ?missing, retry_in = VOTING_RETRY_SECONDS, "vote not decided for want of answers; asking again");
-                        tokio::time::sleep(Duration::from_secs(VOTING_RETRY_SECONDS)).await;
-                    }
-                    VoteOutcome::Undecided { missing } => {
-                        return Err(format!(
-                            "could not gather the votes of enough nodes; no answer from {missing:?}"
-                        ))
-                    }
-                }
-            }
-            Err("the vote was not decided".to_owned())
+            let ask = |address: String| {
+                let client = client.clone();
+                async move { client.master_node_name(&address).await }
+            };
+            let retry_delay = Duration::from_secs(VOTING_RETRY_SECONDS);
+            vote::verify_master(&me, &voters, ask, retry_delay).await
         };
         voting
             .into_actor(self)

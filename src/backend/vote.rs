@@ -3,7 +3,7 @@
 //! when a strict majority of all nodes names it. Missing answers may still turn the vote,
 //! so the caller asks again a few times before giving up.
 
-use std::{future::Future, path::Path};
+use std::{future::Future, path::Path, time::Duration};
 
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -58,7 +58,7 @@ pub fn voters_from_config(path: &Path) -> Result<Vec<Voter>, String> {
 
 /// One round of the vote: ask every online voter at once with `ask` (address → the master
 /// it names), and count. Failed answers are logged and count as missing.
-pub async fn hold_vote<F, Fut>(me: &str, voters: &[Voter], ask: F) -> VoteOutcome
+pub async fn hold_vote<F, Fut>(me: &str, voters: &[Voter], ask: &F) -> VoteOutcome
 where
     F: Fn(String) -> Fut,
     Fut: Future<Output = Result<String, String>>,
@@ -81,6 +81,42 @@ where
     });
     let answers = join_all(questions).await;
     tally(me, &answers)
+}
+
+/// Ganeti's `verifyMaster`: vote rounds until the vote is won (`Ok`), lost, or still
+/// undecided after [`VOTING_RETRIES`] more rounds `retry_delay` apart (`Err` with why).
+pub async fn verify_master<F, Fut>(
+    me: &str,
+    voters: &[Voter],
+    ask: F,
+    retry_delay: Duration,
+) -> Result<(), String>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<String, String>>,
+{
+    let mut attempt = 0;
+    loop {
+        match hold_vote(me, voters, &ask).await {
+            VoteOutcome::Won => return Ok(()),
+            VoteOutcome::Lost { named } => {
+                return Err(format!(
+                    "the vote cannot be won by {me}: of {} nodes, the answers named {named:?}",
+                    voters.len()
+                ))
+            }
+            VoteOutcome::Undecided { missing } if attempt < VOTING_RETRIES => {
+                warn!(target: "maintd::election", ?missing, retry_in = ?retry_delay, "vote not decided for want of answers; asking again");
+                attempt += 1;
+                tokio::time::sleep(retry_delay).await;
+            }
+            VoteOutcome::Undecided { missing } => {
+                return Err(format!(
+                    "could not gather the votes of enough nodes; no answer from {missing:?}"
+                ))
+            }
+        }
+    }
 }
 
 /// Rounds of asking again while the outcome depends on missing answers (Ganeti's
@@ -195,7 +231,7 @@ mod tests {
     async fn a_vote_asks_online_nodes_only_and_counts_failures_as_missing() {
         let voters = [voter("n1", false), voter("n2", false), voter("n3", true)];
         let asked = std::cell::RefCell::new(Vec::new());
-        let outcome = hold_vote("n1", &voters, |address| {
+        let outcome = hold_vote("n1", &voters, &|address: String| {
             asked.borrow_mut().push(address.clone());
             async move {
                 match address.as_str() {
@@ -212,7 +248,7 @@ mod tests {
                 missing: vec!["n2".into(), "n3".into()]
             }
         );
-        let outcome = hold_vote("n1", &voters, |_| async { Ok("n1".to_owned()) }).await;
+        let outcome = hold_vote("n1", &voters, &|_| async { Ok("n1".to_owned()) }).await;
         assert_eq!(outcome, VoteOutcome::Won);
     }
 
@@ -252,5 +288,57 @@ mod tests {
         assert!(voters_from_config(&dir.path().join("missing"))
             .unwrap_err()
             .contains("cannot read"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn undecided_votes_are_held_again_ten_seconds_apart_then_given_up() {
+        let voters = [voter("n1", false), voter("n2", false), voter("n3", false)];
+        let delay = Duration::from_secs(VOTING_RETRY_SECONDS);
+        // n2 and n3 answer from the third round on.
+        let rounds = std::cell::Cell::new(0);
+        let started = tokio::time::Instant::now();
+        let late = verify_master(
+            "n1",
+            &voters,
+            |address| {
+                if address == "ip-of-n1" {
+                    rounds.set(rounds.get() + 1);
+                }
+                let answering = address == "ip-of-n1" || rounds.get() >= 3;
+                async move {
+                    if answering {
+                        Ok("n1".to_owned())
+                    } else {
+                        Err("connection refused".to_owned())
+                    }
+                }
+            },
+            delay,
+        )
+        .await;
+        assert_eq!(late, Ok(()));
+        assert_eq!(rounds.get(), 3);
+        assert_eq!(started.elapsed(), 2 * delay);
+
+        // Nobody else ever answers: the first round and 6 retries, then the end.
+        let started = tokio::time::Instant::now();
+        let silent = verify_master(
+            "n1",
+            &voters,
+            |address| async move {
+                match address.as_str() {
+                    "ip-of-n1" => Ok("n1".to_owned()),
+                    _ => Err("connection refused".to_owned()),
+                }
+            },
+            delay,
+        )
+        .await;
+        assert!(silent.unwrap_err().contains("no answer from"));
+        assert_eq!(started.elapsed(), VOTING_RETRIES * delay);
+
+        // A majority for another node ends it at once.
+        let lost = verify_master("n1", &voters, |_| async { Ok("n2".to_owned()) }, delay).await;
+        assert!(lost.unwrap_err().contains("cannot be won by n1"));
     }
 }
