@@ -73,6 +73,8 @@ pub struct PlanContext {
     pub key_prefix: String,
     /// The latest `cpu-avg-load` total of each node that reported one.
     pub node_loads: BTreeMap<String, f64>,
+    /// What the safety layer allows this round.
+    pub gate: maintd::model::safety::SafetyGate,
 }
 
 /// Ask whether every job of the current round is finalized. Round planner → registry.

@@ -136,6 +136,7 @@ impl RoundPlanner {
                 now_ns: clock.now_ns(),
                 job_statuses: &job_statuses,
                 node_loads: &context.node_loads,
+                gate: &context.gate,
             });
             let jobs = registry
                 .send(StartRound {

@@ -133,6 +133,7 @@ impl Handler<Reconcile> for EventRegistry {
             incidents: self.state.incidents.clone(),
             key_prefix: format!("{}-r{}", self.state.state_id, self.state.round.number + 1),
             node_loads: self.loads.clone(),
+            gate: maintd::model::safety::SafetyGate::open(),
         })
     }
 }

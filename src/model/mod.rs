@@ -6,3 +6,4 @@ pub mod incident;
 pub mod job;
 pub mod load;
 pub mod opcode;
+pub mod safety;

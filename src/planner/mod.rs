@@ -18,6 +18,7 @@ use crate::model::{
     cluster::ClusterSnapshot,
     incident::{Incident, RoundPlan},
     job::{JobId, JobStatus},
+    safety::SafetyGate,
 };
 
 /// What a planner sees.
@@ -36,6 +37,8 @@ pub struct PlanInput<'a> {
     pub job_statuses: &'a BTreeMap<JobId, JobStatus>,
     /// The latest `cpu-avg-load` total of each node that reported one.
     pub node_loads: &'a BTreeMap<String, f64>,
+    /// What the safety layer allows: incidents held back, repair slots, busy nodes.
+    pub gate: &'a SafetyGate,
 }
 
 /// Decides the jobs of one round. Implementations must be deterministic.

@@ -99,6 +99,7 @@ fn plan_with(
         now_ns: 1_800_000_000_000_000_000,
         job_statuses: statuses,
         node_loads: &BTreeMap::new(),
+        gate: &crate::model::safety::SafetyGate::open(),
     })
 }
 

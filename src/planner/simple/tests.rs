@@ -80,6 +80,7 @@ fn plan(c: &ClusterSnapshot, s: &MaintenanceState) -> RoundPlan {
         now_ns: 7,
         job_statuses: &Default::default(),
         node_loads: &Default::default(),
+        gate: &crate::model::safety::SafetyGate::open(),
     })
 }
 
