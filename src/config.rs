@@ -41,6 +41,72 @@ pub struct Settings {
     pub repair: RepairSettings,
     /// `[agent]`: the node agent (`maintd agent`).
     pub agent: AgentSettings,
+    /// `[safety]`: the brakes.
+    pub safety: SafetySettings,
+}
+
+/// `[safety]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SafetySettings {
+    /// Nodes in repair at once, cluster-wide (at least 1).
+    pub max_nodes_in_repair: usize,
+    /// Nodes in repair at once per node group, percent of the group, rounded up.
+    pub max_percent_in_repair: f64,
+    /// The breaker trips when more nodes than this have open incidents.
+    pub breaker_nodes: usize,
+    /// The breaker trips when more than this percentage of a group (at least two nodes)
+    /// have open incidents.
+    pub breaker_percent: f64,
+    /// Observe and plan, submit nothing, set no tag.
+    pub dry_run: bool,
+    /// Consecutive polls a report must be seen in before maintd acts on it.
+    pub confirm_polls: u32,
+    /// New incidents per node and hour acted upon; beyond, they wait as flapping.
+    pub max_incidents_per_node_per_hour: usize,
+    /// Forgotten incidents kept for `/1/history`.
+    pub history_size: usize,
+}
+
+impl SafetySettings {
+    /// The limits as the domain takes them.
+    pub fn limits(&self) -> crate::model::safety::SafetyLimits {
+        crate::model::safety::SafetyLimits {
+            max_nodes_in_repair: self.max_nodes_in_repair,
+            max_percent_in_repair: self.max_percent_in_repair,
+            breaker_nodes: self.breaker_nodes,
+            breaker_percent: self.breaker_percent,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_nodes_in_repair == 0 {
+            return Err(ConfigError::Invalid(
+                "safety.max_nodes_in_repair must be at least 1".into(),
+            ));
+        }
+        if self.confirm_polls == 0 {
+            return Err(ConfigError::Invalid(
+                "safety.confirm_polls must be at least 1".into(),
+            ));
+        }
+        if self.max_incidents_per_node_per_hour == 0 {
+            return Err(ConfigError::Invalid(
+                "safety.max_incidents_per_node_per_hour must be at least 1".into(),
+            ));
+        }
+        for (name, value) in [
+            ("safety.max_percent_in_repair", self.max_percent_in_repair),
+            ("safety.breaker_percent", self.breaker_percent),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= 100.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be a percentage above 0 and at most 100, not {value}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Ganeti's HMAC key, the documented default of `agent.hmac_key` and
@@ -273,6 +339,11 @@ pub struct RoundSettings {
     pub job_poll_interval: f64,
     /// Extra seconds after a failed round.
     pub error_backoff: f64,
+    /// Seconds a job may wait or run before maintd cancels it (queued, waiting) or
+    /// marks its incident stuck (running).
+    pub job_timeout: f64,
+    /// Retry an `evacuate` incident's failed live migration as a failover.
+    pub escalate_to_failover: bool,
 }
 
 /// `[planner]`.
@@ -390,6 +461,7 @@ impl Settings {
             ),
             ("monitoring.backoff_max", self.monitoring.backoff_max),
             ("rounds.job_poll_interval", self.rounds.job_poll_interval),
+            ("rounds.job_timeout", self.rounds.job_timeout),
         ];
         for (name, value) in positive {
             if !(value.is_finite() && value > 0.0) {
@@ -423,6 +495,7 @@ impl Settings {
         }
         self.cluster.validate_rapi(&self.planner)?;
         self.agent.validate()?;
+        self.safety.validate()?;
         Ok(())
     }
 }

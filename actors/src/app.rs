@@ -8,6 +8,7 @@ use maintd::{
     clock::Clock,
     config::PlannerEngine,
     config::{seconds, Settings},
+    model::incident::StatePolicy,
     planner::{HtoolsPlanner, Planner, SimplePlanner},
     store::{JsonStore, StoreError},
 };
@@ -16,7 +17,7 @@ use crate::{
     election::{MasterCheck, MasterElection},
     planner::RoundTiming,
     poller::PollTiming,
-    registry::STATE_FILE,
+    registry::{RegistryConfig, STATE_FILE},
     supervisor::SupervisorDeps,
     web::RegistryLink,
 };
@@ -78,7 +79,23 @@ pub fn supervisor_deps(
         job_poll_interval: seconds(settings.rounds.job_poll_interval),
         node_refresh_interval: seconds(settings.cluster.node_refresh_interval),
         clock: wiring.clock,
+        registry: registry_config(settings),
     })
+}
+
+/// The registry's settings: the brakes and the job timeout.
+pub fn registry_config(settings: &Settings) -> RegistryConfig {
+    RegistryConfig {
+        limits: settings.safety.limits(),
+        policy: StatePolicy {
+            confirm_polls: settings.safety.confirm_polls,
+            flap_budget: Some(settings.safety.max_incidents_per_node_per_hour),
+            escalate_to_failover: settings.rounds.escalate_to_failover,
+            forgotten_kept: settings.safety.history_size,
+        },
+        dry_run: settings.safety.dry_run,
+        job_timeout: settings.rounds.job_timeout,
+    }
 }
 
 /// Start the daemon's actors (not the web server; see [`crate::web::WebActor`]).

@@ -34,6 +34,25 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Pause a running maintd: no new action until `maintd resume` (jobs already running
+    /// finish). The cluster tag maintd:paused does the same through Ganeti.
+    Pause {
+        /// Why, for the other operators (shown by GET /1/safety).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Where maintd is.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Resume a paused maintd; also resets a tripped circuit breaker and releases
+    /// flapping incidents (the incidents open now are acknowledged).
+    Resume {
+        /// Where maintd is.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show the brakes of a running maintd: pause, circuit breaker, nodes in repair.
+    Safety(ClientArgs),
 }
 
 /// Flags shared by `daemon` and `sim`.
@@ -54,6 +73,9 @@ pub struct CommonArgs {
     /// Seconds between two polls of a node's diagnose report.
     #[arg(long, value_name = "SECONDS")]
     pub poll_interval: Option<f64>,
+    /// Observe and plan, but submit no job and set no tag (GET /1/plan shows the plan).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `maintd daemon`.

@@ -26,6 +26,14 @@ pub enum ClientError {
 }
 
 async fn request(method: awc::http::Method, url: String) -> Result<Value, ClientError> {
+    request_with(method, url, None).await
+}
+
+async fn request_with(
+    method: awc::http::Method,
+    url: String,
+    body: Option<Value>,
+) -> Result<Value, ClientError> {
     let client = awc::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .finish();
@@ -33,11 +41,11 @@ async fn request(method: awc::http::Method, url: String) -> Result<Value, Client
         url: url.clone(),
         reason,
     };
-    let mut response = client
-        .request(method, &url)
-        .send()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+    let sent = match body {
+        Some(body) => client.request(method, &url).send_json(&body).await,
+        None => client.request(method, &url).send().await,
+    };
+    let mut response = sent.map_err(|e| unreachable(e.to_string()))?;
     let body = response
         .body()
         .limit(16 * 1024 * 1024)
@@ -121,6 +129,91 @@ pub async fn cancel(args: &ClientArgs, uuid: &str) -> Result<String, ClientError
     })
 }
 
+/// Render `/1/safety` as a few lines.
+pub fn format_safety(view: &Value) -> String {
+    let mut out = String::new();
+    let flag = |k: &str| view.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    if flag("paused") {
+        let mut line = "paused".to_owned();
+        if let Some(by) = text(view.get("paused_by")) {
+            line.push_str(&format!(" by {by}"));
+        }
+        if flag("paused_by_tag") {
+            line.push_str(" (cluster tag maintd:paused)");
+        }
+        if let Some(reason) = text(view.get("pause_reason")) {
+            line.push_str(&format!(": {reason}"));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    } else {
+        out.push_str("not paused\n");
+    }
+    let breaker = view.get("breaker");
+    if breaker.and_then(|b| b.get("tripped")).and_then(Value::as_bool) == Some(true) {
+        let reason = text(breaker.and_then(|b| b.get("reason"))).unwrap_or_default();
+        out.push_str(&format!("circuit breaker TRIPPED: {reason}\n"));
+    } else {
+        out.push_str("circuit breaker closed\n");
+    }
+    let in_repair: Vec<String> = view
+        .get("in_repair")
+        .and_then(Value::as_array)
+        .map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let limit = view.get("limit").and_then(Value::as_u64).unwrap_or(0);
+    out.push_str(&format!(
+        "in repair: {} of {limit} ({})\n",
+        in_repair.len(),
+        if in_repair.is_empty() { "none".to_owned() } else { in_repair.join(", ") }
+    ));
+    if flag("dry_run") {
+        out.push_str("dry-run: nothing is submitted\n");
+    }
+    out
+}
+
+fn base(args: &ClientArgs) -> &str {
+    args.url.trim_end_matches('/')
+}
+
+/// `maintd pause [--reason TEXT]`.
+pub async fn pause(args: &ClientArgs, reason: Option<String>) -> Result<String, ClientError> {
+    let body = serde_json::json!({ "reason": reason });
+    let value = request_with(
+        awc::http::Method::POST,
+        format!("{}/1/pause", base(args)),
+        Some(body),
+    )
+    .await?;
+    Ok(if args.json {
+        format!("{value:#}\n")
+    } else {
+        format_safety(&value)
+    })
+}
+
+/// `maintd resume`.
+pub async fn resume(args: &ClientArgs) -> Result<String, ClientError> {
+    let value = request(awc::http::Method::POST, format!("{}/1/resume", base(args))).await?;
+    Ok(if args.json {
+        format!("{value:#}\n")
+    } else {
+        format_safety(&value)
+    })
+}
+
+/// `maintd safety`.
+pub async fn safety(args: &ClientArgs) -> Result<String, ClientError> {
+    let value = request(awc::http::Method::GET, format!("{}/1/safety", base(args))).await?;
+    Ok(if args.json {
+        format!("{value:#}\n")
+    } else {
+        format_safety(&value)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -139,5 +232,20 @@ mod tests {
                 && text.contains("waiting")
         );
         assert_eq!(format_status(&json!([])), "no incidents\n");
+    }
+
+    #[test]
+    fn safety_lines_name_the_pause_the_breaker_and_the_nodes_in_repair() {
+        let text = format_safety(&json!({
+            "paused": true, "paused_by": "api client 127.0.0.1", "pause_reason": "rack A4",
+            "paused_by_tag": false,
+            "breaker": {"tripped": true, "reason": "6 nodes have open incidents"},
+            "in_repair": ["node3", "node5"], "limit": 2, "dry_run": false
+        }));
+        assert!(text.contains("paused by api client 127.0.0.1: rack A4"), "{text}");
+        assert!(text.contains("TRIPPED: 6 nodes"), "{text}");
+        assert!(text.contains("in repair: 2 of 2 (node3, node5)"), "{text}");
+        let text = format_safety(&json!({"paused": false, "breaker": {"tripped": false}, "in_repair": [], "limit": 1}));
+        assert!(text.contains("not paused") && text.contains("closed") && text.contains("0 of 1 (none)"), "{text}");
     }
 }

@@ -37,6 +37,11 @@ fn main() -> ExitCode {
         Command::Cancel { uuid, client } => {
             run_client(async move { client::cancel(&client, &uuid).await })
         }
+        Command::Pause { reason, client } => {
+            run_client(async move { client::pause(&client, reason).await })
+        }
+        Command::Resume { client } => run_client(async move { client::resume(&client).await }),
+        Command::Safety(client) => run_client(async move { client::safety(&client).await }),
         Command::Plan(args) => maintd_actors::plan::run(&args),
         Command::Daemon(args) => run_daemon(args),
         Command::Agent(args) => run_agent(args),
@@ -71,6 +76,9 @@ fn settings(layers: &[&str], common: &CommonArgs) -> Result<Settings, String> {
     }
     if let Some(interval) = common.poll_interval {
         settings.monitoring.poll_interval = interval;
+    }
+    if common.dry_run {
+        settings.safety.dry_run = true;
     }
     settings.validate().map_err(|e| e.to_string())?;
     Ok(settings)

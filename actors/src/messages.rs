@@ -138,9 +138,9 @@ pub struct SubmissionLost {
 }
 
 /// Job statuses as last queried; `None` means the queue does not know the job.
-/// Job watcher → registry.
+/// Job watcher → registry; answers the jobs to cancel (waiting past `rounds.job_timeout`).
 #[derive(Message, Debug)]
-#[rtype(result = "()")]
+#[rtype(result = "Vec<JobId>")]
 pub struct JobStatusesSeen {
     /// Per job.
     pub statuses: Vec<(JobId, Option<JobStatus>)>,
@@ -170,8 +170,146 @@ pub struct Recovery {
 pub struct CancelIncident {
     /// The incident.
     pub uuid: Uuid,
+    /// Who asked (the API client).
+    pub by: String,
     /// When.
     pub at: f64,
+}
+
+/// Pause maintd: no new action until resumed. Persisted before it is acknowledged; the
+/// error says why it could not be saved. Web → registry.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<SafetyView, String>")]
+pub struct Pause {
+    /// Why, as the operator said.
+    pub reason: Option<String>,
+    /// Who asked (the API client).
+    pub by: String,
+    /// When.
+    pub at: f64,
+}
+
+/// Resume: lift a pause, reset a tripped breaker, release flapping incidents. Persisted
+/// before it is acknowledged. Web → registry.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<SafetyView, String>")]
+pub struct Resume {
+    /// Who asked (the API client).
+    pub by: String,
+    /// When.
+    pub at: f64,
+}
+
+/// The brakes' state, for `/1/safety`. Web → registry.
+#[derive(Message, Debug)]
+#[rtype(result = "SafetyView")]
+pub struct GetSafety;
+
+/// The brakes as `/1/safety` shows them.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SafetyView {
+    /// No new action: paused through the API or by the cluster tag.
+    pub paused: bool,
+    /// The operator's reason, if paused through the API.
+    pub pause_reason: Option<String>,
+    /// Who paused, if paused through the API.
+    pub paused_by: Option<String>,
+    /// Since when (Unix seconds), if paused through the API.
+    pub paused_since: Option<f64>,
+    /// The cluster carries the `maintd:paused` tag (as of the last round).
+    pub paused_by_tag: bool,
+    /// The circuit breaker.
+    pub breaker: BreakerView,
+    /// Nodes in repair now.
+    pub in_repair: Vec<String>,
+    /// Nodes in repair at once, cluster-wide (`safety.max_nodes_in_repair`).
+    pub limit: usize,
+    /// Per node group, percent of its nodes (`safety.max_percent_in_repair`).
+    pub limit_percent: f64,
+    /// Nothing is submitted (`--dry-run`).
+    pub dry_run: bool,
+    /// Why no new action starts now, if none does.
+    pub halted: Option<String>,
+}
+
+/// The circuit breaker as `/1/safety` shows it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct BreakerView {
+    /// Tripped and latched until an operator resumes.
+    pub tripped: bool,
+    /// Why it tripped.
+    pub reason: Option<String>,
+    /// When (Unix seconds).
+    pub since: Option<f64>,
+}
+
+/// The last round's plan, for `/1/plan`. Web → registry.
+#[derive(Message, Debug)]
+#[rtype(result = "Option<PlanView>")]
+pub struct GetPlan;
+
+/// A round's plan as `/1/plan` shows it: what was submitted or, when held back (dry-run,
+/// paused, breaker), what would have been.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PlanView {
+    /// When it was planned (Unix seconds).
+    pub planned_at: f64,
+    /// The round it started, if it was submitted.
+    pub round: Option<u64>,
+    /// `submitted`, or `held` with `held_by` saying why.
+    pub mode: &'static str,
+    /// Why nothing was submitted.
+    pub held_by: Option<String>,
+    /// The jobs, in submission order.
+    pub jobs: Vec<PlannedJobView>,
+    /// Why incidents wait.
+    pub notes: Vec<IncidentNote>,
+    /// Incidents the plan fails without a job.
+    pub failures: Vec<IncidentNote>,
+    /// Problems of the round not tied to an incident.
+    pub warnings: Vec<String>,
+    /// Incidents dropped because their node no longer reports them.
+    pub dropped: Vec<Uuid>,
+}
+
+/// One job of a plan.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PlannedJobView {
+    /// Submission key (in the reason trail).
+    pub key: String,
+    /// The incident it serves.
+    pub incident: Option<Uuid>,
+    /// What it does.
+    pub purpose: maintd::model::incident::JobPurpose,
+    /// Nodes it touches.
+    pub nodes: Vec<String>,
+    /// Its opcodes, reason trails included, as submitted.
+    pub opcodes: Vec<Opcode>,
+}
+
+/// An incident and a message about it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IncidentNote {
+    /// The incident.
+    pub incident: Uuid,
+    /// The message.
+    pub message: String,
+}
+
+/// One incident, open or forgotten. Web → registry.
+#[derive(Message, Debug)]
+#[rtype(result = "Option<Incident>")]
+pub struct GetIncident {
+    /// The incident.
+    pub uuid: Uuid,
+}
+
+/// Forgotten incidents, latest first. Web → registry.
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<Incident>")]
+pub struct GetHistory {
+    /// At most this many.
+    pub limit: usize,
 }
 
 /// Everything the HTTP API shows. Web → registry.

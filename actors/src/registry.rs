@@ -1,42 +1,81 @@
-//! EventRegistry: owns the maintenance state (incidents, the current round), applies every
-//! change through the domain's state machine and persists it before answering.
+//! EventRegistry: owns the maintenance state (incidents, the current round, the brakes),
+//! applies every change through the domain's state machine and persists it before
+//! answering.
 
 use std::collections::BTreeMap;
 
 use actix::prelude::*;
 use maintd::{
-    model::incident::{MaintenanceState, Observed},
+    model::{
+        incident::{MaintenanceState, Observed, RoundPlan, StatePolicy},
+        safety::{SafetyLimits, PAUSE_TAG},
+    },
     planner::pending_tag_jobs,
     store::JsonStore,
 };
 use tracing::{error, info, warn};
 
 use crate::messages::{
-    CancelIncident, ExtendRound, GetRecovery, GetRoundFinished, GetStatus, JobStatusesSeen,
-    JobToSubmit, JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, PlanContext, Reconcile,
-    Recovery, Shutdown, StartRound, StatusView, SubmissionLost,
+    BreakerView, CancelIncident, ExtendRound, GetHistory, GetIncident, GetPlan, GetRecovery,
+    GetRoundFinished, GetSafety, GetStatus, IncidentNote, JobStatusesSeen, JobToSubmit,
+    JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, Pause, PlanContext, PlanView,
+    PlannedJobView, Reconcile, Recovery, Resume, SafetyView, Shutdown, StartRound, StatusView,
+    SubmissionLost,
 };
 
 /// Name of the state file inside the state directory.
 pub const STATE_FILE: &str = "state.json";
 
+/// The registry's share of the settings: the brakes and the job timeout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryConfig {
+    /// The cap and the breaker's thresholds.
+    pub limits: SafetyLimits,
+    /// Debounce, flap budget, escalation, history size.
+    pub policy: StatePolicy,
+    /// Submit nothing, set no tag.
+    pub dry_run: bool,
+    /// Seconds a job may wait or run (`rounds.job_timeout`).
+    pub job_timeout: f64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            limits: SafetyLimits::default(),
+            policy: StatePolicy::default(),
+            dry_run: false,
+            job_timeout: 3600.0,
+        }
+    }
+}
+
 /// The event-registry actor.
 pub struct EventRegistry {
     state: MaintenanceState,
     store: JsonStore,
+    config: RegistryConfig,
     polls: BTreeMap<String, NodePollView>,
     /// Latest CPU load per node; transient, refreshed by the pollers.
     loads: BTreeMap<String, f64>,
+    /// The cluster carried the pause tag at the last reconciliation.
+    paused_by_tag: bool,
+    /// The last round's plan, submitted or held back.
+    last_plan: Option<PlanView>,
 }
 
 impl EventRegistry {
     /// A registry over `state`, persisting to `store`.
-    pub fn new(state: MaintenanceState, store: JsonStore) -> Self {
+    pub fn new(mut state: MaintenanceState, store: JsonStore, config: RegistryConfig) -> Self {
+        state.policy = config.policy.clone();
         EventRegistry {
             state,
             store,
+            config,
             polls: BTreeMap::new(),
             loads: BTreeMap::new(),
+            paused_by_tag: false,
+            last_plan: None,
         }
     }
 
@@ -46,6 +85,87 @@ impl EventRegistry {
         if let Err(e) = self.store.save(&self.state) {
             error!(target: "maintd::registry", error = %e, "could not persist the maintenance state");
         }
+    }
+
+    /// Apply `change` only if the result can be saved: otherwise the state is as before
+    /// and the error says why (for changes an operator must be able to rely on).
+    fn durably(&mut self, change: impl FnOnce(&mut MaintenanceState)) -> Result<(), String> {
+        let before = self.state.clone();
+        change(&mut self.state);
+        match self.store.save(&self.state) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.state = before;
+                error!(target: "maintd::registry", error = %e, "could not persist the maintenance state; change not applied");
+                Err(format!("state could not be saved: {e}"))
+            }
+        }
+    }
+
+    fn halt_reason(&self) -> Option<String> {
+        self.state
+            .halt_reason(self.paused_by_tag, self.config.dry_run)
+    }
+
+    fn safety_view(&self) -> SafetyView {
+        let pause = self.state.safety.pause.as_ref();
+        let breaker = self.state.safety.breaker.as_ref();
+        SafetyView {
+            paused: pause.is_some() || self.paused_by_tag,
+            pause_reason: pause.and_then(|p| p.reason.clone()),
+            paused_by: pause.map(|p| p.by.clone()),
+            paused_since: pause.map(|p| p.since),
+            paused_by_tag: self.paused_by_tag,
+            breaker: BreakerView {
+                tripped: breaker.is_some(),
+                reason: breaker.map(|b| b.reason.clone()),
+                since: breaker.map(|b| b.since),
+            },
+            in_repair: self.state.in_repair().into_iter().collect(),
+            limit: self.config.limits.max_nodes_in_repair,
+            limit_percent: self.config.limits.max_percent_in_repair,
+            dry_run: self.config.dry_run,
+            halted: self.halt_reason(),
+        }
+    }
+}
+
+/// The plan as `/1/plan` shows it.
+fn plan_view(
+    plan: &RoundPlan,
+    at: f64,
+    round: Option<u64>,
+    held_by: Option<String>,
+    dropped: Vec<uuid::Uuid>,
+) -> PlanView {
+    let notes = |list: &[(uuid::Uuid, String)]| {
+        list.iter()
+            .map(|(incident, message)| IncidentNote {
+                incident: *incident,
+                message: message.clone(),
+            })
+            .collect()
+    };
+    PlanView {
+        planned_at: at,
+        round,
+        mode: if held_by.is_some() { "held" } else { "submitted" },
+        held_by,
+        jobs: plan
+            .jobs
+            .iter()
+            .map(|j| PlannedJobView {
+                key: j.key.clone(),
+                incident: j.incident,
+                purpose: j.purpose.clone(),
+                nodes: j.nodes.iter().cloned().collect(),
+                opcodes: j.ops.clone(),
+            })
+            .collect(),
+        notes: notes(&plan.notes),
+        failures: notes(&plan.failures),
+        warnings: plan.warnings.clone(),
+        dropped,
     }
 }
 
@@ -75,8 +195,14 @@ impl Handler<NodeObserved> for EventRegistry {
                 poll.consecutive_failures = 0;
                 let before = self.state.incidents.len();
                 let observed = self.state.observe(&msg.node, &diagnose, msg.at);
-                if let Observed::NewIncident(uuid) = observed {
-                    info!(target: "maintd::registry", node = %msg.node, %uuid, action = %diagnose.action, report = %diagnose.original, "new incident");
+                match &observed {
+                    Observed::NewIncident(uuid) => {
+                        info!(target: "maintd::registry", node = %msg.node, %uuid, action = %diagnose.action, report = %diagnose.original, "new incident")
+                    }
+                    Observed::Confirmed(uuid) => {
+                        info!(target: "maintd::registry", node = %msg.node, %uuid, "incident confirmed")
+                    }
+                    Observed::Seen(_) | Observed::Nothing => {}
                 }
                 if observed != Observed::Nothing || self.state.incidents.len() != before {
                     self.persist();
@@ -118,7 +244,7 @@ impl Handler<Reconcile> for EventRegistry {
     type Result = MessageResult<Reconcile>;
 
     fn handle(&mut self, msg: Reconcile, _: &mut Context<Self>) -> Self::Result {
-        let forgotten = self.state.reconcile(&msg.cluster);
+        let forgotten = self.state.reconcile(&msg.cluster, msg.at);
         for uuid in &forgotten {
             info!(target: "maintd::registry", %uuid, "incident forgotten");
         }
@@ -126,14 +252,29 @@ impl Handler<Reconcile> for EventRegistry {
             .retain(|node, _| msg.cluster.node(node).is_some());
         self.loads
             .retain(|node, _| msg.cluster.node(node).is_some());
-        if !forgotten.is_empty() {
+        let tagged = msg.cluster.cluster_tags.contains(PAUSE_TAG);
+        if tagged != self.paused_by_tag {
+            if tagged {
+                warn!(target: "maintd::registry", tag = PAUSE_TAG, "paused by the cluster tag: no new action until it is removed");
+            } else {
+                info!(target: "maintd::registry", tag = PAUSE_TAG, "the cluster's pause tag was removed");
+            }
+            self.paused_by_tag = tagged;
+        }
+        let tripped = self
+            .state
+            .check_breaker(&msg.cluster, &self.config.limits, msg.at);
+        if let Some(reason) = &tripped {
+            error!(target: "maintd::registry", %reason, "circuit breaker tripped: no new action until an operator resumes (maintd resume)");
+        }
+        if !forgotten.is_empty() || tripped.is_some() {
             self.persist();
         }
         MessageResult(PlanContext {
             incidents: self.state.incidents.clone(),
             key_prefix: format!("{}-r{}", self.state.state_id, self.state.round.number + 1),
             node_loads: self.loads.clone(),
-            gate: maintd::model::safety::SafetyGate::open(),
+            gate: self.state.gate(&msg.cluster, &self.config.limits),
         })
     }
 }
@@ -150,7 +291,28 @@ impl Handler<StartRound> for EventRegistry {
     type Result = MessageResult<StartRound>;
 
     fn handle(&mut self, msg: StartRound, _: &mut Context<Self>) -> Self::Result {
-        let plan = msg.plan;
+        let mut plan = msg.plan;
+        if let Some(halt) = self.halt_reason() {
+            // Nothing is submitted and no incident changes but for its message, which
+            // says what would have been done.
+            for (uuid, why) in plan.notes.iter().chain(&plan.failures) {
+                self.state.note(*uuid, format!("{halt}; {why}"), msg.at);
+            }
+            for job in &plan.jobs {
+                if let Some(uuid) = job.incident {
+                    let would = format!("{halt}; would submit: {}", job.purpose.describe());
+                    self.state.note_event(uuid, "held", would, msg.at);
+                }
+            }
+            info!(target: "maintd::registry", jobs = plan.jobs.len(), reason = %halt, "round planned, nothing submitted");
+            self.last_plan = Some(plan_view(&plan, msg.at, None, Some(halt), Vec::new()));
+            self.persist();
+            return MessageResult(Vec::new());
+        }
+        let dropped = self.state.drop_stale(&mut plan, msg.at);
+        for uuid in &dropped {
+            info!(target: "maintd::registry", %uuid, "incident dropped: its node no longer reports it");
+        }
         for (uuid, why) in &plan.failures {
             warn!(target: "maintd::registry", %uuid, reason = %why, "incident failed");
             self.state.fail_incident(*uuid, why.clone(), msg.at);
@@ -162,10 +324,12 @@ impl Handler<StartRound> for EventRegistry {
         for warning in &plan.warnings {
             warn!(target: "maintd::registry", %warning, "round planning");
         }
-        if !plan.jobs.is_empty() {
+        let round = (!plan.jobs.is_empty()).then(|| {
             self.state.start_round(&plan.jobs, msg.at);
             info!(target: "maintd::registry", round = self.state.round.number, jobs = plan.jobs.len(), "round planned");
-        }
+            self.state.round.number
+        });
+        self.last_plan = Some(plan_view(&plan, msg.at, round, None, dropped));
         // Persisted before submission: a restart then finds the keys and never submits twice.
         self.persist();
         MessageResult(
@@ -230,9 +394,9 @@ impl Handler<SubmissionLost> for EventRegistry {
 }
 
 impl Handler<JobStatusesSeen> for EventRegistry {
-    type Result = ();
+    type Result = MessageResult<JobStatusesSeen>;
 
-    fn handle(&mut self, msg: JobStatusesSeen, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: JobStatusesSeen, _: &mut Context<Self>) -> Self::Result {
         let mut changed = false;
         for (id, status) in msg.statuses {
             match status {
@@ -247,9 +411,19 @@ impl Handler<JobStatusesSeen> for EventRegistry {
             let detail = msg.failure_details.get(&id).map(String::as_str);
             changed |= self.state.record_job_outcome(id, status, detail, msg.at);
         }
-        if changed {
+        let (cancel, stuck) = self
+            .state
+            .apply_job_timeout(self.config.job_timeout, msg.at);
+        for (job, incident) in &stuck {
+            warn!(target: "maintd::registry", %job, incident = ?incident, timeout = self.config.job_timeout, "job running past rounds.job_timeout: its incident is stuck; other incidents go on");
+        }
+        for job in &cancel {
+            warn!(target: "maintd::registry", %job, timeout = self.config.job_timeout, "job waiting past rounds.job_timeout: canceling it");
+        }
+        if changed || !cancel.is_empty() || !stuck.is_empty() {
             self.persist();
         }
+        MessageResult(cancel)
     }
 }
 
@@ -268,10 +442,74 @@ impl Handler<CancelIncident> for EventRegistry {
     type Result = Result<(), maintd::model::incident::CancelError>;
 
     fn handle(&mut self, msg: CancelIncident, _: &mut Context<Self>) -> Self::Result {
-        self.state.cancel(msg.uuid, msg.at)?;
-        info!(target: "maintd::registry", uuid = %msg.uuid, "incident canceled");
+        self.state.cancel_by(msg.uuid, &msg.by, msg.at)?;
+        info!(target: "maintd::registry", uuid = %msg.uuid, by = %msg.by, "incident canceled");
         self.persist();
         Ok(())
+    }
+}
+
+impl Handler<Pause> for EventRegistry {
+    type Result = Result<SafetyView, String>;
+
+    fn handle(&mut self, msg: Pause, _: &mut Context<Self>) -> Self::Result {
+        self.durably(|state| state.pause(msg.reason.clone(), &msg.by, msg.at))?;
+        warn!(target: "maintd::registry", by = %msg.by, reason = ?msg.reason, "paused: no new action until resumed");
+        Ok(self.safety_view())
+    }
+}
+
+impl Handler<Resume> for EventRegistry {
+    type Result = Result<SafetyView, String>;
+
+    fn handle(&mut self, msg: Resume, _: &mut Context<Self>) -> Self::Result {
+        self.durably(|state| state.resume(&msg.by, msg.at))?;
+        info!(target: "maintd::registry", by = %msg.by, "resumed: the pause and the breaker are lifted, open incidents acknowledged");
+        Ok(self.safety_view())
+    }
+}
+
+impl Handler<GetSafety> for EventRegistry {
+    type Result = MessageResult<GetSafety>;
+
+    fn handle(&mut self, _: GetSafety, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.safety_view())
+    }
+}
+
+impl Handler<GetPlan> for EventRegistry {
+    type Result = MessageResult<GetPlan>;
+
+    fn handle(&mut self, _: GetPlan, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.last_plan.clone())
+    }
+}
+
+impl Handler<GetIncident> for EventRegistry {
+    type Result = MessageResult<GetIncident>;
+
+    fn handle(&mut self, msg: GetIncident, _: &mut Context<Self>) -> Self::Result {
+        let found = self
+            .state
+            .incident(msg.uuid)
+            .or_else(|| self.state.forgotten.iter().rev().find(|i| i.uuid == msg.uuid));
+        MessageResult(found.cloned())
+    }
+}
+
+impl Handler<GetHistory> for EventRegistry {
+    type Result = MessageResult<GetHistory>;
+
+    fn handle(&mut self, msg: GetHistory, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.state
+                .forgotten
+                .iter()
+                .rev()
+                .take(msg.limit)
+                .cloned()
+                .collect(),
+        )
     }
 }
 

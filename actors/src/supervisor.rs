@@ -20,7 +20,7 @@ use crate::{
     messages::{ChildRestarted, NodeLoadSeen, NodesListed, Shutdown},
     planner::{RoundPlanner, RoundTiming},
     poller::{NodePoller, PollTiming},
-    registry::EventRegistry,
+    registry::{EventRegistry, RegistryConfig},
     watcher::JobWatcher,
     web::RegistryLink,
 };
@@ -50,6 +50,8 @@ pub struct SupervisorDeps {
     pub node_refresh_interval: Duration,
     /// Time source.
     pub clock: Clock,
+    /// The registry's settings: the brakes, the job timeout.
+    pub registry: RegistryConfig,
 }
 
 /// The supervisor actor.
@@ -108,7 +110,7 @@ impl Actor for ClusterSupervisor {
             }
         };
         info!(target: "maintd::supervisor", path = %self.deps.store.path().display(), incidents = state.incidents.len(), "starting maintenance work");
-        let registry = EventRegistry::new(state, self.deps.store.clone()).start();
+        let registry = EventRegistry::new(state, self.deps.store.clone(), self.deps.registry.clone()).start();
         let restarts = ctx.address().recipient::<ChildRestarted>().downgrade();
         let watcher = {
             let (backend, registry, clock, interval) = (

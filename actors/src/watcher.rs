@@ -146,6 +146,25 @@ impl JobWatcher {
             .wait(ctx);
     }
 
+    /// Cancel jobs that waited too long; the next status poll sees the outcome.
+    fn cancel(&mut self, ids: Vec<JobId>, ctx: &mut Context<Self>) {
+        for id in ids {
+            let backend = self.backend.clone();
+            ctx.spawn(
+                async move { (id, backend.cancel_job(id).await) }
+                    .into_actor(self)
+                    .map(|(id, outcome), _, _| match outcome {
+                        Ok(outcome) => {
+                            info!(target: "maintd::watcher", job = %id, ?outcome, "cancel requested")
+                        }
+                        Err(e) => {
+                            warn!(target: "maintd::watcher", job = %id, error = %e, "could not cancel the job")
+                        }
+                    }),
+            );
+        }
+    }
+
     fn poll_statuses(&mut self, ctx: &mut Context<Self>) {
         if self.watching.is_empty() {
             return;
@@ -169,11 +188,17 @@ impl JobWatcher {
                         .filter(|(_, status)| *status == Some(JobStatus::Error))
                         .filter_map(|(id, _)| act.backend.failure_detail(*id).map(|d| (*id, d)))
                         .collect();
-                    act.registry.do_send(JobStatusesSeen {
+                    let seen = act.registry.send(JobStatusesSeen {
                         statuses,
                         failure_details,
                         at: act.clock.now(),
                     });
+                    // The registry answers the jobs that waited past rounds.job_timeout.
+                    ctx.spawn(
+                        async move { seen.await.unwrap_or_default() }
+                            .into_actor(act)
+                            .map(|overdue, act, ctx| act.cancel(overdue, ctx)),
+                    );
                 }
                 Err(e) => {
                     act.failures += 1;

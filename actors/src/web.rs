@@ -7,20 +7,23 @@ use std::sync::{Arc, RwLock};
 use actix::{prelude::*, WeakAddr};
 use actix_web::{
     http::StatusCode,
-    web::{self, Data, Path},
-    App, HttpResponse,
+    web::{self, Bytes, Data, Path, Query},
+    App, HttpRequest, HttpResponse,
 };
 use maintd::{
     clock::Clock,
     model::incident::{CancelError, Incident},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
     http_server::HttpServerActor,
-    messages::{CancelIncident, GetStatus, StatusView},
+    messages::{
+        CancelIncident, GetHistory, GetIncident, GetPlan, GetSafety, GetStatus, Pause, Resume,
+        StatusView,
+    },
     registry::EventRegistry,
 };
 
@@ -70,6 +73,9 @@ pub enum ApiError {
     /// The request conflicts with the incident's state.
     #[error("{0}")]
     Conflict(String),
+    /// The change could not be made durable, so it was not made.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl actix_web::ResponseError for ApiError {
@@ -80,6 +86,7 @@ impl actix_web::ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -107,6 +114,12 @@ pub struct IncidentView<'a> {
     message: Option<&'a str>,
     ctime: f64,
     mtime: f64,
+    /// Seen in enough consecutive polls to be acted upon.
+    confirmed: bool,
+    /// Held by the flap budget.
+    flapping: bool,
+    /// A job of it runs past `rounds.job_timeout`.
+    stuck: bool,
 }
 
 impl<'a> From<&'a Incident> for IncidentView<'a> {
@@ -123,6 +136,9 @@ impl<'a> From<&'a Incident> for IncidentView<'a> {
             message: i.message.as_deref(),
             ctime: i.ctime,
             mtime: i.mtime,
+            confirmed: i.confirmed,
+            flapping: i.flapping,
+            stuck: i.stuck_job.is_some(),
         }
     }
 }
@@ -148,15 +164,174 @@ async fn status(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(incidents))
 }
 
+/// One incident with its history.
+#[derive(Serialize)]
+struct IncidentDetail<'a> {
+    #[serde(flatten)]
+    view: IncidentView<'a>,
+    /// No longer tracked: found in the history of forgotten incidents.
+    forgotten: bool,
+    history: &'a [maintd::model::incident::HistoryEntry],
+}
+
 async fn incident(link: Data<RegistryLink>, uuid: Path<String>) -> Result<HttpResponse, ApiError> {
     let uuid = parse_uuid(&uuid)?;
-    let view = status_view(&link).await?;
-    let found = view
+    let registry = link.registry()?;
+    let found = registry
+        .send(GetIncident { uuid })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no incident {uuid}")))?;
+    let open = status_view(&link)
+        .await?
         .incidents
         .iter()
-        .find(|i| i.uuid == uuid)
-        .ok_or_else(|| ApiError::NotFound(format!("no incident {uuid}")))?;
-    Ok(HttpResponse::Ok().json(IncidentView::from(found)))
+        .any(|i| i.uuid == uuid);
+    Ok(HttpResponse::Ok().json(IncidentDetail {
+        view: IncidentView::from(&found),
+        forgotten: !open,
+        history: &found.history,
+    }))
+}
+
+/// Who made an API request, for history entries: the client's address.
+fn client_of(request: &HttpRequest) -> String {
+    match request.peer_addr() {
+        Some(addr) => format!("api client {}", addr.ip()),
+        None => "api client (unknown address)".into(),
+    }
+}
+
+/// The body of `POST /1/pause`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseRequest {
+    reason: Option<String>,
+}
+
+/// Longest pause reason accepted.
+const MAX_REASON_CHARS: usize = 1000;
+
+async fn pause(
+    request: HttpRequest,
+    link: Data<RegistryLink>,
+    clock: Data<Clock>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let parsed: PauseRequest = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the body must be a JSON object {{\"reason\": \"...\"}} (or empty): {e}"
+            ))
+        })?;
+        parsed.reason
+    };
+    if let Some(reason) = &reason {
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(ApiError::BadRequest(format!(
+                "the reason is longer than {MAX_REASON_CHARS} characters"
+            )));
+        }
+    }
+    let view = link
+        .registry()?
+        .send(Pause {
+            reason,
+            by: client_of(&request),
+            at: clock.now(),
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn resume(
+    request: HttpRequest,
+    link: Data<RegistryLink>,
+    clock: Data<Clock>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let empty_object = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+        .is_ok_and(|m| m.is_empty());
+    if !(body.iter().all(u8::is_ascii_whitespace) || empty_object) {
+        return Err(ApiError::BadRequest(
+            "resume takes no body (or an empty JSON object)".into(),
+        ));
+    }
+    let view = link
+        .registry()?
+        .send(Resume {
+            by: client_of(&request),
+            at: clock.now(),
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn safety(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
+    let view = link
+        .registry()?
+        .send(GetSafety)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn plan(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
+    let view = link
+        .registry()?
+        .send(GetPlan)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// The query of `GET /1/history`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    limit: Option<String>,
+}
+
+/// Most forgotten incidents one `/1/history` answer holds.
+const MAX_HISTORY_LIMIT: usize = 10_000;
+
+async fn history(
+    link: Data<RegistryLink>,
+    query: Result<Query<HistoryQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let limit = match &query.limit {
+        None => 100,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_HISTORY_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit must be a whole number from 1 to {MAX_HISTORY_LIMIT}, not {text:?}"
+                ))
+            })?,
+    };
+    let forgotten = link
+        .registry()?
+        .send(GetHistory { limit })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let entries: Vec<_> = forgotten
+        .iter()
+        .map(|i| IncidentDetail {
+            view: IncidentView::from(i),
+            forgotten: true,
+            history: &i.history,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(entries))
 }
 
 async fn jobs(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
@@ -172,6 +347,7 @@ async fn nodes(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
 }
 
 async fn cancel(
+    request: HttpRequest,
     link: Data<RegistryLink>,
     clock: Data<Clock>,
     uuid: Path<String>,
@@ -181,6 +357,7 @@ async fn cancel(
         .registry()?
         .send(CancelIncident {
             uuid,
+            by: client_of(&request),
             at: clock.now(),
         })
         .await
@@ -210,7 +387,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/1/evacuated", web::get().to(evacuated))
         .route("/1/nodes", web::get().to(nodes))
         .route("/1/incidents/{uuid}", web::get().to(incident))
-        .route("/1/incidents/{uuid}/cancel", web::post().to(cancel));
+        .route("/1/incidents/{uuid}/cancel", web::post().to(cancel))
+        .route("/1/safety", web::get().to(safety))
+        .route("/1/plan", web::get().to(plan))
+        .route("/1/history", web::get().to(history))
+        .route("/1/pause", web::post().to(pause))
+        .route("/1/resume", web::post().to(resume));
 }
 
 /// The app as served, for the server and for tests.

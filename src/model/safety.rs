@@ -1,12 +1,271 @@
-//! The brakes: how many nodes may be in repair at once (the blast-radius cap), and which
-//! incidents get no new job this round and why.
+//! The brakes: pause, the circuit breaker, how many nodes may be in repair at once (the
+//! blast-radius cap), and which incidents get no new job this round and why.
 //!
 //! The registry computes a [`SafetyGate`] before every round; the planners obey it. Plain
 //! data, no I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use super::{
+    cluster::ClusterSnapshot,
+    incident::{MaintenanceState, BY_MAINTD},
+};
+
+/// Cluster tag that pauses maintd: Ganeti's own interface, which works while maintd's API
+/// is unreachable and survives a master failover.
+pub const PAUSE_TAG: &str = "maintd:paused";
+
+/// Node tag: no action on the node, never a target. Instance tag: never moved by
+/// balancing; an evacuation that needs to move it waits.
+pub const EXCLUDE_TAG: &str = "maintd:exclude";
+
+/// The limits of `[safety]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SafetyLimits {
+    /// Nodes in repair at once, cluster-wide (at least 1).
+    pub max_nodes_in_repair: usize,
+    /// Nodes in repair at once per node group, in percent of the group, rounded up (so
+    /// never less than one node).
+    pub max_percent_in_repair: f64,
+    /// The breaker trips when more nodes than this have open incidents.
+    pub breaker_nodes: usize,
+    /// The breaker trips when more than this percentage of a group's nodes (and at least
+    /// two) have open incidents.
+    pub breaker_percent: f64,
+}
+
+impl Default for SafetyLimits {
+    fn default() -> Self {
+        SafetyLimits {
+            max_nodes_in_repair: 1,
+            max_percent_in_repair: 10.0,
+            breaker_nodes: 3,
+            breaker_percent: 30.0,
+        }
+    }
+}
+
+/// A pause ordered by an operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    /// Why, as the operator said.
+    pub reason: Option<String>,
+    /// Who: the API client.
+    pub by: String,
+    /// Since when (Unix seconds).
+    pub since: f64,
+}
+
+/// A tripped circuit breaker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakerTrip {
+    /// Why it tripped: how many nodes, which.
+    pub reason: String,
+    /// Since when (Unix seconds).
+    pub since: f64,
+}
+
+/// The persisted brakes: latched until an operator resumes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SafetyState {
+    /// Paused through the API or CLI.
+    #[serde(default)]
+    pub pause: Option<Pause>,
+    /// The breaker, if tripped.
+    #[serde(default)]
+    pub breaker: Option<BreakerTrip>,
+}
+
+impl MaintenanceState {
+    /// Pause: no new action of any kind until [`MaintenanceState::resume`]. Open
+    /// incidents record it in their history.
+    pub fn pause(&mut self, reason: Option<String>, by: &str, now: f64) {
+        self.safety.pause = Some(Pause {
+            reason: reason.clone(),
+            by: by.to_owned(),
+            since: now,
+        });
+        for incident in self.incidents.iter_mut().filter(|i| i.status.is_open()) {
+            incident.record(now, "paused", by, reason.clone());
+        }
+    }
+
+    /// Resume: lift the pause and reset a tripped breaker. The incidents open now are
+    /// acknowledged: they no longer count as new for the breaker, and flapping ones are
+    /// released; they proceed within the cap.
+    pub fn resume(&mut self, by: &str, now: f64) {
+        self.safety = SafetyState::default();
+        for incident in self.incidents.iter_mut().filter(|i| i.status.is_open()) {
+            incident.breaker_acknowledged = true;
+            if incident.flapping {
+                incident.flapping = false;
+                incident.message = None;
+            }
+            incident.record(now, "resumed", by, None);
+        }
+    }
+
+    /// Trip the breaker if more nodes than allowed have open, confirmed incidents and at
+    /// least one of those incidents is new since the last resume. Returns the reason if
+    /// it tripped now; a tripped breaker stays latched.
+    pub fn check_breaker(
+        &mut self,
+        cluster: &ClusterSnapshot,
+        limits: &SafetyLimits,
+        now: f64,
+    ) -> Option<String> {
+        if self.safety.breaker.is_some() {
+            return None;
+        }
+        let counted: Vec<_> = self
+            .incidents
+            .iter()
+            .filter(|i| i.status.is_open() && i.confirmed)
+            .collect();
+        if !counted.iter().any(|i| !i.breaker_acknowledged) {
+            return None;
+        }
+        let nodes: BTreeSet<&str> = counted.iter().map(|i| i.node.as_str()).collect();
+        let mut reason = None;
+        if nodes.len() > limits.breaker_nodes {
+            reason = Some(format!(
+                "{} nodes have open incidents, more than safety.breaker_nodes = {}: {}",
+                nodes.len(),
+                limits.breaker_nodes,
+                nodes.iter().copied().collect::<Vec<_>>().join(", ")
+            ));
+        } else {
+            for (group, members) in group_members(cluster) {
+                let bad: Vec<&str> = nodes
+                    .iter()
+                    .copied()
+                    .filter(|n| members.contains(n))
+                    .collect();
+                let percent = 100.0 * bad.len() as f64 / members.len().max(1) as f64;
+                if bad.len() >= 2 && percent > limits.breaker_percent {
+                    reason = Some(format!(
+                        "{} of {} nodes of group {group} ({percent:.0} %) have open incidents, more than safety.breaker_percent = {} %: {}",
+                        bad.len(),
+                        members.len(),
+                        limits.breaker_percent,
+                        bad.join(", ")
+                    ));
+                    break;
+                }
+            }
+        }
+        let reason = reason?;
+        self.safety.breaker = Some(BreakerTrip {
+            reason: reason.clone(),
+            since: now,
+        });
+        for incident in self.incidents.iter_mut().filter(|i| i.status.is_open()) {
+            incident.record(now, "breaker-tripped", BY_MAINTD, Some(reason.clone()));
+        }
+        Some(reason)
+    }
+
+    /// Nodes in repair: those of open incidents that have started (drained for an
+    /// evacuation, or a live repair under way).
+    pub fn in_repair(&self) -> BTreeSet<String> {
+        self.incidents
+            .iter()
+            .filter(|i| i.status.is_open() && i.started())
+            .map(|i| i.node.clone())
+            .collect()
+    }
+
+    /// Why no new action may start, if it may not: paused (by the API or by the cluster
+    /// tag), the breaker tripped, or dry-run.
+    pub fn halt_reason(&self, paused_by_tag: bool, dry_run: bool) -> Option<String> {
+        if let Some(pause) = &self.safety.pause {
+            return Some(match &pause.reason {
+                Some(reason) => format!("paused by {}: {reason}", pause.by),
+                None => format!("paused by {}", pause.by),
+            });
+        }
+        if paused_by_tag {
+            return Some(format!("paused by the cluster tag {PAUSE_TAG}"));
+        }
+        if let Some(trip) = &self.safety.breaker {
+            return Some(format!("circuit breaker tripped: {}", trip.reason));
+        }
+        dry_run.then(|| "dry-run: nothing is submitted".to_owned())
+    }
+
+    /// The gate of the next round: unconfirmed, flapping, stuck and excluded-node
+    /// incidents are held; the cap counts the nodes in repair; stuck jobs' nodes are busy.
+    pub fn gate(&self, cluster: &ClusterSnapshot, limits: &SafetyLimits) -> SafetyGate {
+        let mut held = BTreeMap::new();
+        for incident in self.incidents.iter().filter(|i| i.status.is_open()) {
+            let excluded = cluster
+                .node(&incident.node)
+                .is_some_and(|n| n.tags.iter().any(|t| t == EXCLUDE_TAG));
+            let why = if !incident.confirmed {
+                Some(format!(
+                    "awaiting confirmation: seen in {} of {} polls",
+                    incident.seen_polls,
+                    self.policy.confirm_polls.max(1)
+                ))
+            } else if let Some(job) = incident.stuck_job {
+                Some(format!(
+                    "stuck: job {job} has been running for more than rounds.job_timeout; no further job for this incident until it ends"
+                ))
+            } else if incident.flapping {
+                incident.message.clone().or(Some("flapping".to_owned()))
+            } else if excluded {
+                Some(format!("node tagged {EXCLUDE_TAG}: no action on it"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                held.insert(incident.uuid, why);
+            }
+        }
+        let members = group_members(cluster);
+        let group_limit = members
+            .iter()
+            .map(|(group, nodes)| {
+                let share = limits.max_percent_in_repair / 100.0 * nodes.len() as f64;
+                // Rounded up, and at least one node: a small group can still be repaired.
+                (group.clone(), (share.ceil() as usize).max(1))
+            })
+            .collect();
+        let in_repair = self.in_repair();
+        let slots = RepairSlots::new(
+            Some(limits.max_nodes_in_repair.max(1)),
+            group_limit,
+            in_repair.iter().map(|node| {
+                let group = cluster.node(node).map_or("", |n| n.group.as_str());
+                (node.as_str(), group)
+            }),
+        );
+        let busy_nodes = self
+            .stuck_jobs()
+            .flat_map(|j| j.nodes.iter().cloned())
+            .collect();
+        SafetyGate {
+            held,
+            slots,
+            busy_nodes,
+        }
+    }
+}
+
+/// The node names of each group, by group uuid.
+fn group_members(cluster: &ClusterSnapshot) -> BTreeMap<String, BTreeSet<&str>> {
+    let mut members: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for node in &cluster.nodes {
+        members
+            .entry(node.group.clone())
+            .or_default()
+            .insert(node.name.as_str());
+    }
+    members
+}
 
 /// What the safety layer allows one round to do.
 #[derive(Debug, Clone, Default, PartialEq)]
