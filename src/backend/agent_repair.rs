@@ -20,14 +20,14 @@ use std::{
 
 use awc::{http::StatusCode, Client};
 use futures_util::{
-    future::{join_all, FutureExt, LocalBoxFuture},
+    future::{join_all, ready, FutureExt, LocalBoxFuture},
     StreamExt,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::{BackendError, ClusterBackend, Submission};
+use super::{BackendError, CancelOutcome, ClusterBackend, Submission};
 use crate::{
     agent::repair::{Execution, ExecutionState, RepairRequest},
     model::{
@@ -41,6 +41,9 @@ use crate::{
 /// The first id given to agent executions. Ganeti's job ids count up from 1; this is
 /// beyond anything a cluster reaches.
 pub const AGENT_JOB_ID_BASE: u64 = 1 << 52;
+
+/// Why an agent execution cannot be canceled.
+pub const AGENT_NOT_CANCELABLE: &str = "agent repair executions cannot be canceled";
 
 /// The file in the state directory mapping execution ids to nodes and incidents.
 pub const STATE_FILE: &str = "agent-repairs.json";
@@ -507,6 +510,20 @@ impl ClusterBackend for AgentRepairs {
             Ok(found)
         }
         .boxed_local()
+    }
+
+    fn cancel_job(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<CancelOutcome, BackendError>> {
+        // An agent runs its command as soon as it accepts it; there is no queue to leave.
+        if id.0 >= AGENT_JOB_ID_BASE {
+            return ready(Ok(CancelOutcome::NotCancelable(
+                AGENT_NOT_CANCELABLE.to_owned(),
+            )))
+            .boxed_local();
+        }
+        self.inner.cancel_job(id)
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::{
     time::timeout,
 };
 
-use super::{BackendError, ClusterBackend, Submission};
+use super::{BackendError, CancelOutcome, ClusterBackend, Submission};
 use crate::model::{
     cluster::{ClusterSnapshot, DiskTemplate, Group, Instance, Node},
     job::{JobId, JobStatus},
@@ -883,6 +883,25 @@ async fn find_jobs_by_reason(
     Ok(found)
 }
 
+/// Decode luxid's `CancelJob` answer `[success, message]`.
+pub fn decode_cancel(result: &Value) -> Result<CancelOutcome, BackendError> {
+    match result.as_array().map(Vec::as_slice) {
+        Some([Value::Bool(true), _]) => Ok(CancelOutcome::Canceled),
+        Some([Value::Bool(false), message]) => {
+            Ok(CancelOutcome::NotCancelable(value_as_text(message)))
+        }
+        _ => Err(BackendError::Protocol(format!(
+            "CancelJob answered {result}"
+        ))),
+    }
+}
+
+async fn cancel_job(client: &LuxiClient, id: JobId) -> Result<CancelOutcome, BackendError> {
+    // `kill = false`: a job that already runs is only told, never killed midway.
+    let result = client.call("CancelJob", json!([id, false])).await?;
+    decode_cancel(&result)
+}
+
 impl ClusterBackend for LuxiBackend {
     fn snapshot(&self) -> LocalBoxFuture<'static, Result<ClusterSnapshot, BackendError>> {
         let client = self.client.clone();
@@ -916,6 +935,14 @@ impl ClusterBackend for LuxiBackend {
     ) -> LocalBoxFuture<'static, Result<Vec<JobId>, BackendError>> {
         let client = self.client.clone();
         async move { find_jobs_by_reason(&client, marker).await }.boxed_local()
+    }
+
+    fn cancel_job(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<CancelOutcome, BackendError>> {
+        let client = self.client.clone();
+        async move { cancel_job(&client, id).await }.boxed_local()
     }
 }
 

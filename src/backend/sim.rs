@@ -6,7 +6,9 @@
 
 use futures_util::future::{ready, FutureExt, LocalBoxFuture};
 
-use super::{BackendError, ClusterBackend, DiagnoseSource, FetchError, LoadSource, Submission};
+use super::{
+    BackendError, CancelOutcome, ClusterBackend, DiagnoseSource, FetchError, LoadSource, Submission,
+};
 use crate::clock::Clock;
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::diagnose::{parse_report, Diagnose, DEFAULT_MAX_REPORT_BYTES};
@@ -76,6 +78,19 @@ impl ClusterBackend for SimBackend {
     ) -> LocalBoxFuture<'static, Result<Vec<JobId>, BackendError>> {
         let ids = lock_sim(&self.sim).find_jobs_by_reason(&marker, self.clock.now());
         ready(Ok(ids)).boxed_local()
+    }
+
+    fn cancel_job(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<CancelOutcome, BackendError>> {
+        let (canceled, message) = lock_sim(&self.sim).cancel_job(id, self.clock.now());
+        let outcome = if canceled {
+            CancelOutcome::Canceled
+        } else {
+            CancelOutcome::NotCancelable(message)
+        };
+        ready(Ok(outcome)).boxed_local()
     }
 }
 

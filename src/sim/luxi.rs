@@ -785,7 +785,10 @@ mod tests {
             json!({"method": "CancelJob", "args": [2, false]}),
             1000.0,
         );
-        assert_eq!(response["result"], json!([true, "Job successfully cancelled"]));
+        assert_eq!(
+            response["result"],
+            json!([true, "Job successfully cancelled"])
+        );
         let response = call(
             &mut sim,
             json!({"method": "CancelJob", "args": [1]}),
@@ -793,7 +796,10 @@ mod tests {
         );
         assert_eq!(
             response["result"],
-            json!([false, "Job no longer waiting, can't cancel (informed it anyway)"])
+            json!([
+                false,
+                "Job no longer waiting, can't cancel (informed it anyway)"
+            ])
         );
         // A canceled (finished) or unknown job is no longer in luxid's queue.
         for id in [2, 404] {

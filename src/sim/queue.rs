@@ -755,8 +755,14 @@ mod tests {
         assert_eq!(job.ops[1].ended, Some(later));
         assert_eq!(job.ops[2].status, JobStatus::Running);
         let share = 10.0 / 3.0;
-        assert_eq!(sim.job_status(hung, later + share), Some(JobStatus::Success));
-        assert_eq!(sim.job_status(next, later + share), Some(JobStatus::Running));
+        assert_eq!(
+            sim.job_status(hung, later + share),
+            Some(JobStatus::Success)
+        );
+        assert_eq!(
+            sim.job_status(next, later + share),
+            Some(JobStatus::Running)
+        );
         assert_eq!(
             sim.job_status(next, later + share + 10.0),
             Some(JobStatus::Success)
