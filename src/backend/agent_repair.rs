@@ -539,6 +539,57 @@ mod tests {
         }
     }
 
+    #[actix_rt::test]
+    async fn agent_executions_are_not_canceled_and_queue_jobs_are_passed_on() {
+        use crate::{
+            backend::sim::SimBackend,
+            clock::Clock,
+            sim::{lock_sim, SimCluster, SimSpec},
+        };
+        let spec = SimSpec {
+            nodes: 3,
+            instances: 3,
+            seed: 5,
+            job_seconds: 10.0,
+            ..SimSpec::default()
+        };
+        let sim = std::sync::Arc::new(std::sync::Mutex::new(SimCluster::generate(&spec, 100.0)));
+        let clock = Clock::starting_at(100.0);
+        let dir = tempfile::tempdir().unwrap();
+        let backend = AgentRepairs::new(
+            Rc::new(SimBackend::new(sim.clone(), clock)),
+            AgentRepairSettings {
+                url_template: "http://{node}:1".into(),
+                key: None,
+                timeout: Duration::from_secs(1),
+                state_file: dir.path().join(STATE_FILE),
+            },
+        )
+        .unwrap();
+        let tag = |t: &str| OpBody::tag_node("node2", t).with_reason("t".into(), 1);
+        let running = lock_sim(&sim).submit_job(vec![tag("a")], 100.0).unwrap();
+        let waiting = lock_sim(&sim).submit_job(vec![tag("b")], 100.0).unwrap();
+        // An id in the agents' range: answered here, the queue is not asked.
+        for id in [AGENT_JOB_ID_BASE, AGENT_JOB_ID_BASE + 7] {
+            assert_eq!(
+                backend.cancel_job(JobId(id)).await,
+                Ok(CancelOutcome::NotCancelable(AGENT_NOT_CANCELABLE.into()))
+            );
+        }
+        assert_eq!(
+            backend.cancel_job(waiting).await,
+            Ok(CancelOutcome::Canceled)
+        );
+        assert!(matches!(
+            backend.cancel_job(running).await,
+            Ok(CancelOutcome::NotCancelable(why)) if why.contains("no longer waiting")
+        ));
+        assert_eq!(
+            lock_sim(&sim).job_status(waiting, 100.0),
+            Some(JobStatus::Canceled)
+        );
+    }
+
     #[test]
     fn ids_are_per_incident_above_ganetis_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();

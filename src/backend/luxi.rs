@@ -1112,6 +1112,24 @@ mod tests {
     }
 
     #[test]
+    fn decodes_cancel_answers() {
+        assert_eq!(
+            decode_cancel(&json!([true, "Job successfully cancelled"])),
+            Ok(CancelOutcome::Canceled)
+        );
+        assert_eq!(
+            decode_cancel(&json!([false, "Job 7 not found in queue"])),
+            Ok(CancelOutcome::NotCancelable("Job 7 not found in queue".into()))
+        );
+        for garbled in [json!(true), json!([true]), json!(["yes", "x"]), json!(null)] {
+            assert!(
+                matches!(decode_cancel(&garbled), Err(BackendError::Protocol(_))),
+                "{garbled}"
+            );
+        }
+    }
+
+    #[test]
     fn decodes_submissions_and_statuses() {
         assert_eq!(decode_submission(&json!([true, 31])), Ok(Ok(JobId(31))));
         assert_eq!(decode_submission(&json!([true, "32"])), Ok(Ok(JobId(32))));

@@ -198,6 +198,48 @@ mod tests {
         ));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn backend_cancels_waiting_jobs_only() {
+        let (sim, clock) = shared(10.0);
+        let backend = SimBackend::new(sim.clone(), clock);
+        lock_sim(&sim).inject_hang("OP_NODE_SET_PARAMS", 1);
+        let drain = |node: &str| vec![OpBody::drain_node(node).with_reason("r".into(), 1)];
+        let submitted = backend
+            .submit_jobs(vec![drain("node2"), drain("node2")])
+            .await
+            .expect("accepted");
+        let (hung, waiting) = match submitted.as_slice() {
+            [Ok(hung), Ok(waiting)] => (*hung, *waiting),
+            other => panic!("{other:?}"),
+        };
+        // An hour later, far past the jobs' ten seconds, the hung job still runs.
+        tokio::time::advance(std::time::Duration::from_secs(3600)).await;
+        assert_eq!(
+            backend.job_statuses(vec![hung, waiting]).await,
+            Ok(vec![Some(JobStatus::Running), Some(JobStatus::Waiting)])
+        );
+        assert_eq!(
+            backend.cancel_job(hung).await,
+            Ok(CancelOutcome::NotCancelable(
+                "Job no longer waiting, can't cancel (informed it anyway)".into()
+            ))
+        );
+        assert_eq!(
+            backend.cancel_job(waiting).await,
+            Ok(CancelOutcome::Canceled)
+        );
+        assert_eq!(
+            backend.cancel_job(waiting).await,
+            Ok(CancelOutcome::NotCancelable(format!(
+                "Job {waiting} not found in queue"
+            )))
+        );
+        assert_eq!(
+            backend.job_statuses(vec![waiting]).await,
+            Ok(vec![Some(JobStatus::Canceled)])
+        );
+    }
+
     #[actix_rt::test]
     async fn diagnose_follows_monitoring_behaviour() {
         let (sim, clock) = shared(1.0);
