@@ -1119,7 +1119,9 @@ mod tests {
         );
         assert_eq!(
             decode_cancel(&json!([false, "Job 7 not found in queue"])),
-            Ok(CancelOutcome::NotCancelable("Job 7 not found in queue".into()))
+            Ok(CancelOutcome::NotCancelable(
+                "Job 7 not found in queue".into()
+            ))
         );
         for garbled in [json!(true), json!([true]), json!(["yes", "x"]), json!(null)] {
             assert!(
