@@ -12,7 +12,7 @@ use std::{
 use maintd::{
     backend::{
         luxi::{LuxiBackend, LuxiClient, LuxiConfig, LuxiError, END_OF_MESSAGE},
-        BackendError, ClusterBackend,
+        BackendError, CancelOutcome, ClusterBackend,
     },
     model::{
         cluster::DiskTemplate,
@@ -458,6 +458,42 @@ async fn backend_submits_and_follows_jobs() {
 }
 
 #[tokio::test]
+async fn cancel_sends_the_id_without_kill_and_reads_both_answers() {
+    let luxid = FakeLuxid::start(|method, args| match (method, args[0].as_u64()) {
+        ("CancelJob", Some(5)) => Reply::Ok(json!([true, "Job successfully cancelled"])),
+        ("CancelJob", Some(6)) => Reply::Ok(json!([
+            false,
+            "Job no longer waiting, can't cancel (informed it anyway)"
+        ])),
+        ("CancelJob", Some(7)) => Reply::Ok(json!({"canceled": true})),
+        _ => Reply::Fail(json!(["GenericError", ["Can't load job file"]])),
+    });
+    let backend = LuxiBackend::new(luxid.config());
+    assert_eq!(
+        backend.cancel_job(JobId(5)).await,
+        Ok(CancelOutcome::Canceled)
+    );
+    assert_eq!(
+        backend.cancel_job(JobId(6)).await,
+        Ok(CancelOutcome::NotCancelable(
+            "Job no longer waiting, can't cancel (informed it anyway)".into()
+        ))
+    );
+    assert!(matches!(
+        backend.cancel_job(JobId(7)).await,
+        Err(BackendError::Protocol(_))
+    ));
+    assert!(matches!(
+        backend.cancel_job(JobId(8)).await,
+        Err(BackendError::Refused(why)) if why.contains("Can't load job file")
+    ));
+    // Never `kill = true`: a running job must not be killed midway.
+    let requests = luxid.requests();
+    assert_eq!(requests[0]["method"], "CancelJob");
+    assert_eq!(requests[0]["args"], json!([5, false]));
+}
+
+#[tokio::test]
 async fn backend_reports_refusals_and_bad_shapes() {
     let luxid = FakeLuxid::start(|method, _| match method {
         "SubmitManyJobs" => Reply::Fail(json!(["GenericError", ["Queue drained"]])),
@@ -491,7 +527,7 @@ mod against_the_simulator {
     use maintd::{
         backend::{
             luxi::{LuxiBackend, LuxiClient, LuxiConfig, LuxiError, END_OF_MESSAGE},
-            ClusterBackend,
+            CancelOutcome, ClusterBackend,
         },
         clock::Clock,
         model::{
@@ -668,6 +704,89 @@ mod against_the_simulator {
                     .await
                     .unwrap_err();
                 assert_eq!(lost.exception_name(), Some("JobLost"));
+                luxid.shut_down().await;
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_job_over_the_socket() {
+        LocalSet::new()
+            .run_until(async {
+                let luxid = start(luxi_server::DEFAULT_MAX_REQUEST_BYTES);
+                let now = luxid.sim.now();
+                luxid.sim.lock().set_job_seconds(10.0, now);
+                luxid.sim.lock().inject_hang("OP_NODE_SET_PARAMS", 1);
+                let backend = LuxiBackend::new(luxid.config.clone());
+                let drain =
+                    |text: &str| vec![OpBody::drain_node("node2").with_reason(text.to_owned(), 1)];
+                let submitted = backend
+                    .submit_jobs(vec![drain("hangs"), drain("waits"), drain("also waits")])
+                    .await
+                    .expect("submit");
+                let [Ok(hung), Ok(waiting), Ok(other)] = submitted.as_slice() else {
+                    panic!("submission failed: {submitted:?}");
+                };
+                tokio::time::advance(Duration::from_secs(3600)).await;
+
+                // The running job stays; the waiting one is canceled and frees its place.
+                assert_eq!(
+                    backend.cancel_job(*hung).await,
+                    Ok(CancelOutcome::NotCancelable(
+                        "Job no longer waiting, can't cancel (informed it anyway)".into()
+                    ))
+                );
+                assert_eq!(
+                    backend.cancel_job(*waiting).await,
+                    Ok(CancelOutcome::Canceled)
+                );
+                assert_eq!(
+                    backend.cancel_job(*waiting).await,
+                    Ok(CancelOutcome::NotCancelable(format!(
+                        "Job {waiting} not found in queue"
+                    )))
+                );
+                assert_eq!(
+                    backend
+                        .job_statuses(vec![*hung, *waiting, *other])
+                        .await
+                        .expect("statuses"),
+                    vec![
+                        Some(JobStatus::Running),
+                        Some(JobStatus::Canceled),
+                        Some(JobStatus::Waiting)
+                    ]
+                );
+                // Once released, the hung job ends and the remaining one runs.
+                let now = luxid.sim.now();
+                assert_eq!(luxid.sim.lock().release_hung_jobs(now), vec![*hung]);
+                tokio::time::advance(Duration::from_secs(10)).await;
+                assert_eq!(
+                    backend
+                        .job_statuses(vec![*hung, *other])
+                        .await
+                        .expect("statuses"),
+                    vec![Some(JobStatus::Success), Some(JobStatus::Success)]
+                );
+                assert_eq!(
+                    backend.cancel_job(JobId(4242)).await,
+                    Ok(CancelOutcome::NotCancelable(
+                        "Job 4242 not found in queue".into()
+                    ))
+                );
+
+                // The raw exchange: `[id]` alone is accepted, a bad id is a parse error.
+                let client = backend.client();
+                let answer = client.call("CancelJob", json!([*other])).await;
+                assert_eq!(
+                    answer,
+                    Ok(json!([false, format!("Job {other} not found in queue")]))
+                );
+                let rejected = client.call("CancelJob", json!(["x"])).await.unwrap_err();
+                assert!(
+                    matches!(rejected, LuxiError::RequestRejected(_)),
+                    "{rejected:?}"
+                );
                 luxid.shut_down().await;
             })
             .await;

@@ -20,14 +20,14 @@ use std::{
 
 use awc::{http::StatusCode, Client};
 use futures_util::{
-    future::{join_all, FutureExt, LocalBoxFuture},
+    future::{join_all, ready, FutureExt, LocalBoxFuture},
     StreamExt,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::{BackendError, ClusterBackend, Submission};
+use super::{BackendError, CancelOutcome, ClusterBackend, Submission};
 use crate::{
     agent::repair::{Execution, ExecutionState, RepairRequest},
     model::{
@@ -41,6 +41,9 @@ use crate::{
 /// The first id given to agent executions. Ganeti's job ids count up from 1; this is
 /// beyond anything a cluster reaches.
 pub const AGENT_JOB_ID_BASE: u64 = 1 << 52;
+
+/// Why an agent execution cannot be canceled.
+pub const AGENT_NOT_CANCELABLE: &str = "agent repair executions cannot be canceled";
 
 /// The file in the state directory mapping execution ids to nodes and incidents.
 pub const STATE_FILE: &str = "agent-repairs.json";
@@ -508,6 +511,20 @@ impl ClusterBackend for AgentRepairs {
         }
         .boxed_local()
     }
+
+    fn cancel_job(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<CancelOutcome, BackendError>> {
+        // An agent runs its command as soon as it accepts it; there is no queue to leave.
+        if id.0 >= AGENT_JOB_ID_BASE {
+            return ready(Ok(CancelOutcome::NotCancelable(
+                AGENT_NOT_CANCELABLE.to_owned(),
+            )))
+            .boxed_local();
+        }
+        self.inner.cancel_job(id)
+    }
 }
 
 #[cfg(test)]
@@ -520,6 +537,57 @@ mod tests {
             incident,
             reason: format!("repair (incident {incident}, submission r1-0)"),
         }
+    }
+
+    #[actix_rt::test]
+    async fn agent_executions_are_not_canceled_and_queue_jobs_are_passed_on() {
+        use crate::{
+            backend::sim::SimBackend,
+            clock::Clock,
+            sim::{lock_sim, SimCluster, SimSpec},
+        };
+        let spec = SimSpec {
+            nodes: 3,
+            instances: 3,
+            seed: 5,
+            job_seconds: 10.0,
+            ..SimSpec::default()
+        };
+        let sim = std::sync::Arc::new(std::sync::Mutex::new(SimCluster::generate(&spec, 100.0)));
+        let clock = Clock::starting_at(100.0);
+        let dir = tempfile::tempdir().unwrap();
+        let backend = AgentRepairs::new(
+            Rc::new(SimBackend::new(sim.clone(), clock)),
+            AgentRepairSettings {
+                url_template: "http://{node}:1".into(),
+                key: None,
+                timeout: Duration::from_secs(1),
+                state_file: dir.path().join(STATE_FILE),
+            },
+        )
+        .unwrap();
+        let tag = |t: &str| OpBody::tag_node("node2", t).with_reason("t".into(), 1);
+        let running = lock_sim(&sim).submit_job(vec![tag("a")], 100.0).unwrap();
+        let waiting = lock_sim(&sim).submit_job(vec![tag("b")], 100.0).unwrap();
+        // An id in the agents' range: answered here, the queue is not asked.
+        for id in [AGENT_JOB_ID_BASE, AGENT_JOB_ID_BASE + 7] {
+            assert_eq!(
+                backend.cancel_job(JobId(id)).await,
+                Ok(CancelOutcome::NotCancelable(AGENT_NOT_CANCELABLE.into()))
+            );
+        }
+        assert_eq!(
+            backend.cancel_job(waiting).await,
+            Ok(CancelOutcome::Canceled)
+        );
+        assert!(matches!(
+            backend.cancel_job(running).await,
+            Ok(CancelOutcome::NotCancelable(why)) if why.contains("no longer waiting")
+        ));
+        assert_eq!(
+            lock_sim(&sim).job_status(waiting, 100.0),
+            Some(JobStatus::Canceled)
+        );
     }
 
     #[test]

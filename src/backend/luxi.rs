@@ -19,7 +19,7 @@ use tokio::{
     time::timeout,
 };
 
-use super::{BackendError, ClusterBackend, Submission};
+use super::{BackendError, CancelOutcome, ClusterBackend, Submission};
 use crate::model::{
     cluster::{ClusterSnapshot, DiskTemplate, Group, Instance, Node},
     job::{JobId, JobStatus},
@@ -883,6 +883,25 @@ async fn find_jobs_by_reason(
     Ok(found)
 }
 
+/// Decode luxid's `CancelJob` answer `[success, message]`.
+pub fn decode_cancel(result: &Value) -> Result<CancelOutcome, BackendError> {
+    match result.as_array().map(Vec::as_slice) {
+        Some([Value::Bool(true), _]) => Ok(CancelOutcome::Canceled),
+        Some([Value::Bool(false), message]) => {
+            Ok(CancelOutcome::NotCancelable(value_as_text(message)))
+        }
+        _ => Err(BackendError::Protocol(format!(
+            "CancelJob answered {result}"
+        ))),
+    }
+}
+
+async fn cancel_job(client: &LuxiClient, id: JobId) -> Result<CancelOutcome, BackendError> {
+    // `kill = false`: a job that already runs is only told, never killed midway.
+    let result = client.call("CancelJob", json!([id, false])).await?;
+    decode_cancel(&result)
+}
+
 impl ClusterBackend for LuxiBackend {
     fn snapshot(&self) -> LocalBoxFuture<'static, Result<ClusterSnapshot, BackendError>> {
         let client = self.client.clone();
@@ -916,6 +935,14 @@ impl ClusterBackend for LuxiBackend {
     ) -> LocalBoxFuture<'static, Result<Vec<JobId>, BackendError>> {
         let client = self.client.clone();
         async move { find_jobs_by_reason(&client, marker).await }.boxed_local()
+    }
+
+    fn cancel_job(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<CancelOutcome, BackendError>> {
+        let client = self.client.clone();
+        async move { cancel_job(&client, id).await }.boxed_local()
     }
 }
 
@@ -1082,6 +1109,26 @@ mod tests {
         assert!(ops_mention(ops, "job=29"));
         assert!(!ops_mention(ops, "gnt:daemon:maintd"));
         assert!(!ops_mention(&json!(null), "x"));
+    }
+
+    #[test]
+    fn decodes_cancel_answers() {
+        assert_eq!(
+            decode_cancel(&json!([true, "Job successfully cancelled"])),
+            Ok(CancelOutcome::Canceled)
+        );
+        assert_eq!(
+            decode_cancel(&json!([false, "Job 7 not found in queue"])),
+            Ok(CancelOutcome::NotCancelable(
+                "Job 7 not found in queue".into()
+            ))
+        );
+        for garbled in [json!(true), json!([true]), json!(["yes", "x"]), json!(null)] {
+            assert!(
+                matches!(decode_cancel(&garbled), Err(BackendError::Protocol(_))),
+                "{garbled}"
+            );
+        }
     }
 
     #[test]

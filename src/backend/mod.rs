@@ -49,6 +49,17 @@ impl BackendError {
 /// Outcome of submitting one job of a batch.
 pub type Submission = Result<JobId, String>;
 
+/// What became of a request to cancel a job (Ganeti's `CancelJob` answers
+/// `(success, message)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was canceled before it ran; it ends `canceled` and changed nothing.
+    Canceled,
+    /// The job was not canceled: it runs already, has finished, or is unknown. The text is
+    /// the cluster's (or the backend's) explanation.
+    NotCancelable(String),
+}
+
 /// The job queue and configuration of a Ganeti cluster.
 pub trait ClusterBackend {
     /// Nodes, instances, groups and tags at one instant.
@@ -81,6 +92,18 @@ pub trait ClusterBackend {
         &self,
         marker: String,
     ) -> LocalBoxFuture<'static, Result<Vec<JobId>, BackendError>>;
+
+    /// Cancel job `id` if it has not started running (Luxi `CancelJob`). A running job is
+    /// never interrupted: it answers [`CancelOutcome::NotCancelable`].
+    ///
+    /// The default refuses, for backends that cannot cancel.
+    fn cancel_job(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<CancelOutcome, BackendError>> {
+        let refusal = format!("job {id}: this backend cannot cancel jobs");
+        Box::pin(async move { Err(BackendError::Refused(refusal)) })
+    }
 }
 
 /// The per-node self-diagnose reports.

@@ -44,7 +44,7 @@ use thiserror::Error;
 
 use super::{
     tls::{https_client, pem_certificates, Pin, PinnedVerifier},
-    BackendError, ClusterBackend, Submission,
+    BackendError, CancelOutcome, ClusterBackend, Submission,
 };
 use crate::model::{
     cluster::{ClusterSnapshot, DiskTemplate, Group, Instance, Node},
@@ -1218,6 +1218,114 @@ async fn find_jobs_by_reason(
     Ok(found)
 }
 
+/// Longest chain walked back from its last job; maintd's jobs have a handful of opcodes,
+/// so this only guards against a garbled or looping `depends`.
+const MAX_CHAIN_JOBS: usize = 64;
+
+/// The job a chain job depends on: only for a job maintd made as link 2 or later of a
+/// chain (its reason text says so), the job its `depends` names.
+fn chain_predecessor(job: &Value) -> Option<JobId> {
+    let (position, _) = reason_texts(job).find_map(chain_position)?;
+    if position < 2 {
+        return None;
+    }
+    let depends = job.get("ops")?.get(0)?.get("depends")?.get(0)?.get(0)?;
+    serde_json::from_value::<JobId>(depends.clone()).ok()
+}
+
+/// The jobs of the chain ending with `last`, first to last, each with its status (`None`:
+/// unknown to the cluster).
+async fn chain_of(
+    client: &RapiClient,
+    last: JobId,
+) -> Result<Vec<(JobId, Option<JobStatus>)>, BackendError> {
+    let mut chain: Vec<(JobId, Option<JobStatus>)> = Vec::new();
+    let mut next = Some(last);
+    while let Some(id) = next.take() {
+        let path = format!("/2/jobs/{id}");
+        let job = match client.get(&path).await {
+            Ok(job) => job,
+            Err(e) if e.status() == Some(404) => Value::Null,
+            Err(e) => return Err(e.into()),
+        };
+        let status = match &job {
+            Value::Null => None,
+            job => decode_status(job, &path)?,
+        };
+        chain.push((id, status));
+        next = chain_predecessor(&job)
+            .filter(|previous| chain.len() < MAX_CHAIN_JOBS && previous < &id);
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// RAPI's answer to `DELETE /2/jobs/<id>`: luxid's `CancelJob` result `[success, message]`.
+async fn cancel_one(client: &RapiClient, id: JobId) -> Result<CancelOutcome, BackendError> {
+    let path = format!("/2/jobs/{id}");
+    let answer = client.call(Method::DELETE, &path, None).await?;
+    match answer.as_array().map(Vec::as_slice) {
+        Some([Value::Bool(true), _]) => Ok(CancelOutcome::Canceled),
+        Some([Value::Bool(false), Value::String(message)]) => {
+            Ok(CancelOutcome::NotCancelable(message.clone()))
+        }
+        Some([Value::Bool(false), message]) => {
+            Ok(CancelOutcome::NotCancelable(message.to_string()))
+        }
+        _ => Err(RapiError::Malformed {
+            path,
+            reason: format!(
+                "expected [success, message], got {}",
+                excerpt(answer.to_string().as_bytes())
+            ),
+        }
+        .into()),
+    }
+}
+
+/// Cancel the maintd job whose chain ends with `last`. Like a Luxi job waiting for the locks
+/// of a later opcode, a chain is cancelable while its first unfinished job has not started:
+/// that job is canceled first, so nothing after it can run any more (Ganeti cancels the jobs
+/// depending on a canceled one); the later jobs are then canceled too, so they end at once.
+/// A chain whose first unfinished job runs, has failed or is unknown is left alone.
+async fn cancel_chain(client: &RapiClient, last: JobId) -> Result<CancelOutcome, BackendError> {
+    let chain = chain_of(client, last).await?;
+    let Some(open) = chain
+        .iter()
+        .position(|(_, status)| *status != Some(JobStatus::Success))
+    else {
+        return Ok(CancelOutcome::NotCancelable(format!(
+            "job {last} has already succeeded"
+        )));
+    };
+    let (first, status) = chain[open];
+    match status {
+        Some(JobStatus::Queued | JobStatus::Waiting) => {}
+        Some(other) => {
+            return Ok(CancelOutcome::NotCancelable(format!(
+                "job {first} is {}",
+                other.as_str()
+            )))
+        }
+        None => {
+            return Ok(CancelOutcome::NotCancelable(format!(
+                "job {first} is not known to the cluster"
+            )))
+        }
+    }
+    // It may have started since it was looked at: then Ganeti refuses, and the chain goes on.
+    let outcome = cancel_one(client, first).await?;
+    if outcome == CancelOutcome::Canceled {
+        for (later, _) in &chain[open + 1..] {
+            // They cannot run any more whatever the answer (see above).
+            if let Err(e) = cancel_one(client, *later).await {
+                tracing::debug!(target: "maintd::rapi", job = %later, error = %e, "cancel of a later chain job failed");
+            }
+        }
+    }
+    Ok(outcome)
+}
+
 impl ClusterBackend for RapiBackend {
     fn snapshot(&self) -> LocalBoxFuture<'static, Result<ClusterSnapshot, BackendError>> {
         let client = self.client.clone();
@@ -1251,6 +1359,14 @@ impl ClusterBackend for RapiBackend {
     ) -> LocalBoxFuture<'static, Result<Vec<JobId>, BackendError>> {
         let client = self.client.clone();
         async move { find_jobs_by_reason(&client, marker).await }.boxed_local()
+    }
+
+    fn cancel_job(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<CancelOutcome, BackendError>> {
+        let client = self.client.clone();
+        async move { cancel_chain(&client, id).await }.boxed_local()
     }
 }
 

@@ -6,7 +6,9 @@
 
 use futures_util::future::{ready, FutureExt, LocalBoxFuture};
 
-use super::{BackendError, ClusterBackend, DiagnoseSource, FetchError, LoadSource, Submission};
+use super::{
+    BackendError, CancelOutcome, ClusterBackend, DiagnoseSource, FetchError, LoadSource, Submission,
+};
 use crate::clock::Clock;
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::diagnose::{parse_report, Diagnose, DEFAULT_MAX_REPORT_BYTES};
@@ -76,6 +78,19 @@ impl ClusterBackend for SimBackend {
     ) -> LocalBoxFuture<'static, Result<Vec<JobId>, BackendError>> {
         let ids = lock_sim(&self.sim).find_jobs_by_reason(&marker, self.clock.now());
         ready(Ok(ids)).boxed_local()
+    }
+
+    fn cancel_job(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<CancelOutcome, BackendError>> {
+        let (canceled, message) = lock_sim(&self.sim).cancel_job(id, self.clock.now());
+        let outcome = if canceled {
+            CancelOutcome::Canceled
+        } else {
+            CancelOutcome::NotCancelable(message)
+        };
+        ready(Ok(outcome)).boxed_local()
     }
 }
 
@@ -181,6 +196,48 @@ mod tests {
             backend.submit_jobs(vec![]).await,
             Err(BackendError::Refused(_))
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backend_cancels_waiting_jobs_only() {
+        let (sim, clock) = shared(10.0);
+        let backend = SimBackend::new(sim.clone(), clock);
+        lock_sim(&sim).inject_hang("OP_NODE_SET_PARAMS", 1);
+        let drain = |node: &str| vec![OpBody::drain_node(node).with_reason("r".into(), 1)];
+        let submitted = backend
+            .submit_jobs(vec![drain("node2"), drain("node2")])
+            .await
+            .expect("accepted");
+        let (hung, waiting) = match submitted.as_slice() {
+            [Ok(hung), Ok(waiting)] => (*hung, *waiting),
+            other => panic!("{other:?}"),
+        };
+        // An hour later, far past the jobs' ten seconds, the hung job still runs.
+        tokio::time::advance(std::time::Duration::from_secs(3600)).await;
+        assert_eq!(
+            backend.job_statuses(vec![hung, waiting]).await,
+            Ok(vec![Some(JobStatus::Running), Some(JobStatus::Waiting)])
+        );
+        assert_eq!(
+            backend.cancel_job(hung).await,
+            Ok(CancelOutcome::NotCancelable(
+                "Job no longer waiting, can't cancel (informed it anyway)".into()
+            ))
+        );
+        assert_eq!(
+            backend.cancel_job(waiting).await,
+            Ok(CancelOutcome::Canceled)
+        );
+        assert_eq!(
+            backend.cancel_job(waiting).await,
+            Ok(CancelOutcome::NotCancelable(format!(
+                "Job {waiting} not found in queue"
+            )))
+        );
+        assert_eq!(
+            backend.job_statuses(vec![waiting]).await,
+            Ok(vec![Some(JobStatus::Canceled)])
+        );
     }
 
     #[actix_rt::test]

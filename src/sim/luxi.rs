@@ -262,12 +262,11 @@ impl SimCluster {
             "QueryJobs" => self.luxi_query_jobs(&args, now),
             "WaitForJobChange" => self.luxi_wait_for_job_change(&args, now),
             "CancelJob" => {
+                // `[id, kill]`, or `[id]` meaning `kill = false`, as luxid parses it.
                 let id = args.job_id(args.get(0)?)?;
                 let _kill = args.bool_or(1, false)?;
-                Ok(match self.cancel_job(id, now) {
-                    Some((canceled, message)) => json!([canceled, message]),
-                    None => json!([false, format!("Job {id} not found")]),
-                })
+                let (canceled, message) = self.cancel_job(id, now);
+                Ok(json!([canceled, message]))
             }
             "ArchiveJob" => {
                 let id = args.job_id(args.get(0)?)?;
@@ -786,13 +785,40 @@ mod tests {
             json!({"method": "CancelJob", "args": [2, false]}),
             1000.0,
         );
-        assert_eq!(response["result"], json!([true, "Job 2 canceled"]));
+        assert_eq!(
+            response["result"],
+            json!([true, "Job successfully cancelled"])
+        );
         let response = call(
             &mut sim,
             json!({"method": "CancelJob", "args": [1]}),
             1000.0,
         );
-        assert_eq!(response["result"][0], false);
+        assert_eq!(
+            response["result"],
+            json!([
+                false,
+                "Job no longer waiting, can't cancel (informed it anyway)"
+            ])
+        );
+        // A canceled (finished) or unknown job is no longer in luxid's queue.
+        for id in [2, 404] {
+            let response = call(
+                &mut sim,
+                json!({"method": "CancelJob", "args": [id]}),
+                1000.0,
+            );
+            assert_eq!(
+                response["result"],
+                json!([false, format!("Job {id} not found in queue")])
+            );
+        }
+        let response = call(
+            &mut sim,
+            json!({"method": "CancelJob", "args": [1, "yes"]}),
+            1000.0,
+        );
+        assert_eq!(response["success"], false);
         call(
             &mut sim,
             json!({"method": "SetDrainFlag", "args": [true]}),

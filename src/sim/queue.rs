@@ -6,6 +6,10 @@
 //! (`waiting`) until that job is finalized, as Ganeti's locks make it. Effects happen when
 //! an opcode finishes. Nothing runs in the background: [`JobQueue::advance`] replays the
 //! events up to the requested time, in time order.
+//!
+//! For tests, faults can be injected per opcode: the next jobs containing it either fail
+//! ([`SimCluster::inject_fault`]) or hang ([`SimCluster::inject_hang`]): the opcode stays
+//! `running`, and the job keeps its locks, until [`SimCluster::release_hung_jobs`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,6 +57,11 @@ pub struct SimJob {
     pub locks: BTreeSet<String>,
     /// Index of the opcode that fails because of an injected fault.
     pub fault_at: Option<usize>,
+    /// Index of the opcode that hangs because of an injected hang: it runs until released.
+    pub hang_at: Option<usize>,
+    /// When the hang was released; the hung opcode then ends at its normal end or at the
+    /// release, whichever is later.
+    pub released: Option<f64>,
     /// Archived jobs are hidden from "all jobs" listings.
     pub archived: bool,
 }
@@ -108,10 +117,20 @@ impl SimJob {
             .position(|op| op.status == JobStatus::Running)
     }
 
-    /// When the running opcode finishes.
+    /// When the running opcode finishes; `None` while it hangs.
     fn running_op_end(&self) -> Option<f64> {
-        let op = &self.ops[self.running_op()?];
-        Some(op.started.unwrap_or(self.received) + self.op_seconds)
+        let index = self.running_op()?;
+        let op = &self.ops[index];
+        let end = op.started.unwrap_or(self.received) + self.op_seconds;
+        if self.hang_at == Some(index) {
+            return self.released.map(|released| end.max(released));
+        }
+        Some(end)
+    }
+
+    /// Marked to hang, not yet released and not finalized.
+    pub fn is_hung(&self) -> bool {
+        self.hang_at.is_some() && self.released.is_none() && self.ended.is_none()
     }
 
     fn next_log_serial(&self) -> u64 {
@@ -164,8 +183,29 @@ pub(crate) struct JobQueue {
     active: BTreeSet<u64>,
     /// Opcode id → how many more jobs containing it must fail.
     faults: BTreeMap<String, u32>,
+    /// Opcode id → how many more jobs containing it must hang.
+    hangs: BTreeMap<String, u32>,
     /// Refuse submissions (`SetDrainFlag`).
     pub(crate) drained: bool,
+}
+
+/// Consume one pending fault for a job of `ops`: the index of its first opcode with a
+/// pending fault, if any (each faulted opcode id present in the job uses up one).
+fn consume_fault(pending: &mut BTreeMap<String, u32>, ops: &[(Value, OpBody)]) -> Option<usize> {
+    let mut at = None;
+    let mut consumed = BTreeSet::new();
+    for (index, (_, body)) in ops.iter().enumerate() {
+        let op_id = body.op_id();
+        if consumed.contains(op_id) {
+            continue;
+        }
+        if let Some(remaining) = pending.get_mut(op_id).filter(|n| **n > 0) {
+            *remaining -= 1;
+            consumed.insert(op_id);
+            at = Some(at.unwrap_or(index));
+        }
+    }
+    at
 }
 
 /// The encoded exception of opcodes after a failed one, as Ganeti records it.
@@ -315,15 +355,8 @@ impl SimCluster {
             locks.extend(self.op_locks(body));
         }
         // A job containing a faulted opcode consumes one fault of that opcode.
-        let mut fault_at = None;
-        for (index, (_, body)) in ops.iter().enumerate() {
-            if let Some(remaining) = self.queue.faults.get_mut(body.op_id()) {
-                if *remaining > 0 {
-                    *remaining -= 1;
-                    fault_at = Some(fault_at.unwrap_or(index));
-                }
-            }
-        }
+        let fault_at = consume_fault(&mut self.queue.faults, &ops);
+        let hang_at = consume_fault(&mut self.queue.hangs, &ops);
         let op_seconds = self.queue.job_seconds / ops.len() as f64;
         let queued_ops = ops
             .into_iter()
@@ -365,6 +398,8 @@ impl SimCluster {
                 op_seconds,
                 locks,
                 fault_at,
+                hang_at,
+                released: None,
                 archived: false,
             },
         );
@@ -387,6 +422,51 @@ impl SimCluster {
     /// Faults still pending per opcode id.
     pub fn pending_faults(&self) -> BTreeMap<String, u32> {
         self.queue.faults.clone()
+    }
+
+    /// Make the next `count` jobs containing opcode `op_id` hang: the first such opcode
+    /// stays `running`, its job holding its locks (so later jobs on the same nodes stay
+    /// `waiting`), until [`SimCluster::release_hung_jobs`]. A count of 0 withdraws the hang.
+    pub fn inject_hang(&mut self, op_id: &str, count: u32) {
+        if count == 0 {
+            self.queue.hangs.remove(op_id);
+        } else {
+            self.queue.hangs.insert(op_id.to_owned(), count);
+        }
+    }
+
+    /// Hangs still pending per opcode id.
+    pub fn pending_hangs(&self) -> BTreeMap<String, u32> {
+        self.queue.hangs.clone()
+    }
+
+    /// Ids of the unfinished jobs marked to hang at `now` (running their hung opcode or
+    /// yet to reach it), in id order.
+    pub fn hung_jobs(&mut self, now: f64) -> Vec<JobId> {
+        self.jobs(now)
+            .filter(|job| job.is_hung())
+            .map(|job| job.id)
+            .collect()
+    }
+
+    /// Let every hung job go on at `now`: a hung opcode finishes (successfully, unless a
+    /// fault says otherwise) at `now` or at its normal end if that is later, and the rest
+    /// of its job runs as usual. Pending hangs are withdrawn too, so nothing hangs any more.
+    /// The ids of the released jobs.
+    pub fn release_hung_jobs(&mut self, now: f64) -> Vec<JobId> {
+        self.tick(now);
+        let at = self.queue.time;
+        self.queue.hangs.clear();
+        let mut released = Vec::new();
+        for job in self.queue.jobs.values_mut() {
+            if job.is_hung() {
+                job.released = Some(at);
+                released.push(job.id);
+            }
+        }
+        // Released opcodes whose end is already due finish now, in time order.
+        self.tick(now);
+        released
     }
 
     /// Refuse (`true`) or accept (`false`) new jobs, like `gnt-cluster queue drain`.
@@ -416,14 +496,29 @@ impl SimCluster {
         self.job(id, now).map(SimJob::status)
     }
 
-    /// Cancel a queued or waiting job. `None` for an unknown id; otherwise luxid's answer
-    /// `(canceled, message)`.
-    pub fn cancel_job(&mut self, id: JobId, now: f64) -> Option<(bool, String)> {
+    /// Cancel a job like Ganeti 3.0's luxid (`CancelJob` without `kill`), answering
+    /// `(canceled, message)` with luxid's messages (`src/Ganeti/Query/Server.hs`,
+    /// `JQueue.hs`): a waiting job is canceled; a running job is only told (it goes on);
+    /// a finished or unknown job is not in the queue any more.
+    /// A canceled job releases its locks, so jobs waiting for them may start.
+    pub fn cancel_job(&mut self, id: JobId, now: f64) -> (bool, String) {
         self.tick(now);
         let at = self.queue.time;
-        let job = self.queue.jobs.get_mut(&id.0)?;
-        if job.started.is_some() || job.ended.is_some() {
-            return Some((false, format!("Job {id} is no longer waiting in the queue")));
+        let Some(job) = self
+            .queue
+            .jobs
+            .get_mut(&id.0)
+            .filter(|job| job.ended.is_none())
+        else {
+            return (false, format!("Job {id} not found in queue"));
+        };
+        // The simulator hands every job over at once, so an unstarted job is `waiting` (for
+        // locks), never `queued`: luxid then has the job process cancel itself.
+        if job.status() != JobStatus::Waiting {
+            return (
+                false,
+                "Job no longer waiting, can't cancel (informed it anyway)".into(),
+            );
         }
         for op in &mut job.ops {
             op.status = JobStatus::Canceled;
@@ -434,7 +529,7 @@ impl SimCluster {
         self.queue.active.remove(&id.0);
         // Jobs that waited for this one's locks may start now.
         self.tick(now);
-        Some((true, format!("Job {id} canceled")))
+        (true, "Job successfully cancelled".to_owned())
     }
 
     /// Archive a finalized job: it stays queryable by id but leaves "all jobs" listings.
@@ -587,13 +682,125 @@ mod tests {
         let mut sim = sim(10.0);
         let running = sim.submit_job(vec![tag("node2", "a")], 100.0).expect("ok");
         let waiting = sim.submit_job(vec![tag("node2", "b")], 100.0).expect("ok");
-        let (ok, _) = sim.cancel_job(running, 101.0).expect("known");
-        assert!(!ok);
-        let (ok, message) = sim.cancel_job(waiting, 101.0).expect("known");
-        assert!(ok, "{message}");
+        let after = sim.submit_job(vec![tag("node2", "c")], 100.0).expect("ok");
+        assert_eq!(
+            sim.cancel_job(running, 101.0),
+            (
+                false,
+                "Job no longer waiting, can't cancel (informed it anyway)".to_owned()
+            )
+        );
+        assert_eq!(
+            sim.cancel_job(waiting, 101.0),
+            (true, "Job successfully cancelled".to_owned())
+        );
+        let job = sim.job(waiting, 101.0).expect("known");
+        assert_eq!(job.status(), JobStatus::Canceled);
+        assert_eq!(job.ops[0].result, json!("Job canceled by request"));
+        assert_eq!((job.started, job.ended), (None, Some(101.0)));
+        // The canceled job's locks are released: the next one runs right after the first.
+        assert_eq!(sim.job_status(after, 110.0), Some(JobStatus::Running));
+        assert_eq!(sim.job(after, 110.0).expect("known").started, Some(110.0));
         assert_eq!(sim.job_status(waiting, 200.0), Some(JobStatus::Canceled));
         assert!(!sim.snapshot(200.0).nodes[1].tags.contains("b"));
-        assert_eq!(sim.cancel_job(JobId(77), 200.0), None);
+        assert!(sim.snapshot(200.0).nodes[1].tags.contains("c"));
+        for finished in [running, waiting, JobId(77)] {
+            assert_eq!(
+                sim.cancel_job(finished, 200.0),
+                (false, format!("Job {finished} not found in queue"))
+            );
+        }
+        assert_eq!(sim.job_status(running, 200.0), Some(JobStatus::Success));
+    }
+
+    #[test]
+    fn a_hung_job_runs_and_holds_its_locks_until_released() {
+        let mut sim = sim(10.0);
+        sim.inject_hang("OP_TAGS_SET", 1);
+        let delay = Opcode {
+            body: OpBody::TestDelay {
+                duration: 1.0,
+                on_master: true,
+            },
+            reason: vec![],
+        };
+        // Two opcodes of the hanging kind: the job uses up one hang, at the first of them.
+        let hung = sim
+            .submit_job(vec![delay, tag("node2", "a"), tag("node2", "b")], 100.0)
+            .expect("ok");
+        assert_eq!(sim.pending_hangs()["OP_TAGS_SET"], 0);
+        let blocked = sim.submit_job(vec![tag("node2", "c")], 101.0).expect("ok");
+        let elsewhere = sim.submit_job(vec![tag("node3", "d")], 101.0).expect("ok");
+        let later = 100.0 + 1e6;
+        let job = sim.job(hung, later).expect("known");
+        let statuses: Vec<_> = job.ops.iter().map(|op| op.status).collect();
+        assert_eq!(
+            statuses,
+            [JobStatus::Success, JobStatus::Running, JobStatus::Queued]
+        );
+        assert_eq!(sim.job_status(blocked, later), Some(JobStatus::Waiting));
+        assert_eq!(sim.job_status(elsewhere, later), Some(JobStatus::Success));
+        assert_eq!(sim.hung_jobs(later), [hung]);
+        // Not cancelable while it runs; the waiting job behind it is.
+        assert!(!sim.cancel_job(hung, later).0);
+        assert!(sim.cancel_job(blocked, later).0);
+        let next = sim.submit_job(vec![tag("node2", "e")], later).expect("ok");
+        assert_eq!(sim.job_status(next, later), Some(JobStatus::Waiting));
+
+        assert_eq!(sim.release_hung_jobs(later), [hung]);
+        assert!(sim.hung_jobs(later).is_empty());
+        let job = sim.job(hung, later).expect("known");
+        // The hung opcode ends at the release; the next one takes its normal share.
+        assert_eq!(job.ops[1].status, JobStatus::Success);
+        assert_eq!(job.ops[1].ended, Some(later));
+        assert_eq!(job.ops[2].status, JobStatus::Running);
+        let share = 10.0 / 3.0;
+        assert_eq!(
+            sim.job_status(hung, later + share),
+            Some(JobStatus::Success)
+        );
+        assert_eq!(
+            sim.job_status(next, later + share),
+            Some(JobStatus::Running)
+        );
+        assert_eq!(
+            sim.job_status(next, later + share + 10.0),
+            Some(JobStatus::Success)
+        );
+        let tags = &sim.snapshot(later + share + 10.0).nodes[1].tags;
+        assert!(tags.contains("a") && tags.contains("b") && tags.contains("e"));
+        assert!(!tags.contains("c"));
+    }
+
+    #[test]
+    fn a_release_before_the_hang_is_reached_drops_it_and_pending_hangs() {
+        let mut sim = sim(10.0);
+        sim.inject_hang("OP_TAGS_SET", 3);
+        let first = sim.submit_job(vec![tag("node2", "a")], 100.0).expect("ok");
+        let second = sim.submit_job(vec![tag("node2", "b")], 100.0).expect("ok");
+        assert_eq!(sim.hung_jobs(100.0), [first, second]);
+        assert_eq!(sim.release_hung_jobs(105.0), [first, second]);
+        assert!(sim.pending_hangs().is_empty());
+        // The first ends at its normal end, the second then runs its normal length.
+        assert_eq!(sim.job(first, 110.0).expect("known").ended, Some(110.0));
+        assert_eq!(sim.job_status(second, 119.9), Some(JobStatus::Running));
+        assert_eq!(sim.job_status(second, 120.0), Some(JobStatus::Success));
+        let third = sim.submit_job(vec![tag("node2", "c")], 120.0).expect("ok");
+        assert_eq!(sim.job_status(third, 130.0), Some(JobStatus::Success));
+        assert!(sim.release_hung_jobs(130.0).is_empty());
+    }
+
+    #[test]
+    fn a_hang_and_a_failure_of_the_same_job_come_in_opcode_order() {
+        let mut sim = sim(0.0);
+        sim.inject_hang("OP_TAGS_SET", 1);
+        sim.inject_fault("OP_TAGS_SET", 1);
+        let id = sim.submit_job(vec![tag("node2", "a")], 100.0).expect("ok");
+        assert_eq!(sim.job_status(id, 500.0), Some(JobStatus::Running));
+        sim.release_hung_jobs(500.0);
+        let job = sim.job(id, 500.0).expect("known");
+        assert_eq!(job.status(), JobStatus::Error);
+        assert_eq!(job.ended, Some(500.0));
     }
 
     #[test]
