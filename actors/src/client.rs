@@ -151,7 +151,11 @@ pub fn format_safety(view: &Value) -> String {
         out.push_str("not paused\n");
     }
     let breaker = view.get("breaker");
-    if breaker.and_then(|b| b.get("tripped")).and_then(Value::as_bool) == Some(true) {
+    if breaker
+        .and_then(|b| b.get("tripped"))
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         let reason = text(breaker.and_then(|b| b.get("reason"))).unwrap_or_default();
         out.push_str(&format!("circuit breaker TRIPPED: {reason}\n"));
     } else {
@@ -160,13 +164,21 @@ pub fn format_safety(view: &Value) -> String {
     let in_repair: Vec<String> = view
         .get("in_repair")
         .and_then(Value::as_array)
-        .map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|l| {
+            l.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     let limit = view.get("limit").and_then(Value::as_u64).unwrap_or(0);
     out.push_str(&format!(
         "in repair: {} of {limit} ({})\n",
         in_repair.len(),
-        if in_repair.is_empty() { "none".to_owned() } else { in_repair.join(", ") }
+        if in_repair.is_empty() {
+            "none".to_owned()
+        } else {
+            in_repair.join(", ")
+        }
     ));
     if flag("dry_run") {
         out.push_str("dry-run: nothing is submitted\n");
@@ -242,10 +254,20 @@ mod tests {
             "breaker": {"tripped": true, "reason": "6 nodes have open incidents"},
             "in_repair": ["node3", "node5"], "limit": 2, "dry_run": false
         }));
-        assert!(text.contains("paused by api client 127.0.0.1: rack A4"), "{text}");
+        assert!(
+            text.contains("paused by api client 127.0.0.1: rack A4"),
+            "{text}"
+        );
         assert!(text.contains("TRIPPED: 6 nodes"), "{text}");
         assert!(text.contains("in repair: 2 of 2 (node3, node5)"), "{text}");
-        let text = format_safety(&json!({"paused": false, "breaker": {"tripped": false}, "in_repair": [], "limit": 1}));
-        assert!(text.contains("not paused") && text.contains("closed") && text.contains("0 of 1 (none)"), "{text}");
+        let text = format_safety(
+            &json!({"paused": false, "breaker": {"tripped": false}, "in_repair": [], "limit": 1}),
+        );
+        assert!(
+            text.contains("not paused")
+                && text.contains("closed")
+                && text.contains("0 of 1 (none)"),
+            "{text}"
+        );
     }
 }

@@ -149,7 +149,11 @@ fn plan_view(
     PlanView {
         planned_at: at,
         round,
-        mode: if held_by.is_some() { "held" } else { "submitted" },
+        mode: if held_by.is_some() {
+            "held"
+        } else {
+            "submitted"
+        },
         held_by,
         jobs: plan
             .jobs
@@ -489,10 +493,13 @@ impl Handler<GetIncident> for EventRegistry {
     type Result = MessageResult<GetIncident>;
 
     fn handle(&mut self, msg: GetIncident, _: &mut Context<Self>) -> Self::Result {
-        let found = self
-            .state
-            .incident(msg.uuid)
-            .or_else(|| self.state.forgotten.iter().rev().find(|i| i.uuid == msg.uuid));
+        let found = self.state.incident(msg.uuid).or_else(|| {
+            self.state
+                .forgotten
+                .iter()
+                .rev()
+                .find(|i| i.uuid == msg.uuid)
+        });
         MessageResult(found.cloned())
     }
 }

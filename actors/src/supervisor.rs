@@ -110,7 +110,8 @@ impl Actor for ClusterSupervisor {
             }
         };
         info!(target: "maintd::supervisor", path = %self.deps.store.path().display(), incidents = state.incidents.len(), "starting maintenance work");
-        let registry = EventRegistry::new(state, self.deps.store.clone(), self.deps.registry.clone()).start();
+        let registry =
+            EventRegistry::new(state, self.deps.store.clone(), self.deps.registry.clone()).start();
         let restarts = ctx.address().recipient::<ChildRestarted>().downgrade();
         let watcher = {
             let (backend, registry, clock, interval) = (

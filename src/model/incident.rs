@@ -282,11 +282,15 @@ impl JobPurpose {
         match self {
             JobPurpose::Drain => "drain the node".into(),
             JobPurpose::MovePrimary { instance } => format!("move {instance} away"),
-            JobPurpose::MoveSecondary { instance } => format!("move the secondary of {instance} away"),
+            JobPurpose::MoveSecondary { instance } => {
+                format!("move the secondary of {instance} away")
+            }
             JobPurpose::RepairCommand => "run the repair command".into(),
             JobPurpose::TagReady => "tag the node ready".into(),
             JobPurpose::TagFailed => "tag the node failed".into(),
-            JobPurpose::HarepRepair { instance, repair, .. } => format!("harep {repair} of {instance}"),
+            JobPurpose::HarepRepair {
+                instance, repair, ..
+            } => format!("harep {repair} of {instance}"),
             JobPurpose::HarepTags { instance } => format!("harep tags of {instance}"),
             JobPurpose::Balance { instance } => format!("balancing move of {instance}"),
         }
@@ -612,13 +616,23 @@ impl MaintenanceState {
                 RepairStatus::Failed => untagged.push(incident.uuid),
                 RepairStatus::Completed if !incident.acknowledged => {
                     incident.acknowledged = true;
-                    incident.record(now, "acknowledged", "operator", Some(format!("tag {} removed", incident.tag)));
+                    incident.record(
+                        now,
+                        "acknowledged",
+                        "operator",
+                        Some(format!("tag {} removed", incident.tag)),
+                    );
                 }
                 _ => {}
             }
         }
         self.forget(&departed, "forgotten", "its node left the cluster", now);
-        self.forget(&untagged, "forgotten", "the operator removed its failure tag", now);
+        self.forget(
+            &untagged,
+            "forgotten",
+            "the operator removed its failure tag",
+            now,
+        );
         self.reports.retain(|node, _| cluster.node(node).is_some());
         let mut gone = departed;
         gone.extend(untagged);
@@ -640,7 +654,8 @@ impl MaintenanceState {
         if stale.is_empty() {
             return stale;
         }
-        plan.jobs.retain(|j| !j.incident.is_some_and(|u| stale.contains(&u)));
+        plan.jobs
+            .retain(|j| !j.incident.is_some_and(|u| stale.contains(&u)));
         plan.notes.retain(|(u, _)| !stale.contains(u));
         plan.failures.retain(|(u, _)| !stale.contains(u));
         self.forget(
@@ -708,7 +723,9 @@ impl MaintenanceState {
         self.round = Round {
             number: self.round.number + 1,
             started_at: now,
-            jobs: carried.chain(jobs.iter().map(TrackedJob::planned)).collect(),
+            jobs: carried
+                .chain(jobs.iter().map(TrackedJob::planned))
+                .collect(),
         };
     }
 
@@ -888,7 +905,10 @@ impl MaintenanceState {
             self.note(uuid, why, now);
             return true;
         }
-        if status != Some(JobStatus::Success) && live_migration && self.escalate(uuid, &purpose, id, now) {
+        if status != Some(JobStatus::Success)
+            && live_migration
+            && self.escalate(uuid, &purpose, id, now)
+        {
             return true;
         }
         match status {
@@ -929,7 +949,8 @@ impl MaintenanceState {
         {
             return false;
         }
-        let why = format!("live migration of {instance} failed (job {id}); failing it over instead");
+        let why =
+            format!("live migration of {instance} failed (job {id}); failing it over instead");
         incident.record(now, "escalated", BY_MAINTD, Some(why.clone()));
         incident.message = Some(why);
         incident.mtime = now;
@@ -996,7 +1017,10 @@ impl MaintenanceState {
     /// Every job of the current round is finalized (or refused), or stuck: a hung job
     /// does not stall the other incidents.
     pub fn round_finished(&self) -> bool {
-        self.round.jobs.iter().all(|j| !j.is_unfinished() || j.stuck)
+        self.round
+            .jobs
+            .iter()
+            .all(|j| !j.is_unfinished() || j.stuck)
             && self.repairs_awaiting_tags().is_empty()
     }
 }

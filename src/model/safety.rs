@@ -398,3 +398,171 @@ mod tests {
         assert!(slots.check("g").is_ok());
     }
 }
+
+#[cfg(test)]
+mod state_tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::{
+        cluster::{Group, Node},
+        diagnose::parse_diagnose,
+        incident::{JobPurpose, PlannedJob},
+        job::JobId,
+    };
+
+    fn cluster(nodes: usize) -> ClusterSnapshot {
+        ClusterSnapshot {
+            master: "n1".into(),
+            groups: vec![Group {
+                name: "default".into(),
+                uuid: "g1".into(),
+                ..Group::default()
+            }],
+            nodes: (1..=nodes)
+                .map(|n| Node {
+                    name: format!("n{n}"),
+                    group: "g1".into(),
+                    ..Node::default()
+                })
+                .collect(),
+            ..ClusterSnapshot::default()
+        }
+    }
+
+    fn report(state: &mut MaintenanceState, node: &str, detail: &str) -> Uuid {
+        let diagnose = parse_diagnose(json!({"status": "evacuate", "details": detail})).unwrap();
+        state.observe(node, &diagnose, 0.0);
+        state.incidents.last().unwrap().uuid
+    }
+
+    fn start(state: &mut MaintenanceState, uuid: Uuid, id: u64) {
+        let job = PlannedJob {
+            key: format!("k{id}"),
+            incident: Some(uuid),
+            purpose: JobPurpose::Drain,
+            nodes: BTreeSet::new(),
+            ops: vec![],
+        };
+        state.start_round(&[job], 0.0);
+        state.record_submission(&format!("k{id}"), Ok(JobId(id)), 0.0);
+    }
+
+    #[test]
+    fn the_breaker_trips_past_the_threshold_latches_and_rearms_on_new_incidents_only() {
+        let limits = SafetyLimits {
+            breaker_nodes: 3,
+            breaker_percent: 100.0,
+            ..SafetyLimits::default()
+        };
+        let c = cluster(20);
+        let mut s = MaintenanceState::new();
+        for n in 2..=4 {
+            report(&mut s, &format!("n{n}"), "x");
+        }
+        assert_eq!(
+            s.check_breaker(&c, &limits, 1.0),
+            None,
+            "3 is not more than 3"
+        );
+        report(&mut s, "n5", "x");
+        let reason = s.check_breaker(&c, &limits, 2.0).expect("tripped");
+        assert!(
+            reason.contains("4 nodes") && reason.contains("n5"),
+            "{reason}"
+        );
+        assert!(s
+            .halt_reason(false, false)
+            .unwrap()
+            .starts_with("circuit breaker tripped"));
+        // Latched: a second check changes nothing.
+        assert_eq!(s.check_breaker(&c, &limits, 3.0), None);
+        assert!(s.safety.breaker.is_some());
+        // Resume acknowledges the four: no trip again for them.
+        s.resume("operator", 4.0);
+        assert!(s.safety.breaker.is_none());
+        assert_eq!(s.check_breaker(&c, &limits, 5.0), None);
+        // A new incident while the count is past the threshold trips it again.
+        report(&mut s, "n6", "x");
+        assert!(s.check_breaker(&c, &limits, 6.0).is_some());
+    }
+
+    #[test]
+    fn the_breaker_counts_a_share_of_a_group_but_never_a_single_node() {
+        let limits = SafetyLimits {
+            breaker_nodes: 100,
+            breaker_percent: 30.0,
+            ..SafetyLimits::default()
+        };
+        let c = cluster(3);
+        let mut s = MaintenanceState::new();
+        report(&mut s, "n2", "x");
+        assert_eq!(s.check_breaker(&c, &limits, 1.0), None, "one node of three");
+        report(&mut s, "n3", "x");
+        let reason = s.check_breaker(&c, &limits, 2.0).expect("two of three");
+        assert!(reason.contains("group"), "{reason}");
+    }
+
+    #[test]
+    fn the_gate_holds_unconfirmed_flapping_stuck_and_excluded_and_caps_started_ones() {
+        let mut c = cluster(10);
+        c.nodes[6].tags.insert(EXCLUDE_TAG.to_owned());
+        let mut s = MaintenanceState::new();
+        s.policy.confirm_polls = 2;
+        let unconfirmed = report(&mut s, "n2", "x");
+        let started = report(&mut s, "n3", "x");
+        report(&mut s, "n3", "x");
+        start(&mut s, started, 1);
+        let excluded = report(&mut s, "n7", "x");
+        report(&mut s, "n7", "x");
+        let gate = s.gate(&c, &SafetyLimits::default());
+        assert!(gate.held[&unconfirmed].starts_with("awaiting confirmation: seen in 1 of 2"));
+        assert!(gate.held[&excluded].contains(EXCLUDE_TAG));
+        assert!(!gate.held.contains_key(&started));
+        // n3 is in repair: the one slot is taken.
+        assert_eq!(s.in_repair(), BTreeSet::from(["n3".to_owned()]));
+        let refused = gate.slots.check("g1").unwrap_err();
+        assert!(
+            refused.starts_with("waiting: 1 of 1 nodes already in repair"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn the_group_share_of_the_cap_is_rounded_up() {
+        let c = cluster(12);
+        let limits = SafetyLimits {
+            max_nodes_in_repair: 5,
+            max_percent_in_repair: 10.0,
+            ..SafetyLimits::default()
+        };
+        let mut slots = MaintenanceState::new().gate(&c, &limits).slots;
+        slots.take("g1").unwrap();
+        slots.take("g1").unwrap();
+        assert!(slots
+            .take("g1")
+            .unwrap_err()
+            .contains("2 of 2 nodes of its group"));
+    }
+
+    #[test]
+    fn pause_wins_over_the_tag_the_breaker_and_dry_run_and_resume_lifts_it() {
+        let mut s = MaintenanceState::new();
+        assert_eq!(s.halt_reason(false, false), None);
+        assert!(s.halt_reason(false, true).unwrap().starts_with("dry-run"));
+        assert!(s.halt_reason(true, false).unwrap().contains(PAUSE_TAG));
+        s.pause(Some("rack work".into()), "api client 10.0.0.1", 1.0);
+        assert_eq!(
+            s.halt_reason(true, true).unwrap(),
+            "paused by api client 10.0.0.1: rack work"
+        );
+        // It survives a save and a load.
+        let text = serde_json::to_string(&s).unwrap();
+        let mut back: MaintenanceState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.safety, s.safety);
+        back.resume("api client 10.0.0.1", 2.0);
+        assert_eq!(back.halt_reason(false, false), None);
+    }
+}

@@ -9,7 +9,7 @@ use maintd::{
     backend::sim::{SimBackend, SimDiagnose},
     clock::Clock,
     config::{Settings, SIM_TOML},
-    model::opcode::{OpBody, Opcode, ReasonEntry},
+    model::opcode::{OpBody, Opcode, ReasonEntry, TagKind},
     sim::{views::JobView, SimHandle, SimSpec},
 };
 use maintd_actors::{
@@ -125,6 +125,11 @@ impl Harness {
 
     /// Call maintd's HTTP API: (status, JSON body).
     pub async fn api(&self, method: &str, path: &str) -> (StatusCode, Value) {
+        self.api_with_body(method, path, "").await
+    }
+
+    /// Call maintd's HTTP API with a request body: (status, JSON body).
+    pub async fn api_with_body(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
         let link = self.daemon.as_ref().expect("daemon running").link.clone();
         let app = web_test::init_service(web::app(link, self.clock)).await;
         let request = match method {
@@ -132,7 +137,11 @@ impl Harness {
             "POST" => web_test::TestRequest::post(),
             other => panic!("method {other}"),
         };
-        let response = web_test::call_service(&app, request.uri(path).to_request()).await;
+        let request = request
+            .uri(path)
+            .peer_addr("127.0.0.9:40000".parse().expect("address"))
+            .set_payload(body.to_owned());
+        let response = web_test::call_service(&app, request.to_request()).await;
         let status = response.status();
         let body = to_bytes(response.into_body()).await.unwrap_or_default();
         let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -242,6 +251,25 @@ impl Harness {
             .collect();
         let id = self.sim.lock().submit_job(ops, now).expect("job accepted");
         id.0
+    }
+
+    /// Add a tag to the cluster (`None`), a node or an instance as an operator would
+    /// (`gnt-cluster add-tags` and friends), and return at once.
+    pub fn add_tag(&self, kind: TagKind, name: Option<&str>, tag: &str) -> u64 {
+        self.operator_job(vec![OpBody::TagsSet {
+            kind,
+            name: name.map(str::to_owned),
+            tags: vec![tag.to_owned()],
+        }])
+    }
+
+    /// Remove a tag as an operator would.
+    pub fn remove_tag(&self, kind: TagKind, name: Option<&str>, tag: &str) -> u64 {
+        self.operator_job(vec![OpBody::TagsDel {
+            kind,
+            name: name.map(str::to_owned),
+            tags: vec![tag.to_owned()],
+        }])
     }
 
     /// The simulator's cluster as the daemon would see it.

@@ -179,9 +179,11 @@ fn removing_ready_tag_forgets_once_no_longer_observed() {
     run_job(&mut s, u, JobPurpose::TagReady, 1, Some(JobStatus::Success));
     let tag = s.incident(u).unwrap().tag.clone();
     // Tag present: nothing happens.
-    assert!(s.reconcile(&cluster(vec![node("n1", &[&tag])])).is_empty());
+    assert!(s
+        .reconcile(&cluster(vec![node("n1", &[&tag])]), 0.0)
+        .is_empty());
     // Tag removed while still reported: kept, and no new incident for the same report.
-    assert!(s.reconcile(&cluster(vec![node("n1", &[])])).is_empty());
+    assert!(s.reconcile(&cluster(vec![node("n1", &[])]), 0.0).is_empty());
     assert_eq!(s.observe("n1", &diag(report), 1.0), Observed::Nothing);
     assert_eq!(s.incidents.len(), 1);
     // No longer reported: forgotten.
@@ -204,8 +206,10 @@ fn removing_failed_tag_forgets_at_once_and_restarts_flow() {
         Some(JobStatus::Success),
     );
     let tag = s.incident(u).unwrap().tag.clone();
-    assert!(s.reconcile(&cluster(vec![node("n1", &[&tag])])).is_empty());
-    assert_eq!(s.reconcile(&cluster(vec![node("n1", &[])])), vec![u]);
+    assert!(s
+        .reconcile(&cluster(vec![node("n1", &[&tag])]), 0.0)
+        .is_empty());
+    assert_eq!(s.reconcile(&cluster(vec![node("n1", &[])]), 0.0), vec![u]);
     assert!(s.incidents.is_empty());
     // Still reported: a fresh incident.
     assert!(matches!(s.observe("n1", &diag(report), 3.0), Observed::NewIncident(n) if n != u));
@@ -217,7 +221,7 @@ fn failed_incident_is_not_forgotten_before_its_tag_was_set() {
     s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
     let u = only_uuid(&s);
     run_job(&mut s, u, JobPurpose::Drain, 1, Some(JobStatus::Error));
-    assert!(s.reconcile(&cluster(vec![node("n1", &[])])).is_empty());
+    assert!(s.reconcile(&cluster(vec![node("n1", &[])]), 0.0).is_empty());
     assert_eq!(s.incidents.len(), 1);
 }
 
@@ -279,7 +283,7 @@ fn departed_node_forgets_incidents_and_evacuated_instances() {
         Some(JobStatus::Success),
     );
     assert_eq!(s.evacuated.keys().collect::<Vec<_>>(), vec!["i1"]);
-    assert_eq!(s.reconcile(&cluster(vec![node("n2", &[])])), vec![u]);
+    assert_eq!(s.reconcile(&cluster(vec![node("n2", &[])]), 0.0), vec![u]);
     assert!(s.incidents.is_empty());
     assert!(s.evacuated.is_empty());
 }
@@ -404,4 +408,234 @@ fn a_failed_jobs_detail_becomes_part_of_the_incidents_message() {
         incident.message.as_deref(),
         Some("job 9 ended error: repair command fix on n1 failed: command exited with code 2")
     );
+}
+
+fn debounced(confirm_polls: u32, flap_budget: Option<usize>) -> MaintenanceState {
+    let mut s = MaintenanceState::new();
+    s.policy = StatePolicy {
+        confirm_polls,
+        flap_budget,
+        ..StatePolicy::default()
+    };
+    s
+}
+
+#[test]
+fn a_report_is_confirmed_after_consecutive_polls_and_dropped_when_it_changes_first() {
+    let mut s = debounced(2, None);
+    let a = diag(json!({"status": "evacuate", "details": {"t": 1}}));
+    let b = diag(json!({"status": "evacuate", "details": {"t": 2}}));
+    let Observed::NewIncident(first) = s.observe("n1", &a, 0.0) else {
+        panic!("new")
+    };
+    assert!(!s.incident(first).unwrap().confirmed);
+    // Another report before confirmation: the first is dropped, never acted upon.
+    let Observed::NewIncident(second) = s.observe("n1", &b, 1.0) else {
+        panic!("new")
+    };
+    assert!(s.incident(first).is_none());
+    assert_eq!(s.forgotten.back().unwrap().uuid, first);
+    assert_eq!(
+        s.forgotten.back().unwrap().history.last().unwrap().event,
+        "dropped"
+    );
+    assert_eq!(s.observe("n1", &b, 2.0), Observed::Confirmed(second));
+    let confirmed = s.incident(second).unwrap();
+    assert!(confirmed.confirmed);
+    let events: Vec<&str> = confirmed.history.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(events, ["noted", "confirmed"]);
+    // Confirmed incidents stay when the report changes (the identity rule is unchanged).
+    s.observe("n1", &a, 3.0);
+    assert!(s.incident(second).is_some());
+}
+
+#[test]
+fn the_flap_budget_holds_incidents_beyond_it_within_an_hour() {
+    let mut s = debounced(1, Some(2));
+    let mut uuids = Vec::new();
+    for t in 0..3 {
+        let report = diag(json!({"status": "live-repair", "command": "c", "details": {"n": t}}));
+        let Observed::NewIncident(uuid) = s.observe("n1", &report, t as f64 * 10.0) else {
+            panic!("new")
+        };
+        uuids.push(uuid);
+    }
+    assert!(!s.incident(uuids[0]).unwrap().flapping);
+    assert!(!s.incident(uuids[1]).unwrap().flapping);
+    let third = s.incident(uuids[2]).unwrap();
+    assert!(third.flapping);
+    assert!(third.message.as_deref().unwrap().starts_with("flapping"));
+    // An hour later the budget is back; another node has its own budget.
+    let later = diag(json!({"status": "live-repair", "command": "c", "details": {"n": 9}}));
+    let Observed::NewIncident(uuid) = s.observe("n1", &later, 3700.0) else {
+        panic!("new")
+    };
+    assert!(!s.incident(uuid).unwrap().flapping);
+    // Resume releases the held one.
+    s.resume("operator", 3701.0);
+    assert!(!s.incident(uuids[2]).unwrap().flapping);
+}
+
+#[test]
+fn a_stale_signal_drops_the_incident_before_its_first_job() {
+    let mut s = debounced(1, None);
+    let a = diag(json!({"status": "evacuate"}));
+    let Observed::NewIncident(uuid) = s.observe("n1", &a, 0.0) else {
+        panic!("new")
+    };
+    let job = |key: &str| PlannedJob {
+        key: key.into(),
+        incident: Some(uuid),
+        purpose: JobPurpose::Drain,
+        nodes: BTreeSet::new(),
+        ops: vec![],
+    };
+    // Still reported: kept.
+    let mut plan = RoundPlan {
+        jobs: vec![job("k1")],
+        ..RoundPlan::default()
+    };
+    assert!(s.drop_stale(&mut plan, 1.0).is_empty());
+    assert_eq!(plan.jobs.len(), 1);
+    // The node now reports something else (not yet confirmed): the planned first job of
+    // the old incident is dropped with it.
+    s.policy.confirm_polls = 2;
+    s.observe(
+        "n1",
+        &diag(json!({"status": "evacuate", "details": 1})),
+        2.0,
+    );
+    let mut plan = RoundPlan {
+        jobs: vec![job("k2")],
+        ..RoundPlan::default()
+    };
+    assert_eq!(s.drop_stale(&mut plan, 3.0), vec![uuid]);
+    assert!(plan.jobs.is_empty());
+    assert!(s.incident(uuid).is_none());
+}
+
+#[test]
+fn a_started_incident_is_not_dropped_when_its_report_goes_away() {
+    let mut s = debounced(1, None);
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let uuid = only_uuid(&s);
+    run_job(&mut s, uuid, JobPurpose::Drain, 1, Some(JobStatus::Success));
+    s.observe("n1", &diag(json!({"status": "Ok"})), 3.0);
+    let mut plan = RoundPlan {
+        jobs: vec![PlannedJob {
+            key: "k2".into(),
+            incident: Some(uuid),
+            purpose: JobPurpose::TagReady,
+            nodes: BTreeSet::new(),
+            ops: vec![],
+        }],
+        ..RoundPlan::default()
+    };
+    assert!(s.drop_stale(&mut plan, 4.0).is_empty());
+    assert_eq!(plan.jobs.len(), 1);
+}
+
+#[test]
+fn a_running_job_past_the_timeout_is_stuck_and_the_round_goes_on_without_it() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let uuid = only_uuid(&s);
+    let job = PlannedJob {
+        key: "k1".into(),
+        incident: Some(uuid),
+        purpose: JobPurpose::Drain,
+        nodes: BTreeSet::from(["n1".to_owned()]),
+        ops: vec![],
+    };
+    s.start_round(&[job], 0.0);
+    s.record_submission("k1", Ok(JobId(7)), 0.0);
+    s.record_job_status(JobId(7), Some(JobStatus::Running), 10.0);
+    assert_eq!(s.apply_job_timeout(60.0, 30.0), (vec![], vec![]));
+    assert!(!s.round_finished());
+    let (cancel, stuck) = s.apply_job_timeout(60.0, 61.0);
+    assert!(cancel.is_empty());
+    assert_eq!(stuck, vec![(JobId(7), Some(uuid))]);
+    assert!(s.round_finished(), "a stuck job does not hold the round");
+    assert_eq!(s.incident(uuid).unwrap().stuck_job, Some(JobId(7)));
+    // The next round carries it: still watched, its node busy.
+    s.start_round(&[], 62.0);
+    assert_eq!(s.unfinished_jobs(), vec![JobId(7)]);
+    assert_eq!(s.stuck_jobs().count(), 1);
+    s.record_job_status(JobId(7), Some(JobStatus::Success), 100.0);
+    assert_eq!(s.incident(uuid).unwrap().stuck_job, None);
+    assert_eq!(s.stuck_jobs().count(), 0);
+}
+
+#[test]
+fn a_waiting_job_past_the_timeout_is_canceled_without_failing_its_incident() {
+    let mut s = MaintenanceState::new();
+    s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+    let uuid = only_uuid(&s);
+    let job = PlannedJob {
+        key: "k1".into(),
+        incident: Some(uuid),
+        purpose: JobPurpose::Drain,
+        nodes: BTreeSet::new(),
+        ops: vec![],
+    };
+    s.start_round(&[job], 0.0);
+    s.record_submission("k1", Ok(JobId(3)), 0.0);
+    s.record_job_status(JobId(3), Some(JobStatus::Waiting), 5.0);
+    let (cancel, stuck) = s.apply_job_timeout(60.0, 61.0);
+    assert_eq!(cancel, vec![JobId(3)]);
+    assert!(stuck.is_empty());
+    // Asked once only.
+    assert_eq!(s.apply_job_timeout(60.0, 70.0).0, vec![]);
+    s.record_job_status(JobId(3), Some(JobStatus::Canceled), 71.0);
+    let incident = s.incident(uuid).unwrap();
+    assert!(incident.status.is_open(), "{:?}", incident.status);
+    assert!(incident.message.as_deref().unwrap().contains("canceled"));
+    assert!(s.round_finished());
+}
+
+#[test]
+fn a_failed_live_migration_escalates_to_a_failover_once_when_allowed() {
+    let migrate = crate::model::opcode::Opcode {
+        body: OpBody::InstanceMigrate {
+            instance_name: "i1".into(),
+            mode: None,
+            target_node: None,
+            allow_failover: true,
+            ignore_hvversions: true,
+            allow_runtime_changes: false,
+            cleanup: false,
+        },
+        reason: vec![],
+    };
+    for allowed in [false, true] {
+        let mut s = MaintenanceState::new();
+        s.policy.escalate_to_failover = allowed;
+        s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
+        let uuid = only_uuid(&s);
+        let mut fail_migration = |s: &mut MaintenanceState, id: u64| {
+            let job = PlannedJob {
+                key: format!("k{id}"),
+                incident: Some(uuid),
+                purpose: JobPurpose::MovePrimary {
+                    instance: "i1".into(),
+                },
+                nodes: BTreeSet::new(),
+                ops: vec![migrate.clone()],
+            };
+            s.start_round(&[job], 0.0);
+            s.record_submission(&format!("k{id}"), Ok(JobId(id)), 0.0);
+            s.record_job_status(JobId(id), Some(JobStatus::Error), 1.0);
+        };
+        fail_migration(&mut s, 1);
+        let incident = s.incident(uuid).unwrap();
+        if allowed {
+            assert!(incident.status.is_open());
+            assert!(incident.failover_instances.contains("i1"));
+            // A second failure of the same instance fails the incident.
+            fail_migration(&mut s, 2);
+            assert_eq!(s.incident(uuid).unwrap().status, RepairStatus::Failed);
+        } else {
+            assert_eq!(incident.status, RepairStatus::Failed);
+        }
+    }
 }
