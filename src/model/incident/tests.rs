@@ -612,7 +612,7 @@ fn a_failed_live_migration_escalates_to_a_failover_once_when_allowed() {
         s.policy.escalate_to_failover = allowed;
         s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
         let uuid = only_uuid(&s);
-        let mut fail_migration = |s: &mut MaintenanceState, id: u64| {
+        let fail_migration = |s: &mut MaintenanceState, id: u64| {
             let job = PlannedJob {
                 key: format!("k{id}"),
                 incident: Some(uuid),
