@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::json;
 
 use super::*;
-use crate::htools::{evacuate::evacuate, harep::RepairResult};
+use crate::htools::{
+    evacuate::{evacuate, EvacMode},
+    harep::RepairResult,
+};
 use crate::model::{
     cluster::{DiskTemplate, Group, Instance, Node},
     diagnose::parse_diagnose,
