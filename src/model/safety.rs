@@ -127,10 +127,7 @@ mod tests {
         assert!(refused.contains("1 of 1 nodes of its group"), "{refused}");
         slots.take("g2").unwrap();
         let refused = slots.take("g2").unwrap_err();
-        assert!(
-            refused.contains("2 of 2 nodes already in repair"),
-            "{refused}"
-        );
+        assert!(refused.contains("2 of 2 nodes already in repair"), "{refused}");
     }
 
     #[test]
