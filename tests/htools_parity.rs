@@ -15,7 +15,9 @@
 //!   per step onto online nodes of the group, within free memory and disk, honouring the
 //!   options, strictly lowering the score, job sets split as in ALGORITHMS.md §7;
 //! * evacuation: the same moved instances (group, nodes), failures (reasons) and jobs
-//!   (opcodes) as hail, in every mode, for normal, master, offline and drained nodes.
+//!   (opcodes) as hail, in every mode, for normal, master, offline and drained nodes,
+//!   and for two and three nodes evacuated at once (DRBD pairs spanning them; the
+//!   request lists the instances of all the nodes in index order).
 //!
 //! The oracle side is also checked on its own (parsers, the recorded reference example,
 //! internal consistency of hbal's output), so a broken harness cannot pass as parity.
@@ -711,6 +713,174 @@ fn evacuation_matches_hail() {
         }
     });
     summarize("evacuation", &verdicts);
+}
+
+/// Clusters whose DRBD pairs span several nodes, for evacuations of two and three nodes
+/// at once (what maintd does when several nodes are evacuated at the same time).
+fn multi_node_specs() -> Vec<ClusterSpec> {
+    vec![
+        spec(8, 80, 21).offline(1, 1),
+        spec(12, 150, 22).groups(2).mix("drbd=1"),
+        spec(10, 120, 23)
+            .mix(ALL_TEMPLATES)
+            .location_tags()
+            .offline(1, 1),
+        spec(6, 60, 25).mix("drbd=0.7,diskless=0.3").mem_noise(2048),
+        spec(12, 100, 29).mix("drbd=1"),
+    ]
+}
+
+/// How many DRBD instances have one node in `a` and the other in `b`.
+fn shared_drbd(cluster: &Cluster, a: &str, b: &str) -> usize {
+    cluster
+        .placement
+        .values()
+        .filter(|p| p.disk_template == "drbd")
+        .filter(|p| {
+            let s = p.secondary.as_deref();
+            (p.primary == a && s == Some(b)) || (p.primary == b && s == Some(a))
+        })
+        .count()
+}
+
+/// Node sets evacuated together: the two nodes sharing the most DRBD instances, those
+/// two with the node sharing the most with both, and every offline/drained node with
+/// its closest DRBD partner.
+fn multi_node_sets(cluster: &Cluster) -> Vec<Vec<String>> {
+    let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+    let mut pairs: Vec<(usize, &str, &str)> = Vec::new();
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            pairs.push((shared_drbd(cluster, a, b), a, b));
+        }
+    }
+    pairs.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(y.1)).then(x.2.cmp(y.2)));
+    let mut sets = Vec::new();
+    if let Some(&(count, a, b)) = pairs.first() {
+        if count > 0 {
+            sets.push(vec![a.to_string(), b.to_string()]);
+            let third = names
+                .iter()
+                .filter(|c| **c != a && **c != b)
+                .max_by_key(|c| {
+                    let (x, y) = (shared_drbd(cluster, a, c), shared_drbd(cluster, b, c));
+                    ((x > 0) as usize + (y > 0) as usize, x + y)
+                });
+            if let Some(c) = third {
+                sets.push(vec![a.to_string(), b.to_string(), c.to_string()]);
+            }
+        }
+    }
+    for offline in cluster.offline_nodes() {
+        let partner = names
+            .iter()
+            .filter(|n| **n != offline)
+            .max_by_key(|n| shared_drbd(cluster, offline, n));
+        if let Some(partner) = partner {
+            let mut set = vec![offline.to_string(), partner.to_string()];
+            set.sort();
+            if !sets.contains(&set) {
+                sets.push(set);
+            }
+        }
+    }
+    sets
+}
+
+/// The instances a node-evacuate of `nodes` in `mode` asks for: those whose primary
+/// (modes primary, all) or secondary (modes secondary, all) is one of them, in the
+/// cluster's index order, as `maintd plan --evacuate` selects them and as the generator
+/// lists them for one node.
+fn multi_node_instances(cluster: &Cluster, nodes: &[String], mode: &str) -> Vec<String> {
+    cluster
+        .instances
+        .iter()
+        .filter(|name| {
+            let p = &cluster.placement[*name];
+            let on = |n: &String| nodes.contains(n);
+            (mode != "secondary" && on(&p.primary))
+                || (mode != "primary" && p.secondary.as_ref().is_some_and(on))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn multi_node_evacuation_matches_hail() {
+    tools::require_oracle();
+    tools::require_maintd_plan("--evacuate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cases: Vec<(ClusterSpec, Vec<String>, &'static str)> = Vec::new();
+    for spec in multi_node_specs() {
+        let cluster = spec.generate(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let sets = multi_node_sets(&cluster);
+        assert!(
+            sets.iter().any(|s| s.len() == 3),
+            "{spec}: a three-node set sharing DRBD pairs"
+        );
+        for set in sets {
+            for mode in MODES {
+                cases.push((spec.clone(), set.clone(), mode));
+            }
+        }
+    }
+    let verdicts = run_parallel(&cases, |(spec, nodes, mode)| -> Verdict {
+        let joined = nodes.join(",");
+        let title = format!("{spec}: evacuate {joined} {mode}");
+        let (cluster, single) = spec.generate_evacuation(dir.path(), &nodes[0], mode)?;
+        let instances = multi_node_instances(&cluster, nodes, mode);
+        let spanning = instances
+            .iter()
+            .filter(|i| {
+                let p = &cluster.placement[*i];
+                nodes.contains(&p.primary)
+                    && p.secondary.as_ref().is_some_and(|s| nodes.contains(s))
+            })
+            .count();
+        let request = dir.path().join(format!(
+            "{}-evac-{}-{mode}.json",
+            spec.label(),
+            nodes.join("-")
+        ));
+        hail::multi_node_request(&single, &instances, mode, &request)?;
+        let reproduce = |what: String| {
+            format!(
+                "{title}: {what}
+ reproduce:
+  {} --evac-request r.json --evac-node {} --evac-mode {mode}
+  (then list the instances of {joined} in the request)
+  hail -t c.txt r.json
+  maintd {}",
+                spec.command("c.txt"),
+                nodes[0],
+                maintd::evacuate_args("c.txt", &joined, mode).join(" ")
+            )
+        };
+        let (oracle, info) = hail::run(&cluster.path, &request).map_err(reproduce)?;
+        if info != oracle.info() || oracle.moved.len() + oracle.failed.len() != instances.len() {
+            return Err(reproduce(format!(
+                "hail did not answer for the {} requested instances: {info}",
+                instances.len()
+            )));
+        }
+        let answer = maintd::evacuate(&cluster.path, &joined, mode).map_err(reproduce)?;
+        let case = EvacuationCase {
+            cluster: &cluster,
+            node: joined.clone(),
+            mode,
+        };
+        let diffs = case.differences(&oracle, &answer);
+        if diffs.is_empty() {
+            Ok(format!(
+                "{title}: {} moved, {} failed, {spanning} spanning the nodes",
+                oracle.moved.len(),
+                oracle.failed.len()
+            ))
+        } else {
+            Err(reproduce(diffs.join("\n  ")))
+        }
+    });
+    summarize("multi-node evacuation", &verdicts);
 }
 
 /// Clusters beyond hbal's reach in a test run: maintd alone, checked for soundness.

@@ -96,6 +96,9 @@ pub enum EvacError {
     /// An instance index out of range.
     #[error("instance index {0} out of range")]
     InstanceIndex(usize),
+    /// A node index out of range.
+    #[error("node index {0} out of range")]
+    NodeIndex(usize),
     /// Not an evacuation mode.
     #[error("unknown evacuation mode {0:?} (primary, secondary or all)")]
     UnknownMode(String),
@@ -307,8 +310,25 @@ pub fn evacuate_in_place(
     mode: EvacMode,
     force: bool,
 ) -> Result<EvacResult, EvacError> {
+    evacuate_in_place_excluding(cluster, instances, mode, force, &[])
+}
+
+/// [`evacuate_in_place`] with the nodes `unusable` (indices) also kept out of every
+/// target search, as if they were evacuated too. The scores are unchanged (the nodes keep
+/// their state); a DRBD failover in mode primary-only still goes to the secondary, whatever
+/// it is: callers check it. An index out of range is an error and changes nothing.
+pub fn evacuate_in_place_excluding(
+    cluster: &mut Cluster,
+    instances: &[usize],
+    mode: EvacMode,
+    force: bool,
+    unusable: &[usize],
+) -> Result<EvacResult, EvacError> {
     if let Some(&bad) = instances.iter().find(|&&i| i >= cluster.instances.len()) {
         return Err(EvacError::InstanceIndex(bad));
+    }
+    if let Some(&bad) = unusable.iter().find(|&&n| n >= cluster.nodes.len()) {
+        return Err(EvacError::NodeIndex(bad));
     }
     // hail evacuates every instance as it was in the request, even one listed twice.
     let initial: Vec<Instance> = instances
@@ -330,6 +350,9 @@ pub fn evacuate_in_place(
         if node.offline() {
             excluded[idx] = true;
         }
+    }
+    for &n in unusable {
+        excluded[n] = true;
     }
     let groups: Vec<Vec<usize>> = (0..cluster.groups.len())
         .map(|g| cluster.group_nodes(g))

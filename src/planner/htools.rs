@@ -7,16 +7,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 use super::round::{NoMove, Round};
-use super::{PlanInput, Planner};
+use super::{PlanInput, Planner, EXCLUDE_TAG};
 use crate::htools::{
     balance::{self, BalanceOptions},
-    evacuate::{evacuate_in_place, EvacMode, EvacResult},
     harep::{
         HarepCluster, HarepRound, InstanceView, NodeView, RepairAction as HarepAction,
         RepairRecord, RepairType, TagChanges,
     },
     load,
-    model::{Cluster, MirrorType},
+    model::Cluster,
     snapshot,
 };
 use crate::model::{
@@ -99,10 +98,18 @@ impl Planner for HtoolsPlanner {
                 None
             }
         };
-        round.handle_incidents(&mut |round, incident| match work.as_mut() {
-            Some(cluster) => evacuation_step(round, cluster, incident),
-            // Evacuations go on without hail rather than stall.
-            None => round.evacuation_step(incident),
+        let mut admission = work.as_ref().map(|initial| Admission {
+            initial: initial.clone(),
+            projected: None,
+        });
+        round.handle_incidents(&mut |round, incident| {
+            match (work.as_mut(), admission.as_mut()) {
+                (Some(cluster), Some(admission)) => {
+                    evacuation_step(round, cluster, admission, incident)
+                }
+                // Evacuations go on without hail rather than stall.
+                _ => round.evacuation_step(incident),
+            }
         });
         if self.settings.harep {
             harep_step(&mut round, &self.settings);
@@ -114,161 +121,216 @@ impl Planner for HtoolsPlanner {
     }
 }
 
-/// Nodes whose incidents keep them out of harep and balancing: open and failed ones.
-fn incident_nodes(input: &PlanInput<'_>) -> BTreeSet<String> {
-    input
+/// Nodes harep and balancing leave alone: those with open or failed incidents and those
+/// tagged [`EXCLUDE_TAG`].
+fn hands_off_nodes(input: &PlanInput<'_>) -> BTreeSet<String> {
+    let incidents = input
         .incidents
         .iter()
         .filter(|i| i.status.is_open() || i.status == RepairStatus::Failed)
-        .map(|i| i.node.clone())
-        .collect()
+        .map(|i| i.node.clone());
+    let excluded = input
+        .cluster
+        .nodes
+        .iter()
+        .filter(|n| n.tags.contains(EXCLUDE_TAG))
+        .map(|n| n.name.clone());
+    incidents.chain(excluded).collect()
 }
 
-/// §9.1: drain, then one instance per round: the node's first primary (htools' list
-/// order), else its first secondary, else the node is empty and gets its tag.
-fn evacuation_step<'a>(round: &mut Round<'a>, work: &mut Cluster, incident: &'a Incident) {
+/// Whether the snapshot's instance `name` is tagged [`EXCLUDE_TAG`].
+fn instance_excluded(cluster: &ClusterSnapshot, name: &str) -> bool {
+    cluster
+        .instances
+        .iter()
+        .any(|i| i.name == name && i.tags.contains(EXCLUDE_TAG))
+}
+
+/// The model of the cluster as the open evacuations will leave it, for the admission of
+/// new ones (N+1).
+struct Admission {
+    /// The cluster as loaded, whose N+1 failures do not hold new evacuations back.
+    initial: Cluster,
+    /// The cluster after every evacuation in progress or admitted this round.
+    projected: Option<Cluster>,
+}
+
+/// §9.1: drain (once the evacuation is admitted), then one instance per round: the node's
+/// first primary (htools' list order), else its first secondary, else the node is empty and
+/// gets its tag. No job moves anything onto a node the round may not use.
+fn evacuation_step<'a>(
+    round: &mut Round<'a>,
+    work: &mut Cluster,
+    admission: &mut Admission,
+    incident: &'a Incident,
+) {
+    let cluster = round.input.cluster;
+    let Some(node) = cluster.node(&incident.node) else {
+        return;
+    };
+    let unstarted = incident.status == RepairStatus::Noted && incident.jobs.is_empty();
+    if !node.drained && !node.offline && unstarted {
+        if let Err(why) = admit(round, admission, incident) {
+            if incident.action == RepairAction::EvacuateFailover {
+                // Urgent: it goes ahead, and says what it costs.
+                round.plan.notes.push((
+                    incident.uuid,
+                    format!("evacuating anyway (evacuate-failover): {why}"),
+                ));
+            } else {
+                round
+                    .plan
+                    .notes
+                    .push((incident.uuid, format!("waiting: {why}")));
+                return;
+            }
+        }
+    }
     let Some(node) = round.drained_node(incident) else {
         return;
     };
     let Some(idx) = work.node_index(&node.name) else {
         return;
     };
-    let failover = incident.action == RepairAction::EvacuateFailover;
-    let first_primary = work.nodes[idx].primaries().next();
-    if let Some(inst) = first_primary {
-        let name = work.instances[inst].name.clone();
-        if work.instances[inst].dt.mirror() == MirrorType::None {
-            // hail never moves plain or file instances; a copy with downtime
-            // (gnt-instance move) still empties the node.
-            plain_move(round, incident, &name, failover);
-            return;
-        }
-        match evacuate_one(work, inst, EvacMode::PrimaryOnly, &round.touched) {
-            Ok((ops, targets)) => {
-                let ops = if failover {
-                    ops.into_iter().map(migration_to_failover).collect()
-                } else {
-                    ops
-                };
-                let text = format!("Evacuating {name} from {}", node.name);
-                round.add_job(
-                    incident,
-                    JobPurpose::MovePrimary { instance: name },
-                    ops,
-                    &targets,
-                    &text,
-                );
-            }
-            Err(why) => round.blocked(incident, NoMove::Wait(why)),
-        }
+    let Some(inst) = evac::next_instance(work, idx) else {
+        round.tag_ready(incident);
         return;
-    }
-    let first_secondary = work.nodes[idx].secondaries().next();
-    if let Some(inst) = first_secondary {
-        let name = work.instances[inst].name.clone();
-        match evacuate_one(work, inst, EvacMode::SecondaryOnly, &round.touched) {
-            Ok((ops, targets)) => {
-                let text = format!("Moving secondary of {name} away from {}", node.name);
-                round.add_job(
-                    incident,
-                    JobPurpose::MoveSecondary { instance: name },
-                    ops,
-                    &targets,
-                    &text,
-                );
-            }
-            Err(why) => round.blocked(incident, NoMove::Wait(why)),
-        }
-        return;
-    }
-    round.tag_ready(incident);
-}
-
-/// The `OP_INSTANCE_MOVE` fallback for an instance hail does not move.
-fn plain_move<'a>(round: &mut Round<'a>, incident: &'a Incident, name: &str, failover: bool) {
-    let Some(instance) = round
-        .input
-        .cluster
+    };
+    let name = work.instances[inst].name.clone();
+    let tags = &cluster
         .instances
         .iter()
         .find(|i| i.name == name)
-    else {
+        .map(|i| i.tags.clone())
+        .unwrap_or_default();
+    if let Some(why) = Round::pinned(&name, tags) {
+        round.blocked(incident, why);
         return;
-    };
-    match round.move_primary(instance, failover) {
-        Ok((ops, targets)) => {
-            let text = format!("Evacuating {name} from {}", incident.node);
-            let purpose = JobPurpose::MovePrimary {
-                instance: name.to_owned(),
-            };
-            round.add_job(incident, purpose, ops, &targets, &text);
+    }
+    let ex = exclusions(round, work);
+    let mut trial = work.clone();
+    let step = match evac::next_step(&mut trial, inst, idx, &ex) {
+        Ok(step) => step,
+        Err(why) => {
+            round.blocked(incident, NoMove::Wait(why));
+            return;
         }
-        Err(why) => round.blocked(incident, why),
+    };
+    let failover =
+        incident.action == RepairAction::EvacuateFailover || must_fail_over(incident, &name);
+    let ops = if failover {
+        step.ops.into_iter().map(migration_to_failover).collect()
+    } else {
+        step.ops
+    };
+    let (purpose, text) = match step.kind {
+        evac::StepKind::Primary => (
+            JobPurpose::MovePrimary {
+                instance: name.clone(),
+            },
+            format!("Evacuating {name} from {}", node.name),
+        ),
+        evac::StepKind::Secondary if work.instances[inst].pnode == idx => (
+            JobPurpose::MoveSecondary {
+                instance: name.clone(),
+            },
+            format!(
+                "Giving {name} a usable secondary before moving it off {}",
+                node.name
+            ),
+        ),
+        evac::StepKind::Secondary => (
+            JobPurpose::MoveSecondary {
+                instance: name.clone(),
+            },
+            format!("Moving secondary of {name} away from {}", node.name),
+        ),
+    };
+    if round.add_job_with_targets(incident, purpose, ops, &step.touched, &step.targets, &text) {
+        *work = trial;
     }
 }
 
-/// hail's evacuation of one instance on `work` (with force, as maintd evacuates). The
-/// choice must not touch a node another job of the round touches: if hail's first choice
-/// does, it is asked again with those nodes out of reach. On success `work` holds the
-/// state after the move; returns the job's opcodes and the instance's new nodes.
-fn evacuate_one(
-    work: &mut Cluster,
-    inst: usize,
-    mode: EvacMode,
-    busy: &BTreeSet<String>,
-) -> Result<(Vec<OpBody>, Vec<String>), String> {
-    let name = work.instances[inst].name.clone();
-    let attempt = |cluster: &mut Cluster| -> Result<EvacResult, String> {
-        let result = evacuate_in_place(cluster, &[inst], mode, true).map_err(|e| e.to_string())?;
-        if let Some((_, reason)) = result.failed.first() {
-            return Err(format!("hail cannot move {name}: {reason}"));
-        }
-        Ok(result)
-    };
-    let conflicts = |result: &EvacResult| {
-        result
-            .moved
+/// Whether `instance` must be failed over rather than live-migrated for `incident` even
+/// though its action allows migration: the instances whose live migration already failed
+/// (escalation). The incident does not record any such instance, so none.
+fn must_fail_over(_incident: &Incident, _instance: &str) -> bool {
+    false
+}
+
+/// The nodes of `work` the round may not use as targets.
+fn exclusions(round: &Round<'_>, work: &Cluster) -> evac::Exclusions {
+    evac::Exclusions {
+        unusable: work
+            .nodes
             .iter()
-            .flat_map(|(_, _, nodes)| nodes)
-            .any(|n| busy.contains(n))
-    };
-    let mut trial = work.clone();
-    let mut result = attempt(&mut trial)?;
-    if conflicts(&result) {
-        let mut second = work.clone();
-        let hidden: Vec<usize> = (0..second.nodes.len())
-            .filter(|&n| busy.contains(second.nodes[n].name()) && !second.nodes[n].offline())
-            .collect();
-        for &n in &hidden {
-            second.nodes[n].data.offline = true;
-            second.nodes[n].state.offline = true;
-        }
-        result = attempt(&mut second)
-            .map_err(|why| format!("{why} (nodes busy this round excluded)"))?;
-        if conflicts(&result) {
-            return Err(format!(
-                "every target for {name} is busy this round; retrying next round"
-            ));
-        }
-        for &n in &hidden {
-            second.nodes[n].data.offline = false;
-            second.nodes[n].state.offline = false;
-        }
-        trial = second;
+            .map(|n| round.unusable_node(n.name()))
+            .collect(),
+        busy: work
+            .nodes
+            .iter()
+            .map(|n| round.touched.contains(n.name()))
+            .collect(),
     }
-    *work = trial;
-    let targets = result
-        .moved
-        .first()
-        .map(|(_, _, nodes)| nodes.clone())
-        .unwrap_or_default();
-    let ops = result
-        .jobs
-        .into_iter()
-        .flatten()
-        .map(|op| op.body)
+}
+
+/// N+1 admission of an evacuation before its drain: the whole evacuation of the node
+/// fits (played as the rounds will play it, on top of the evacuations in progress and
+/// those admitted this round) and no node of its group newly fails N+1 afterwards. On
+/// success the projection includes this evacuation.
+fn admit(round: &Round<'_>, admission: &mut Admission, incident: &Incident) -> Result<(), String> {
+    let unusable: Vec<bool> = admission
+        .initial
+        .nodes
+        .iter()
+        .map(|n| round.unusable_node(n.name()))
         .collect();
-    Ok((ops, targets))
+    let projected = admission.projected.get_or_insert_with(|| {
+        // Evacuations already under way (their nodes drained) will empty their nodes.
+        let mut projected = admission.initial.clone();
+        for other in round.input.incidents {
+            if !(other.status.is_open() && other.action.is_evacuation()) {
+                continue;
+            }
+            let drained = round
+                .input
+                .cluster
+                .node(&other.node)
+                .is_some_and(|n| n.drained || n.offline);
+            if let (true, Some(idx)) = (drained, projected.node_index(&other.node)) {
+                let mut trial = projected.clone();
+                if evac::simulate_evacuation(&mut trial, idx, &unusable).is_ok() {
+                    projected = trial;
+                }
+            }
+        }
+        projected
+    });
+    let Some(idx) = projected.node_index(&incident.node) else {
+        return Ok(());
+    };
+    let mut after = projected.clone();
+    evac::mark_drained(&mut after, idx);
+    evac::simulate_evacuation(&mut after, idx, &unusable).map_err(|why| {
+        format!(
+            "the instances of {} do not fit elsewhere: {why}",
+            incident.node
+        )
+    })?;
+    let group = after.nodes[idx].data.group;
+    if let Some((node, peer)) = evac::new_n1_failure(&admission.initial, &after, group) {
+        let group_name = &after.groups[group].name;
+        let detail = match peer {
+            Some(peer) => format!("{node} could not absorb {peer}'s failover"),
+            None => format!("{node} fails N+1"),
+        };
+        return Err(format!(
+            "evacuating {} would leave group {group_name} without N+1 redundancy ({detail})",
+            incident.node
+        ));
+    }
+    *projected = after;
+    Ok(())
 }
 
 /// `evacuate-failover`: every live migration becomes a failover (the instance is shut
@@ -355,7 +417,7 @@ fn harep_step(round: &mut Round<'_>, settings: &HtoolsSettings) {
             Err(e) => round.warn(format!("harep: {e}")),
         }
     }
-    let mut excluded = incident_nodes(&input);
+    let mut excluded = hands_off_nodes(&input);
     excluded.extend(round.touched.iter().cloned());
     let key_prefix = input.key_prefix;
     let actions = harep.plan_repairs(now, settings.harep_job_delay, {
@@ -375,7 +437,22 @@ fn harep_step(round: &mut Round<'_>, settings: &HtoolsSettings) {
                 tag_job(round, &changes, "harep: repair not allowed by policy")
             }
             HarepAction::Submit(job) => {
-                if job.touched_nodes.iter().any(|n| excluded.contains(n)) {
+                if job.touched_nodes.iter().any(|n| excluded.contains(n))
+                    || instance_excluded(input.cluster, &job.instance)
+                {
+                    continue;
+                }
+                // A migration or failover puts the instance on its secondary: that node
+                // must be a usable target. Other repairs stay on their nodes or let
+                // Ganeti's allocator choose.
+                let targets: Vec<String> = match job.repair {
+                    RepairType::Migrate | RepairType::Failover => {
+                        job.touched_nodes.iter().skip(1).cloned().collect()
+                    }
+                    RepairType::FixStorage | RepairType::Reinstall => Vec::new(),
+                };
+                let nodes: BTreeSet<String> = job.touched_nodes.iter().cloned().collect();
+                if round.check_job(&nodes, &targets).is_err() {
                     continue;
                 }
                 // The superseded tags are removed with the `pending` tag, once the job id
@@ -391,10 +468,9 @@ fn harep_step(round: &mut Round<'_>, settings: &HtoolsSettings) {
                     timestamp: job.timestamp,
                     replaces,
                 };
-                let nodes: BTreeSet<String> = job.touched_nodes.iter().cloned().collect();
                 excluded.extend(nodes.iter().cloned());
                 let what = format!("harep: {} of {}", job.repair.as_str(), job.instance);
-                round.add_maintenance_job(purpose, job.opcodes, nodes, &what);
+                round.add_maintenance_job(purpose, job.opcodes, nodes, &targets, &what);
             }
         }
     }
@@ -408,7 +484,7 @@ fn tag_job(round: &mut Round<'_>, changes: &TagChanges, what: &str) {
         instance: changes.instance.clone(),
     };
     let what = format!("{what} ({})", changes.instance);
-    round.add_maintenance_job(purpose, changes.opcodes(), BTreeSet::new(), &what);
+    round.add_maintenance_job(purpose, changes.opcodes(), BTreeSet::new(), &[], &what);
 }
 
 /// The follow-up jobs adding the `pending` tag of submitted harep repairs, named by their
@@ -479,7 +555,7 @@ fn balance_step(round: &mut Round<'_>, work: &Cluster, settings: &HtoolsSettings
     } else {
         work
     };
-    let mut excluded = incident_nodes(&round.input);
+    let mut excluded = hands_off_nodes(&round.input);
     excluded.extend(round.touched.iter().cloned());
     let allowed: Vec<usize> = (0..work.nodes.len())
         .filter(|&n| !excluded.contains(work.nodes[n].name()))
@@ -497,6 +573,14 @@ fn balance_step(round: &mut Round<'_>, work: &Cluster, settings: &HtoolsSettings
         allowed_nodes: Some(allowed),
         ..BalanceOptions::default()
     };
+    // Instances tagged maintd:exclude stay where they are.
+    let mut pinned = work.clone();
+    for inst in &mut pinned.instances {
+        if inst.tags.iter().any(|t| t == EXCLUDE_TAG) {
+            inst.movable = false;
+        }
+    }
+    let work = &pinned;
     for group in 0..work.groups.len() {
         let mut cluster = work.clone();
         let plan = balance::balance_group(&mut cluster, group, &opts, &mut |_| {});
@@ -519,10 +603,23 @@ fn balance_step(round: &mut Round<'_>, work: &Cluster, settings: &HtoolsSettings
                 step.score
             );
             let ops = balance::step_opcodes(&cluster, step);
-            round.add_maintenance_job(JobPurpose::Balance { instance }, ops, nodes, &what);
+            let old = [Some(step.old_pnode), step.old_snode];
+            let mut targets = Vec::new();
+            if step.pnode != step.old_pnode {
+                targets.push(step.pnode);
+            }
+            targets.extend(step.snode.filter(|s| !old.contains(&Some(*s))));
+            let targets: Vec<String> = targets
+                .into_iter()
+                .map(|n| cluster.nodes[n].name().to_owned())
+                .collect();
+            let purpose = JobPurpose::Balance { instance };
+            round.add_maintenance_job(purpose, ops, nodes, &targets, &what);
         }
     }
 }
+
+mod evac;
 
 #[cfg(test)]
 mod tests;

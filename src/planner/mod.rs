@@ -12,6 +12,11 @@ mod simple;
 pub use htools::{pending_tag_jobs, HtoolsPlanner, HtoolsSettings};
 pub use simple::SimplePlanner;
 
+/// Opt-out tag. On a node: maintd takes no action there (its incidents get no job, it is
+/// never a target, harep and balancing leave it alone). On an instance: balancing never
+/// moves it and an evacuation that must move it waits.
+pub const EXCLUDE_TAG: &str = "maintd:exclude";
+
 use std::collections::BTreeMap;
 
 use crate::model::{

@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::PlanInput;
+use super::{PlanInput, EXCLUDE_TAG};
 use crate::model::{
     cluster::Node,
     diagnose::RepairAction,
     incident::{submission_marker, Incident, JobPurpose, PlannedJob, RepairStatus, RoundPlan},
     opcode::OpBody,
+    safety::RepairSlots,
 };
 
 /// Working state while planning one round; shared by the planners.
@@ -17,10 +18,13 @@ pub(super) struct Round<'a> {
     pub(super) input: PlanInput<'a>,
     /// Free memory and disk per node, updated as moves are planned.
     pub(super) free: BTreeMap<&'a str, (u64, u64)>,
-    /// Nodes some job of this round touches already.
+    /// Nodes some job of this round touches already, and those of still-running jobs of
+    /// earlier rounds (the gate's busy nodes).
     pub(super) touched: BTreeSet<String>,
-    /// Nodes with an open evacuation: never a target.
+    /// Nodes with an open evacuation (held ones included): never a target.
     pub(super) evacuating: BTreeSet<&'a str>,
+    /// Repair slots left; taken as incidents start this round.
+    pub(super) slots: RepairSlots,
     pub(super) plan: RoundPlan,
 }
 
@@ -49,10 +53,83 @@ impl<'a> Round<'a> {
         Round {
             input,
             free,
-            touched: BTreeSet::new(),
+            touched: input.gate.busy_nodes.clone(),
             evacuating,
+            slots: input.gate.slots.clone(),
             plan: RoundPlan::default(),
         }
+    }
+
+    /// Why no job of this round may put an instance (or one of its roles) on `node`, or
+    /// `None` when it may: the node must accept instances (online, not drained,
+    /// vm-capable), not be under evacuation, not be tagged [`EXCLUDE_TAG`], and not be
+    /// used by another job of this round or a running one of an earlier round.
+    pub(super) fn target_refusal(&self, node: &str) -> Option<String> {
+        let Some(n) = self.input.cluster.node(node) else {
+            return Some(format!("{node} is not in the cluster"));
+        };
+        let why = if n.offline {
+            "is offline"
+        } else if n.drained {
+            "is drained"
+        } else if !n.vm_capable {
+            "is not vm_capable"
+        } else if self.evacuating.contains(node) {
+            "is under evacuation"
+        } else if n.tags.contains(EXCLUDE_TAG) {
+            "is tagged maintd:exclude"
+        } else if self.input.gate.busy_nodes.contains(node) {
+            "is busy with a job of an earlier round"
+        } else if self.touched.contains(node) {
+            "is used by another job of this round"
+        } else {
+            return None;
+        };
+        Some(format!("{node} {why}"))
+    }
+
+    /// The waiting message for an evacuation that must move an instance tagged
+    /// [`EXCLUDE_TAG`], or `None` when the instance may move.
+    pub(super) fn pinned(instance: &str, tags: &BTreeSet<String>) -> Option<NoMove> {
+        tags.contains(EXCLUDE_TAG).then(|| {
+            NoMove::Wait(format!(
+                "waiting: instance {instance} is tagged {EXCLUDE_TAG}"
+            ))
+        })
+    }
+
+    /// Whether `node` may never be a target while its state lasts (as opposed to a node
+    /// busy this round only): offline, drained, not vm_capable, under evacuation or
+    /// excluded.
+    pub(super) fn unusable_node(&self, node: &str) -> bool {
+        self.input.cluster.node(node).is_none_or(|n| {
+            !n.accepts_instances() || self.evacuating.contains(node) || n.tags.contains(EXCLUDE_TAG)
+        })
+    }
+
+    /// The one check every job passes before joining the round: no node it touches is
+    /// used by another job of the round or by a running job of an earlier round, and
+    /// every target (a node receiving an instance or a new role of one) is a usable
+    /// target (see [`Round::target_refusal`]).
+    pub(super) fn check_job(
+        &self,
+        nodes: &BTreeSet<String>,
+        targets: &[String],
+    ) -> Result<(), String> {
+        if let Some(node) = nodes.iter().find(|n| self.touched.contains(*n)) {
+            let why = if self.input.gate.busy_nodes.contains(node) {
+                "a job of an earlier round still runs there"
+            } else {
+                "another job of this round uses it"
+            };
+            return Err(format!("waiting: {node} is busy ({why})"));
+        }
+        for target in targets {
+            if let Some(why) = self.target_refusal(target) {
+                return Err(format!("waiting: cannot move onto {why}"));
+            }
+        }
+        Ok(())
     }
 
     /// The plan so far.
@@ -65,14 +142,21 @@ impl<'a> Round<'a> {
         self.plan.warnings.push(message);
     }
 
-    /// Add a job that serves no incident (harep, balancing); it touches `nodes`.
+    /// Add a job that serves no incident (harep, balancing); it touches `nodes` and moves
+    /// instances (or roles) onto `targets`. A job failing [`Round::check_job`] is left out
+    /// with a warning; returns whether it was added.
     pub(super) fn add_maintenance_job(
         &mut self,
         purpose: JobPurpose,
         ops: Vec<OpBody>,
         nodes: BTreeSet<String>,
+        targets: &[String],
         what: &str,
-    ) {
+    ) -> bool {
+        if let Err(why) = self.check_job(&nodes, targets) {
+            self.warn(format!("{what}: left for a later round ({why})"));
+            return false;
+        }
         let key = format!("{}-{}", self.input.key_prefix, self.plan.jobs.len());
         let text = format!("{what} ({}", submission_marker(&key));
         self.touched.extend(nodes.iter().cloned());
@@ -87,23 +171,34 @@ impl<'a> Round<'a> {
             nodes,
             ops,
         });
+        true
     }
 
     /// Tag failed incidents, then handle the chosen incident of each node: evacuations
-    /// through `evacuate`, live repairs here.
+    /// through `evacuate`, live repairs here. The safety gate applies first: held
+    /// incidents and incidents of nodes tagged [`EXCLUDE_TAG`] get no job; the master
+    /// cannot be evacuated; an incident that has not started needs a repair slot, taken
+    /// when it gets its first job.
     pub(super) fn handle_incidents(&mut self, evacuate: &mut dyn FnMut(&mut Self, &'a Incident)) {
+        let cluster = self.input.cluster;
         // Failed incidents whose failure tag is not yet set get it first: cheap, and
         // the only job a failed incident may still have.
         for incident in self.input.incidents {
+            let excluded = cluster
+                .node(&incident.node)
+                .is_some_and(|n| n.tags.contains(EXCLUDE_TAG));
             if incident.status == RepairStatus::Failed
                 && !incident.tagged
-                && self.input.cluster.node(&incident.node).is_some()
+                && cluster.node(&incident.node).is_some()
+                && !excluded
+                && !self.touched.contains(&incident.node)
             {
                 self.tag_failed(incident);
             }
         }
         let mut chosen = self.chosen_incidents();
-        // Evacuations before live repairs; most invasive first, then oldest.
+        // Evacuations before live repairs; most invasive first, then oldest: also the
+        // order in which waiting incidents get free repair slots.
         chosen.sort_by(|a, b| {
             b.action
                 .cmp(&a.action)
@@ -111,13 +206,56 @@ impl<'a> Round<'a> {
                 .then(a.node.cmp(&b.node))
         });
         for incident in chosen {
-            if self.touched.contains(&incident.node) {
+            let Some(node) = cluster.node(&incident.node) else {
+                continue;
+            };
+            if let Some(message) = self.input.gate.held.get(&incident.uuid) {
+                self.plan.notes.push((incident.uuid, message.clone()));
                 continue;
             }
+            if node.tags.contains(EXCLUDE_TAG) {
+                let message = format!("waiting: node {} is tagged {EXCLUDE_TAG}", node.name);
+                self.plan.notes.push((incident.uuid, message));
+                continue;
+            }
+            if self.touched.contains(&incident.node) {
+                if self.input.gate.busy_nodes.contains(&incident.node) {
+                    let message = format!(
+                        "waiting: a job of an earlier round still runs on {}",
+                        node.name
+                    );
+                    self.plan.notes.push((incident.uuid, message));
+                }
+                continue;
+            }
+            if incident.action.is_evacuation() && node.name == cluster.master {
+                // Ganeti refuses to drain the master; only a master failover moves that
+                // role. Failing needs no repair slot.
+                self.fail(
+                    incident,
+                    format!("{} is the master node; fail the master role over (gnt-cluster master-failover) before it can be evacuated", node.name),
+                );
+                continue;
+            }
+            let unstarted = incident.status == RepairStatus::Noted && incident.jobs.is_empty();
+            if unstarted {
+                if let Err(message) = self.slots.check(&node.group) {
+                    self.plan.notes.push((incident.uuid, message));
+                    continue;
+                }
+            }
+            let before = self.plan.jobs.len();
             match incident.action {
                 RepairAction::Evacuate | RepairAction::EvacuateFailover => evacuate(self, incident),
                 RepairAction::LiveRepair => self.live_repair_step(incident),
                 RepairAction::Ok => {}
+            }
+            let started = self.plan.jobs[before..]
+                .iter()
+                .any(|j| j.incident == Some(incident.uuid) && j.purpose != JobPurpose::TagFailed);
+            if unstarted && started {
+                // Checked above and nothing else takes slots meanwhile.
+                let _ = self.slots.take(&node.group);
             }
         }
     }
@@ -143,19 +281,11 @@ impl<'a> Round<'a> {
         per_node.into_values().collect()
     }
 
-    /// The first step of every evacuation: refuse the master node, drain the node. Returns
-    /// the node once it is drained (or offline) and its instances may move.
+    /// The first step of every evacuation: drain the node. Returns the node once it is
+    /// drained (or offline) and its instances may move.
     pub(super) fn drained_node(&mut self, incident: &'a Incident) -> Option<&'a Node> {
         let cluster = self.input.cluster;
         let node = cluster.node(&incident.node)?;
-        if node.name == cluster.master {
-            // Ganeti refuses to drain the master; only a master failover moves that role.
-            self.fail(
-                incident,
-                format!("{} is the master node; fail the master role over (gnt-cluster master-failover) before it can be evacuated", node.name),
-            );
-            return None;
-        }
         if !node.drained && !node.offline {
             let op = OpBody::drain_node(&node.name);
             self.add_job(
@@ -230,22 +360,52 @@ impl<'a> Round<'a> {
         );
     }
 
+    /// Add a job for `incident`; it touches the incident's node and `touched`, and moves
+    /// instances (or roles) onto `targets` (a subset of `touched`). A job failing
+    /// [`Round::check_job`] is left out and the incident notes why; returns whether it
+    /// was added.
     pub(super) fn add_job(
         &mut self,
         incident: &Incident,
         purpose: JobPurpose,
         ops: Vec<OpBody>,
+        touched: &[String],
+        what: &str,
+    ) -> bool {
+        self.add_job_with_targets(incident, purpose, ops, touched, touched, what)
+    }
+
+    /// [`Round::add_job`] for a job that touches nodes it does not move anything onto
+    /// (the old secondary of a replaced mirror, an instance's primary whose secondary
+    /// moves).
+    pub(super) fn add_job_with_targets(
+        &mut self,
+        incident: &Incident,
+        purpose: JobPurpose,
+        ops: Vec<OpBody>,
+        touched: &[String],
         targets: &[String],
         what: &str,
-    ) {
+    ) -> bool {
+        let mut nodes: BTreeSet<String> = touched.iter().cloned().collect();
+        nodes.insert(incident.node.clone());
+        let targets: Vec<String> = targets
+            .iter()
+            .filter(|t| **t != incident.node)
+            .cloned()
+            .collect();
+        if let Err(why) = self.check_job(&nodes, &targets) {
+            if incident.status.is_open() {
+                self.plan.notes.push((incident.uuid, why));
+            }
+            return false;
+        }
         let key = format!("{}-{}", self.input.key_prefix, self.plan.jobs.len());
         let text = format!(
             "{what} (incident {}, {}",
             incident.uuid,
             submission_marker(&key)
         );
-        let mut nodes: BTreeSet<String> = targets.iter().cloned().collect();
-        nodes.insert(incident.node.clone());
         self.touched.extend(nodes.iter().cloned());
         let ops = ops
             .into_iter()
@@ -258,5 +418,6 @@ impl<'a> Round<'a> {
             nodes,
             ops,
         });
+        true
     }
 }

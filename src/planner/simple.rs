@@ -34,6 +34,10 @@ impl<'a> Round<'a> {
         };
         let failover = incident.action == RepairAction::EvacuateFailover;
         if let Some(instance) = first_by_name(cluster.primaries_of(&node.name)) {
+            if let Some(why) = Round::pinned(&instance.name, &instance.tags) {
+                self.blocked(incident, why);
+                return;
+            }
             match self.move_primary(instance, failover) {
                 Ok((ops, targets)) => {
                     let purpose = JobPurpose::MovePrimary {
@@ -47,6 +51,10 @@ impl<'a> Round<'a> {
             return;
         }
         if let Some(instance) = first_by_name(cluster.secondaries_of(&node.name)) {
+            if let Some(why) = Round::pinned(&instance.name, &instance.tags) {
+                self.blocked(incident, why);
+                return;
+            }
             match self.move_secondary(instance, &node.name) {
                 Ok(target) => {
                     let op = OpBody::new_secondary(&instance.name, &target);
@@ -57,7 +65,15 @@ impl<'a> Round<'a> {
                         "Moving secondary of {} away from {}",
                         instance.name, node.name
                     );
-                    self.add_job(incident, purpose, vec![op], &[target], &text);
+                    let touched = [target, instance.primary.clone()];
+                    self.add_job_with_targets(
+                        incident,
+                        purpose,
+                        vec![op],
+                        &touched,
+                        &touched[..1],
+                        &text,
+                    );
                 }
                 Err(why) => self.blocked(incident, why),
             }
@@ -163,9 +179,7 @@ impl<'a> Round<'a> {
     }
 
     fn usable_target(&self, node: &Node) -> bool {
-        node.accepts_instances()
-            && !self.touched.contains(&node.name)
-            && !self.evacuating.contains(node.name.as_str())
+        self.target_refusal(&node.name).is_none()
     }
 
     fn fits(&self, node: &str, memory: u64, disk: u64) -> bool {
@@ -196,7 +210,7 @@ impl<'a> Round<'a> {
             .nodes
             .iter()
             .filter(|n| Some(n.group.as_str()) == group && !exclude.contains(&n.name.as_str()))
-            .filter(|n| n.accepts_instances() && !self.evacuating.contains(n.name.as_str()))
+            .filter(|n| !self.unusable_node(&n.name))
             .filter(|n| self.fits(&n.name, memory, disk))
             .collect();
         if candidates.is_empty() {

@@ -210,6 +210,8 @@ pub struct Cluster {
     /// The nodes in file order.
     pub nodes: Vec<NodeLine>,
     pub placement: HashMap<String, Placement>,
+    /// The instance names in file order (htools' index order).
+    pub instances: Vec<String>,
 }
 
 impl Cluster {
@@ -242,12 +244,14 @@ impl Cluster {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let mut placement = HashMap::new();
+        let mut instances = Vec::new();
         for line in sections[2].lines().filter(|l| !l.is_empty()) {
             let fields: Vec<&str> = line.split('|').collect();
             let [name, mem, dsk, _, status, _, pnode, snode, template, ..] = fields.as_slice()
             else {
                 return Err(format!("{}: bad instance line {line:?}", path.display()));
             };
+            instances.push(name.to_string());
             placement.insert(
                 name.to_string(),
                 Placement {
@@ -265,6 +269,7 @@ impl Cluster {
             path,
             nodes,
             placement,
+            instances,
         })
     }
 

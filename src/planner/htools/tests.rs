@@ -5,13 +5,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::json;
 
 use super::*;
-use crate::htools::{evacuate::evacuate, harep::RepairResult};
+use crate::htools::{
+    evacuate::{evacuate, EvacMode},
+    harep::RepairResult,
+};
 use crate::model::{
     cluster::{DiskTemplate, Group, Instance, Node},
     diagnose::parse_diagnose,
     incident::MaintenanceState,
     job::JobStatus,
+    safety::{RepairSlots, SafetyGate},
 };
+use crate::planner::EXCLUDE_TAG;
 use crate::sim::{SimCluster, SimSpec};
 
 fn node(name: &str) -> Node {
@@ -308,24 +313,48 @@ fn evacuations_of_a_generated_cluster_never_share_a_node() {
         ]);
         let plan = plan(&c, &s);
         assert_no_shared_nodes(&plan);
-        for job in &plan.jobs {
-            let instance = match &job.purpose {
-                JobPurpose::MovePrimary { instance } | JobPurpose::MoveSecondary { instance } => {
-                    instance
+        assert_targets_usable(&c, &plan, &evacuated);
+    }
+}
+
+/// No job puts an instance, or a new role of one, on a drained, offline or evacuated
+/// node: failing over onto a secondary counts.
+fn assert_targets_usable(c: &ClusterSnapshot, plan: &RoundPlan, evacuated: &[&str]) {
+    for job in &plan.jobs {
+        for op in &job.ops {
+            let (instance, target) = match &op.body {
+                OpBody::InstanceMigrate {
+                    instance_name,
+                    target_node,
+                    ..
                 }
+                | OpBody::InstanceFailover {
+                    instance_name,
+                    target_node,
+                    ..
+                } => {
+                    let current = c.instances.iter().find(|i| &i.name == instance_name);
+                    let secondary = current.and_then(|i| i.secondaries.first()).cloned();
+                    (instance_name, target_node.clone().or(secondary))
+                }
+                OpBody::InstanceReplaceDisks {
+                    instance_name,
+                    remote_node,
+                    ..
+                } => (instance_name, remote_node.clone()),
+                OpBody::InstanceMove {
+                    instance_name,
+                    target_node,
+                    ..
+                } => (instance_name, Some(target_node.clone())),
                 _ => continue,
             };
-            let current = c.instances.iter().find(|i| &i.name == instance).unwrap();
-            // No instance lands on a node being evacuated, unless it is there already
-            // (hail fails a DRBD instance over to its secondary whatever that node's state).
-            for target in &job.nodes {
-                let already_there =
-                    current.primary == *target || current.secondaries.contains(target);
-                assert!(
-                    already_there || !evacuated.contains(&target.as_str()),
-                    "seed {seed}: {job:#?}"
-                );
-            }
+            let Some(target) = target else { continue };
+            let node = c.node(&target).unwrap();
+            assert!(
+                node.accepts_instances() && !evacuated.contains(&target.as_str()),
+                "{instance} onto {target}: {job:#?}"
+            );
         }
     }
 }
@@ -519,5 +548,495 @@ fn balancing_leaves_incident_nodes_alone_and_is_off_by_default() {
         .filter(|j| matches!(j.purpose, JobPurpose::Balance { .. }))
     {
         assert!(!job.nodes.contains("node2"), "{job:#?}");
+    }
+}
+
+fn plan_gated(
+    planner: &HtoolsPlanner,
+    c: &ClusterSnapshot,
+    s: &MaintenanceState,
+    gate: &SafetyGate,
+) -> RoundPlan {
+    planner.plan(PlanInput {
+        cluster: c,
+        incidents: &s.incidents,
+        key_prefix: "t-r1",
+        now_ns: 1_800_000_000_000_000_000,
+        job_statuses: &BTreeMap::new(),
+        node_loads: &BTreeMap::new(),
+        gate,
+    })
+}
+
+fn notes_of(plan: &RoundPlan, incident: &Incident) -> Vec<String> {
+    plan.notes
+        .iter()
+        .filter(|(u, _)| *u == incident.uuid)
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+#[test]
+fn a_drbd_primary_whose_secondary_is_drained_gets_a_new_secondary_first() {
+    // i1 lives on node3 and node4, both evacuated (drained): the failover hail would
+    // do goes onto drained node4, which Ganeti refuses.
+    let mut c = cluster(
+        &["node3", "node4"],
+        vec![instance("i1", DiskTemplate::Drbd, "node3", Some("node4"))],
+    );
+    let s = state_with(&[
+        ("node3", json!({"status": "evacuate"})),
+        ("node4", json!({"status": "evacuate"})),
+    ]);
+    let plan = plan(&c, &s);
+    assert_targets_usable(&c, &plan, &["node3", "node4"]);
+    assert_no_shared_nodes(&plan);
+    let job = &plan.jobs[0];
+    assert_eq!(op_ids(job), ["OP_INSTANCE_REPLACE_DISKS"], "{plan:#?}");
+    let OpBody::InstanceReplaceDisks {
+        remote_node: Some(new_secondary),
+        ..
+    } = &job.ops[0].body
+    else {
+        panic!("{job:#?}");
+    };
+    assert!(!["node3", "node4"].contains(&new_secondary.as_str()));
+    // The job touches the old secondary too: node4's incident waits this round.
+    assert!(job.nodes.contains("node4"), "{job:#?}");
+    assert_eq!(plan.jobs.len(), 1, "{plan:#?}");
+
+    // Next round, with the new secondary in place: a failover onto it.
+    c.instances[0].secondaries = vec![new_secondary.clone()];
+    let plan = super::tests::plan(&c, &s);
+    assert_targets_usable(&c, &plan, &["node3", "node4"]);
+    let moves: Vec<&PlannedJob> = plan
+        .jobs
+        .iter()
+        .filter(|j| {
+            j.purpose
+                == JobPurpose::MovePrimary {
+                    instance: "i1".into(),
+                }
+        })
+        .collect();
+    assert_eq!(moves.len(), 1, "{plan:#?}");
+    assert_eq!(op_ids(moves[0]), ["OP_INSTANCE_MIGRATE"]);
+    assert!(moves[0].nodes.contains(new_secondary));
+}
+
+#[test]
+fn the_new_secondary_is_hails_choice_among_usable_nodes() {
+    // node2 is fuller than node5 and node6: hail's score prefers an emptier node.
+    let mut instances = vec![instance("i1", DiskTemplate::Drbd, "node3", Some("node4"))];
+    for k in 0..3 {
+        instances.push(instance(
+            &format!("f{k}"),
+            DiskTemplate::Drbd,
+            "node2",
+            Some("node1"),
+        ));
+    }
+    let c = cluster(&["node3", "node4"], instances);
+    let s = state_with(&[("node3", json!({"status": "evacuate"}))]);
+    let plan = plan(&c, &s);
+    let OpBody::InstanceReplaceDisks {
+        remote_node: Some(target),
+        ..
+    } = &plan.jobs[0].ops[0].body
+    else {
+        panic!("{plan:#?}");
+    };
+    // The same node hail picks with node4 (drained) and node3 out of reach.
+    let work = snapshot::load(&c).unwrap();
+    let idx = work.instance_index("i1").unwrap();
+    let mut hail_work = work.clone();
+    let result = crate::htools::evacuate::evacuate_in_place(
+        &mut hail_work,
+        &[idx],
+        EvacMode::SecondaryOnly,
+        true,
+    )
+    .unwrap();
+    assert_eq!(&result.moved[0].2[1], target);
+    assert!(["node5", "node6"].contains(&target.as_str()), "{target}");
+}
+
+#[test]
+fn a_busy_secondary_makes_the_move_wait_and_busy_nodes_are_never_targets() {
+    let c = cluster(
+        &["node3"],
+        vec![
+            instance("i1", DiskTemplate::Drbd, "node3", Some("node4")),
+            instance("d1", DiskTemplate::Diskless, "node5", None),
+        ],
+    );
+    let s = state_with(&[("node3", json!({"status": "evacuate"}))]);
+    let gate = SafetyGate {
+        busy_nodes: BTreeSet::from(["node4".to_owned()]),
+        ..SafetyGate::open()
+    };
+    let plan = plan_gated(&HtoolsPlanner::default(), &c, &s, &gate);
+    assert!(plan.jobs.is_empty(), "{plan:#?}");
+    let notes = notes_of(&plan, &s.incidents[0]);
+    assert!(
+        notes[0].contains("node4") && notes[0].contains("busy"),
+        "{notes:?}"
+    );
+
+    // An incident on a busy node waits too.
+    let s = state_with(&[("node4", json!({"status": "evacuate"}))]);
+    let plan = plan_gated(&HtoolsPlanner::default(), &c, &s, &gate);
+    assert!(plan.jobs.is_empty(), "{plan:#?}");
+    assert!(notes_of(&plan, &s.incidents[0])[0].contains("still runs on node4"));
+}
+
+#[test]
+fn held_incidents_get_no_job_but_their_node_is_no_target() {
+    let c = cluster(
+        &["node3"],
+        vec![instance("d1", DiskTemplate::Diskless, "node3", None)],
+    );
+    let s = state_with(&[
+        ("node3", json!({"status": "evacuate"})),
+        ("node5", json!({"status": "evacuate"})),
+    ]);
+    let held = s.incidents[1].uuid;
+    let gate = SafetyGate {
+        held: BTreeMap::from([(held, "waiting: flapping".to_owned())]),
+        ..SafetyGate::open()
+    };
+    let plan = plan_gated(&HtoolsPlanner::default(), &c, &s, &gate);
+    assert!(
+        plan.jobs.iter().all(|j| j.incident != Some(held)),
+        "{plan:#?}"
+    );
+    assert_eq!(notes_of(&plan, &s.incidents[1]), ["waiting: flapping"]);
+    assert_eq!(plan.jobs.len(), 1, "{plan:#?}");
+    assert!(!plan.jobs[0].nodes.contains("node5"), "{plan:#?}");
+    assert_targets_usable(&c, &plan, &["node3", "node5"]);
+}
+
+#[test]
+fn repair_slots_start_the_oldest_incident_and_the_rest_wait() {
+    let c = cluster(&[], Vec::new());
+    let s = state_with(&[
+        ("node3", json!({"status": "evacuate"})),
+        ("node4", json!({"status": "evacuate"})),
+        ("node5", json!({"status": "live-repair", "command": "fix"})),
+    ]);
+    let gate = SafetyGate {
+        slots: RepairSlots::new(Some(1), BTreeMap::new(), []),
+        ..SafetyGate::open()
+    };
+    let plan = plan_gated(&HtoolsPlanner::default(), &c, &s, &gate);
+    assert_eq!(plan.jobs.len(), 1, "{plan:#?}");
+    assert_eq!(plan.jobs[0].incident, Some(s.incidents[0].uuid));
+    assert_eq!(plan.jobs[0].purpose, JobPurpose::Drain);
+    for waiting in &s.incidents[1..] {
+        let notes = notes_of(&plan, waiting);
+        assert!(
+            notes[0].contains("1 of 1 nodes already in repair"),
+            "{notes:?}"
+        );
+    }
+
+    // A started incident needs no slot; the master fails without one.
+    let mut s = s;
+    s.incidents[0].status = RepairStatus::Pending;
+    s.incidents[0].jobs.push(JobId(7));
+    let full = SafetyGate {
+        slots: RepairSlots::new(Some(1), BTreeMap::new(), [("node3", "g1")]),
+        ..SafetyGate::open()
+    };
+    let mut s2 = s.clone();
+    s2.observe(
+        "node1",
+        &parse_diagnose(json!({"status": "evacuate"})).unwrap(),
+        9.0,
+    );
+    let plan = plan_gated(&HtoolsPlanner::default(), &c, &s2, &full);
+    assert!(plan
+        .jobs
+        .iter()
+        .any(|j| j.incident == Some(s.incidents[0].uuid)));
+    assert_eq!(plan.failures.len(), 1, "{plan:#?}");
+    assert!(plan.failures[0].1.contains("master"));
+}
+
+#[test]
+fn an_excluded_node_is_left_alone_and_never_a_target() {
+    let mut c = cluster(
+        &["node3"],
+        vec![instance("d1", DiskTemplate::Diskless, "node3", None)],
+    );
+    for n in ["node2", "node4", "node6"] {
+        c.nodes
+            .iter_mut()
+            .find(|x| x.name == n)
+            .unwrap()
+            .tags
+            .insert(EXCLUDE_TAG.into());
+    }
+    let s = state_with(&[
+        ("node3", json!({"status": "evacuate"})),
+        ("node4", json!({"status": "evacuate"})),
+    ]);
+    let plan = plan(&c, &s);
+    assert_eq!(
+        notes_of(&plan, &s.incidents[1]),
+        ["waiting: node node4 is tagged maintd:exclude"]
+    );
+    assert_eq!(plan.jobs.len(), 1, "{plan:#?}");
+    // node1 (the master) or node5: the only nodes neither excluded nor evacuated.
+    let target = plan.jobs[0].nodes.iter().find(|n| *n != "node3").unwrap();
+    assert!(["node1", "node5"].contains(&target.as_str()), "{plan:#?}");
+}
+
+#[test]
+fn an_excluded_instance_makes_the_evacuation_wait_and_is_never_balanced() {
+    let mut c = cluster(
+        &["node3"],
+        vec![instance(
+            "inst7",
+            DiskTemplate::Drbd,
+            "node3",
+            Some("node4"),
+        )],
+    );
+    c.instances[0].tags.insert(EXCLUDE_TAG.into());
+    let s = state_with(&[("node3", json!({"status": "evacuate"}))]);
+    let plan = plan(&c, &s);
+    assert!(plan.jobs.is_empty(), "{plan:#?}");
+    assert_eq!(
+        notes_of(&plan, &s.incidents[0]),
+        ["waiting: instance inst7 is tagged maintd:exclude"]
+    );
+
+    let mut c = lopsided();
+    for i in &mut c.instances {
+        i.tags.insert(EXCLUDE_TAG.into());
+    }
+    let plan = plan_with(
+        &balance_planner(),
+        &c,
+        &MaintenanceState::new(),
+        &BTreeMap::new(),
+    );
+    assert!(plan.jobs.is_empty(), "{plan:#?}");
+    // Without the tags the same cluster is balanced (the test could fail).
+    let plan = plan_with(
+        &balance_planner(),
+        &lopsided(),
+        &MaintenanceState::new(),
+        &BTreeMap::new(),
+    );
+    assert!(!plan.jobs.is_empty());
+}
+
+/// node2..node4 carry one big instance each, mirrored in a ring; the other nodes have
+/// little free memory: wherever node3's mirrors go, their new node cannot absorb the
+/// failover of their primary.
+fn tight_cluster() -> ClusterSnapshot {
+    let mut c = cluster(
+        &[],
+        vec![
+            instance("a", DiskTemplate::Drbd, "node2", Some("node3")),
+            instance("b", DiskTemplate::Drbd, "node3", Some("node4")),
+            instance("c", DiskTemplate::Drbd, "node4", Some("node2")),
+        ],
+    );
+    for i in &mut c.instances {
+        i.memory = 30_000;
+    }
+    for n in &mut c.nodes {
+        n.memory_free = match n.name.as_str() {
+            "node2" | "node3" | "node4" => 34_000,
+            _ => 20_000,
+        };
+        n.memory_total = 64_000;
+    }
+    c
+}
+
+#[test]
+fn an_evacuation_that_would_break_n_plus_1_waits_but_a_failover_goes_ahead() {
+    let c = tight_cluster();
+    let s = state_with(&[("node3", json!({"status": "evacuate"}))]);
+    let first = plan(&c, &s);
+    let plan = first;
+    assert!(plan.jobs.is_empty(), "{plan:#?}");
+    let notes = notes_of(&plan, &s.incidents[0]);
+    assert!(
+        notes[0].starts_with(
+            "waiting: evacuating node3 would leave group default without N+1 redundancy ("
+        ),
+        "{notes:?}"
+    );
+    assert!(notes[0].contains("could not absorb"), "{notes:?}");
+
+    let s = state_with(&[("node3", json!({"status": "evacuate-failover"}))]);
+    let plan = super::tests::plan(&c, &s);
+    assert_eq!(plan.jobs[0].purpose, JobPurpose::Drain, "{plan:#?}");
+    let notes = notes_of(&plan, &s.incidents[0]);
+    assert!(notes[0].contains("without N+1 redundancy"), "{notes:?}");
+
+    // With room enough the same evacuation is admitted and drains at once.
+    let mut roomy = tight_cluster();
+    for n in &mut roomy.nodes {
+        n.memory_total = 256_000;
+        n.memory_free += 192_000;
+    }
+    let s = state_with(&[("node3", json!({"status": "evacuate"}))]);
+    let plan = super::tests::plan(&roomy, &s);
+    assert_eq!(plan.jobs[0].purpose, JobPurpose::Drain, "{plan:#?}");
+    assert!(plan.notes.is_empty(), "{plan:#?}");
+}
+
+#[test]
+fn instances_that_fit_nowhere_hold_the_drain_back() {
+    let mut c = cluster(
+        &[],
+        vec![instance("p1", DiskTemplate::Plain, "node3", None)],
+    );
+    c.instances[0].memory = 63_000;
+    for n in &mut c.nodes {
+        if n.name != "node3" {
+            n.memory_free = 10_000;
+        }
+    }
+    let s = state_with(&[("node3", json!({"status": "evacuate"}))]);
+    let plan = plan(&c, &s);
+    assert!(plan.jobs.is_empty(), "{plan:#?}");
+    let notes = notes_of(&plan, &s.incidents[0]);
+    assert!(
+        notes[0].starts_with("waiting: the instances of node3 do not fit elsewhere: "),
+        "{notes:?}"
+    );
+}
+
+/// The three non-master nodes of a generated cluster sharing the most DRBD instances
+/// among themselves.
+fn drbd_triangle(c: &ClusterSnapshot) -> [String; 3] {
+    let names: Vec<&str> = c
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .filter(|n| *n != c.master)
+        .collect();
+    let shared = |a: &str, b: &str| {
+        c.instances
+            .iter()
+            .filter(|i| i.disk_template == DiskTemplate::Drbd)
+            .filter(|i| {
+                let s = i.secondaries.first().map(String::as_str);
+                (i.primary == a && s == Some(b)) || (i.primary == b && s == Some(a))
+            })
+            .count()
+    };
+    let mut best = (0, [""; 3]);
+    for (x, a) in names.iter().enumerate() {
+        for (y, b) in names.iter().enumerate().skip(x + 1) {
+            for cc in names.iter().skip(y + 1) {
+                let pairs = [shared(a, b), shared(b, cc), shared(a, cc)];
+                let score =
+                    pairs.iter().filter(|&&p| p > 0).count() * 100 + pairs.iter().sum::<usize>();
+                if score > best.0 {
+                    best = (score, [*a, *b, *cc]);
+                }
+            }
+        }
+    }
+    best.1.map(str::to_owned)
+}
+
+/// Runs daemon rounds of `planner` against `sim` until no incident is open: plan,
+/// submit, wait for every job, record. Returns the jobs that did not succeed.
+fn run_rounds(
+    sim: &mut SimCluster,
+    state: &mut MaintenanceState,
+    planner: &HtoolsPlanner,
+    max_rounds: usize,
+) -> Vec<String> {
+    let mut now = 1000.0;
+    let mut failed = Vec::new();
+    for round in 0..max_rounds {
+        let snapshot = sim.snapshot(now);
+        state.reconcile(&snapshot);
+        if state.incidents.iter().all(|i| !i.status.is_open()) {
+            return failed;
+        }
+        let prefix = format!("t-r{round}");
+        let plan = planner.plan(PlanInput {
+            cluster: &snapshot,
+            incidents: &state.incidents,
+            key_prefix: &prefix,
+            now_ns: (now * 1e9) as i64,
+            job_statuses: &BTreeMap::new(),
+            node_loads: &BTreeMap::new(),
+            gate: &SafetyGate::open(),
+        });
+        assert_no_shared_nodes(&plan);
+        for (uuid, why) in &plan.failures {
+            state.fail_incident(*uuid, why.clone(), now);
+        }
+        state.start_round(&plan.jobs, now);
+        for job in &plan.jobs {
+            let ops = job.ops.clone();
+            let submitted = sim.submit_job(ops, now).map_err(|e| e.to_string());
+            state.record_submission(&job.key, submitted, now);
+        }
+        now += 600.0;
+        for id in state.unfinished_jobs() {
+            let status = sim.job_status(id, now);
+            if status != Some(JobStatus::Success) {
+                let job = sim.job(id, now).map(|j| format!("{:?}", j.log_entries()));
+                failed.push(format!("round {round}: job {id:?} {status:?} {job:?}"));
+            }
+            state.record_job_status(id, status, now);
+        }
+    }
+    failed.push(format!(
+        "still open after {max_rounds} rounds: {:#?}",
+        state.incidents
+    ));
+    failed
+}
+
+#[test]
+fn three_nodes_sharing_drbd_pairs_evacuated_at_once_all_complete() {
+    for seed in 1..=4 {
+        let spec = SimSpec {
+            nodes: 12,
+            instances: 48,
+            seed,
+            ..SimSpec::default()
+        };
+        let mut sim = SimCluster::generate(&spec, 0.0);
+        let snapshot = sim.snapshot(0.0);
+        let nodes = drbd_triangle(&snapshot);
+        let spanning = snapshot
+            .instances
+            .iter()
+            .filter(|i| {
+                nodes.contains(&i.primary)
+                    && i.secondaries.first().is_some_and(|s| nodes.contains(s))
+            })
+            .count();
+        assert!(spanning >= 2, "seed {seed}: the nodes share DRBD instances");
+        let mut state = MaintenanceState::new();
+        for node in &nodes {
+            let report = parse_diagnose(json!({"status": "evacuate"})).unwrap();
+            state.observe(node, &report, 0.0);
+        }
+        let failed = run_rounds(&mut sim, &mut state, &HtoolsPlanner::default(), 200);
+        assert!(failed.is_empty(), "seed {seed} {nodes:?}: {failed:#?}");
+        for incident in &state.incidents {
+            assert_eq!(incident.status, RepairStatus::Completed, "{incident:#?}");
+        }
+        let after = sim.snapshot(1e9);
+        for node in &nodes {
+            assert_eq!(after.primaries_of(node).count(), 0, "seed {seed}: {node}");
+            assert_eq!(after.secondaries_of(node).count(), 0, "seed {seed}: {node}");
+        }
     }
 }

@@ -1,0 +1,329 @@
+//! One evacuation step per incident and round, decided on the htools model as hail decides
+//! it, but never onto a node the round may not use; and the admission check that a node's
+//! whole evacuation fits and keeps N+1 before it is drained.
+//!
+//! hail's primary-only evacuation of a DRBD instance is a plain failover to its current
+//! secondary, with no search and, with force, no check that the secondary is online or
+//! drained. When that secondary cannot take the instance (drained, offline, under
+//! evacuation, excluded) the step is instead hail's change-secondary (`r:T`) onto a node
+//! that can also take the failover that follows in a later round: the same moves as hail's
+//! `all` mode, one per round.
+
+use crate::htools::{
+    evacuate::{evacuate_in_place_excluding, EvacMode},
+    model::{Cluster, MirrorType, Move},
+};
+use crate::model::opcode::OpBody;
+
+/// Nodes (by index in the model) that may not receive anything.
+#[derive(Debug, Clone)]
+pub(super) struct Exclusions {
+    /// Not while their state lasts: offline, drained, under evacuation, excluded.
+    pub(super) unusable: Vec<bool>,
+    /// Used by another job of this round (or a running one of an earlier round).
+    pub(super) busy: Vec<bool>,
+}
+
+impl Exclusions {
+    /// Every node index that may not be a target.
+    fn targets_excluded(&self) -> Vec<usize> {
+        (0..self.unusable.len())
+            .filter(|&n| self.unusable[n] || self.busy[n])
+            .collect()
+    }
+
+    fn excluded(&self, n: usize) -> bool {
+        self.unusable.get(n).copied().unwrap_or(true) || self.busy.get(n).copied().unwrap_or(true)
+    }
+}
+
+/// What the instance's job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StepKind {
+    /// Moves the primary away (migration, failover or copy).
+    Primary,
+    /// Gives the instance a new secondary: the evacuated node's mirror moves away, or a
+    /// DRBD instance gets a usable secondary to fail over to later.
+    Secondary,
+}
+
+/// The next job for an instance on an evacuated node.
+#[derive(Debug, Clone)]
+pub(super) struct EvacStep {
+    /// Its opcodes (hail's; migrations are still migrations).
+    pub(super) ops: Vec<OpBody>,
+    /// Every node the job touches besides the evacuated one.
+    pub(super) touched: Vec<String>,
+    /// The nodes receiving the instance or a new role of it.
+    pub(super) targets: Vec<String>,
+    /// What it moves.
+    pub(super) kind: StepKind,
+}
+
+/// The nodes of the instance `inst` (primary, secondary) in `work`.
+fn placement(work: &Cluster, inst: usize) -> (usize, Option<usize>) {
+    let i = &work.instances[inst];
+    (i.pnode, i.snode)
+}
+
+/// The nodes that receive the instance or a new role of it between `old` and `new`: a
+/// changed primary (even the old secondary: a failover onto it counts), and a secondary
+/// that held no role before.
+fn new_roles(old: (usize, Option<usize>), new: (usize, Option<usize>)) -> Vec<usize> {
+    let mut out = Vec::new();
+    if new.0 != old.0 {
+        out.push(new.0);
+    }
+    if let Some(s) = new.1 {
+        if s != old.0 && Some(s) != old.1 {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// hail's evacuation of the single instance `inst` in `mode`, targets kept out of
+/// `excluded`; `work` holds the state after the move on success.
+fn hail_one(
+    work: &mut Cluster,
+    inst: usize,
+    mode: EvacMode,
+    excluded: &[usize],
+) -> Result<Vec<OpBody>, String> {
+    let name = work.instances[inst].name.clone();
+    let mut trial = work.clone();
+    let result = evacuate_in_place_excluding(&mut trial, &[inst], mode, true, excluded)
+        .map_err(|e| e.to_string())?;
+    if let Some((_, reason)) = result.failed.first() {
+        return Err(format!("hail cannot move {name}: {reason}"));
+    }
+    *work = trial;
+    Ok(result
+        .jobs
+        .into_iter()
+        .flatten()
+        .map(|op| op.body)
+        .collect())
+}
+
+/// Decides the next job for instance `inst`, which has a role on the evacuated node
+/// `node`, with targets kept out of `ex`. On success `work` holds the state after the
+/// job; on failure it is unchanged and the message says why the step waits.
+pub(super) fn next_step(
+    work: &mut Cluster,
+    inst: usize,
+    node: usize,
+    ex: &Exclusions,
+) -> Result<EvacStep, String> {
+    let old = placement(work, inst);
+    let name = work.instances[inst].name.clone();
+    let node_name = |w: &Cluster, n: usize| w.nodes[n].name().to_owned();
+    let (ops, kind, also_touched) = if old.0 == node {
+        match work.instances[inst].dt.mirror() {
+            // hail never relocates plain or file instances; a copy with downtime
+            // (gnt-instance move) still empties the node.
+            MirrorType::None => (plain_move(work, inst, ex)?, StepKind::Primary, None),
+            MirrorType::External => (
+                hail_one(work, inst, EvacMode::PrimaryOnly, &ex.targets_excluded())?,
+                StepKind::Primary,
+                None,
+            ),
+            MirrorType::Internal => {
+                let Some(secondary) = old.1 else {
+                    return Err(format!("{name} has no secondary node"));
+                };
+                if ex.busy.get(secondary).copied().unwrap_or(true) {
+                    return Err(format!(
+                        "waiting: the secondary {} of {name} is busy this round",
+                        node_name(work, secondary)
+                    ));
+                }
+                let failover = if ex.unusable[secondary] {
+                    Err(format!(
+                        "its secondary {} cannot take it",
+                        node_name(work, secondary)
+                    ))
+                } else {
+                    hail_one(work, inst, EvacMode::PrimaryOnly, &[])
+                };
+                match failover {
+                    Ok(ops) => (ops, StepKind::Primary, None),
+                    Err(why) => (
+                        new_secondary_first(work, inst, ex)
+                            .map_err(|more| format!("{why}; {more}"))?,
+                        StepKind::Secondary,
+                        Some(secondary),
+                    ),
+                }
+            }
+        }
+    } else if old.1 == Some(node) {
+        if ex.busy.get(old.0).copied().unwrap_or(true) {
+            return Err(format!(
+                "waiting: the primary {} of {name} is busy this round",
+                node_name(work, old.0)
+            ));
+        }
+        (
+            hail_one(work, inst, EvacMode::SecondaryOnly, &ex.targets_excluded())?,
+            StepKind::Secondary,
+            Some(old.0),
+        )
+    } else {
+        return Err(format!("{name} has no role on {}", node_name(work, node)));
+    };
+    let new = placement(work, inst);
+    let targets: Vec<String> = new_roles(old, new)
+        .into_iter()
+        .filter(|&n| n != node)
+        .map(|n| node_name(work, n))
+        .collect();
+    let mut touched = targets.clone();
+    for n in [Some(new.0), new.1, also_touched].into_iter().flatten() {
+        let n = node_name(work, n);
+        if n != work.nodes[node].name() && !touched.contains(&n) {
+            touched.push(n);
+        }
+    }
+    Ok(EvacStep {
+        ops,
+        touched,
+        targets,
+        kind,
+    })
+}
+
+/// A DRBD instance whose secondary cannot take it gets a new secondary first: hail's
+/// change-secondary (`r:T`, its scoring), among the nodes that could then also take the
+/// failover (memory), so that the next round can fail over onto it.
+fn new_secondary_first(
+    work: &mut Cluster,
+    inst: usize,
+    ex: &Exclusions,
+) -> Result<Vec<OpBody>, String> {
+    let (primary, secondary) = placement(work, inst);
+    let group = work.nodes[primary].data.group;
+    let mut excluded = ex.targets_excluded();
+    for t in work.group_nodes(group) {
+        if t == primary || Some(t) == secondary || ex.excluded(t) {
+            continue;
+        }
+        let mut trial = work.clone();
+        let fits = trial
+            .try_move(inst, Move::ReplaceSecondary(t), true)
+            .and_then(|()| trial.try_move(inst, Move::Failover, true));
+        if fits.is_err() {
+            excluded.push(t);
+        }
+    }
+    hail_one(work, inst, EvacMode::SecondaryOnly, &excluded)
+        .map_err(|why| format!("{why} (no node can take its secondary, then its primary)"))
+}
+
+/// The `OP_INSTANCE_MOVE` fallback: the usable node of the instance's group with the most
+/// free memory (then disk) that can take it; ties go to the first.
+fn plain_move(work: &mut Cluster, inst: usize, ex: &Exclusions) -> Result<Vec<OpBody>, String> {
+    let (primary, _) = placement(work, inst);
+    let group = work.nodes[primary].data.group;
+    let mut best: Option<((i64, i64), usize, crate::htools::model::MoveOutcome)> = None;
+    for t in work.group_nodes(group) {
+        if t == primary || ex.excluded(t) {
+            continue;
+        }
+        let Ok(outcome) = work.simulate_move(inst, Move::FailoverToAny(t), true) else {
+            continue;
+        };
+        let state = &work.nodes[t].state;
+        let rank = (state.unalloc(), state.f_dsk);
+        if best.as_ref().is_none_or(|(r, _, _)| rank > *r) {
+            best = Some((rank, t, outcome));
+        }
+    }
+    let inst_ref = &work.instances[inst];
+    let Some((_, target, outcome)) = best else {
+        return Err(format!(
+            "waiting: no node of its group has room for {} ({} MiB memory, {} MiB disk)",
+            inst_ref.name, inst_ref.mem, inst_ref.dsk
+        ));
+    };
+    let op = OpBody::instance_move(&inst_ref.name, work.nodes[target].name());
+    work.apply_move(outcome);
+    Ok(vec![op])
+}
+
+/// The instance the next step of an evacuation of `node` moves: its first primary
+/// (htools' list order), else its first secondary.
+pub(super) fn next_instance(work: &Cluster, node: usize) -> Option<usize> {
+    let n = &work.nodes[node];
+    n.primaries().next().or_else(|| n.secondaries().next())
+}
+
+/// Plays the whole evacuation of `node` on `work` as the rounds will do it, every
+/// instance moved in turn with targets kept out of `unusable`. On failure, why and
+/// `work` is left part-way.
+pub(super) fn simulate_evacuation(
+    work: &mut Cluster,
+    node: usize,
+    unusable: &[bool],
+) -> Result<(), String> {
+    let ex = Exclusions {
+        unusable: unusable.to_vec(),
+        busy: vec![false; unusable.len()],
+    };
+    // Each instance needs at most two steps (new secondary, then failover), and its
+    // secondary one more.
+    let mut budget = 3 * work.instances.len() + 1;
+    while let Some(inst) = next_instance(work, node) {
+        if budget == 0 {
+            let name = work.instances[inst].name.clone();
+            return Err(format!("{name} does not leave the node"));
+        }
+        budget -= 1;
+        next_step(work, inst, node, &ex).map_err(|why| {
+            why.strip_prefix("waiting: ")
+                .map(str::to_owned)
+                .unwrap_or(why)
+        })?;
+    }
+    Ok(())
+}
+
+/// The first node of `group` that fails N+1 in `after` but not in `before`, with the
+/// primary node whose failover it could not absorb: `(node, peer)` names.
+pub(super) fn new_n1_failure(
+    before: &Cluster,
+    after: &Cluster,
+    group: usize,
+) -> Option<(String, Option<String>)> {
+    after.group_nodes(group).into_iter().find_map(|n| {
+        let node = &after.nodes[n];
+        if node.offline() || !node.state.fail_n1 || before.nodes[n].state.fail_n1 {
+            return None;
+        }
+        let peer = node
+            .peers()
+            .iter()
+            .max_by_key(|(_, mem)| *mem)
+            .map(|(p, _)| after.nodes[*p].name().to_owned());
+        Some((node.name().to_owned(), peer))
+    })
+}
+
+/// Marks `node` drained in the model (htools-offline, resources kept).
+pub(super) fn mark_drained(work: &mut Cluster, node: usize) {
+    work.nodes[node].data.offline = true;
+    work.nodes[node].state.offline = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failover_onto_the_secondary_gives_it_a_new_role() {
+        assert_eq!(new_roles((1, Some(2)), (2, Some(1))), vec![2]);
+        assert_eq!(new_roles((1, Some(2)), (1, Some(3))), vec![3]);
+        assert_eq!(new_roles((1, None), (4, None)), vec![4]);
+        assert!(new_roles((1, Some(2)), (1, Some(2))).is_empty());
+    }
+}
