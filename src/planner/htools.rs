@@ -253,9 +253,9 @@ fn evacuation_step<'a>(
 
 /// Whether `instance` must be failed over rather than live-migrated for `incident` even
 /// though its action allows migration: the instances whose live migration already failed
-/// (escalation). The incident does not record any such instance, so none.
-fn must_fail_over(_incident: &Incident, _instance: &str) -> bool {
-    false
+/// (escalation, `rounds.escalate_to_failover`).
+fn must_fail_over(incident: &Incident, instance: &str) -> bool {
+    incident.failover_instances.contains(instance)
 }
 
 /// The nodes of `work` the round may not use as targets.

@@ -32,8 +32,10 @@ impl<'a> Round<'a> {
         let Some(node) = self.drained_node(incident) else {
             return;
         };
-        let failover = incident.action == RepairAction::EvacuateFailover;
         if let Some(instance) = first_by_name(cluster.primaries_of(&node.name)) {
+            // Escalated instances (their live migration failed) are failed over.
+            let failover = incident.action == RepairAction::EvacuateFailover
+                || incident.failover_instances.contains(&instance.name);
             if let Some(why) = Round::pinned(&instance.name, &instance.tags) {
                 self.blocked(incident, why);
                 return;

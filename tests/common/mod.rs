@@ -67,7 +67,6 @@ impl Harness {
         job_seconds: f64,
         configure: impl FnOnce(&mut Settings),
     ) -> Harness {
-        let clock = Clock::starting_at(1_800_000_000.0);
         let spec = SimSpec {
             nodes,
             instances,
@@ -75,6 +74,13 @@ impl Harness {
             job_seconds,
             ..SimSpec::default()
         };
+        Self::start_spec(spec, configure).await
+    }
+
+    /// A simulated cluster generated from `spec` and a daemon on it, configured by
+    /// `configure`.
+    pub async fn start_spec(spec: SimSpec, configure: impl FnOnce(&mut Settings)) -> Harness {
+        let clock = Clock::starting_at(1_800_000_000.0);
         let sim = SimHandle::generate(&spec, clock);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::load_layered(&[SIM_TOML], None).expect("settings");

@@ -961,7 +961,7 @@ fn run_rounds(
     let mut failed = Vec::new();
     for round in 0..max_rounds {
         let snapshot = sim.snapshot(now);
-        state.reconcile(&snapshot);
+        state.reconcile(&snapshot, 0.0);
         if state.incidents.iter().all(|i| !i.status.is_open()) {
             return failed;
         }
