@@ -731,3 +731,36 @@ fn a_rack_failure_on_twelve_nodes_is_handled_within_the_cap_and_then_stopped_by_
         assert!(failed_maintd_jobs(&h).is_empty());
     });
 }
+
+#[test]
+fn a_failed_live_migration_is_retried_as_a_failover_when_escalation_is_on() {
+    run_paused(|| async {
+        let h = Harness::start_with(8, 24, 0.2, |s| {
+            loose(s);
+            s.rounds.escalate_to_failover = true;
+        })
+        .await;
+        h.sim.lock().inject_fault("OP_INSTANCE_MIGRATE", 1);
+        let node = h.busiest_node();
+        h.report(&node, evacuate("sdj"));
+        let uuid = h.wait_incident_on(&node, 20.0).await["uuid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let done = h.wait_status(&uuid, "completed", 900.0).await;
+        let failed = failed_maintd_jobs(&h);
+        assert_eq!(failed.len(), 1, "the injected migration failure only");
+        let failovers = maintd_jobs(&h)
+            .into_iter()
+            .filter(|j| j.ops.iter().any(|op| op["OP_ID"] == "OP_INSTANCE_FAILOVER"))
+            .count();
+        assert!(failovers >= 1, "the instance was failed over");
+        let (_, detail) = h.api("GET", &format!("/1/incidents/{uuid}")).await;
+        assert!(detail["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "escalated"));
+        assert!(h.node(&node).primary_instances.is_empty(), "{done}");
+    });
+}
