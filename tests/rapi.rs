@@ -934,9 +934,11 @@ async fn an_interrupted_submission_is_transient_for_the_batch() {
 /// Ganeti 3.0's CancelJob (queued or waiting jobs are canceled, others are not).
 #[derive(Clone, Default)]
 struct MiniQueue {
-    /// Id → (status, depends, reason text).
-    jobs: Arc<Mutex<std::collections::BTreeMap<u64, (String, Value, String)>>>,
+    jobs: Arc<Mutex<std::collections::BTreeMap<u64, MiniJob>>>,
 }
+
+/// A job of the [`MiniQueue`]: (status, depends, reason text).
+type MiniJob = (String, Value, String);
 
 impl MiniQueue {
     fn set(&self, id: u64, status: &str) {
