@@ -254,6 +254,17 @@ async fn hung_jobs_hold_their_nodes_until_released() {
     )
     .await;
     assert_eq!(faults["hung_jobs"], json!([hung]));
+    let job: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("/sim/jobs/{hung}"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        (job["status"].clone(), job["hung"].clone()),
+        (json!("running"), json!(true))
+    );
     assert_eq!(faults["hangs"], json!({"OP_NODE_SET_PARAMS": 0}));
 
     let release = test::TestRequest::post()
