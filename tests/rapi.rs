@@ -16,7 +16,7 @@ use actix_web::{dev::ServerHandle, web, App, HttpRequest, HttpResponse, HttpServ
 use maintd::{
     backend::{
         rapi::{self, Credentials, RapiBackend, RapiClient, RapiConfig, RapiError, RapiSetupError},
-        BackendError, ClusterBackend,
+        BackendError, CancelOutcome, ClusterBackend,
     },
     model::{
         cluster::DiskTemplate,
@@ -925,6 +925,224 @@ async fn an_interrupted_submission_is_transient_for_the_batch() {
         assert_eq!(fake.seen().len(), 2);
         fake.stop().await;
     }
+}
+
+// ----- canceling -----
+
+/// A small job queue behind the fake: submissions get ids from `first`, jobs are shown
+/// with their `depends` and reason trail as Ganeti shows them, and DELETE answers like
+/// Ganeti 3.0's CancelJob (queued or waiting jobs are canceled, others are not).
+#[derive(Clone, Default)]
+struct MiniQueue {
+    jobs: Arc<Mutex<std::collections::BTreeMap<u64, MiniJob>>>,
+}
+
+/// A job of the [`MiniQueue`]: (status, depends, reason text).
+type MiniJob = (String, Value, String);
+
+impl MiniQueue {
+    fn set(&self, id: u64, status: &str) {
+        self.jobs.lock().unwrap().get_mut(&id).expect("job").0 = status.to_owned();
+    }
+
+    fn status(&self, id: u64) -> String {
+        self.jobs.lock().unwrap()[&id].0.clone()
+    }
+
+    fn script(&self, first: u64) -> impl Fn(&Seen) -> Reply + Send + Sync {
+        let queue = self.clone();
+        let next = Arc::new(AtomicU64::new(first));
+        move |seen| {
+            let mut jobs = queue.jobs.lock().unwrap();
+            let job_id = seen
+                .path_only()
+                .strip_prefix("/2/jobs/")
+                .and_then(|id| id.parse::<u64>().ok());
+            match (seen.method.as_str(), job_id) {
+                ("GET", Some(id)) => match jobs.get(&id) {
+                    Some((status, depends, reason)) => Reply::Json(
+                        200,
+                        json!({"id": id, "status": status, "ops": [{
+                            "OP_ID": "OP_NODE_SET_PARAMS", "depends": depends,
+                            "reason": [["gnt:user", reason, 1_700_000_000_000_000_000i64],
+                                       ["gnt:library:rlib2:nodes_name_modify", "",
+                                        1_700_000_000_000_000_000i64]]}]}),
+                    ),
+                    // What Ganeti 3.0's RAPI answers for a job luxid does not know.
+                    None => Reply::Json(200, json!({"id": id, "status": null, "ops": null})),
+                },
+                ("DELETE", Some(id)) => Reply::Json(
+                    200,
+                    match jobs.get_mut(&id) {
+                        Some((status, _, _)) if status == "queued" || status == "waiting" => {
+                            *status = "canceled".into();
+                            json!([true, "Job successfully cancelled"])
+                        }
+                        Some((status, _, _)) if status == "running" => json!([
+                            false,
+                            "Job no longer waiting, can't cancel (informed it anyway)"
+                        ]),
+                        _ => json!([false, format!("Job {id} not found in queue")]),
+                    },
+                ),
+                ("PUT" | "POST", None) => {
+                    let id = next.fetch_add(1, Ordering::SeqCst);
+                    let depends = seen.body.get("depends").cloned().unwrap_or(Value::Null);
+                    let reason = seen.reason().unwrap_or_default();
+                    jobs.insert(id, ("queued".into(), depends, reason));
+                    Reply::Json(200, json!(id))
+                }
+                _ => Reply::Json(
+                    404,
+                    json!({"code": 404, "message": "Not Found", "explain": ""}),
+                ),
+            }
+        }
+    }
+}
+
+/// A maintd job of three opcodes, submitted as a chain of three RAPI jobs; the id of its
+/// last job.
+async fn submit_three(backend: &RapiBackend, key: &str) -> JobId {
+    let ops = ["node1", "node2", "node3"]
+        .map(|node| with_reason(OpBody::drain_node(node), &format!("(submission {key})")))
+        .to_vec();
+    match backend
+        .submit_jobs(vec![ops])
+        .await
+        .expect("answered")
+        .as_slice()
+    {
+        [Ok(id)] => *id,
+        other => panic!("submission failed: {other:?}"),
+    }
+}
+
+fn deletes(fake: &FakeRapi) -> Vec<String> {
+    fake.seen()
+        .into_iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| s.path)
+        .collect()
+}
+
+#[actix_rt::test]
+async fn cancel_stops_a_chain_at_its_first_unfinished_job() {
+    let queue = MiniQueue::default();
+    let fake = FakeRapi::start(queue.script(10));
+    let backend = fake.backend();
+    let last = submit_three(&backend, "c1").await;
+    assert_eq!(last, JobId(12));
+    // The first link is done, the second waits for locks: the rest of the chain goes.
+    queue.set(10, "success");
+    queue.set(11, "waiting");
+    assert_eq!(backend.cancel_job(last).await, Ok(CancelOutcome::Canceled));
+    assert_eq!(deletes(&fake), ["/2/jobs/11", "/2/jobs/12"]);
+    assert_eq!(
+        [10, 11, 12].map(|id| queue.status(id)),
+        ["success", "canceled", "canceled"]
+    );
+    // Asked again: the first unfinished job is now canceled, nothing is sent.
+    assert_eq!(
+        backend.cancel_job(last).await,
+        Ok(CancelOutcome::NotCancelable("job 11 is canceled".into()))
+    );
+    assert_eq!(deletes(&fake).len(), 2);
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_running_or_finished_chain_is_left_alone() {
+    let queue = MiniQueue::default();
+    let fake = FakeRapi::start(queue.script(20));
+    let backend = fake.backend();
+    let last = submit_three(&backend, "c2").await;
+    queue.set(20, "running");
+    assert_eq!(
+        backend.cancel_job(last).await,
+        Ok(CancelOutcome::NotCancelable("job 20 is running".into()))
+    );
+    for id in [20, 21, 22] {
+        queue.set(id, "success");
+    }
+    assert_eq!(
+        backend.cancel_job(last).await,
+        Ok(CancelOutcome::NotCancelable(
+            "job 22 has already succeeded".into()
+        ))
+    );
+    assert_eq!(
+        backend.cancel_job(JobId(4711)).await,
+        Ok(CancelOutcome::NotCancelable(
+            "job 4711 is not known to the cluster".into()
+        ))
+    );
+    assert!(deletes(&fake).is_empty(), "{:?}", deletes(&fake));
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_job_that_starts_before_the_cancel_arrives_goes_on() {
+    let queue = MiniQueue::default();
+    let script = queue.script(30);
+    let racing = queue.clone();
+    // The first job starts between the look at it and the DELETE.
+    let fake = FakeRapi::start(move |seen| {
+        if seen.method == "DELETE" && seen.path == "/2/jobs/30" {
+            racing.set(30, "running");
+        }
+        script(seen)
+    });
+    let backend = fake.backend();
+    let last = submit_three(&backend, "c3").await;
+    assert_eq!(
+        backend.cancel_job(last).await,
+        Ok(CancelOutcome::NotCancelable(
+            "Job no longer waiting, can't cancel (informed it anyway)".into()
+        ))
+    );
+    // The later jobs are left to run after it.
+    assert_eq!(deletes(&fake), ["/2/jobs/30"]);
+    assert_eq!(queue.status(32), "queued");
+    fake.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_single_job_is_canceled_and_odd_answers_are_errors() {
+    let queue = MiniQueue::default();
+    let script = queue.script(40);
+    let fake = FakeRapi::start(
+        move |seen| match (seen.method.as_str(), seen.path.as_str()) {
+            ("DELETE", "/2/jobs/41") => Reply::Json(200, json!({"canceled": true})),
+            ("DELETE", "/2/jobs/42") => Reply::Json(
+                403,
+                json!({"code": 403, "message": "Forbidden", "explain": "write access needed"}),
+            ),
+            _ => script(seen),
+        },
+    );
+    let backend = fake.backend();
+    let mut ids = Vec::new();
+    for key in ["s1", "s2", "s3"] {
+        let op = with_reason(OpBody::drain_node("node2"), &format!("(submission {key})"));
+        let submitted = backend.submit_jobs(vec![vec![op]]).await.expect("answered");
+        ids.push(submitted[0].clone().expect("submitted"));
+    }
+    assert_eq!(ids, [JobId(40), JobId(41), JobId(42)]);
+    assert_eq!(
+        backend.cancel_job(ids[0]).await,
+        Ok(CancelOutcome::Canceled)
+    );
+    assert_eq!(deletes(&fake), ["/2/jobs/40"]);
+    assert!(matches!(
+        backend.cancel_job(ids[1]).await,
+        Err(BackendError::Protocol(why)) if why.contains("[success, message]")
+    ));
+    assert!(matches!(
+        backend.cancel_job(ids[2]).await,
+        Err(BackendError::Refused(why)) if why.contains("403")
+    ));
+    fake.stop().await;
 }
 
 // ----- jobs -----

@@ -2,6 +2,8 @@
 
 use actix_web::{test, web, App};
 use maintd::clock::Clock;
+use maintd::model::job::JobStatus;
+use maintd::model::opcode::OpBody;
 use maintd::sim::{SimHandle, SimSpec};
 use maintd_actors::sim_api;
 use serde_json::{json, Value};
@@ -221,6 +223,119 @@ async fn jobs_faults_tags_and_repairs() {
         .set_payload(r#"{"opcode": "OP_NOPE", "count": 1}"#)
         .to_request();
     assert_eq!(test::call_service(&app, bogus).await.status(), 400);
+}
+
+#[actix_rt::test]
+async fn hung_jobs_hold_their_nodes_until_released() {
+    let sim = handle();
+    let app = app!(sim);
+    let hang = test::TestRequest::post()
+        .uri("/sim/faults")
+        .set_payload(r#"{"opcode": "OP_NODE_SET_PARAMS", "hang": true}"#)
+        .to_request();
+    let body: Value = test::call_and_read_body_json(&app, hang).await;
+    assert_eq!(body["hangs"], json!({"OP_NODE_SET_PARAMS": 1}));
+    assert_eq!(body["pending"], json!({}));
+
+    let drain = |text: &str| vec![OpBody::drain_node("node2").with_reason(text.into(), 1)];
+    let now = sim.now();
+    let hung = sim.lock().submit_job(drain("a"), now).expect("accepted");
+    let waiting = sim.lock().submit_job(drain("b"), now).expect("accepted");
+    // Jobs take no time in this cluster, yet the hung one runs and the other waits.
+    let now = sim.now();
+    assert_eq!(sim.lock().job_status(hung, now), Some(JobStatus::Running));
+    assert_eq!(
+        sim.lock().job_status(waiting, now),
+        Some(JobStatus::Waiting)
+    );
+    let faults: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get().uri("/sim/faults").to_request(),
+    )
+    .await;
+    assert_eq!(faults["hung_jobs"], json!([hung]));
+    let job: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("/sim/jobs/{hung}"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        (job["status"].clone(), job["hung"].clone()),
+        (json!("running"), json!(true))
+    );
+    assert_eq!(faults["hangs"], json!({"OP_NODE_SET_PARAMS": 0}));
+
+    let release = test::TestRequest::post()
+        .uri("/sim/faults/release")
+        .to_request();
+    let body: Value = test::call_and_read_body_json(&app, release).await;
+    assert_eq!(body["released"], json!([hung]));
+    assert_eq!(body["hung_jobs"], json!([]));
+    assert_eq!(body["hangs"], json!({}));
+    let now = sim.now();
+    assert_eq!(sim.lock().job_status(hung, now), Some(JobStatus::Success));
+    assert_eq!(
+        sim.lock().job_status(waiting, now),
+        Some(JobStatus::Success)
+    );
+
+    // A failure and a hang can be pending side by side.
+    let fail = test::TestRequest::post()
+        .uri("/sim/faults")
+        .set_payload(r#"{"opcode": "OP_TAGS_SET", "count": 2, "hang": false}"#)
+        .to_request();
+    let body: Value = test::call_and_read_body_json(&app, fail).await;
+    assert_eq!(body["pending"], json!({"OP_TAGS_SET": 2}));
+}
+
+#[actix_rt::test]
+async fn bad_fault_requests_are_refused_with_a_reason() {
+    let sim = handle();
+    let app = app!(sim);
+    for (payload, why) in [
+        ("{", "invalid JSON body"),
+        (r#"{"count": 1}"#, "missing field `opcode`"),
+        (
+            r#"{"opcode": "OP_NOPE", "hang": true}"#,
+            "unknown opcode \"OP_NOPE\"",
+        ),
+        (
+            r#"{"opcode": "OP_TAGS_SET", "count": 0}"#,
+            "count must be at least 1",
+        ),
+        (
+            r#"{"opcode": "OP_TAGS_SET", "count": -1}"#,
+            "invalid JSON body",
+        ),
+        (
+            r#"{"opcode": "OP_TAGS_SET", "hang": "yes"}"#,
+            "invalid type",
+        ),
+        (
+            r#"{"opcode": "OP_TAGS_SET", "hangs": true}"#,
+            "unknown field `hangs`",
+        ),
+    ] {
+        let request = test::TestRequest::post()
+            .uri("/sim/faults")
+            .set_payload(payload)
+            .to_request();
+        let response = test::call_service(&app, request).await;
+        assert_eq!(response.status(), 400, "{payload}");
+        let body: Value = test::read_body_json(response).await;
+        let error = body["error"].as_str().expect("an error text");
+        assert!(error.contains(why), "{payload}: {error}");
+    }
+    assert!(sim.lock().pending_faults().is_empty());
+    assert!(sim.lock().pending_hangs().is_empty());
+    // Nothing hangs: a release releases nothing.
+    let release = test::TestRequest::post()
+        .uri("/sim/faults/release")
+        .to_request();
+    let body: Value = test::call_and_read_body_json(&app, release).await;
+    assert_eq!(body["released"], json!([]));
 }
 
 #[actix_rt::test]

@@ -34,7 +34,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/instances", web::get().to(list_instances))
             .route("/jobs", web::get().to(list_jobs))
             .route("/jobs/{id}", web::get().to(show_job))
+            .route("/faults", web::get().to(show_faults))
             .route("/faults", web::post().to(inject_fault))
+            .route("/faults/release", web::post().to(release_hung_jobs))
             .route("/master", web::post().to(set_master)),
     )
     .service(
@@ -192,15 +194,34 @@ async fn show_job(sim: web::Data<SimHandle>, id: web::Path<String>) -> HttpRespo
     }
 }
 
+/// `POST /sim/faults`: the next `count` jobs containing `opcode` fail, or with
+/// `"hang": true` stay running (holding their nodes) until `POST /sim/faults/release`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FaultRequest {
     opcode: String,
     #[serde(default = "one")]
     count: u32,
+    #[serde(default)]
+    hang: bool,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// Pending faults and hangs per opcode, and the jobs hanging now.
+fn faults_view(cluster: &mut maintd::sim::SimCluster, now: f64) -> Value {
+    json!({
+        "pending": cluster.pending_faults(),
+        "hangs": cluster.pending_hangs(),
+        "hung_jobs": cluster.hung_jobs(now),
+    })
+}
+
+async fn show_faults(sim: web::Data<SimHandle>) -> HttpResponse {
+    let now = sim.now();
+    HttpResponse::Ok().json(faults_view(&mut sim.lock(), now))
 }
 
 async fn inject_fault(sim: web::Data<SimHandle>, body: web::Bytes) -> HttpResponse {
@@ -214,12 +235,31 @@ async fn inject_fault(sim: web::Data<SimHandle>, body: web::Bytes) -> HttpRespon
     {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("unknown opcode {}", request.opcode),
+            format!("unknown opcode {:?}", request.opcode),
         );
     }
+    if request.count == 0 {
+        return error(StatusCode::BAD_REQUEST, "count must be at least 1");
+    }
+    let now = sim.now();
     let mut cluster = sim.lock();
-    cluster.inject_fault(&request.opcode, request.count);
-    HttpResponse::Ok().json(json!({"pending": cluster.pending_faults()}))
+    if request.hang {
+        cluster.inject_hang(&request.opcode, request.count);
+    } else {
+        cluster.inject_fault(&request.opcode, request.count);
+    }
+    HttpResponse::Ok().json(faults_view(&mut cluster, now))
+}
+
+/// Let every hung job finish (successfully, unless a failure is injected too) and drop
+/// the pending hangs.
+async fn release_hung_jobs(sim: web::Data<SimHandle>) -> HttpResponse {
+    let now = sim.now();
+    let mut cluster = sim.lock();
+    let released = cluster.release_hung_jobs(now);
+    let mut view = faults_view(&mut cluster, now);
+    view["released"] = json!(released);
+    HttpResponse::Ok().json(view)
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@
 //! # Layout
 //!
 //! - [`generate`]: building a cluster from a [`SimSpec`].
-//! - [`queue`]: the job queue (ids, statuses, locking, timestamps, injected faults).
+//! - [`queue`]: the job queue (ids, statuses, locking, timestamps, injected failures and hangs).
 //! - [`ops`]: what each opcode checks and does to the cluster.
 //! - [`query`]: Ganeti's query language (`Query`, field definitions, filters).
 //! - [`luxi`]: one Luxi request in, one Luxi response out, like luxid.
@@ -78,6 +78,19 @@ impl SimHandle {
     /// Lock the simulator (see [`lock_sim`]).
     pub fn lock(&self) -> MutexGuard<'_, SimCluster> {
         lock_sim(&self.sim)
+    }
+
+    /// Make the next `count` jobs containing opcode `op_id` hang until released (see
+    /// [`SimCluster::inject_hang`]); 0 withdraws the hang.
+    pub fn inject_hang(&self, op_id: &str, count: u32) {
+        self.lock().inject_hang(op_id, count);
+    }
+
+    /// Let every hung job finish at the clock's current time and drop pending hangs (see
+    /// [`SimCluster::release_hung_jobs`]); the released jobs' ids.
+    pub fn release_hung_jobs(&self) -> Vec<JobId> {
+        let now = self.now();
+        self.lock().release_hung_jobs(now)
     }
 }
 

@@ -94,6 +94,8 @@ pub struct JobView {
     pub started: Option<f64>,
     /// End time, Unix seconds.
     pub ended: Option<f64>,
+    /// Held up by an injected hang until `POST /sim/faults/release`.
+    pub hung: bool,
 }
 
 impl JobView {
@@ -109,6 +111,7 @@ impl JobView {
             received: job.received,
             started: job.started,
             ended: job.ended,
+            hung: job.is_hung(),
         }
     }
 }
