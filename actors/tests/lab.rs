@@ -1,5 +1,6 @@
-//! maintd against a live Ganeti 3 cluster: the lab of `../shared/lab/up.sh` (three nodes,
-//! fake hypervisor, diskless instances, in network namespaces of this machine).
+//! maintd against a live Ganeti 3 cluster: the lab of `../shared/lab/up.sh` (four nodes in
+//! `.ci/run`, at least three assumed, fake hypervisor, diskless instances, in network
+//! namespaces of this machine).
 //!
 //! The tests run only when `MAINTD_LAB` names the lab's state directory (`.ci/run` brings
 //! the lab up and sets it); without it they print why and pass. They share one cluster, so
@@ -26,11 +27,8 @@ mod support;
 use support::*;
 
 const MASTER: &str = "node1.ganeti.test";
-const NODES: [&str; 3] = [
-    "node1.ganeti.test",
-    "node2.ganeti.test",
-    "node3.ganeti.test",
-];
+/// The cluster tag that pauses maintd.
+const PAUSE_TAG: &str = "maintd:paused";
 /// A hook that makes every instance migration fail (Ganeti aborts an opcode whose pre-hook
 /// fails).
 const FAILING_HOOK: &str = "hooks/instance-migrate-pre.d/00-maintd-lab-fail";
@@ -83,6 +81,19 @@ impl Lab {
         let (ok, stdout, stderr) = self.try_gx(None, args);
         assert!(ok, "gx {args:?} failed: {stdout}{stderr}");
         stdout
+    }
+
+    /// The lab's nodes (`nodeN.ganeti.test`), from its state directory, so also when the
+    /// cluster does not answer.
+    fn node_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.join("nodes"))
+            .expect("the lab's nodes directory")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("node"))
+            .map(|n| format!("{n}.ganeti.test"))
+            .collect();
+        names.sort();
+        names
     }
 
     /// Every node: name → (drained, primaries, tags).
@@ -146,8 +157,8 @@ impl Lab {
 
     /// Make every instance migration fail (a failing pre-hook on every node).
     fn break_migrations(&self) {
-        for node in NODES {
-            let path = self.hook_path(node);
+        for node in self.node_names() {
+            let path = self.hook_path(&node);
             std::fs::create_dir_all(path.parent().expect("hooks dir")).expect("hooks dir");
             std::fs::write(
                 &path,
@@ -212,11 +223,11 @@ impl Lab {
         self.maintd_on_node(node, &args, env, &dir.join("maintd.log"))
     }
 
-    /// Back to the lab's shape: node1 is master, no node drained, no maintd tag, no
-    /// failing hook.
+    /// Back to the lab's shape: node1 is master, no node drained, no maintd tag (on nodes
+    /// or the cluster), no failing hook.
     fn reset(&self) {
-        for node in NODES {
-            let _ = std::fs::remove_file(self.hook_path(node));
+        for node in self.node_names() {
+            let _ = std::fs::remove_file(self.hook_path(&node));
         }
         let master = std::fs::read_to_string(
             self.dir
@@ -243,6 +254,61 @@ impl Lab {
                 self.gx(&["gnt-node", "modify", "--force", "--drained=no", &name]);
             }
         }
+        if self.cluster_tags().iter().any(|t| t == PAUSE_TAG) {
+            self.gx(&["gnt-cluster", "remove-tags", PAUSE_TAG]);
+        }
+    }
+
+    /// The cluster's tags.
+    fn cluster_tags(&self) -> Vec<String> {
+        self.gx(&["gnt-cluster", "list-tags"])
+            .lines()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every job in the queue: (id, status).
+    fn jobs(&self) -> Vec<(u64, String)> {
+        self.gx(&["gnt-job", "list", "--no-headers", "-o", "id,status"])
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.split_whitespace();
+                Some((f.next()?.parse().ok()?, f.next()?.to_owned()))
+            })
+            .collect()
+    }
+
+    /// The highest job id in the queue (0 if empty).
+    fn last_job_id(&self) -> u64 {
+        self.jobs().into_iter().map(|(id, _)| id).max().unwrap_or(0)
+    }
+
+    /// Jobs after `after` submitted by maintd (its reason trail): (id, status).
+    fn maintd_jobs_since(&self, after: u64) -> Vec<(u64, String)> {
+        self.jobs()
+            .into_iter()
+            .filter(|(id, _)| *id > after)
+            .filter(|(id, _)| self.job_info(*id).contains("gnt:daemon:maintd"))
+            .collect()
+    }
+
+    /// Give `node` a primary instance if it has none (earlier tests may have emptied it):
+    /// one from another node, not from `keep`, live-migrated.
+    fn ensure_primary(&self, node: &str, keep: &[&str]) {
+        let rows = self.nodes();
+        if !rows[node].primaries.is_empty() {
+            return;
+        }
+        let instance = rows
+            .iter()
+            .filter(|(name, _)| name.as_str() != node && !keep.contains(&name.as_str()))
+            .max_by_key(|(_, row)| row.primaries.len())
+            .and_then(|(_, row)| row.primaries.first())
+            .expect("an instance to move")
+            .clone();
+        self.gx(&["gnt-instance", "migrate", "-f", "-n", node, &instance]);
     }
 }
 
@@ -323,6 +389,17 @@ struct Maintd {
 
 impl Maintd {
     fn start(lab: &Lab, diagnose: &DiagnoseServer, dir: &Path) -> Maintd {
+        Maintd::start_with(lab, diagnose, dir, &[])
+    }
+
+    /// [`Maintd::start`] with `extra` environment (settings such as
+    /// `MAINTD__SAFETY__MAX_NODES_IN_REPAIR`).
+    fn start_with(
+        lab: &Lab,
+        diagnose: &DiagnoseServer,
+        dir: &Path,
+        extra: &[(&str, String)],
+    ) -> Maintd {
         let args: Vec<String> = vec![
             "daemon".into(),
             "-f".into(),
@@ -343,7 +420,7 @@ impl Maintd {
             "--poll-interval".into(),
             "0.5".into(),
         ];
-        let env = [
+        let mut env = vec![
             (
                 "MAINTD__CLUSTER__SSCONF_DIR",
                 path(&lab.dir.join("nodes/node1/var-lib-ganeti")),
@@ -354,6 +431,7 @@ impl Maintd {
             // the vote is tested from inside the nodes (lab_popular_vote_*).
             ("MAINTD__CLUSTER__VOTING", "false".to_owned()),
         ];
+        env.extend(extra.iter().cloned());
         let mut proc =
             Proc::spawn_with_env("maintd on the lab", &args, &env, &dir.join("maintd.log"));
         let api = proc.line("maintd API:", within(60));
@@ -365,6 +443,13 @@ impl Maintd {
 
     fn status(&self) -> (u16, Value) {
         http(&self.api, "GET", "/1/status", None).expect("maintd answers")
+    }
+
+    /// GET `path` from maintd's API; it must answer 200.
+    fn get(&self, path: &str) -> Value {
+        let (code, body) = http(&self.api, "GET", path, None).expect("maintd answers");
+        assert_eq!(code, 200, "{path}: {body}");
+        body
     }
 
     fn wait_status_code(&self, code: u16, deadline: Instant) {
@@ -772,7 +857,7 @@ impl Drop for NodedStopped<'_> {
 
 /// maintd installed on the master (node1): Luxi at Ganeti's default socket, Ganeti's data
 /// directory as it is. It holds the popular vote over noded with the cluster's client
-/// certificate and wins it with node3's noded down (two of three nodes name node1),
+/// certificate and wins it with node3's noded down (the other nodes, a majority, name node1),
 /// noting node3's missing vote; then it starts work.
 #[test]
 fn lab_popular_vote_on_the_master_wins_without_one_node() {
@@ -849,8 +934,8 @@ const LAB_BROKEN_FIX: &str = "#!/bin/sh\necho 'controller not responding' >&2\ne
 impl<'a> AgentCommands<'a> {
     fn install(lab: &'a Lab) -> Self {
         use std::os::unix::fs::PermissionsExt;
-        for node in NODES {
-            let etc = lab.node_dir(node, "etc-ganeti");
+        for node in lab.node_names() {
+            let etc = lab.node_dir(&node, "etc-ganeti");
             for (dir, name, text) in [
                 ("node-diagnose-commands", "lab-diagnose", LAB_DIAGNOSE),
                 ("node-repair-commands", "lab-fix", LAB_FIX),
@@ -866,8 +951,8 @@ impl<'a> AgentCommands<'a> {
             }
         }
         let commands = AgentCommands { lab };
-        for node in NODES {
-            commands.report(node, None);
+        for node in lab.node_names() {
+            commands.report(&node, None);
         }
         commands
     }
@@ -898,14 +983,14 @@ impl<'a> AgentCommands<'a> {
 
 impl Drop for AgentCommands<'_> {
     fn drop(&mut self) {
-        for node in NODES {
-            let etc = self.lab.node_dir(node, "etc-ganeti");
+        for node in self.lab.node_names() {
+            let etc = self.lab.node_dir(&node, "etc-ganeti");
             let _ = std::fs::remove_dir_all(etc.join("node-diagnose-commands"));
             let _ = std::fs::remove_dir_all(etc.join("node-repair-commands"));
             let _ = std::fs::remove_file(etc.join("lab-diagnose.json"));
             let _ = std::fs::remove_file(
                 self.lab
-                    .node_dir(node, "var-log-ganeti")
+                    .node_dir(&node, "var-log-ganeti")
                     .join("lab-fix.stdin"),
             );
         }
@@ -998,9 +1083,10 @@ fn lab_agents_drive_a_live_repair_and_an_evacuation() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let commands = AgentCommands::install(&lab);
-    let mut agents: BTreeMap<&str, Proc> = NODES
+    let nodes = lab.node_names();
+    let mut agents: BTreeMap<&str, Proc> = nodes
         .iter()
-        .map(|node| (*node, lab.agent_on_node(node, dir.path(), &[])))
+        .map(|node| (node.as_str(), lab.agent_on_node(node, dir.path(), &[])))
         .collect();
     let mut maintd = lab.daemon_on_node(
         MASTER,
@@ -1121,5 +1207,205 @@ fn lab_agents_drive_a_live_repair_and_an_evacuation() {
     maintd.kill9();
     drop(agents);
     drop(commands);
+    lab.reset();
+}
+
+/// Two non-master nodes go bad at once and maintd may have both in repair
+/// (`max_nodes_in_repair = 2`, the per-group share raised to match, the breaker at 100 %
+/// since two of four nodes are 50 %). Both are evacuated in parallel, onto the other two
+/// nodes: their jobs interleave (each incident's drain comes before the other's last job,
+/// which the default cap of one would forbid), both incidents complete, no maintd job
+/// fails, and both nodes end drained, empty and tagged ready.
+///
+/// The lab's instances are diskless (the lab's kernel has no DRBD), so the two nodes
+/// cannot share a DRBD instance here; what is exercised is two evacuations whose targets
+/// compete for the same two remaining nodes.
+#[test]
+fn lab_two_nodes_evacuated_at_once_both_complete() {
+    let Some(lab) = Lab::get() else { return };
+    let names = lab.node_names();
+    assert!(names.len() >= 4, "needs a lab of four nodes: {names:?}");
+    let (a, b) = ("node3.ganeti.test", "node4.ganeti.test");
+    lab.ensure_primary(a, &[b]);
+    lab.ensure_primary(b, &[a]);
+    let before = lab.nodes();
+    let moved = before[a].primaries.len() + before[b].primaries.len();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let diagnose = DiagnoseServer::start();
+    let maintd = Maintd::start_with(
+        &lab,
+        &diagnose,
+        dir.path(),
+        &[
+            ("MAINTD__SAFETY__MAX_NODES_IN_REPAIR", "2".to_owned()),
+            ("MAINTD__SAFETY__MAX_PERCENT_IN_REPAIR", "50".to_owned()),
+            ("MAINTD__SAFETY__BREAKER_PERCENT", "100".to_owned()),
+        ],
+    );
+    let safety = maintd.get("/1/safety");
+    assert_eq!(safety["limit"], 2, "{safety}");
+    let first_job = lab.last_job_id();
+
+    for node in [a, b] {
+        diagnose.report(
+            node,
+            json!({"status": "evacuate", "details": {"disk": "sda"}}),
+        );
+    }
+    let done_a = maintd.wait_incident(a, "completed", within(240));
+    let done_b = maintd.wait_incident(b, "completed", within(240));
+
+    // Both went ahead at once: each incident's first job precedes the other's last.
+    let (jobs_a, jobs_b) = (job_ids(&done_a), job_ids(&done_b));
+    let first = |jobs: &[u64]| jobs.iter().min().copied().expect("jobs");
+    let last = |jobs: &[u64]| jobs.iter().max().copied().expect("jobs");
+    assert!(
+        first(&jobs_a) < last(&jobs_b) && first(&jobs_b) < last(&jobs_a),
+        "evacuated one after the other: {a} {jobs_a:?}, {b} {jobs_b:?}"
+    );
+    let infos: Vec<String> = [&done_a, &done_b]
+        .into_iter()
+        .flat_map(|done| successful_jobs(&lab, done))
+        .collect();
+    let migrations = infos
+        .iter()
+        .filter(|i| i.contains("OP_INSTANCE_MIGRATE"))
+        .count();
+    assert_eq!(migrations, moved, "{infos:#?}");
+    // Nothing of maintd's failed in the queue, its own jobs or any other.
+    let failed: Vec<(u64, String)> = lab
+        .maintd_jobs_since(first_job)
+        .into_iter()
+        .filter(|(_, status)| status != "success")
+        .collect();
+    assert!(failed.is_empty(), "maintd jobs not successful: {failed:?}");
+
+    let after = lab.nodes();
+    for (node, done) in [(a, &done_a), (b, &done_b)] {
+        let row = &after[node];
+        assert!(row.drained, "{node} drained: {row:?}");
+        assert!(row.primaries.is_empty(), "{node} still hosts {row:?}");
+        let tag = format!("maintd:repairready:{}", uuid(done));
+        assert!(row.tags.contains(&tag), "{node}: {row:?}");
+    }
+    // The instances went to the other two nodes.
+    let total: usize = before.values().map(|r| r.primaries.len()).sum();
+    let elsewhere: usize = after
+        .iter()
+        .filter(|(name, _)| name.as_str() != a && name.as_str() != b)
+        .map(|(_, r)| r.primaries.len())
+        .sum();
+    assert_eq!(elsewhere, total, "{after:?}");
+
+    // Taken back: healthy reports, tags removed, then undrained by the reset.
+    for (node, done) in [(a, &done_a), (b, &done_b)] {
+        diagnose.report(node, json!({"status": "Ok"}));
+        lab.gx(&[
+            "gnt-node",
+            "remove-tags",
+            node,
+            &format!("maintd:repairready:{}", uuid(done)),
+        ]);
+        maintd.wait_forgotten(&uuid(done), within(60));
+    }
+    lab.reset();
+    // Later tests expect instances on the nodes they evacuate: one back on each.
+    lab.ensure_primary(a, &[b]);
+    lab.ensure_primary(b, &[a]);
+}
+
+/// The cluster tag `maintd:paused` stops every new job: once maintd has seen it, a node
+/// reporting `evacuate` gets an incident and a plan, but the plan is held, no maintd job
+/// reaches the queue and the node is not drained, for 20 seconds. When the tag is removed
+/// the incident proceeds and completes.
+#[test]
+fn lab_cluster_pause_tag_stops_all_new_jobs() {
+    let Some(lab) = Lab::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let diagnose = DiagnoseServer::start();
+    let maintd = Maintd::start(&lab, &diagnose, dir.path());
+    let node = lab.busiest_node();
+    assert!(
+        !lab.nodes()[&node].primaries.is_empty(),
+        "{node} hosts instances"
+    );
+
+    lab.gx(&["gnt-cluster", "add-tags", PAUSE_TAG]);
+    wait_until(within(60), "/1/safety to show the pause tag", || {
+        let safety = maintd.get("/1/safety");
+        (safety["paused_by_tag"] == true && safety["paused"] == true).then_some(safety)
+    });
+    let first_job = lab.last_job_id();
+
+    diagnose.report(&node, json!({"status": "evacuate"}));
+    let noted = wait_until(within(60), "an incident on the paused cluster", || {
+        maintd.incidents().into_iter().find(|i| i["node"] == node)
+    });
+    let uuid = uuid(&noted);
+    // maintd plans the evacuation but holds it back, naming the tag.
+    let plan = wait_until(within(60), "a held plan with the drain", || {
+        let plan = maintd.get("/1/plan");
+        let held = plan["mode"] == "held"
+            && plan["jobs"]
+                .as_array()
+                .is_some_and(|jobs| jobs.iter().any(|j| j["incident"] == uuid.as_str()));
+        held.then_some(plan)
+    });
+    assert!(
+        plan["held_by"]
+            .as_str()
+            .is_some_and(|h| h.contains(PAUSE_TAG)),
+        "{plan}"
+    );
+    // For 20 seconds (some twenty rounds): nothing submitted, nothing drained.
+    let quiet_until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < quiet_until {
+        let incident = maintd
+            .incidents()
+            .into_iter()
+            .find(|i| i["uuid"] == uuid.as_str())
+            .expect("the incident stays");
+        assert!(
+            job_ids(&incident).is_empty(),
+            "job while paused: {incident}"
+        );
+        let plan = maintd.get("/1/plan");
+        assert_eq!(plan["mode"], "held", "{plan}");
+        assert!(!lab.nodes()[&node].drained, "{node} drained while paused");
+        thread::sleep(Duration::from_secs(1));
+    }
+    let submitted = lab.maintd_jobs_since(first_job);
+    assert!(
+        submitted.is_empty(),
+        "maintd jobs while paused: {submitted:?}"
+    );
+
+    // The tag removed: the incident goes ahead, drain first, and completes.
+    lab.gx(&["gnt-cluster", "remove-tags", PAUSE_TAG]);
+    wait_until(within(60), "/1/safety to show the tag gone", || {
+        let safety = maintd.get("/1/safety");
+        (safety["paused_by_tag"] == false).then_some(())
+    });
+    let done = maintd.wait_incident(&node, "completed", within(240));
+    let infos = successful_jobs(&lab, &done);
+    assert!(
+        infos
+            .first()
+            .is_some_and(|i| i.contains("OP_NODE_SET_PARAMS")),
+        "the drain first: {infos:#?}"
+    );
+    let row = lab.nodes()[&node].clone();
+    assert!(row.drained && row.primaries.is_empty(), "{row:?}");
+    assert_eq!(maintd.get("/1/plan")["mode"], "submitted");
+
+    diagnose.report(&node, json!({"status": "Ok"}));
+    lab.gx(&[
+        "gnt-node",
+        "remove-tags",
+        &node,
+        &format!("maintd:repairready:{uuid}"),
+    ]);
+    maintd.wait_forgotten(&uuid, within(60));
     lab.reset();
 }
