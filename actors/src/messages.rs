@@ -296,9 +296,9 @@ pub struct IncidentNote {
     pub message: String,
 }
 
-/// One incident, open or forgotten. Web → registry.
+/// One incident, open or forgotten (`true`). Web → registry.
 #[derive(Message, Debug)]
-#[rtype(result = "Option<Incident>")]
+#[rtype(result = "Option<(Incident, bool)>")]
 pub struct GetIncident {
     /// The incident.
     pub uuid: Uuid,

@@ -298,19 +298,22 @@ impl Handler<StartRound> for EventRegistry {
         let mut plan = msg.plan;
         if let Some(halt) = self.halt_reason() {
             // Nothing is submitted and no incident changes but for its message, which
-            // says what would have been done.
+            // says what would have been done; saved only when a message changed.
+            let mut changed = false;
             for (uuid, why) in plan.notes.iter().chain(&plan.failures) {
-                self.state.note(*uuid, format!("{halt}; {why}"), msg.at);
+                changed |= self.state.note(*uuid, format!("{halt}; {why}"), msg.at);
             }
             for job in &plan.jobs {
                 if let Some(uuid) = job.incident {
                     let would = format!("{halt}; would submit: {}", job.purpose.describe());
-                    self.state.note_event(uuid, "held", would, msg.at);
+                    changed |= self.state.note_event(uuid, "held", would, msg.at);
                 }
             }
             info!(target: "maintd::registry", jobs = plan.jobs.len(), reason = %halt, "round planned, nothing submitted");
             self.last_plan = Some(plan_view(&plan, msg.at, None, Some(halt), Vec::new()));
-            self.persist();
+            if changed {
+                self.persist();
+            }
             return MessageResult(Vec::new());
         }
         let dropped = self.state.drop_stale(&mut plan, msg.at);
@@ -493,14 +496,14 @@ impl Handler<GetIncident> for EventRegistry {
     type Result = MessageResult<GetIncident>;
 
     fn handle(&mut self, msg: GetIncident, _: &mut Context<Self>) -> Self::Result {
-        let found = self.state.incident(msg.uuid).or_else(|| {
-            self.state
-                .forgotten
-                .iter()
-                .rev()
+        let open = self.state.incident(msg.uuid).map(|i| (i.clone(), false));
+        let found = open.or_else(|| {
+            let mut forgotten = self.state.forgotten.iter().rev();
+            forgotten
                 .find(|i| i.uuid == msg.uuid)
+                .map(|i| (i.clone(), true))
         });
-        MessageResult(found.cloned())
+        MessageResult(found)
     }
 }
 

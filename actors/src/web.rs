@@ -46,6 +46,19 @@ impl RegistryLink {
         }
     }
 
+    /// Send `msg` to the registry and wait for its answer.
+    async fn ask<M>(&self, msg: M) -> Result<M::Result, ApiError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        EventRegistry: Handler<M>,
+    {
+        self.registry()?
+            .send(msg)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
     fn registry(&self) -> Result<Addr<EventRegistry>, ApiError> {
         self.0
             .read()
@@ -144,10 +157,7 @@ impl<'a> From<&'a Incident> for IncidentView<'a> {
 }
 
 async fn status_view(link: &RegistryLink) -> Result<StatusView, ApiError> {
-    link.registry()?
-        .send(GetStatus)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    link.ask(GetStatus).await
 }
 
 async fn versions() -> HttpResponse {
@@ -176,20 +186,13 @@ struct IncidentDetail<'a> {
 
 async fn incident(link: Data<RegistryLink>, uuid: Path<String>) -> Result<HttpResponse, ApiError> {
     let uuid = parse_uuid(&uuid)?;
-    let registry = link.registry()?;
-    let found = registry
-        .send(GetIncident { uuid })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or_else(|| ApiError::NotFound(format!("no incident {uuid}")))?;
-    let open = status_view(&link)
+    let (found, forgotten) = link
+        .ask(GetIncident { uuid })
         .await?
-        .incidents
-        .iter()
-        .any(|i| i.uuid == uuid);
+        .ok_or_else(|| ApiError::NotFound(format!("no incident {uuid}")))?;
     Ok(HttpResponse::Ok().json(IncidentDetail {
         view: IncidentView::from(&found),
-        forgotten: !open,
+        forgotten,
         history: &found.history,
     }))
 }
@@ -236,14 +239,12 @@ async fn pause(
         }
     }
     let view = link
-        .registry()?
-        .send(Pause {
+        .ask(Pause {
             reason,
             by: client_of(&request),
             at: clock.now(),
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .await?
         .map_err(ApiError::Unavailable)?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -262,32 +263,22 @@ async fn resume(
         ));
     }
     let view = link
-        .registry()?
-        .send(Resume {
+        .ask(Resume {
             by: client_of(&request),
             at: clock.now(),
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .await?
         .map_err(ApiError::Unavailable)?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 async fn safety(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
-    let view = link
-        .registry()?
-        .send(GetSafety)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let view = link.ask(GetSafety).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 async fn plan(link: Data<RegistryLink>) -> Result<HttpResponse, ApiError> {
-    let view = link
-        .registry()?
-        .send(GetPlan)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let view = link.ask(GetPlan).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -318,11 +309,7 @@ async fn history(
                 ))
             })?,
     };
-    let forgotten = link
-        .registry()?
-        .send(GetHistory { limit })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let forgotten = link.ask(GetHistory { limit }).await?;
     let entries: Vec<_> = forgotten
         .iter()
         .map(|i| IncidentDetail {
@@ -354,14 +341,12 @@ async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let uuid = parse_uuid(&uuid)?;
     let answer = link
-        .registry()?
-        .send(CancelIncident {
+        .ask(CancelIncident {
             uuid,
             by: client_of(&request),
             at: clock.now(),
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .await?;
     match answer {
         Ok(()) => Ok(HttpResponse::Ok().json(json!({"uuid": uuid, "repair-status": "canceled"}))),
         Err(e @ CancelError::NotFound(_)) => Err(ApiError::NotFound(e.to_string())),

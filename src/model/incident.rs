@@ -697,19 +697,23 @@ impl MaintenanceState {
     }
 
     /// Remember why an incident waits (a history entry when the reason changes).
-    pub fn note(&mut self, uuid: Uuid, message: String, now: f64) {
-        self.note_event(uuid, "waiting", message, now);
+    /// Returns whether anything changed.
+    pub fn note(&mut self, uuid: Uuid, message: String, now: f64) -> bool {
+        self.note_event(uuid, "waiting", message, now)
     }
 
     /// Like [`MaintenanceState::note`], with the history entry's event named.
-    pub fn note_event(&mut self, uuid: Uuid, event: &str, message: String, now: f64) {
-        if let Some(incident) = self.incident_mut(uuid) {
-            if incident.message.as_ref() != Some(&message) {
-                incident.record(now, event, BY_MAINTD, Some(message.clone()));
-                incident.message = Some(message);
-                incident.mtime = now;
-            }
+    pub fn note_event(&mut self, uuid: Uuid, event: &str, message: String, now: f64) -> bool {
+        let Some(incident) = self.incident_mut(uuid) else {
+            return false;
+        };
+        if incident.message.as_ref() == Some(&message) {
+            return false;
         }
+        incident.record(now, event, BY_MAINTD, Some(message.clone()));
+        incident.message = Some(message);
+        incident.mtime = now;
+        true
     }
 
     /// Start a new round with the planned jobs (not yet submitted). Stuck jobs of the

@@ -196,14 +196,12 @@ impl MaintenanceState {
         dry_run.then(|| "dry-run: nothing is submitted".to_owned())
     }
 
-    /// The gate of the next round: unconfirmed, flapping, stuck and excluded-node
-    /// incidents are held; the cap counts the nodes in repair; stuck jobs' nodes are busy.
+    /// The gate of the next round: unconfirmed, flapping and stuck incidents are held; the cap counts the nodes in repair; stuck jobs' nodes are busy.
     pub fn gate(&self, cluster: &ClusterSnapshot, limits: &SafetyLimits) -> SafetyGate {
         let mut held = BTreeMap::new();
+        // Incidents of nodes tagged EXCLUDE_TAG are held by the planner, which also keeps
+        // those nodes out of reach as targets.
         for incident in self.incidents.iter().filter(|i| i.status.is_open()) {
-            let excluded = cluster
-                .node(&incident.node)
-                .is_some_and(|n| n.tags.iter().any(|t| t == EXCLUDE_TAG));
             let why = if !incident.confirmed {
                 Some(format!(
                     "awaiting confirmation: seen in {} of {} polls",
@@ -216,8 +214,6 @@ impl MaintenanceState {
                 ))
             } else if incident.flapping {
                 incident.message.clone().or(Some("flapping".to_owned()))
-            } else if excluded {
-                Some(format!("node tagged {EXCLUDE_TAG}: no action on it"))
             } else {
                 None
             };
@@ -506,7 +502,7 @@ mod state_tests {
     }
 
     #[test]
-    fn the_gate_holds_unconfirmed_flapping_stuck_and_excluded_and_caps_started_ones() {
+    fn the_gate_holds_unconfirmed_ones_the_planner_excluded_ones_and_the_cap_counts_started_ones() {
         let mut c = cluster(10);
         c.nodes[6].tags.insert(EXCLUDE_TAG.to_owned());
         let mut s = MaintenanceState::new();
@@ -519,8 +515,27 @@ mod state_tests {
         report(&mut s, "n7", "x");
         let gate = s.gate(&c, &SafetyLimits::default());
         assert!(gate.held[&unconfirmed].starts_with("awaiting confirmation: seen in 1 of 2"));
-        assert!(gate.held[&excluded].contains(EXCLUDE_TAG));
         assert!(!gate.held.contains_key(&started));
+        // The excluded node's incident is held by the planner, which says why.
+        let plan = crate::planner::Planner::plan(
+            &crate::planner::HtoolsPlanner::default(),
+            crate::planner::PlanInput {
+                cluster: &c,
+                incidents: &s.incidents,
+                key_prefix: "t",
+                now_ns: 0,
+                job_statuses: &BTreeMap::new(),
+                node_loads: &BTreeMap::new(),
+                gate: &gate,
+            },
+        );
+        let note = plan
+            .notes
+            .iter()
+            .find(|(u, _)| *u == excluded)
+            .expect("noted");
+        assert!(note.1.contains(EXCLUDE_TAG), "{note:?}");
+        assert!(plan.jobs.iter().all(|j| j.incident != Some(excluded)));
         // n3 is in repair: the one slot is taken.
         assert_eq!(s.in_repair(), BTreeSet::from(["n3".to_owned()]));
         let refused = gate.slots.check("g1").unwrap_err();

@@ -12,10 +12,7 @@ mod simple;
 pub use htools::{pending_tag_jobs, HtoolsPlanner, HtoolsSettings};
 pub use simple::SimplePlanner;
 
-/// Opt-out tag. On a node: maintd takes no action there (its incidents get no job, it is
-/// never a target, harep and balancing leave it alone). On an instance: balancing never
-/// moves it and an evacuation that must move it waits.
-pub const EXCLUDE_TAG: &str = "maintd:exclude";
+pub use crate::model::safety::EXCLUDE_TAG;
 
 use std::collections::BTreeMap;
 

@@ -237,7 +237,7 @@ impl<'a> Round<'a> {
                 );
                 continue;
             }
-            let unstarted = incident.status == RepairStatus::Noted && incident.jobs.is_empty();
+            let unstarted = incident.status == RepairStatus::Noted && !incident.started();
             if unstarted {
                 if let Err(message) = self.slots.check(&node.group) {
                     self.plan.notes.push((incident.uuid, message));

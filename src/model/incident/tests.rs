@@ -410,6 +410,24 @@ fn a_failed_jobs_detail_becomes_part_of_the_incidents_message() {
     );
 }
 
+/// A planned job of `uuid` without opcodes or nodes.
+fn planned(key: &str, uuid: Uuid, purpose: JobPurpose) -> PlannedJob {
+    PlannedJob {
+        key: key.into(),
+        incident: Some(uuid),
+        purpose,
+        nodes: BTreeSet::new(),
+        ops: vec![],
+    }
+}
+
+/// Start a round with `job` alone and record it submitted as job `id` at time 0.
+fn submit_alone(state: &mut MaintenanceState, job: PlannedJob, id: u64) {
+    let key = job.key.clone();
+    state.start_round(&[job], 0.0);
+    state.record_submission(&key, Ok(JobId(id)), 0.0);
+}
+
 fn debounced(confirm_polls: u32, flap_budget: Option<usize>) -> MaintenanceState {
     let mut s = MaintenanceState::new();
     s.policy = StatePolicy {
@@ -483,13 +501,7 @@ fn a_stale_signal_drops_the_incident_before_its_first_job() {
     let Observed::NewIncident(uuid) = s.observe("n1", &a, 0.0) else {
         panic!("new")
     };
-    let job = |key: &str| PlannedJob {
-        key: key.into(),
-        incident: Some(uuid),
-        purpose: JobPurpose::Drain,
-        nodes: BTreeSet::new(),
-        ops: vec![],
-    };
+    let job = |key: &str| planned(key, uuid, JobPurpose::Drain);
     // Still reported: kept.
     let mut plan = RoundPlan {
         jobs: vec![job("k1")],
@@ -522,13 +534,7 @@ fn a_started_incident_is_not_dropped_when_its_report_goes_away() {
     run_job(&mut s, uuid, JobPurpose::Drain, 1, Some(JobStatus::Success));
     s.observe("n1", &diag(json!({"status": "Ok"})), 3.0);
     let mut plan = RoundPlan {
-        jobs: vec![PlannedJob {
-            key: "k2".into(),
-            incident: Some(uuid),
-            purpose: JobPurpose::TagReady,
-            nodes: BTreeSet::new(),
-            ops: vec![],
-        }],
+        jobs: vec![planned("k2", uuid, JobPurpose::TagReady)],
         ..RoundPlan::default()
     };
     assert!(s.drop_stale(&mut plan, 4.0).is_empty());
@@ -541,14 +547,10 @@ fn a_running_job_past_the_timeout_is_stuck_and_the_round_goes_on_without_it() {
     s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
     let uuid = only_uuid(&s);
     let job = PlannedJob {
-        key: "k1".into(),
-        incident: Some(uuid),
-        purpose: JobPurpose::Drain,
         nodes: BTreeSet::from(["n1".to_owned()]),
-        ops: vec![],
+        ..planned("k1", uuid, JobPurpose::Drain)
     };
-    s.start_round(&[job], 0.0);
-    s.record_submission("k1", Ok(JobId(7)), 0.0);
+    submit_alone(&mut s, job, 7);
     s.record_job_status(JobId(7), Some(JobStatus::Running), 10.0);
     assert_eq!(s.apply_job_timeout(60.0, 30.0), (vec![], vec![]));
     assert!(!s.round_finished());
@@ -571,15 +573,7 @@ fn a_waiting_job_past_the_timeout_is_canceled_without_failing_its_incident() {
     let mut s = MaintenanceState::new();
     s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
     let uuid = only_uuid(&s);
-    let job = PlannedJob {
-        key: "k1".into(),
-        incident: Some(uuid),
-        purpose: JobPurpose::Drain,
-        nodes: BTreeSet::new(),
-        ops: vec![],
-    };
-    s.start_round(&[job], 0.0);
-    s.record_submission("k1", Ok(JobId(3)), 0.0);
+    submit_alone(&mut s, planned("k1", uuid, JobPurpose::Drain), 3);
     s.record_job_status(JobId(3), Some(JobStatus::Waiting), 5.0);
     let (cancel, stuck) = s.apply_job_timeout(60.0, 61.0);
     assert_eq!(cancel, vec![JobId(3)]);
@@ -613,17 +607,14 @@ fn a_failed_live_migration_escalates_to_a_failover_once_when_allowed() {
         s.observe("n1", &diag(json!({"status": "evacuate"})), 0.0);
         let uuid = only_uuid(&s);
         let fail_migration = |s: &mut MaintenanceState, id: u64| {
-            let job = PlannedJob {
-                key: format!("k{id}"),
-                incident: Some(uuid),
-                purpose: JobPurpose::MovePrimary {
-                    instance: "i1".into(),
-                },
-                nodes: BTreeSet::new(),
-                ops: vec![migrate.clone()],
+            let purpose = JobPurpose::MovePrimary {
+                instance: "i1".into(),
             };
-            s.start_round(&[job], 0.0);
-            s.record_submission(&format!("k{id}"), Ok(JobId(id)), 0.0);
+            let job = PlannedJob {
+                ops: vec![migrate.clone()],
+                ..planned(&format!("k{id}"), uuid, purpose)
+            };
+            submit_alone(s, job, id);
             s.record_job_status(JobId(id), Some(JobStatus::Error), 1.0);
         };
         fail_migration(&mut s, 1);
