@@ -38,17 +38,10 @@ const PASSWORD: &str = "maintd-secret";
 /// Long enough never to fire on a healthy answer, however slow the machine.
 const GENEROUS: Duration = Duration::from_secs(60);
 
-// ----- the lab's samples -----
+// ----- exchanges captured from a real Ganeti 3.0 cluster -----
 
 fn samples_dir() -> PathBuf {
-    let candidates = [
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/lab/samples"),
-        PathBuf::from("/work/shared/lab/samples"),
-    ];
-    candidates
-        .into_iter()
-        .find(|dir| dir.join("rapi-06-nodes-bulk.json").exists())
-        .expect("the lab's RAPI samples (shared/lab/samples beside the repository)")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ganeti-3.0")
 }
 
 /// A captured exchange: `{"request": {...}, "response": {"status", "body"}}`.

@@ -958,8 +958,10 @@ mod tests {
     use super::*;
 
     fn sample_response(name: &str) -> Value {
-        let path = format!("/work/shared/lab/samples/{name}");
-        let text = std::fs::read_to_string(path).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/ganeti-3.0")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
         let sample: Value = serde_json::from_str(&text).unwrap();
         sample["response"].clone()
     }
