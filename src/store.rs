@@ -8,6 +8,10 @@ use std::{
     fs::{self, File},
     io::Write,
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -26,7 +30,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The file exists but does not hold a valid document; it is left untouched.
-    #[error("{path} is not a valid state file ({source}); move it away to start afresh")]
+    #[error("{path} is not a valid state file ({source}); maintd never overwrites it: inspect it with `maintd state check`, then move it away or archive it with `maintd state reset` to start empty")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -40,6 +44,9 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct JsonStore {
     path: PathBuf,
+    /// When set, every save fails: fault drills and tests of what maintd does when its
+    /// state cannot be saved (a full disk, EIO).
+    fail_saves: Arc<AtomicBool>,
 }
 
 impl JsonStore {
@@ -51,7 +58,44 @@ impl JsonStore {
         })?;
         Ok(JsonStore {
             path: dir.join(file_name),
+            fail_saves: Arc::default(),
         })
+    }
+
+    /// A switch that makes every save of this store (and its clones) fail while it is on.
+    pub fn save_fault_switch(&self) -> Arc<AtomicBool> {
+        self.fail_saves.clone()
+    }
+
+    /// Check that the directory takes new files: create, sync and remove a probe file.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let probe = dir.join(".maintd-write-check");
+        let io = |source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut file = File::create(&probe).map_err(io)?;
+        let written = file.write_all(b"ok").and_then(|()| file.sync_all());
+        let removed = fs::remove_file(&probe);
+        written.map_err(io)?;
+        removed.map_err(io)
+    }
+
+    /// Move the document aside as `<file>.<suffix>` (e.g. a timestamp), leaving no
+    /// document; returns the new path, or `None` if there was none.
+    pub fn archive(&self, suffix: &str) -> Result<Option<PathBuf>, StoreError> {
+        let mut name = self.path.file_name().unwrap_or_default().to_owned();
+        name.push(format!(".{suffix}"));
+        let target = self.path.with_file_name(name);
+        match fs::rename(&self.path, &target) {
+            Ok(()) => Ok(Some(target)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
     }
 
     /// Where the document lives.
@@ -85,6 +129,9 @@ impl JsonStore {
             path: self.path.clone(),
             source,
         };
+        if self.fail_saves.load(Ordering::Relaxed) {
+            return Err(io(std::io::Error::other("save failure injected")));
+        }
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = self.path.with_extension("tmp");
         let mut file = File::create(&tmp).map_err(io)?;
@@ -116,5 +163,35 @@ mod tests {
         ));
         // The corrupt file is left for the operator to inspect.
         assert_eq!(fs::read(store.path()).unwrap(), b"{torn");
+        // Archiving moves it aside.
+        let archived = store.archive("20261206T000000").unwrap().unwrap();
+        assert_eq!(fs::read(&archived).unwrap(), b"{torn");
+        assert_eq!(store.load::<Vec<u32>>().unwrap(), None);
+        assert_eq!(store.archive("again").unwrap(), None);
+    }
+
+    #[test]
+    fn writability_is_checked_and_saves_fail_on_demand() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JsonStore::open(dir.path(), "state.json").unwrap();
+        store.check_writable().unwrap();
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no probe left"
+        );
+        let switch = store.save_fault_switch();
+        switch.store(true, Ordering::Relaxed);
+        let clone = store.clone();
+        assert!(clone.save(&1u32).is_err());
+        assert_eq!(store.load::<u32>().unwrap(), None);
+        switch.store(false, Ordering::Relaxed);
+        clone.save(&1u32).unwrap();
+        // /proc/self takes no files, even for root.
+        let proc_store = JsonStore {
+            path: PathBuf::from("/proc/self/state.json"),
+            fail_saves: Arc::default(),
+        };
+        assert!(proc_store.check_writable().is_err());
     }
 }

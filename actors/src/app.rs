@@ -8,7 +8,7 @@ use maintd::{
     clock::Clock,
     config::PlannerEngine,
     config::{seconds, Settings},
-    model::incident::StatePolicy,
+    model::incident::{MaintenanceState, StatePolicy},
     planner::{HtoolsPlanner, Planner, SimplePlanner},
     store::{JsonStore, StoreError},
 };
@@ -98,10 +98,50 @@ pub fn registry_config(settings: &Settings) -> RegistryConfig {
     }
 }
 
-/// Start the daemon's actors (not the web server; see [`crate::web::WebActor`]).
-pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StoreError> {
+/// Why the daemon cannot start on its state directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The directory cannot be created or written.
+    #[error("the state directory {dir} (setting daemon.state_dir, flag --state-dir) is not usable: {source}")]
+    StateDir {
+        /// The directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// The state file cannot be read or is not valid; it is left untouched.
+    #[error("{0}")]
+    StateFile(#[source] StoreError),
+}
+
+/// Check, before any work, that the state directory takes files and that the state file,
+/// if any, is valid: maintd never works on state it could not save or read.
+pub fn check_state(store: &JsonStore, dir: &str) -> Result<(), StartError> {
+    store
+        .check_writable()
+        .map_err(|source| StartError::StateDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
+    store
+        .load::<MaintenanceState>()
+        .map_err(StartError::StateFile)?;
+    Ok(())
+}
+
+/// Start the daemon's actors (not the web server; see [`crate::web::WebActor`]), after
+/// [`check_state`].
+pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StartError> {
     let link = RegistryLink::default();
-    let deps = supervisor_deps(settings, &wiring, link.clone())?;
+    let dir = &settings.daemon.state_dir;
+    let deps = supervisor_deps(settings, &wiring, link.clone()).map_err(|source| {
+        StartError::StateDir {
+            dir: dir.clone(),
+            source,
+        }
+    })?;
+    check_state(&deps.store, dir)?;
     let interval: Duration = seconds(settings.daemon.master_check_interval);
     let election = MasterElection::new(
         wiring.backend.clone(),

@@ -53,6 +53,33 @@ pub enum Command {
     },
     /// Show the brakes of a running maintd: pause, circuit breaker, nodes in repair.
     Safety(ClientArgs),
+    /// Inspect or reset maintd's state file (with maintd stopped).
+    State {
+        /// What to do.
+        #[command(subcommand)]
+        action: StateAction,
+    },
+}
+
+/// `maintd state ...`.
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Validate the state file and summarize it; exits 1 if it cannot be used.
+    Check(StateArgs),
+    /// Archive the state file as `state.json.reset-<unix time>` so that maintd starts
+    /// empty (incidents, round and brakes are forgotten; running jobs are not touched).
+    Reset(StateArgs),
+}
+
+/// Where the state file is.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StateArgs {
+    /// Configuration file whose daemon.state_dir to use.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The state directory (overrides the configuration).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Flags shared by `daemon` and `sim`.

@@ -33,6 +33,7 @@ pub mod poller;
 pub mod registry;
 pub mod sim_api;
 pub mod simulation;
+pub mod state_cmd;
 pub mod supervisor;
 pub mod telemetry;
 pub mod watcher;

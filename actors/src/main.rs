@@ -21,7 +21,7 @@ use maintd::{
 use maintd_actors::{
     agent_app,
     app::{self, Wiring},
-    cli::{AgentArgs, Cli, Command, CommonArgs, DaemonArgs, SimArgs},
+    cli::{AgentArgs, Cli, Command, CommonArgs, DaemonArgs, SimArgs, StateAction},
     client,
     election::{MasterCheck, VoteSettings},
     messages::Shutdown,
@@ -42,6 +42,12 @@ fn main() -> ExitCode {
         }
         Command::Resume { client } => run_client(async move { client::resume(&client).await }),
         Command::Safety(client) => run_client(async move { client::safety(&client).await }),
+        Command::State {
+            action: StateAction::Check(args),
+        } => maintd_actors::state_cmd::check(&args),
+        Command::State {
+            action: StateAction::Reset(args),
+        } => maintd_actors::state_cmd::reset(&args),
         Command::Plan(args) => maintd_actors::plan::run(&args),
         Command::Daemon(args) => run_daemon(args),
         Command::Agent(args) => run_agent(args),

@@ -164,9 +164,20 @@ pub struct Recovery {
     pub unconfirmed: Vec<String>,
 }
 
+/// Why a cancel was not done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CancelRefused {
+    /// The incident cannot be canceled.
+    #[error(transparent)]
+    Refused(#[from] CancelError),
+    /// The cancel could not be saved, so it was not made.
+    #[error("{0}")]
+    NotSaved(String),
+}
+
 /// Cancel an incident. Web → registry.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<(), CancelError>")]
+#[rtype(result = "Result<(), CancelRefused>")]
 pub struct CancelIncident {
     /// The incident.
     pub uuid: Uuid,
@@ -230,6 +241,9 @@ pub struct SafetyView {
     pub dry_run: bool,
     /// Why no new action starts now, if none does.
     pub halted: Option<String>,
+    /// Why the state could not be saved, while it cannot: nothing is submitted and
+    /// operator requests answer 503 until a save succeeds.
+    pub state_error: Option<String>,
 }
 
 /// The circuit breaker as `/1/safety` shows it.

@@ -16,11 +16,11 @@ use maintd::{
 use tracing::{error, info, warn};
 
 use crate::messages::{
-    BreakerView, CancelIncident, ExtendRound, GetHistory, GetIncident, GetPlan, GetRecovery,
-    GetRoundFinished, GetSafety, GetStatus, IncidentNote, JobStatusesSeen, JobToSubmit,
-    JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, Pause, PlanContext, PlanView,
-    PlannedJobView, Reconcile, Recovery, Resume, SafetyView, Shutdown, StartRound, StatusView,
-    SubmissionLost,
+    BreakerView, CancelIncident, CancelRefused, ExtendRound, GetHistory, GetIncident, GetPlan,
+    GetRecovery, GetRoundFinished, GetSafety, GetStatus, IncidentNote, JobStatusesSeen,
+    JobToSubmit, JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, Pause, PlanContext,
+    PlanView, PlannedJobView, Reconcile, Recovery, Resume, SafetyView, Shutdown, StartRound,
+    StatusView, SubmissionLost,
 };
 
 /// Name of the state file inside the state directory.
@@ -62,7 +62,13 @@ pub struct EventRegistry {
     paused_by_tag: bool,
     /// The last round's plan, submitted or held back.
     last_plan: Option<PlanView>,
+    /// Why the last save failed, while the state in memory is ahead of the disk: no new
+    /// round starts and no operator request is acknowledged until a save succeeds.
+    unsaved: Option<String>,
 }
+
+/// How often a failed save is retried.
+const SAVE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl EventRegistry {
     /// A registry over `state`, persisting to `store`.
@@ -76,29 +82,46 @@ impl EventRegistry {
             loads: BTreeMap::new(),
             paused_by_tag: false,
             last_plan: None,
+            unsaved: None,
         }
     }
 
-    /// Persist after a change. A failed save is logged and retried with the next change;
-    /// the in-memory state stays authoritative meanwhile.
-    fn persist(&self) {
-        if let Err(e) = self.store.save(&self.state) {
-            error!(target: "maintd::registry", error = %e, "could not persist the maintenance state");
+    /// Save the state. A failure is remembered (and retried every [`SAVE_RETRY`]): until
+    /// a save succeeds no round starts, so nothing is submitted on unsaved state.
+    /// Returns whether the state is on disk.
+    fn persist(&mut self) -> bool {
+        match self.store.save(&self.state) {
+            Ok(()) => {
+                if self.unsaved.take().is_some() {
+                    info!(target: "maintd::registry", path = %self.store.path().display(), "the maintenance state is saved again; work resumes");
+                }
+                true
+            }
+            Err(e) => {
+                let why = e.to_string();
+                if self.unsaved.as_ref() != Some(&why) {
+                    error!(target: "maintd::registry", error = %why, "could not save the maintenance state: nothing is submitted until it can be saved");
+                }
+                self.unsaved = Some(why);
+                false
+            }
         }
     }
 
     /// Apply `change` only if the result can be saved: otherwise the state is as before
-    /// and the error says why (for changes an operator must be able to rely on).
-    fn durably(&mut self, change: impl FnOnce(&mut MaintenanceState)) -> Result<(), String> {
+    /// and the error says why. For decisions (new rounds, operator requests): they take
+    /// effect only once they are on disk.
+    fn durably<T>(&mut self, change: impl FnOnce(&mut MaintenanceState) -> T) -> Result<T, String> {
         let before = self.state.clone();
-        change(&mut self.state);
-        match self.store.save(&self.state) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.state = before;
-                error!(target: "maintd::registry", error = %e, "could not persist the maintenance state; change not applied");
-                Err(format!("state could not be saved: {e}"))
-            }
+        let result = change(&mut self.state);
+        if self.persist() {
+            Ok(result)
+        } else {
+            self.state = before;
+            Err(format!(
+                "state could not be saved: {}",
+                self.unsaved.as_deref().unwrap_or("unknown error")
+            ))
         }
     }
 
@@ -126,6 +149,7 @@ impl EventRegistry {
             limit_percent: self.config.limits.max_percent_in_repair,
             dry_run: self.config.dry_run,
             halted: self.halt_reason(),
+            state_error: self.unsaved.clone(),
         }
     }
 }
@@ -176,7 +200,12 @@ fn plan_view(
 impl Actor for EventRegistry {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(SAVE_RETRY, |act, _| {
+            if act.unsaved.is_some() {
+                act.persist();
+            }
+        });
         info!(target: "maintd::registry", incidents = self.state.incidents.len(), round = self.state.round.number, "event registry started");
     }
 }
@@ -276,7 +305,14 @@ impl Handler<Reconcile> for EventRegistry {
         }
         MessageResult(PlanContext {
             incidents: self.state.incidents.clone(),
-            key_prefix: format!("{}-r{}", self.state.state_id, self.state.round.number + 1),
+            // A fresh nonce per planning: a key never names two different jobs, even if a
+            // planned round could not be saved and its number comes again.
+            key_prefix: format!(
+                "{}-r{}-{}",
+                self.state.state_id,
+                self.state.round.number + 1,
+                &uuid::Uuid::new_v4().simple().to_string()[..6]
+            ),
             node_loads: self.loads.clone(),
             gate: self.state.gate(&msg.cluster, &self.config.limits),
         })
@@ -287,7 +323,7 @@ impl Handler<GetRoundFinished> for EventRegistry {
     type Result = bool;
 
     fn handle(&mut self, _: GetRoundFinished, _: &mut Context<Self>) -> bool {
-        self.state.round_finished()
+        self.unsaved.is_none() && self.state.round_finished()
     }
 }
 
@@ -316,29 +352,45 @@ impl Handler<StartRound> for EventRegistry {
             }
             return MessageResult(Vec::new());
         }
-        let dropped = self.state.drop_stale(&mut plan, msg.at);
+        let planned = self.durably(|state| {
+            let dropped = state.drop_stale(&mut plan, msg.at);
+            for (uuid, why) in &plan.failures {
+                state.fail_incident(*uuid, why.clone(), msg.at);
+            }
+            for (uuid, why) in &plan.notes {
+                state.note(*uuid, why.clone(), msg.at);
+            }
+            let round = (!plan.jobs.is_empty()).then(|| {
+                state.start_round(&plan.jobs, msg.at);
+                state.round.number
+            });
+            (dropped, round)
+        });
+        // Saved before submission: a restart then finds the keys and never submits twice;
+        // a round that cannot be saved is not submitted at all.
+        let (dropped, round) = match planned {
+            Ok(planned) => planned,
+            Err(why) => {
+                self.last_plan = Some(plan_view(&plan, msg.at, None, Some(why), Vec::new()));
+                return MessageResult(Vec::new());
+            }
+        };
         for uuid in &dropped {
             info!(target: "maintd::registry", %uuid, "incident dropped: its node no longer reports it");
         }
         for (uuid, why) in &plan.failures {
             warn!(target: "maintd::registry", %uuid, reason = %why, "incident failed");
-            self.state.fail_incident(*uuid, why.clone(), msg.at);
         }
         for (uuid, why) in &plan.notes {
             info!(target: "maintd::registry", %uuid, reason = %why, "incident waits");
-            self.state.note(*uuid, why.clone(), msg.at);
         }
         for warning in &plan.warnings {
             warn!(target: "maintd::registry", %warning, "round planning");
         }
-        let round = (!plan.jobs.is_empty()).then(|| {
-            self.state.start_round(&plan.jobs, msg.at);
-            info!(target: "maintd::registry", round = self.state.round.number, jobs = plan.jobs.len(), "round planned");
-            self.state.round.number
-        });
+        if let Some(round) = round {
+            info!(target: "maintd::registry", round, jobs = plan.jobs.len(), "round planned");
+        }
         self.last_plan = Some(plan_view(&plan, msg.at, round, None, dropped));
-        // Persisted before submission: a restart then finds the keys and never submits twice.
-        self.persist();
         MessageResult(
             plan.jobs
                 .into_iter()
@@ -360,10 +412,14 @@ impl Handler<ExtendRound> for EventRegistry {
             return MessageResult(Vec::new());
         }
         let (origins, jobs) = pending_tag_jobs(&repairs, msg.now_ns);
-        self.state.extend_round(&origins, &jobs);
+        // Saved before submission, as for a new round.
+        if self
+            .durably(|state| state.extend_round(&origins, &jobs))
+            .is_err()
+        {
+            return MessageResult(Vec::new());
+        }
         info!(target: "maintd::registry", jobs = jobs.len(), "round extended by harep pending tags");
-        // Persisted before submission, as for a new round.
-        self.persist();
         MessageResult(
             jobs.into_iter()
                 .map(|j| JobToSubmit {
@@ -446,12 +502,13 @@ impl Handler<GetRecovery> for EventRegistry {
 }
 
 impl Handler<CancelIncident> for EventRegistry {
-    type Result = Result<(), maintd::model::incident::CancelError>;
+    type Result = Result<(), CancelRefused>;
 
     fn handle(&mut self, msg: CancelIncident, _: &mut Context<Self>) -> Self::Result {
-        self.state.cancel_by(msg.uuid, &msg.by, msg.at)?;
+        self.durably(|state| state.cancel_by(msg.uuid, &msg.by, msg.at))
+            .map_err(CancelRefused::NotSaved)?
+            .map_err(CancelRefused::Refused)?;
         info!(target: "maintd::registry", uuid = %msg.uuid, by = %msg.by, "incident canceled");
-        self.persist();
         Ok(())
     }
 }

@@ -103,9 +103,12 @@ impl Actor for ClusterSupervisor {
             Ok(Some(state)) => state,
             Ok(None) => MaintenanceState::new(),
             Err(e) => {
-                // Never start from a blank state over an unreadable one: that would lose incidents.
-                error!(target: "maintd::supervisor", error = %e, "cannot load the state; not starting any work");
+                // Never start from a blank state over an unreadable one: that would lose
+                // incidents. Idling would hide it; exiting lets the service manager and
+                // the operator see it.
+                error!(target: "maintd::supervisor", error = %e, "cannot load the state; exiting");
                 ctx.stop();
+                System::current().stop_with_code(1);
                 return;
             }
         };

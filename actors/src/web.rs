@@ -21,8 +21,8 @@ use uuid::Uuid;
 use crate::{
     http_server::HttpServerActor,
     messages::{
-        CancelIncident, GetHistory, GetIncident, GetPlan, GetSafety, GetStatus, Pause, Resume,
-        StatusView,
+        CancelIncident, CancelRefused, GetHistory, GetIncident, GetPlan, GetSafety, GetStatus,
+        Pause, Resume, StatusView,
     },
     registry::EventRegistry,
 };
@@ -349,8 +349,13 @@ async fn cancel(
         .await?;
     match answer {
         Ok(()) => Ok(HttpResponse::Ok().json(json!({"uuid": uuid, "repair-status": "canceled"}))),
-        Err(e @ CancelError::NotFound(_)) => Err(ApiError::NotFound(e.to_string())),
-        Err(e @ CancelError::Finished(..)) => Err(ApiError::Conflict(e.to_string())),
+        Err(CancelRefused::Refused(e @ CancelError::NotFound(_))) => {
+            Err(ApiError::NotFound(e.to_string()))
+        }
+        Err(CancelRefused::Refused(e @ CancelError::Finished(..))) => {
+            Err(ApiError::Conflict(e.to_string()))
+        }
+        Err(CancelRefused::NotSaved(why)) => Err(ApiError::Unavailable(why)),
     }
 }
 

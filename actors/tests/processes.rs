@@ -631,3 +631,86 @@ fn sigterm_and_sigint_stop_cleanly() {
     let status = sim.proc.wait_exit(within(30));
     assert_eq!(status.code(), Some(0), "simulator after SIGTERM: {status}");
 }
+
+/// `maintd daemon` on `state_dir`, needing no cluster: it must stop before any work.
+fn daemon_on_state(dir: &Path, state_dir: &Path) -> (std::process::ExitStatus, String) {
+    let socket = path(&dir.join("no-such-socket"));
+    let state = path(state_dir);
+    let args = [
+        "daemon",
+        "-f",
+        "--no-voting",
+        "--yes-do-it",
+        "--luxi-socket",
+        &socket,
+        "--state-dir",
+        &state,
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
+    ];
+    let (status, _, log) = run(dir, "daemon", &args);
+    (status, log)
+}
+
+#[test]
+fn an_unusable_state_directory_or_a_corrupt_state_file_stops_the_daemon_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // /proc/self takes no files, even for root.
+    let (status, log) = daemon_on_state(dir.path(), Path::new("/proc/self"));
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("/proc/self")
+            && log.contains("daemon.state_dir")
+            && log.contains("--state-dir"),
+        "{log}"
+    );
+
+    // A corrupt state file: exit 1 naming it and what to do; the file is kept as it was.
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let file = state_dir.join("state.json");
+    std::fs::write(&file, b"{\"incidents\": [tor").unwrap();
+    let (status, log) = daemon_on_state(dir.path(), &state_dir);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains(&path(&file)), "{log}");
+    assert!(
+        log.contains("maintd state check") && log.contains("maintd state reset"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"{\"incidents\": [tor");
+
+    // The operator's tools: check names the problem, reset archives the file.
+    let state = path(&state_dir);
+    let (status, _, log) = run(
+        dir.path(),
+        "check",
+        &["state", "check", "--state-dir", &state],
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("not a valid state file"), "{log}");
+    let (status, out, log) = run(
+        dir.path(),
+        "reset",
+        &["state", "reset", "--state-dir", &state],
+    );
+    assert!(status.success(), "{log}");
+    assert!(out.contains("archived as"), "{out}");
+    assert!(!file.exists());
+    let archived: Vec<_> = std::fs::read_dir(&state_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("state.json.reset-"))
+        .collect();
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    let (status, out, log) = run(
+        dir.path(),
+        "check2",
+        &["state", "check", "--state-dir", &state],
+    );
+    assert!(status.success(), "{log}");
+    assert!(out.contains("no state file"), "{out}");
+}

@@ -1,0 +1,87 @@
+//! `maintd state check` and `maintd state reset`: the operator's tools for a state file
+//! maintd refuses to start on.
+
+use std::path::PathBuf;
+
+use maintd::{config::Settings, model::incident::MaintenanceState, store::JsonStore};
+
+use crate::{cli::StateArgs, registry::STATE_FILE};
+
+/// The state store named by `args` (the configuration's `daemon.state_dir` unless
+/// `--state-dir` is given).
+fn store(args: &StateArgs) -> Result<JsonStore, String> {
+    let dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let settings = Settings::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+            PathBuf::from(settings.daemon.state_dir)
+        }
+    };
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    JsonStore::open(&dir, STATE_FILE).map_err(|e| e.to_string())
+}
+
+/// A few lines describing a valid state.
+pub fn summary(state: &MaintenanceState) -> String {
+    let open = state
+        .incidents
+        .iter()
+        .filter(|i| i.status.is_open())
+        .count();
+    let mut out = format!(
+        "incidents: {} ({open} open), forgotten kept: {}, round: {} ({} jobs, {} unfinished)\n",
+        state.incidents.len(),
+        state.forgotten.len(),
+        state.round.number,
+        state.round.jobs.len(),
+        state.unfinished_jobs().len(),
+    );
+    if let Some(pause) = &state.safety.pause {
+        out.push_str(&format!("paused by {}\n", pause.by));
+    }
+    if let Some(trip) = &state.safety.breaker {
+        out.push_str(&format!("circuit breaker tripped: {}\n", trip.reason));
+    }
+    out
+}
+
+/// `maintd state check`: 0 with a summary for a valid (or absent) state file, an error
+/// naming the file otherwise.
+pub fn check(args: &StateArgs) -> Result<u8, String> {
+    let store = store(args)?;
+    let path = store.path().display().to_string();
+    match store
+        .load::<MaintenanceState>()
+        .map_err(|e| e.to_string())?
+    {
+        None => println!("{path}: no state file; maintd starts empty"),
+        Some(state) => print!("{path}: valid\n{}", summary(&state)),
+    }
+    Ok(0)
+}
+
+/// `maintd state reset`: archive the state file, whatever it holds, so maintd starts empty.
+pub fn reset(args: &StateArgs) -> Result<u8, String> {
+    let store = store(args)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match store
+        .archive(&format!("reset-{stamp}"))
+        .map_err(|e| e.to_string())?
+    {
+        Some(archived) => println!(
+            "{} archived as {}; maintd starts empty",
+            store.path().display(),
+            archived.display()
+        ),
+        None => println!(
+            "{}: no state file; nothing to reset",
+            store.path().display()
+        ),
+    }
+    Ok(0)
+}
