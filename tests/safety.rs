@@ -764,3 +764,76 @@ fn a_failed_live_migration_is_retried_as_a_failover_when_escalation_is_on() {
         assert!(h.node(&node).primary_instances.is_empty(), "{done}");
     });
 }
+
+#[test]
+fn a_state_that_cannot_be_saved_stops_new_work_and_operator_requests_until_it_can() {
+    run_paused(|| async {
+        let mut h = Harness::start_with(8, 24, 0.5, loose).await;
+        let node = h.busiest_node();
+        h.report(&node, evacuate("sdl"));
+        let uuid = h
+            .wait_for(60.0, "the first job", async |h: &Harness| {
+                incident_on(h, &node)
+                    .await
+                    .filter(|i| i["repair-status"] == "pending")
+            })
+            .await["uuid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let faults = h.daemon.as_ref().unwrap().save_faults.clone();
+        faults.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The next change cannot be saved: from then on nothing is submitted.
+        let error = h
+            .wait_for(30.0, "the save error", async |h: &Harness| {
+                safety(h).await["state_error"].as_str().map(str::to_owned)
+            })
+            .await;
+        assert!(error.contains("save failure injected"), "{error}");
+        common::advance(2.0).await;
+        let frozen: Vec<u64> = maintd_jobs(&h).iter().map(|j| j.id.0).collect();
+        h.report(
+            "node3",
+            json!({"status": "live-repair", "command": "fix", "details": {}}),
+        );
+        common::advance(30.0).await;
+        let later: Vec<u64> = maintd_jobs(&h).iter().map(|j| j.id.0).collect();
+        assert_eq!(frozen, later, "no job while the state cannot be saved");
+        // Operator requests are refused, not acknowledged and then lost.
+        let (status, body) = h.api("POST", &format!("/1/incidents/{uuid}/cancel")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body["message"]
+            .as_str()
+            .unwrap()
+            .contains("state could not be saved"));
+        assert_eq!(
+            h.api("POST", "/1/pause").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(safety(&h).await["paused"], false);
+
+        // Once saves work again, everything goes on, and a restart loses nothing.
+        faults.store(false, std::sync::atomic::Ordering::Relaxed);
+        h.wait_for(10.0, "the state saved", async |h: &Harness| {
+            safety(h).await["state_error"].is_null().then_some(())
+        })
+        .await;
+        h.stop_daemon().await;
+        h.start_daemon().await;
+        h.wait_status(&uuid, "completed", 900.0).await;
+        let repair = h.wait_incident_on("node3", 30.0).await;
+        h.wait_status(repair["uuid"].as_str().unwrap(), "completed", 300.0)
+            .await;
+        assert!(failed_maintd_jobs(&h).is_empty());
+        // No submission key names two jobs.
+        let mut seen = BTreeSet::new();
+        for job in maintd_jobs(&h) {
+            let keys: BTreeSet<String> = maintd_reasons(&job)
+                .iter()
+                .filter_map(|r| r.split("submission ").nth(1).map(str::to_owned))
+                .collect();
+            assert_eq!(keys.len(), 1, "one key per job: {keys:?}");
+            assert!(seen.insert(keys.into_iter().next().unwrap()), "key reused");
+        }
+    });
+}

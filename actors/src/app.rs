@@ -44,6 +44,8 @@ pub struct Daemon {
     pub election: Addr<MasterElection>,
     /// Where the HTTP API finds the registry.
     pub link: RegistryLink,
+    /// While on, every save of the state fails (fault drills and tests).
+    pub save_faults: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The supervisor's dependencies from settings.
@@ -142,6 +144,7 @@ pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StartError> 
         }
     })?;
     check_state(&deps.store, dir)?;
+    let save_faults = deps.store.save_fault_switch();
     let interval: Duration = seconds(settings.daemon.master_check_interval);
     let election = MasterElection::new(
         wiring.backend.clone(),
@@ -151,7 +154,11 @@ pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StartError> 
         wiring.exit_if_not_master,
     )
     .start();
-    Ok(Daemon { election, link })
+    Ok(Daemon {
+        election,
+        link,
+        save_faults,
+    })
 }
 
 /// The `cpu-avg-load` source of the settings (`monitoring.load_url`). Must be called
