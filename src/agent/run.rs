@@ -591,13 +591,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("escaped.pid");
         // setsid puts the background child in a session (and group) of its own, out of
-        // reach of the kill of the command's group; it still holds stdout and stderr.
+        // reach of the kill of the command's group; it still holds stdout and stderr. The
+        // command exits once it has left (were it killed with the group before setsid,
+        // nothing would be left behind).
         let escape = script(
             dir.path(),
             "escape",
             &format!(
                 "setsid sh -c 'echo $$ > {0}.tmp; mv {0}.tmp {0}; exec sleep 120' & \
-                 echo before; exit 0",
+                 while [ ! -e {0} ]; do sleep 0.01; done; echo before; exit 0",
                 pid_file.display()
             ),
         );
@@ -607,11 +609,6 @@ mod tests {
         })
         .await
         .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !pid_file.exists() {
-            assert!(std::time::Instant::now() < deadline, "no pid file");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
         let escaped = KillOnDrop(pid.parse().unwrap());
         assert_eq!(outcome.end, RunEnd::Exited(0));
