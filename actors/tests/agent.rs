@@ -497,3 +497,64 @@ fn sigterm_stops_the_agent_and_its_running_command() {
     assert_eq!(after["state"], "failed");
     assert_eq!(after["message"], "agent restarted during execution");
 }
+
+#[test]
+fn a_repair_that_leaves_a_process_behind_succeeds_when_it_exits() {
+    let node = Node::new();
+    let in_group = node.path("in-group.pid");
+    let escaped = node.path("escaped.pid");
+    // Both background processes inherit the command's stdout and stderr; the second
+    // leaves the command's process group (setsid), and the command exits once it has.
+    node.script(
+        "repair",
+        "restart-daemon",
+        &format!(
+            "sleep 120 & echo $! > {0}; \
+             setsid sh -c 'echo $$ > {1}.tmp; mv {1}.tmp {1}; exec sleep 120' & \
+             while [ ! -e {1} ]; do sleep 0.01; done; echo restarted; exit 0",
+            in_group.display(),
+            escaped.display()
+        ),
+        0o755,
+    );
+    // A limit far below the background sleeps: a run that waited for them would end
+    // as timed out.
+    let agent = node.agent(
+        "agent",
+        true,
+        &[],
+        &[("MAINTD__AGENT__REPAIR_TIMEOUT", "30".into())],
+    );
+    let incident = "6b5b7d0e-55a4-4f0b-9a57-7c0e1f7d2a10";
+    let (status, _) = agent.post(
+        "/1/repair",
+        &repair_body(
+            &key(),
+            &now_secs().to_string(),
+            NODE,
+            incident,
+            "restart-daemon",
+        ),
+    );
+    assert_eq!(status, 202);
+    let done = agent.execution_when(incident, finished);
+    let escaped_pid = fs::read_to_string(&escaped).unwrap().trim().to_owned();
+    // Leave nothing running: the escaped process is out of the agent's reach.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &escaped_pid])
+        .status();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["exit_code"], 0);
+    assert_eq!(done["message"], Value::Null);
+    let output = done["output"].as_str().unwrap();
+    assert!(
+        output.starts_with(
+            "restarted\nmaintd agent: a process started by the command still held its output \
+             open after it exited; it was left running (it left the command's process group)"
+        ),
+        "{output}"
+    );
+    // The process that stayed in the group was killed with it.
+    wait_gone(fs::read_to_string(&in_group).unwrap().trim());
+    wait_gone(&escaped_pid);
+}

@@ -409,7 +409,8 @@ impl RepairBook {
 }
 
 /// stdout then stderr, at most `max_output` bytes (bytes that are not UTF-8, or a
-/// character cut by the limit, show as U+FFFD), with a note when anything was left out.
+/// character cut by the limit, show as U+FFFD), with a note when anything was left out,
+/// and then the run's own note, if any (never cut by the limit).
 pub fn combined_output(outcome: &RunOutcome, max_output: usize) -> String {
     let mut bytes = outcome.stdout.clone();
     bytes.extend_from_slice(&outcome.stderr);
@@ -424,6 +425,13 @@ pub fn combined_output(outcome: &RunOutcome, max_output: usize) -> String {
             text.push('\n');
         }
         text.push_str(&format!("[output truncated: {dropped} bytes left out]\n"));
+    }
+    if let Some(note) = &outcome.note {
+        if !text.ends_with('\n') && !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(note);
+        text.push('\n');
     }
     text
 }
@@ -528,6 +536,7 @@ mod tests {
             stderr: stderr.as_bytes().to_vec(),
             stdout_dropped: 0,
             stderr_dropped: 0,
+            note: None,
         }
     }
 
@@ -688,5 +697,16 @@ mod tests {
         let mut capped = outcome(RunEnd::Exited(0), "ab", "");
         capped.stdout_dropped = 10;
         assert!(combined_output(&capped, 100).ends_with("[output truncated: 10 bytes left out]\n"));
+        // The run's own note comes last, on a line of its own, past the limit.
+        let mut noted = outcome(RunEnd::Exited(0), "abcdef", "");
+        noted.note = Some("maintd agent: a note".into());
+        assert_eq!(
+            combined_output(&noted, 4),
+            "abcd\n[output truncated: 2 bytes left out]\nmaintd agent: a note\n"
+        );
+        assert_eq!(
+            combined_output(&noted, 100),
+            "abcdef\nmaintd agent: a note\n"
+        );
     }
 }

@@ -1,12 +1,19 @@
 //! Running one whitelisted command: no arguments, the given bytes on stdin, a cleared
 //! environment, a time limit, and capped output.
 //!
-//! The command runs in a process group of its own, so that on timeout the whole group
-//! (the command and whatever it started) is killed, not just the direct child.
+//! The command runs in a process group of its own. The run follows the command's own
+//! exit, not the end of its output: a process it started in the background may inherit
+//! its stdout and stderr and keep them open long after the command is done. When the
+//! command exits (or is killed at its time limit), its whole process group is killed,
+//! what is still readable on its output is drained, and the run is over. A process that
+//! left the group (`setsid`) and still holds the output open is not waited for; it is
+//! noted in [`RunOutcome::note`] and left running.
 
 use std::{
-    os::unix::process::ExitStatusExt,
-    path::PathBuf,
+    future::Future,
+    os::{fd::AsRawFd, unix::process::ExitStatusExt},
+    path::{Path, PathBuf},
+    pin::{pin, Pin},
     process::{ExitStatus, Stdio},
     time::Duration,
 };
@@ -15,14 +22,22 @@ use rustix::process::{kill_process_group, Pid, Signal};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     process::Command,
+    time::Instant,
 };
 use tracing::warn;
 
 /// The only environment variable a command gets.
 pub const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// How long to wait for a killed process group to be reaped.
+/// How long to wait for a killed process group to be reaped, and for its members to
+/// let go of the command's output.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
+
+/// Once the command has ended and no member of its process group is left alive, how
+/// long end-of-output may still take before whoever holds the output open is taken to
+/// have left the group. Everything the group wrote is in the pipe by then; this only
+/// covers our own reads reaching end of file.
+const DRAIN_GRACE: Duration = Duration::from_millis(100);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -31,7 +46,7 @@ pub struct RunSpec {
     pub program: PathBuf,
     /// Written to the command's stdin, which is then closed.
     pub stdin: Vec<u8>,
-    /// Time limit for the command and its output streams.
+    /// Time limit for the command itself (not for processes it leaves behind).
     pub timeout: Duration,
     /// Most bytes kept of each of stdout and stderr; the rest is read and dropped.
     pub max_output: usize,
@@ -44,8 +59,7 @@ pub enum RunEnd {
     Exited(i32),
     /// A signal killed it.
     Signalled(i32),
-    /// It (or a process holding its output open) ran past the time limit; its process
-    /// group was killed.
+    /// It ran past the time limit; its process group was killed.
     TimedOut,
 }
 
@@ -62,6 +76,9 @@ pub struct RunOutcome {
     pub stdout_dropped: u64,
     /// Bytes of stderr that were dropped.
     pub stderr_dropped: u64,
+    /// maintd's own remark on the run, one line without a newline: set when a process
+    /// still held the command's output open after the command ended.
+    pub note: Option<String>,
 }
 
 impl RunOutcome {
@@ -85,7 +102,7 @@ pub struct SpawnError {
     pub source: std::io::Error,
 }
 
-/// Run `spec` to its end (or its time limit).
+/// Run `spec` to the command's end (or its time limit).
 pub async fn run(spec: &RunSpec) -> Result<RunOutcome, SpawnError> {
     let spawn_error = |source| SpawnError {
         program: spec.program.clone(),
@@ -110,53 +127,213 @@ pub async fn run(spec: &RunSpec) -> Result<RunOutcome, SpawnError> {
         group,
         program: &spec.program,
     };
-    let (mut stdin, stdout, stderr) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    // Our ends of the output pipes as /proc names them, to find who else holds them.
+    let pipes: Vec<String> = [
+        stdout.as_ref().map(AsRawFd::as_raw_fd),
+        stderr.as_ref().map(AsRawFd::as_raw_fd),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok())
+    .map(|link| link.to_string_lossy().into_owned())
+    .collect();
     let mut out = Capture::new(spec.max_output);
     let mut err = Capture::new(spec.max_output);
     let input = &spec.stdin;
-    let feed = async {
-        if let Some(mut pipe) = stdin.take() {
+    let mut feed = Box::pin(async move {
+        if let Some(mut pipe) = stdin {
             // A command that does not read its input closes the pipe early; that is its
             // business, not an error.
             let _ = pipe.write_all(input).await;
             let _ = pipe.shutdown().await;
         }
-    };
-    let work = async {
-        let (status, (), (), ()) = tokio::join!(
-            child.wait(),
-            feed,
-            out.read_all(stdout),
-            err.read_all(stderr)
-        );
-        status
-    };
-    let end = match tokio::time::timeout(spec.timeout, work).await {
-        Ok(Ok(status)) => {
-            guard.group = None;
-            end_of(status)
-        }
-        Ok(Err(source)) => return Err(spawn_error(source)),
-        Err(_) => {
-            kill_group(guard.group.take(), &spec.program);
-            let _ = child.start_kill();
-            if tokio::time::timeout(REAP_LIMIT, child.wait())
-                .await
-                .is_err()
-            {
-                warn!(target: "maintd::agent", program = %spec.program.display(), "killed command not reaped in time");
+    });
+    let (end, held) = {
+        let mut readers = pin!(async {
+            tokio::join!(out.read_all(stdout), err.read_all(stderr));
+        });
+        let mut read = false;
+        let mut fed = false;
+        let mut limit = pin!(tokio::time::sleep(spec.timeout));
+        // Feed stdin and read the output while waiting for the command itself; neither
+        // the end of its output nor of its input decides when it is done.
+        let waited = loop {
+            tokio::select! {
+                status = child.wait() => break Some(status),
+                () = &mut feed, if !fed => fed = true,
+                () = &mut readers, if !read => read = true,
+                () = &mut limit => break None,
             }
-            RunEnd::TimedOut
-        }
+        };
+        // Whatever still holds stdin open gets no more of it.
+        drop(feed);
+        let end = match waited {
+            Some(Ok(status)) => {
+                // The command is gone; whatever it left running in its group goes too.
+                // (Its pid, the group's id, cannot be taken by another process while the
+                // group has members; killing an empty group finds nothing.)
+                kill_group(guard.group.take(), &spec.program);
+                end_of(status)
+            }
+            Some(Err(source)) => return Err(spawn_error(source)),
+            None => {
+                kill_group(guard.group.take(), &spec.program);
+                let _ = child.start_kill();
+                if tokio::time::timeout(REAP_LIMIT, child.wait())
+                    .await
+                    .is_err()
+                {
+                    warn!(target: "maintd::agent", program = %spec.program.display(), "killed command not reaped in time");
+                }
+                RunEnd::TimedOut
+            }
+        };
+        let held = if read {
+            None
+        } else {
+            drain(readers.as_mut(), group).await
+        };
+        (end, held)
     };
+    let note = held.map(|held| {
+        let holders = holders_of(&pipes);
+        warn!(target: "maintd::agent", program = %spec.program.display(), ?held, holders = %holders, "a process started by the command still holds its output open");
+        held.note(end, &holders)
+    });
     Ok(RunOutcome {
         end,
         stdout: out.kept,
         stderr: err.kept,
         stdout_dropped: out.dropped,
         stderr_dropped: err.dropped,
+        note,
     })
+}
+
+/// Why the command's output was still open when the run stopped reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// No member of the command's process group was left: a process that left the group
+    /// holds it.
+    OutsideGroup,
+    /// Members of the killed group were still alive after [`REAP_LIMIT`].
+    ByUndeadGroup,
+}
+
+impl Held {
+    fn note(self, end: RunEnd, holders: &str) -> String {
+        let ended = match end {
+            RunEnd::TimedOut => "was killed",
+            RunEnd::Exited(_) | RunEnd::Signalled(_) => "exited",
+        };
+        let mut note = match self {
+            Held::OutsideGroup => format!(
+                "maintd agent: a process started by the command still held its output open \
+                 after it {ended}; it was left running (it left the command's process group)"
+            ),
+            Held::ByUndeadGroup => format!(
+                "maintd agent: a process started by the command still held its output open \
+                 after it {ended}; its process group was killed but had not died {} s later",
+                REAP_LIMIT.as_secs()
+            ),
+        };
+        if !holders.is_empty() {
+            note.push_str(": ");
+            note.push_str(holders);
+        }
+        note
+    }
+}
+
+/// Keep reading the output after the command ended and its group was killed, until end
+/// of file, or until no member of the group is alive and [`DRAIN_GRACE`] has passed
+/// without end of file (given up after [`REAP_LIMIT`] in any case). Returns why the
+/// output is still open, if it is.
+async fn drain(
+    mut readers: Pin<&mut impl Future<Output = ()>>,
+    group: Option<i32>,
+) -> Option<Held> {
+    let give_up = Instant::now() + REAP_LIMIT;
+    loop {
+        tokio::select! {
+            () = &mut readers => return None,
+            () = tokio::time::sleep(DRAIN_GRACE) => {}
+        }
+        if !group.is_some_and(group_has_live_members) {
+            return Some(Held::OutsideGroup);
+        }
+        if Instant::now() >= give_up {
+            return Some(Held::ByUndeadGroup);
+        }
+    }
+}
+
+/// Whether process group `group` has a member that is not a zombie (a killed process
+/// lets go of its files before it becomes one). Reads /proc; without it, says no.
+fn group_has_live_members(group: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(is_pid))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .any(|stat| {
+            // After the command name: state, ppid, pgrp, ...
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            let mut fields = rest.split(' ');
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+            pgrp == Some(group) && !matches!(state, Some("Z" | "X" | "x"))
+        })
+}
+
+/// The processes other than this one that hold any of `pipes` (as /proc names them, like
+/// `pipe:[1234]`), as `name (pid N), ...`; empty when none can be seen.
+fn holders_of(pipes: &[String]) -> String {
+    const MOST: usize = 5;
+    if pipes.is_empty() {
+        return String::new();
+    }
+    let own = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return String::new();
+    };
+    let mut found: Vec<(u32, String)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| is_pid(pid) && *pid != own)
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|link| pipes.iter().any(|p| link.as_os_str() == p.as_str()))
+                })
+            })
+        })
+        .filter_map(|pid| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            Some((pid.parse().ok()?, name.trim().to_owned()))
+        })
+        .collect();
+    found.sort();
+    let mut text = found
+        .iter()
+        .take(MOST)
+        .map(|(pid, name)| format!("{name} (pid {pid})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if found.len() > MOST {
+        text.push_str(&format!(" and {} more", found.len() - MOST));
+    }
+    text
+}
+
+fn is_pid(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Spawn, retrying briefly on "text file busy": a command just installed may still be
@@ -184,7 +361,7 @@ fn end_of(status: ExitStatus) -> RunEnd {
     }
 }
 
-fn kill_group(group: Option<i32>, program: &std::path::Path) {
+fn kill_group(group: Option<i32>, program: &Path) {
     let Some(pid) = group.and_then(Pid::from_raw) else {
         return;
     };
@@ -199,7 +376,7 @@ fn kill_group(group: Option<i32>, program: &std::path::Path) {
 /// Kills the command's process group when dropped while still armed.
 struct GroupGuard<'a> {
     group: Option<i32>,
-    program: &'a std::path::Path,
+    program: &'a Path,
 }
 
 impl Drop for GroupGuard<'_> {
@@ -322,6 +499,7 @@ mod tests {
         assert_eq!(outcome.exit_code(), None);
         // Output written before the limit is kept.
         assert_eq!(outcome.stdout, b"started\n");
+        assert_eq!(outcome.note, None);
         // The background child dies with its group; a survivor would sleep for a minute.
         let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
         wait_gone(&pid).await;
@@ -344,6 +522,109 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn the_run_ends_when_the_command_exits_and_its_group_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("background.pid");
+        let stdin_pid_file = dir.path().join("reader.pid");
+        // Background children holding stdout and stderr open, and one holding stdin
+        // without reading it; each would keep a run that waits for them going for two
+        // minutes, far past the time limit.
+        let detach = script(
+            dir.path(),
+            "detach",
+            &format!(
+                "sleep 120 & echo $! > {}; sleep 120 <&0 & echo $! > {}; \
+                 echo before; echo warning >&2; exit 0",
+                pid_file.display(),
+                stdin_pid_file.display()
+            ),
+        );
+        let big = "x".repeat(1 << 20);
+        let outcome = run(&RunSpec {
+            timeout: Duration::from_secs(30),
+            ..spec(detach, &big)
+        })
+        .await
+        .unwrap();
+        assert_eq!(outcome.end, RunEnd::Exited(0));
+        assert_eq!(outcome.stdout, b"before\n");
+        assert_eq!(outcome.stderr, b"warning\n");
+        // The background children were in the command's group: killed, not noted.
+        assert_eq!(outcome.note, None);
+        for file in [&pid_file, &stdin_pid_file] {
+            wait_gone(fs::read_to_string(file).unwrap().trim()).await;
+        }
+        // Other exit codes and output written before the exit are kept as well.
+        let three = script(
+            dir.path(),
+            "three",
+            "echo kept; echo also kept >&2; sleep 120 & exit 3",
+        );
+        let outcome = run(&RunSpec {
+            timeout: Duration::from_secs(30),
+            ..spec(three, "")
+        })
+        .await
+        .unwrap();
+        assert_eq!(outcome.end, RunEnd::Exited(3));
+        assert_eq!(outcome.stdout, b"kept\n");
+        assert_eq!(outcome.stderr, b"also kept\n");
+        assert_eq!(outcome.note, None);
+    }
+
+    /// Kills a process group when dropped, so that a failed test leaves nothing running.
+    struct KillOnDrop(i32);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(pid) = Pid::from_raw(self.0) {
+                let _ = kill_process_group(pid, Signal::KILL);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_process_that_left_the_group_is_noted_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("escaped.pid");
+        // setsid puts the background child in a session (and group) of its own, out of
+        // reach of the kill of the command's group; it still holds stdout and stderr. The
+        // command exits once it has left (were it killed with the group before setsid,
+        // nothing would be left behind).
+        let escape = script(
+            dir.path(),
+            "escape",
+            &format!(
+                "setsid sh -c 'echo $$ > {0}.tmp; mv {0}.tmp {0}; exec sleep 120' & \
+                 while [ ! -e {0} ]; do sleep 0.01; done; echo before; exit 0",
+                pid_file.display()
+            ),
+        );
+        let outcome = run(&RunSpec {
+            timeout: Duration::from_secs(30),
+            ..spec(escape, "")
+        })
+        .await
+        .unwrap();
+        let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        let escaped = KillOnDrop(pid.parse().unwrap());
+        assert_eq!(outcome.end, RunEnd::Exited(0));
+        assert_eq!(outcome.stdout, b"before\n");
+        let note = outcome.note.expect("no note");
+        assert!(
+            note.starts_with(
+                "maintd agent: a process started by the command still held its output open \
+                 after it exited; it was left running (it left the command's process group)"
+            ),
+            "{note}"
+        );
+        // It is named, by what /proc tells.
+        assert!(note.contains(&format!("(pid {pid})")), "{note}");
+        drop(escaped);
+        wait_gone(&pid).await;
     }
 
     #[tokio::test]
