@@ -180,3 +180,80 @@ pub async fn log_refusals(
     }
     Ok(res.map_into_boxed_body())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write,
+        sync::{Arc, Mutex},
+    };
+
+    use actix_web::{test, web, App, HttpResponse};
+
+    use super::*;
+
+    /// Log lines written by the code under test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[actix_web::test]
+    async fn refusals_are_logged_with_the_peer_and_limited_per_peer() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let service = test::init_service(
+            App::new()
+                .app_data(Data::new(PeerLog::new("test")))
+                .route(
+                    "/bad",
+                    web::get().to(|| async {
+                        let mut response = HttpResponse::Forbidden().finish();
+                        response
+                            .extensions_mut()
+                            .insert(Refusal("bad signature".into()));
+                        response
+                    }),
+                )
+                .route("/ok", web::get().to(HttpResponse::Ok))
+                .wrap(actix_web::middleware::from_fn(log_refusals)),
+        )
+        .await;
+        let call = |uri: &'static str, peer: &'static str| {
+            test::TestRequest::get()
+                .uri(uri)
+                .peer_addr(peer.parse().unwrap())
+                .to_request()
+        };
+        for _ in 0..100 {
+            let response = test::call_service(&service, call("/bad", "192.0.2.1:4000")).await;
+            assert_eq!(response.status(), 403);
+        }
+        test::call_service(&service, call("/bad", "192.0.2.2:4000")).await;
+        test::call_service(&service, call("/ok", "192.0.2.3:4000")).await;
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(
+            lines("peer=192.0.2.1"),
+            maintd::ratelimit::DEFAULT_BURST as usize,
+            "{log}"
+        );
+        assert_eq!(lines("peer=192.0.2.2"), 1, "{log}");
+        assert_eq!(lines("192.0.2.3"), 0, "a success is not logged: {log}");
+        assert!(log.contains("request refused"), "{log}");
+        assert!(log.contains("reason=bad signature"), "{log}");
+    }
+}
