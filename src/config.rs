@@ -109,6 +109,20 @@ impl SafetySettings {
     }
 }
 
+/// Highest accepted `max_connections`: far above any sane need, and low enough that the
+/// descriptors it stands for fit under the usual hard limits.
+pub const MAX_CONNECTIONS_LIMIT: usize = 65_536;
+
+fn check_max_connections(name: &str, value: usize) -> Result<(), ConfigError> {
+    if (1..=MAX_CONNECTIONS_LIMIT).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{name} must be from 1 to {MAX_CONNECTIONS_LIMIT}, not {value}"
+        )))
+    }
+}
+
 /// Ganeti's HMAC key, the documented default of `agent.hmac_key` and
 /// `cluster.hmac_key`: a missing file there means "no key".
 pub const DEFAULT_HMAC_KEY: &str = "/var/lib/ganeti/hmac.key";
@@ -141,6 +155,8 @@ pub struct AgentSettings {
     pub keep_executions: usize,
     /// State directory.
     pub state_dir: String,
+    /// Most HTTP connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl AgentSettings {
@@ -168,6 +184,7 @@ impl AgentSettings {
                 "agent.max_output_bytes and agent.keep_executions must be positive".into(),
             ));
         }
+        check_max_connections("agent.max_connections", self.max_connections)?;
         if !self.diagnose_command.is_empty() {
             crate::agent::whitelist::check_name(&self.diagnose_command)
                 .map_err(|e| ConfigError::Invalid(format!("agent.diagnose_command: {e}")))?;
@@ -212,6 +229,8 @@ pub struct DaemonSettings {
     pub state_dir: String,
     /// Seconds between master checks.
     pub master_check_interval: f64,
+    /// Most API connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 /// `[cluster]`.
@@ -439,6 +458,7 @@ impl Settings {
 
     /// Check ranges once, at startup.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check_max_connections("daemon.max_connections", self.daemon.max_connections)?;
         let positive = [
             (
                 "daemon.master_check_interval",
@@ -626,5 +646,24 @@ mod tests {
         let mut settings = Settings::defaults();
         settings.monitoring.poll_interval = 0.0;
         assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn connection_caps_are_bounded() {
+        let defaults = Settings::defaults();
+        assert_eq!(defaults.daemon.max_connections, 256);
+        assert_eq!(defaults.agent.max_connections, 256);
+        for value in [0, MAX_CONNECTIONS_LIMIT + 1] {
+            let mut settings = Settings::defaults();
+            settings.daemon.max_connections = value;
+            assert!(settings.validate().is_err(), "daemon {value}");
+            let mut settings = Settings::defaults();
+            settings.agent.max_connections = value;
+            assert!(settings.validate().is_err(), "agent {value}");
+        }
+        let mut settings = Settings::defaults();
+        settings.daemon.max_connections = 1;
+        settings.agent.max_connections = MAX_CONNECTIONS_LIMIT;
+        settings.validate().unwrap();
     }
 }

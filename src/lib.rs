@@ -18,6 +18,8 @@
 //! - [`store`]: crash-safe persistence of the daemon's state.
 //! - [`config`]: settings, with `config/default.toml` as the documented reference.
 //! - [`clock`]: wall-clock time that follows the runtime's (possibly virtual) clock.
+//! - [`limits`]: the process's open-file limit.
+//! - [`ratelimit`]: per-peer rate limiting of log lines.
 
 #![warn(missing_docs)]
 
@@ -26,8 +28,10 @@ pub mod backend;
 pub mod clock;
 pub mod config;
 pub mod htools;
+pub mod limits;
 pub mod model;
 pub mod planner;
+pub mod ratelimit;
 pub mod signing;
 pub mod sim;
 pub mod store;

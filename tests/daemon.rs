@@ -681,19 +681,24 @@ fn balancing_by_cpu_load_uses_the_polled_loads() {
         assert!(balanced.iter().all(|j| j.status == JobStatus::Success));
         // A node whose collector fails stops balancing: no figure, no guess.
         let now = h.clock.now();
-        let balancing_before = balancing_jobs(&h).len();
         h.sim
             .lock()
             .set_monitoring("node3", MonitoringBehaviour::Unreachable, now)
             .expect("known node");
+        // maintd learns of it at node3's next poll (the pollers are spread over the poll
+        // interval, so a round may come first); from then on, no balancing.
+        h.wait_for(10.0, "node3's failed poll", async |h: &Harness| {
+            let (_, nodes) = h.api("GET", "/1/nodes").await;
+            let failures = nodes.as_array().and_then(|n| {
+                n.iter()
+                    .find(|n| n["node"] == "node3")
+                    .and_then(|n| n["consecutive_failures"].as_u64())
+            });
+            (failures > Some(0)).then_some(())
+        })
+        .await;
+        let balancing_before = balancing_jobs(&h).len();
         common::advance(30.0).await;
-        let (_, nodes) = h.api("GET", "/1/nodes").await;
-        let node3 = nodes
-            .as_array()
-            .and_then(|n| n.iter().find(|n| n["node"] == "node3"))
-            .cloned()
-            .unwrap_or_default();
-        assert!(node3["consecutive_failures"].as_u64() > Some(0), "{nodes}");
         let balancing = balancing_jobs(&h);
         assert_eq!(
             balancing.len(),

@@ -87,7 +87,8 @@ pub fn start(
         node_name,
         clock,
     };
-    let web = crate::agent_web::bind(&settings.listen, context)
+    let limits = crate::http_server::HttpLimits::new(settings.max_connections);
+    let web = crate::agent_web::bind(&settings.listen, limits, context)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addrs = web.addrs.clone();
     Ok(Agent {

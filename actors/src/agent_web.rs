@@ -21,13 +21,13 @@ use maintd::{
     signing::{salt_is_valid, sign, unix_salt, HmacKey},
 };
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::info;
 use uuid::Uuid;
 
 use crate::{
     agent_collector::{DiagnoseCollector, GetDiagnoseReport},
     agent_repairs::{GetExecution, RepairExecutor, SubmitRepair},
-    http_server::HttpServerActor,
+    http_server::{log_refusals, HttpLimits, HttpServerActor, PeerLog, Refusal},
 };
 
 /// What the handlers need.
@@ -90,10 +90,15 @@ struct SaltQuery {
     salt: Option<String>,
 }
 
+/// A plain-text answer; a refusal (4xx) carries its reason for the log of refusals.
 fn text_response(status: StatusCode, text: &str) -> HttpResponse {
-    HttpResponse::build(status)
+    let mut response = HttpResponse::build(status)
         .content_type("text/plain; charset=utf-8")
-        .body(format!("{text}\n"))
+        .body(format!("{text}\n"));
+    if status.is_client_error() {
+        response.extensions_mut().insert(Refusal(text.to_owned()));
+    }
+    response
 }
 
 async fn versions() -> HttpResponse {
@@ -132,7 +137,8 @@ async fn submit_repair(agent: Data<AgentContext>, body: Bytes) -> HttpResponse {
     ) {
         Ok(accepted) => accepted,
         Err(refusal) => {
-            warn!(target: "maintd::agent", reason = %refusal, "repair request refused");
+            // Logged with the client's address by log_refusals, rate-limited per client:
+            // a stream of forged requests must not flood the log.
             let status =
                 StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             return text_response(status, &refusal.to_string());
@@ -221,16 +227,18 @@ pub fn app(
     App::new()
         .app_data(Data::new(agent))
         .app_data(web::PayloadConfig::new(MAX_REQUEST_BYTES))
+        .app_data(Data::new(PeerLog::new("node agent")))
         .configure(configure)
         .default_service(web::to(not_found))
+        .wrap(actix_web::middleware::from_fn(log_refusals))
 }
 
 /// The web actor: owns the HTTP server and stops it when stopped.
 pub type AgentWeb = HttpServerActor;
 
-/// Bind and start serving; fails if the address cannot be bound.
-pub fn bind(addr: &str, agent: AgentContext) -> std::io::Result<AgentWeb> {
-    HttpServerActor::bind(addr, "node agent", move || app(agent.clone()))
+/// Bind and start serving within `limits`; fails if the address cannot be bound.
+pub fn bind(addr: &str, limits: HttpLimits, agent: AgentContext) -> std::io::Result<AgentWeb> {
+    HttpServerActor::bind(addr, "node agent", limits, move || app(agent.clone()))
 }
 
 #[cfg(test)]

@@ -1,16 +1,53 @@
 //! An actix-web server run on the actor system and stopped with the actor that holds it:
-//! the shell shared by maintd's HTTP API and the node agent's.
+//! the shell shared by maintd's HTTP API and the node agent's, with its connection limits
+//! and the rate-limited log of refused requests.
 
-use std::{fmt, net::SocketAddr};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use actix::prelude::*;
 use actix_http::{body::MessageBody, Request, Response};
 use actix_service::{IntoServiceFactory, Service, ServiceFactory};
 use actix_web::{
-    dev::{AppConfig, ServerHandle},
+    dev::{AppConfig, ServerHandle, ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web::Data,
     HttpServer,
 };
+use maintd::ratelimit::PeerLogLimiter;
 use tracing::{info, warn};
+
+/// How many connections a server holds and how long it waits for idle clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Most connections open at once; further clients wait in the listen backlog, so a
+    /// crowd of clients costs the process no more descriptors than this.
+    pub max_connections: usize,
+    /// Time from connecting to a complete request head; then 408 and the connection closes.
+    pub client_request_timeout: Duration,
+    /// How long a kept-alive connection may stay idle.
+    pub keep_alive: Duration,
+}
+
+/// The documented idle timeouts (see `daemon.max_connections` in `config/default.toml`).
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// See [`CLIENT_REQUEST_TIMEOUT`].
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+impl HttpLimits {
+    /// `max_connections` with the documented idle timeouts.
+    pub fn new(max_connections: usize) -> Self {
+        HttpLimits {
+            max_connections,
+            client_request_timeout: CLIENT_REQUEST_TIMEOUT,
+            keep_alive: KEEP_ALIVE,
+        }
+    }
+}
 
 /// A running HTTP server; stopping the actor stops the server gracefully.
 pub struct HttpServerActor {
@@ -21,8 +58,14 @@ pub struct HttpServerActor {
 
 impl HttpServerActor {
     /// Bind `addr` and serve the apps `factory` makes (one worker, no signal handling of
-    /// its own: the process handles signals); `what` names the server in the log.
-    pub fn bind<F, I, S, B>(addr: &str, what: &'static str, factory: F) -> std::io::Result<Self>
+    /// its own: the process handles signals) within `limits`; `what` names the server in
+    /// the log.
+    pub fn bind<F, I, S, B>(
+        addr: &str,
+        what: &'static str,
+        limits: HttpLimits,
+        factory: F,
+    ) -> std::io::Result<Self>
     where
         F: Fn() -> I + Send + Clone + 'static,
         I: IntoServiceFactory<S, Request>,
@@ -36,6 +79,10 @@ impl HttpServerActor {
     {
         let server = HttpServer::new(factory)
             .workers(1)
+            // Per worker, and there is one worker: this is the process's cap.
+            .max_connections(limits.max_connections)
+            .client_request_timeout(limits.client_request_timeout)
+            .keep_alive(limits.keep_alive)
             .disable_signals()
             .shutdown_timeout(5)
             .bind(addr)?;
@@ -47,7 +94,7 @@ impl HttpServerActor {
                 warn!(target: "maintd::http", server = what, error = %e, "HTTP server ended");
             }
         });
-        info!(target: "maintd::http", server = what, ?addrs, "listening");
+        info!(target: "maintd::http", server = what, ?addrs, max_connections = limits.max_connections, "listening");
         Ok(HttpServerActor { handle, addrs })
     }
 }
@@ -59,5 +106,154 @@ impl Actor for HttpServerActor {
         let handle = self.handle.clone();
         actix::spawn(async move { handle.stop(true).await });
         Running::Stop
+    }
+}
+
+/// The log of refused requests of one server, rate-limited per client address so that one
+/// client cannot flood the log (see [`maintd::ratelimit`]). Registered as app data and
+/// used by [`log_refusals`].
+pub struct PeerLog {
+    server: &'static str,
+    limiter: Mutex<PeerLogLimiter>,
+}
+
+impl PeerLog {
+    /// The log of `server` (its name in log lines), with the default limits.
+    pub fn new(server: &'static str) -> Self {
+        PeerLog {
+            server,
+            limiter: Mutex::new(PeerLogLimiter::default()),
+        }
+    }
+
+    /// Whether a line about `peer` may be logged now. Logs the suppression counts that
+    /// are due itself.
+    pub fn admit(&self, peer: Option<IpAddr>) -> bool {
+        // A poisoned lock only means another line panicked; the counts are still usable.
+        let mut limiter = self
+            .limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let admission = limiter.admit(peer, Instant::now());
+        drop(limiter);
+        for s in admission.suppressed {
+            warn!(target: "maintd::http", server = self.server, peer = %s.peer, suppressed = s.count, "suppressed {} similar messages from {}", s.count, s.peer);
+        }
+        admission.log
+    }
+}
+
+/// Why a request was refused, attached to a response that carries no error of its own
+/// (plain-text refusals), for [`log_refusals`].
+#[derive(Debug, Clone)]
+pub struct Refusal(pub String);
+
+/// Middleware: log every answer with a 4xx status (the client's fault), with the client's
+/// address and the reason, rate-limited per client by the app's [`PeerLog`].
+pub async fn log_refusals(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse, actix_web::Error> {
+    let log = req.app_data::<Data<PeerLog>>().cloned();
+    let peer = req.peer_addr().map(|a| a.ip());
+    let (method, path) = (req.method().clone(), req.path().to_owned());
+    let res = next.call(req).await?;
+    let status = res.status();
+    if status.is_client_error() {
+        let reason = match res.response().error() {
+            Some(e) => e.to_string(),
+            None => res
+                .response()
+                .extensions()
+                .get::<Refusal>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+        };
+        let (server, admitted) = match &log {
+            Some(log) => (log.server, log.admit(peer)),
+            None => ("http", true),
+        };
+        if admitted {
+            let peer = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            warn!(target: "maintd::http", server, %peer, %method, %path, status = status.as_u16(), %reason, "request refused");
+        }
+    }
+    Ok(res.map_into_boxed_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write,
+        sync::{Arc, Mutex},
+    };
+
+    use actix_web::{test, web, App, HttpResponse};
+
+    use super::*;
+
+    /// Log lines written by the code under test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[actix_web::test]
+    async fn refusals_are_logged_with_the_peer_and_limited_per_peer() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let service = test::init_service(
+            App::new()
+                .app_data(Data::new(PeerLog::new("test")))
+                .route(
+                    "/bad",
+                    web::get().to(|| async {
+                        let mut response = HttpResponse::Forbidden().finish();
+                        response
+                            .extensions_mut()
+                            .insert(Refusal("bad signature".into()));
+                        response
+                    }),
+                )
+                .route("/ok", web::get().to(HttpResponse::Ok))
+                .wrap(actix_web::middleware::from_fn(log_refusals)),
+        )
+        .await;
+        let call = |uri: &'static str, peer: &'static str| {
+            test::TestRequest::get()
+                .uri(uri)
+                .peer_addr(peer.parse().unwrap())
+                .to_request()
+        };
+        for _ in 0..100 {
+            let response = test::call_service(&service, call("/bad", "192.0.2.1:4000")).await;
+            assert_eq!(response.status(), 403);
+        }
+        test::call_service(&service, call("/bad", "192.0.2.2:4000")).await;
+        test::call_service(&service, call("/ok", "192.0.2.3:4000")).await;
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(
+            lines("peer=192.0.2.1"),
+            maintd::ratelimit::DEFAULT_BURST as usize,
+            "{log}"
+        );
+        assert_eq!(lines("peer=192.0.2.2"), 1, "{log}");
+        assert_eq!(lines("192.0.2.3"), 0, "a success is not logged: {log}");
+        assert!(log.contains("request refused"), "{log}");
+        assert!(log.contains("reason=bad signature"), "{log}");
     }
 }

@@ -15,6 +15,7 @@ use maintd::{
     },
     clock::Clock,
     config::{seconds, BackendKind, RepairMethod, Settings, DEFAULT_HMAC_KEY, SIM_TOML},
+    limits::{raise_nofile_limit, show},
     signing::{load_key, HmacKey, KeySource},
     sim::{SimHandle, SimSpec},
 };
@@ -24,6 +25,7 @@ use maintd_actors::{
     cli::{AgentArgs, Cli, Command, CommonArgs, DaemonArgs, SimArgs, StateAction},
     client,
     election::{MasterCheck, VoteSettings},
+    http_server::HttpLimits,
     messages::Shutdown,
     simulation, telemetry,
     web::WebActor,
@@ -90,6 +92,23 @@ fn settings(layers: &[&str], common: &CommonArgs) -> Result<Settings, String> {
     Ok(settings)
 }
 
+/// Raise the open-file soft limit to the hard one (see [`maintd::limits`]) and warn when
+/// `max_connections` API clients could take more than half of it. A failure only costs
+/// headroom, so it is a warning.
+fn raise_open_file_limit(max_connections: usize) {
+    match raise_nofile_limit() {
+        Ok(limit) => {
+            info!(target: "maintd", before = %show(limit.before), soft = %show(limit.soft), hard = %show(limit.hard), "open-file limit");
+            if let Some(soft) = limit.soft {
+                if u64::try_from(max_connections).unwrap_or(u64::MAX) > soft / 2 {
+                    warn!(target: "maintd", max_connections, limit = soft, "max_connections is more than half the open-file limit: raise LimitNOFILE= or lower max_connections, or polls and state saves may run out of descriptors");
+                }
+            }
+        }
+        Err(e) => warn!(target: "maintd", error = %e, "open-file limit not raised"),
+    }
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
@@ -123,6 +142,7 @@ fn run_daemon(args: DaemonArgs) -> Result<u8, String> {
         settings.daemon.node_name = name;
     }
     settings.validate().map_err(|e| e.to_string())?;
+    raise_open_file_limit(settings.daemon.max_connections);
     let node_name = if settings.daemon.node_name.is_empty() {
         host_name()
     } else {
@@ -159,6 +179,7 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
     telemetry::init(args.common.debug);
     telemetry::exit_on_panic();
     let mut settings = settings(&[SIM_TOML], &args.common)?;
+    raise_open_file_limit(settings.daemon.max_connections);
     let state_dir = match &args.common.state_dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("maintd-sim-{}", std::process::id())),
@@ -287,7 +308,8 @@ fn start_daemon(
         clock,
     };
     let daemon = app::start(settings, wiring).map_err(|e| e.to_string())?;
-    let web = maintd_actors::web::bind(listen, daemon.link.clone(), clock)
+    let limits = HttpLimits::new(settings.daemon.max_connections);
+    let web = maintd_actors::web::bind(listen, daemon.link.clone(), clock, limits)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     println!(
         "maintd API:       http://{}",
@@ -374,6 +396,7 @@ fn run_agent(args: AgentArgs) -> Result<u8, String> {
         agent.interval = interval;
     }
     settings.validate().map_err(|e| e.to_string())?;
+    raise_open_file_limit(settings.agent.max_connections);
     let agent = settings.agent;
     // Only the documented default may be missing; a key named on purpose must load.
     let required = key_given || agent.hmac_key != DEFAULT_HMAC_KEY;

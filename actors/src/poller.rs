@@ -35,6 +35,15 @@ impl PollTiming {
     }
 }
 
+/// The first-poll delay of the node at `position` (0-based) among `count` nodes: the
+/// positions spread evenly over `interval`, so that a cluster's polls (one connection
+/// each) do not all start at the same moment. Deterministic; `count` 0 counts as 1.
+pub fn poll_offset(interval: Duration, position: usize, count: usize) -> Duration {
+    let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+    let position = u32::try_from(position).unwrap_or(u32::MAX).min(count - 1);
+    interval / count * position
+}
+
 /// The poller actor of one node.
 pub struct NodePoller {
     node: String,
@@ -48,6 +57,9 @@ pub struct NodePoller {
     attempt: u32,
     /// Where to fetch the node's CPU load too, and where to send it.
     load: Option<(Rc<dyn LoadSource>, Recipient<NodeLoadSeen>)>,
+    /// Delay of the very first poll, so that the pollers of a cluster spread their polls
+    /// over the interval instead of all connecting at once.
+    offset: Duration,
 }
 
 impl NodePoller {
@@ -69,7 +81,14 @@ impl NodePoller {
             clock,
             attempt: 0,
             load: None,
+            offset: Duration::ZERO,
         }
+    }
+
+    /// Wait `offset` before the first poll (see [`poll_offset`]).
+    pub fn with_offset(mut self, offset: Duration) -> Self {
+        self.offset = offset;
+        self
     }
 
     /// Also fetch the node's `cpu-avg-load` report after each valid diagnose report.
@@ -118,8 +137,9 @@ impl Actor for NodePoller {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // attempt is 0 only at the first start: a restart follows a failure.
         let delay = if self.attempt == 0 {
-            Duration::ZERO
+            self.offset
         } else {
             self.timing.backoff(self.attempt)
         };
@@ -163,5 +183,18 @@ mod tests {
         let got: Vec<u64> = (1..=6).map(|a| t.backoff(a).as_secs()).collect();
         assert_eq!(got, vec![5, 10, 20, 40, 60, 60]);
         assert_eq!(t.backoff(u32::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn offsets_spread_evenly_over_the_interval() {
+        let interval = Duration::from_secs(5);
+        let got: Vec<Duration> = (0..4).map(|i| poll_offset(interval, i, 4)).collect();
+        assert_eq!(
+            got,
+            [0, 1250, 2500, 3750].map(Duration::from_millis).to_vec()
+        );
+        assert_eq!(poll_offset(interval, 0, 0), Duration::ZERO);
+        // Out-of-range positions stay within the interval.
+        assert!(poll_offset(interval, 10, 4) < interval);
     }
 }

@@ -41,10 +41,9 @@ pub fn serve(
     luxi_socket: PathBuf,
     http_listen: &str,
 ) -> std::io::Result<SimEndpoints> {
-    // A socket file left by an earlier run would make bind fail.
-    if luxi_socket.exists() {
-        std::fs::remove_file(&luxi_socket)?;
-    }
+    // Only a stale socket left by an earlier run is removed; a live one or any other
+    // file is refused.
+    luxi_server::prepare_socket_path(&luxi_socket)?;
     if let Some(dir) = luxi_socket.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 use crate::{
     messages::{ChildRestarted, NodeLoadSeen, NodesListed, Shutdown},
     planner::{RoundPlanner, RoundTiming},
-    poller::{NodePoller, PollTiming},
+    poller::{poll_offset, NodePoller, PollTiming},
     registry::{EventRegistry, RegistryConfig},
     watcher::JobWatcher,
     web::RegistryLink,
@@ -182,10 +182,14 @@ impl Handler<NodesListed> for ClusterSupervisor {
             }
             keep
         });
-        for node in wanted {
+        let count = wanted.len();
+        for (position, node) in wanted.into_iter().enumerate() {
             if self.pollers.contains_key(&node) {
                 continue;
             }
+            // Spread by the node's place in the sorted list: a cluster's first polls are
+            // evenly spaced over the interval, and each poller keeps its own pace after.
+            let offset = poll_offset(self.deps.poll.interval, position, count);
             info!(target: "maintd::supervisor", %node, "polling node");
             let (source, sink, timing, clock) = (
                 self.deps.diagnose.clone(),
@@ -201,7 +205,8 @@ impl Handler<NodesListed> for ClusterSupervisor {
                 .clone()
                 .map(|source| (source, registry.clone().recipient::<NodeLoadSeen>()));
             let poller = Supervisor::start(move |_| {
-                let poller = NodePoller::new(name, source, sink, Some(restarts), timing, clock);
+                let poller = NodePoller::new(name, source, sink, Some(restarts), timing, clock)
+                    .with_offset(offset);
                 match load {
                     Some((source, sink)) => poller.with_load(source, sink),
                     None => poller,

@@ -19,7 +19,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    http_server::HttpServerActor,
+    http_server::{log_refusals, HttpLimits, HttpServerActor, PeerLog},
     messages::{
         CancelIncident, CancelRefused, GetHistory, GetIncident, GetPlan, GetSafety, GetStatus,
         Pause, Resume, StatusView,
@@ -401,18 +401,25 @@ pub fn app(
     App::new()
         .app_data(Data::new(link))
         .app_data(Data::new(clock))
+        .app_data(Data::new(PeerLog::new("maintd API")))
         .app_data(
             web::JsonConfig::default()
                 .error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()),
         )
         .configure(configure)
         .default_service(web::to(not_found))
+        .wrap(actix_web::middleware::from_fn(log_refusals))
 }
 
 /// The web actor: owns the HTTP server and stops it when stopped.
 pub type WebActor = HttpServerActor;
 
-/// Bind and start serving; fails if the address cannot be bound.
-pub fn bind(addr: &str, link: RegistryLink, clock: Clock) -> std::io::Result<WebActor> {
-    HttpServerActor::bind(addr, "maintd API", move || app(link.clone(), clock))
+/// Bind and start serving within `limits`; fails if the address cannot be bound.
+pub fn bind(
+    addr: &str,
+    link: RegistryLink,
+    clock: Clock,
+    limits: HttpLimits,
+) -> std::io::Result<WebActor> {
+    HttpServerActor::bind(addr, "maintd API", limits, move || app(link.clone(), clock))
 }

@@ -11,7 +11,7 @@
 //! log entries appear, the job is finalized, or the requested timeout (capped like luxid's
 //! at [`MAX_WAIT_SECONDS`]) runs out.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, path::Path, time::Duration};
 
 use serde_json::{json, Value};
 use tokio::{
@@ -34,6 +34,42 @@ pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// luxid's cap on the `WaitForJobChange` timeout: `(180 - 1) div 2` seconds.
 pub const MAX_WAIT_SECONDS: f64 = 89.0;
+
+/// Make `path` free for a new Luxi socket, removing only what is safe to remove: nothing
+/// there is fine; a socket nobody listens on (left by a simulator that died) is removed;
+/// anything else is refused with an error naming the path: a file or directory that is
+/// not a socket (it may be someone's data), or a socket that accepts connections (a
+/// running simulator or luxid, which would lose its clients).
+pub fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
+    use std::{io::ErrorKind, os::unix::fs::FileTypeExt};
+    let shown = path.display();
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(std::io::Error::new(e.kind(), format!("{shown}: {e}"))),
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(std::io::Error::new(
+            ErrorKind::AlreadyExists,
+            format!("{shown} exists and is not a socket; not replacing it (choose another --luxi-socket or remove it)"),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(std::io::Error::new(
+            ErrorKind::AddrInUse,
+            format!("{shown} is a live socket: something is listening on it (another simulator or ganeti-luxid?); not replacing it"),
+        )),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            tracing::info!(target: "maintd::sim", socket = %shown, "removing a stale Luxi socket");
+            std::fs::remove_file(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot remove the stale socket {shown}: {e}")))
+        }
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("cannot tell whether {shown} is in use ({e}); not replacing it"),
+        )),
+    }
+}
 
 /// Serve Luxi on `listener` until `shutdown` completes, with the default request limit.
 pub async fn serve(listener: UnixListener, sim: SimHandle, shutdown: impl Future<Output = ()>) {
@@ -200,6 +236,49 @@ fn job_is_final(sim: &SimHandle, job: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_path_nothing_there_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare_socket_path(&dir.path().join("ganeti-query")).unwrap();
+    }
+
+    #[test]
+    fn socket_path_a_regular_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ganeti-query");
+        std::fs::write(&path, "precious").unwrap();
+        let e = prepare_socket_path(&path).unwrap_err();
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+        // A directory is no socket either.
+        let e = prepare_socket_path(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        assert!(dir.path().is_dir());
+    }
+
+    #[test]
+    fn socket_path_a_live_socket_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ganeti-query");
+        let _live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let e = prepare_socket_path(&path).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("live socket"), "{e}");
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn socket_path_a_stale_socket_is_removed_and_can_be_bound_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ganeti-query");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists(), "a closed listener leaves its socket file");
+        prepare_socket_path(&path).unwrap();
+        assert!(!path.exists());
+        std::os::unix::net::UnixListener::bind(&path).unwrap();
+    }
 
     fn wait_request(args: Value) -> Vec<u8> {
         json!({"method": "WaitForJobChange", "args": args})
