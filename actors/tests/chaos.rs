@@ -13,11 +13,16 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    fs,
+    net::TcpListener,
+    os::unix::fs::{chown, PermissionsExt},
     path::{Path, PathBuf},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
+use maintd::signing::{verify, HmacKey, SignedMessage};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -43,15 +48,20 @@ struct Sim {
 }
 
 impl Sim {
+    /// Eight nodes, 24 instances: among them three nodes pairwise sharing DRBD instances.
     fn start(dir: &Path) -> Sim {
+        Sim::start_with(dir, 8, 24)
+    }
+
+    fn start_with(dir: &Path, nodes: usize, instances: usize) -> Sim {
         let luxi_socket = dir.join("q");
         let args: Vec<String> = [
             "sim",
             "--cluster-only",
             "--nodes",
-            "8",
+            &nodes.to_string(),
             "--instances",
-            "24",
+            &instances.to_string(),
             "--seed",
             "2",
             "--job-seconds",
@@ -191,13 +201,29 @@ struct Daemon {
 
 impl Daemon {
     fn spawn(sim: &Sim, dir: &Path) -> Daemon {
+        // The simulator runs live repairs as OP_REPAIR_COMMAND jobs.
+        Daemon::spawn_with(
+            sim,
+            dir,
+            &sim.diagnose_url,
+            &[("MAINTD__REPAIR__METHOD", "opcode".to_owned())],
+        )
+    }
+
+    /// With this diagnose URL template and extra environment.
+    fn spawn_with(
+        sim: &Sim,
+        dir: &Path,
+        diagnose_url: &str,
+        extra_env: &[(&str, String)],
+    ) -> Daemon {
         let args: Vec<String> = vec![
             "daemon".into(),
             "-f".into(),
             "--luxi-socket".into(),
             path(&sim.luxi_socket),
             "--diagnose-url".into(),
-            sim.diagnose_url.clone(),
+            diagnose_url.to_owned(),
             "--node-name".into(),
             "node1".into(),
             "--state-dir".into(),
@@ -211,14 +237,15 @@ impl Daemon {
             "--poll-interval".into(),
             "0.5".into(),
         ];
-        let env = [
-            // The simulator runs live repairs as OP_REPAIR_COMMAND jobs.
-            ("MAINTD__REPAIR__METHOD", "opcode".to_owned()),
+        let mut env = vec![
+            // Notice finished jobs soon (the default, 1 s, is longer than most lifetimes).
+            ("MAINTD__ROUNDS__JOB_POLL_INTERVAL", "0.2".to_owned()),
             ("MAINTD__SAFETY__MAX_NODES_IN_REPAIR", "5".to_owned()),
             ("MAINTD__SAFETY__MAX_PERCENT_IN_REPAIR", "100".to_owned()),
             ("MAINTD__SAFETY__BREAKER_NODES", "20".to_owned()),
             ("MAINTD__SAFETY__BREAKER_PERCENT", "100".to_owned()),
         ];
+        env.extend(extra_env.iter().cloned());
         Daemon {
             proc: Proc::spawn_with_env("daemon", &args, &env, &dir.join("daemon.log")),
             api: None,
@@ -719,5 +746,208 @@ fn sigkill_at_random_instants_loses_nothing_and_duplicates_nothing() {
     assert_eq!(
         chaos.end_states, calm.end_states,
         "end states with and without kills"
+    );
+}
+
+// ----- the node agent killed mid-repair -----
+
+const AGENT_KEY: &[u8] = b"0123456789abcdef0123456789abcdef01234567\n";
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A root-owned file of `mode` (the whitelist checks need root; tests run as root).
+fn root_owned(path: &Path, mode: u32) {
+    chown(path, Some(0), Some(0)).expect("chown (tests run as root)");
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// `maintd agent` for node `node` on `port`, with whitelists and key under `dir`.
+fn spawn_agent(dir: &Path, node: &str, port: u16) -> Proc {
+    let args: Vec<String> = vec![
+        "agent".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--node-name".into(),
+        node.into(),
+        "--diagnose-dir".into(),
+        path(&dir.join("diagnose")),
+        "--diagnose-command".into(),
+        "hw-check".into(),
+        "--repair-dir".into(),
+        path(&dir.join("repair")),
+        "--state-dir".into(),
+        path(&dir.join("agent-state")),
+        "--interval".into(),
+        "0.5".into(),
+        "--hmac-key".into(),
+        path(&dir.join("hmac.key")),
+    ];
+    let mut agent = Proc::spawn("agent", &args, &dir.join("agent.log"));
+    agent.line("listening on http://", within(30));
+    agent
+}
+
+/// The agent's execution for `incident`, its signature checked.
+fn execution(port: u16, incident: &str) -> Option<Value> {
+    let addr = format!("127.0.0.1:{port}");
+    let (status, body) = http_text(
+        &addr,
+        "GET",
+        &format!("/1/repair/{incident}?salt=chaos-1"),
+        None,
+    )
+    .ok()?;
+    if status != 200 {
+        return None;
+    }
+    let signed: SignedMessage = serde_json::from_str(&body).expect("a signed answer");
+    assert_eq!(signed.salt, "chaos-1");
+    let key = HmacKey::from_bytes(AGENT_KEY.to_vec()).expect("key");
+    verify(&key, &signed).expect("signed with the cluster key");
+    Some(serde_json::from_str(&signed.msg).expect("an execution"))
+}
+
+/// Wait until maintd's view of the nodes (`/1/nodes`, with each report's time) has changed
+/// `count` times: that many more polls of the node.
+fn wait_polls(daemon: &mut Daemon, count: usize, deadline: Instant) {
+    let mut last = wait_until(deadline, "/1/nodes", || daemon.try_get("/1/nodes"));
+    for _ in 0..count {
+        last = wait_until(deadline, "another poll", || {
+            daemon.try_get("/1/nodes").filter(|now| *now != last)
+        });
+    }
+}
+
+#[test]
+fn agent_killed_mid_repair_fails_the_execution_and_never_runs_it_twice() {
+    let deadline = within(180);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path();
+    for list in ["diagnose", "repair"] {
+        fs::create_dir(base.join(list)).expect("whitelist dir");
+        root_owned(&base.join(list), 0o755);
+    }
+    fs::write(base.join("hmac.key"), AGENT_KEY).expect("key file");
+    let script = |list: &str, name: &str, body: String| {
+        let file = base.join(list).join(name);
+        fs::write(&file, format!("#!/bin/sh\n{body}\n")).expect("script");
+        root_owned(&file, 0o755);
+    };
+    let report =
+        json!({"status": "live-repair", "command": "slow-fix", "details": {"raid": "md0"}});
+    script("diagnose", "hw-check", format!("echo '{report}'"));
+    let runs = base.join("runs");
+    let pid_file = base.join("slow.pid");
+    script(
+        "repair",
+        "slow-fix",
+        format!(
+            "{{ cat; echo; }} >> {}; echo $$ > {}; exec sleep 120",
+            runs.display(),
+            pid_file.display()
+        ),
+    );
+    let run_count = || {
+        fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    // A one-node cluster: node1, the master, is the node whose agent reports and repairs.
+    let sim = Sim::start_with(base, 1, 0);
+    let port = free_port();
+    let mut agent = spawn_agent(base, "node1", port);
+    let diagnose_url = format!("http://127.0.0.1:{port}/1/report/node/diagnose?node={{node}}");
+    let env = [
+        ("MAINTD__REPAIR__METHOD", "agent".to_owned()),
+        (
+            "MAINTD__REPAIR__AGENT_URL",
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("MAINTD__CLUSTER__HMAC_KEY", path(&base.join("hmac.key"))),
+    ];
+    let mut daemon = Daemon::spawn_with(&sim, base, &diagnose_url, &env);
+    daemon.wait_serving(deadline);
+
+    // The repair runs (its command sleeps): kill the agent, and maintd too.
+    wait_until(deadline, "the repair command to run", || {
+        (run_count() == 1 && pid_file.exists()).then_some(())
+    });
+    let incident = wait_until(deadline, "the incident", || {
+        daemon
+            .try_get("/1/status")?
+            .as_array()?
+            .iter()
+            .find(|i| i["node"] == "node1" && i["original"] == report)
+            .cloned()
+    });
+    let uuid = incident["uuid"].as_str().expect("uuid").to_owned();
+    let running = wait_until(deadline, "the execution running", || {
+        execution(port, &uuid).filter(|e| e["state"] == "running")
+    });
+    assert_eq!(running["command"], "slow-fix", "{running}");
+    agent.kill9();
+    daemon.proc.kill9();
+    // The command outlives its agent (it runs in a process group of its own); end it.
+    let pid = fs::read_to_string(&pid_file)
+        .expect("pid")
+        .trim()
+        .to_owned();
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+
+    let mut agent = spawn_agent(base, "node1", port);
+    let mut daemon = Daemon::spawn_with(&sim, base, &diagnose_url, &env);
+    daemon.wait_serving(deadline);
+    let failed = wait_until(deadline, "the incident failed", || {
+        daemon
+            .try_get("/1/status")?
+            .as_array()?
+            .iter()
+            .find(|i| i["uuid"] == uuid.as_str() && i["repair-status"] == "failed")
+            .cloned()
+    });
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("agent restarted during execution"),
+        "{failed}"
+    );
+    let after = execution(port, &uuid).expect("the execution is kept");
+    assert_eq!(after["state"], "failed", "{after}");
+    assert_eq!(
+        after["message"], "agent restarted during execution",
+        "{after}"
+    );
+    let tag = format!("maintd:repairfailed:{uuid}");
+    wait_until(deadline, "the failure tag", || {
+        sim.tags("node1").contains(&tag).then_some(())
+    });
+
+    // Several polls later, and after one more restart of each, nothing ran again.
+    wait_polls(&mut daemon, 4, deadline);
+    agent.kill9();
+    daemon.proc.kill9();
+    let _agent = spawn_agent(base, "node1", port);
+    let mut daemon = Daemon::spawn_with(&sim, base, &diagnose_url, &env);
+    daemon.wait_serving(deadline);
+    wait_polls(&mut daemon, 4, deadline);
+    assert_eq!(run_count(), 1, "the repair command ran once");
+    let last = execution(port, &uuid).expect("the execution is kept");
+    assert_eq!(last, after, "the failed execution is left as it was");
+    let detail = daemon
+        .try_get(&format!("/1/incidents/{uuid}"))
+        .expect("the incident");
+    assert_eq!(detail["repair-status"], "failed", "{detail}");
+    assert_eq!(
+        sim.maintd_jobs().len(),
+        1,
+        "only the failure tag job: {:?}",
+        sim.maintd_jobs()
     );
 }
