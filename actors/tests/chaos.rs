@@ -65,7 +65,7 @@ impl Sim {
             "--seed",
             "2",
             "--job-seconds",
-            "0.1",
+            "0.5",
             "--sim-listen",
             "127.0.0.1:0",
         ]
@@ -481,6 +481,10 @@ struct Outcome {
     kills_in_startup: usize,
     /// Kills while at least one of maintd's jobs was not finalized in the queue.
     kills_with_jobs_in_flight: usize,
+    /// maintd's jobs in the queue at each kill.
+    jobs_at_kill: Vec<usize>,
+    /// Kills before maintd's last job was submitted (while the scenario was under way).
+    kills_mid_scenario: usize,
     /// End state per node of the scenario.
     end_states: BTreeMap<String, String>,
     lost: usize,
@@ -666,9 +670,11 @@ fn run_scenario(name: &str, kills: usize, rng: &mut StdRng) -> Outcome {
         if lifetime < Duration::from_millis(250) {
             outcome.kills_in_startup += 1;
         }
-        if !sim.maintd_jobs().iter().all(Job::finalized) {
+        let queued = sim.maintd_jobs();
+        if !queued.iter().all(Job::finalized) {
             outcome.kills_with_jobs_in_flight += 1;
         }
+        outcome.jobs_at_kill.push(queued.len());
         daemon.proc.kill9();
         daemon = Daemon::spawn(&sim, dir.path());
     }
@@ -678,6 +684,11 @@ fn run_scenario(name: &str, kills: usize, rng: &mut StdRng) -> Outcome {
         settled(&sim, &mut daemon, &roles)
     });
     judge(&roles, &incidents, &jobs, &mut outcome);
+    outcome.kills_mid_scenario = outcome
+        .jobs_at_kill
+        .iter()
+        .filter(|queued| **queued < jobs.len())
+        .count();
     assert!(
         sim.proc.child.try_wait().expect("try_wait").is_none(),
         "{name}: the simulated cluster kept running"
@@ -690,7 +701,7 @@ fn run_scenario(name: &str, kills: usize, rng: &mut StdRng) -> Outcome {
     outcome.elapsed = begun.elapsed();
     eprintln!(
         "{name}: roles {roles:?}; {} jobs; kills {} ({} before the API address was printed, \
-         {} within 250 ms of the spawn, {} with jobs in flight); \
+         {} within 250 ms of the spawn, {} with jobs in flight, {} before the last job); \
          recoveries adopting submitted jobs {}, planned jobs dropped as never submitted {}; \
          end states {:?}; took {:?}",
         outcome.jobs,
@@ -698,6 +709,7 @@ fn run_scenario(name: &str, kills: usize, rng: &mut StdRng) -> Outcome {
         outcome.kills_before_api,
         outcome.kills_in_startup,
         outcome.kills_with_jobs_in_flight,
+        outcome.kills_mid_scenario,
         outcome.adopted,
         outcome.never_submitted,
         outcome.end_states,
