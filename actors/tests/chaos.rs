@@ -65,7 +65,7 @@ impl Sim {
             "--seed",
             "2",
             "--job-seconds",
-            "0.5",
+            "1.5",
             "--sim-listen",
             "127.0.0.1:0",
         ]
