@@ -1,0 +1,965 @@
+//! Chaos, measured: `maintd daemon` killed with SIGKILL at hundreds of random instants
+//! (startup included) while a simulated cluster (`maintd sim --cluster-only`, a separate
+//! process that keeps running) has three nodes sharing DRBD instances evacuated at once, a
+//! live repair, a live repair whose job fails, and an incident canceled through the API.
+//! Afterwards the simulator's job queue and maintd's API are compared with what must have
+//! happened: no incident lost or forked, no job submitted twice, the same end states as a
+//! run of the same scenario without kills, and no failed job but the injected one.
+//!
+//! `MAINTD_CHAOS_KILLS` (default 200) sets the number of kills, `MAINTD_CHAOS_SEED` the seed
+//! of the kill instants. Every wait polls a condition with a deadline; the random pauses
+//! between kills are the chaos itself. Children are killed and reaped when their guard
+//! drops, so a failing test leaves no process behind (and prints the tail of each log).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    net::TcpListener,
+    os::unix::fs::{chown, PermissionsExt},
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use maintd::signing::{verify, HmacKey, SignedMessage};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde_json::{json, Value};
+
+mod support;
+use support::*;
+
+/// Kills when `MAINTD_CHAOS_KILLS` is not set.
+const DEFAULT_KILLS: usize = 200;
+/// Seed of the kill instants when `MAINTD_CHAOS_SEED` is not set.
+const DEFAULT_SEED: u64 = 0x6d61_696e_7464_c4a0;
+/// Longest pause between a spawn and its kill.
+const MAX_LIFETIME_MS: u64 = 1500;
+
+// ----- the simulated cluster -----
+
+/// `maintd sim --cluster-only` on loopback port 0 (killed on drop).
+struct Sim {
+    proc: Proc,
+    /// Address of its control API.
+    http: String,
+    diagnose_url: String,
+    luxi_socket: PathBuf,
+}
+
+impl Sim {
+    /// Eight nodes, 24 instances: among them three nodes pairwise sharing DRBD instances.
+    fn start(dir: &Path) -> Sim {
+        Sim::start_with(dir, 8, 24)
+    }
+
+    fn start_with(dir: &Path, nodes: usize, instances: usize) -> Sim {
+        let luxi_socket = dir.join("q");
+        let args: Vec<String> = [
+            "sim",
+            "--cluster-only",
+            "--nodes",
+            &nodes.to_string(),
+            "--instances",
+            &instances.to_string(),
+            "--seed",
+            "2",
+            "--job-seconds",
+            "1.5",
+            "--sim-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain([
+            "--luxi-socket".into(),
+            path(&luxi_socket),
+            "--state-dir".into(),
+            path(&dir.join("sim")),
+        ])
+        .collect();
+        let mut proc = Proc::spawn("sim", &args, &dir.join("sim.log"));
+        let deadline = within(30);
+        let control = proc.line("control API:", deadline);
+        let http = control
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(addr, _)| addr.to_owned())
+            .unwrap_or_else(|| panic!("control API line: {control:?}"));
+        let diagnose_url = proc.line("diagnose URL:", deadline);
+        Sim {
+            proc,
+            http,
+            diagnose_url,
+            luxi_socket,
+        }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        http_ok(&self.http, "GET", path, None)
+    }
+
+    fn list(&self, path: &str) -> Vec<Value> {
+        self.get(path).as_array().cloned().expect("a list")
+    }
+
+    fn report(&self, node: &str, diagnose: &Value) {
+        http_ok(
+            &self.http,
+            "PUT",
+            &format!("/sim/nodes/{node}/diagnose"),
+            Some(diagnose),
+        );
+    }
+
+    fn tags(&self, node: &str) -> Vec<String> {
+        self.list("/sim/nodes")
+            .into_iter()
+            .find(|n| n["name"] == node)
+            .and_then(|n| serde_json::from_value(n["tags"].clone()).ok())
+            .unwrap_or_else(|| panic!("no node {node}"))
+    }
+
+    /// Every job of the queue that carries maintd's reason trail.
+    fn maintd_jobs(&self) -> Vec<Job> {
+        self.list("/sim/jobs")
+            .iter()
+            .filter_map(Job::parse)
+            .collect()
+    }
+}
+
+/// One of maintd's jobs in the simulated queue.
+#[derive(Debug)]
+struct Job {
+    id: u64,
+    status: String,
+    /// The incident named by the reason trail.
+    incident: String,
+    /// The submission key named by the reason trail.
+    key: String,
+    /// `OP_ID` of each opcode.
+    opcodes: Vec<String>,
+    /// The opcodes without their reason trails.
+    bodies: Vec<Value>,
+}
+
+impl Job {
+    fn parse(job: &Value) -> Option<Job> {
+        let ops = job["ops"].as_array()?;
+        let texts: BTreeSet<&str> = ops
+            .iter()
+            .flat_map(|op| op["reason"].as_array().into_iter().flatten())
+            .filter(|entry| entry[0] == MAINTD_SOURCE)
+            .filter_map(|entry| entry[1].as_str())
+            .collect();
+        let text = *texts.first()?;
+        assert_eq!(texts.len(), 1, "one reason text per job: {job}");
+        let after = |marker: &str, end: char| {
+            text.split_once(marker)
+                .and_then(|(_, rest)| rest.split(end).next())
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("no {marker:?} in {text:?}"))
+        };
+        let bodies = ops
+            .iter()
+            .map(|op| {
+                let mut op = op.clone();
+                op.as_object_mut()
+                    .expect("an opcode object")
+                    .remove("reason");
+                op
+            })
+            .collect();
+        Some(Job {
+            id: job["id"].as_u64().expect("job id"),
+            status: job["status"].as_str().unwrap_or_default().to_owned(),
+            incident: after("(incident ", ','),
+            key: after("submission ", ')'),
+            opcodes: ops
+                .iter()
+                .map(|op| op["OP_ID"].as_str().unwrap_or_default().to_owned())
+                .collect(),
+            bodies,
+        })
+    }
+
+    fn finalized(&self) -> bool {
+        matches!(self.status.as_str(), "success" | "error" | "canceled")
+    }
+}
+
+// ----- the daemon -----
+
+/// `maintd daemon` against `sim` on loopback port 0, with the brakes opened wide enough for
+/// the scenario and fast rounds.
+struct Daemon {
+    proc: Proc,
+    api: Option<String>,
+    started: Instant,
+}
+
+impl Daemon {
+    fn spawn(sim: &Sim, dir: &Path) -> Daemon {
+        // The simulator runs live repairs as OP_REPAIR_COMMAND jobs.
+        Daemon::spawn_with(
+            sim,
+            dir,
+            &sim.diagnose_url,
+            &[("MAINTD__REPAIR__METHOD", "opcode".to_owned())],
+        )
+    }
+
+    /// With this diagnose URL template and extra environment.
+    fn spawn_with(
+        sim: &Sim,
+        dir: &Path,
+        diagnose_url: &str,
+        extra_env: &[(&str, String)],
+    ) -> Daemon {
+        let args: Vec<String> = vec![
+            "daemon".into(),
+            "-f".into(),
+            "--luxi-socket".into(),
+            path(&sim.luxi_socket),
+            "--diagnose-url".into(),
+            diagnose_url.to_owned(),
+            "--node-name".into(),
+            "node1".into(),
+            "--state-dir".into(),
+            path(&dir.join("state")),
+            "-b".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            "0".into(),
+            "--round-delay".into(),
+            "0.5".into(),
+            "--poll-interval".into(),
+            "0.5".into(),
+        ];
+        let mut env = vec![
+            // Notice finished jobs soon (the default, 1 s, is longer than most lifetimes).
+            ("MAINTD__ROUNDS__JOB_POLL_INTERVAL", "0.2".to_owned()),
+            ("MAINTD__SAFETY__MAX_NODES_IN_REPAIR", "5".to_owned()),
+            ("MAINTD__SAFETY__MAX_PERCENT_IN_REPAIR", "100".to_owned()),
+            ("MAINTD__SAFETY__BREAKER_NODES", "20".to_owned()),
+            ("MAINTD__SAFETY__BREAKER_PERCENT", "100".to_owned()),
+        ];
+        env.extend(extra_env.iter().cloned());
+        Daemon {
+            proc: Proc::spawn_with_env("daemon", &args, &env, &dir.join("daemon.log")),
+            api: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// The API address, if printed yet.
+    fn try_api(&mut self) -> Option<String> {
+        if self.api.is_none() {
+            self.api = self
+                .proc
+                .try_line("maintd API:")
+                .map(|url| url.trim_start_matches("http://").to_owned());
+        }
+        self.api.clone()
+    }
+
+    /// `GET path` if the daemon answers it with 200 now.
+    fn try_get(&mut self, path: &str) -> Option<Value> {
+        let api = self.try_api()?;
+        match http(&api, "GET", path, None) {
+            Ok((200, body)) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// Wait until the API answers `/1/status` with 200; its address.
+    fn wait_serving(&mut self, deadline: Instant) -> String {
+        let api = self
+            .proc
+            .line("maintd API:", deadline)
+            .trim_start_matches("http://")
+            .to_owned();
+        self.api = Some(api.clone());
+        wait_until(deadline, "/1/status to answer 200", || {
+            matches!(http(&api, "GET", "/1/status", None), Ok((200, _))).then_some(())
+        });
+        api
+    }
+
+    /// Open and forgotten incidents, if the daemon serves now.
+    fn try_all_incidents(&mut self) -> Option<Vec<Value>> {
+        let open = self.try_get("/1/status")?;
+        let forgotten = self.try_get("/1/history?limit=1000")?;
+        let mut all = open.as_array().cloned().expect("incident list");
+        all.extend(forgotten.as_array().cloned().expect("history list"));
+        Some(all)
+    }
+}
+
+// ----- the scenario -----
+
+/// What happens to which node.
+#[derive(Debug, Clone)]
+struct Roles {
+    /// Three non-master nodes pairwise sharing DRBD instances, evacuated at once.
+    evacuated: [String; 3],
+    /// A live repair that succeeds.
+    repaired: String,
+    /// A live repair whose job fails (an injected fault).
+    failing: String,
+    /// A live repair canceled through the API.
+    canceled: String,
+}
+
+impl Roles {
+    fn find(sim: &Sim) -> Roles {
+        let nodes = sim.list("/sim/nodes");
+        let master: BTreeSet<String> = nodes
+            .iter()
+            .filter(|n| n["master"] == true)
+            .filter_map(|n| n["name"].as_str().map(str::to_owned))
+            .collect();
+        let mut pairs = BTreeSet::new();
+        for instance in sim.list("/sim/instances") {
+            if instance["disk_template"] != "drbd" {
+                continue;
+            }
+            let primary = instance["primary"].as_str().expect("primary").to_owned();
+            let secondary = instance["secondaries"][0]
+                .as_str()
+                .expect("a DRBD secondary")
+                .to_owned();
+            if !master.contains(&primary) && !master.contains(&secondary) {
+                pairs.insert((primary.clone(), secondary.clone()));
+                pairs.insert((secondary, primary));
+            }
+        }
+        let mut names: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| n["name"].as_str().map(str::to_owned))
+            .filter(|n| !master.contains(n))
+            .collect();
+        names.sort();
+        let shares = |a: &String, b: &String| pairs.contains(&(a.clone(), b.clone()));
+        let triangle = names
+            .iter()
+            .flat_map(|a| names.iter().map(move |b| (a, b)))
+            .filter(|(a, b)| a < b && shares(a, b))
+            .flat_map(|(a, b)| names.iter().map(move |c| (a, b, c)))
+            .find(|(a, b, c)| b < c && shares(a, c) && shares(b, c))
+            .map(|(a, b, c)| [a.clone(), b.clone(), c.clone()])
+            .expect("three non-master nodes pairwise sharing DRBD instances");
+        let rest: Vec<String> = names
+            .into_iter()
+            .filter(|n| !triangle.contains(n))
+            .collect();
+        assert!(rest.len() >= 3, "nodes left for the live repairs: {rest:?}");
+        Roles {
+            evacuated: triangle,
+            repaired: rest[0].clone(),
+            failing: rest[1].clone(),
+            canceled: rest[2].clone(),
+        }
+    }
+
+    /// (node, report, expected end states) for every node given a report.
+    fn reports(&self) -> Vec<(String, Value, &'static [&'static str])> {
+        let evacuate = json!({"status": "evacuate", "details": {"disk": "sda"}});
+        let live = |case: &str| json!({"status": "live-repair", "command": "fix", "details": {"case": case}});
+        let mut all: Vec<(String, Value, &'static [&'static str])> = self
+            .evacuated
+            .iter()
+            .map(|n| (n.clone(), evacuate.clone(), &["completed"][..]))
+            .collect();
+        all.push((self.repaired.clone(), live("repaired"), &["completed"]));
+        all.push((self.failing.clone(), live("failing"), &["failed"]));
+        all.push((
+            self.canceled.clone(),
+            live("canceled"),
+            &["canceled", "forgotten"],
+        ));
+        all
+    }
+
+    fn report(&self, node: &str) -> Value {
+        self.reports()
+            .into_iter()
+            .find(|(n, _, _)| n == node)
+            .map(|(_, report, _)| report)
+            .expect("a node of the scenario")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing done yet.
+    Start,
+    /// The fault is injected and the failing node reports; waiting for its job to fail,
+    /// so that the fault cannot hit another live repair.
+    FailingRuns,
+    /// The evacuations and the good live repair are reported; the cancel needs the
+    /// daemon up.
+    Cancel,
+    /// Everything is set in motion.
+    Done,
+}
+
+/// The scenario's steps, taken whenever their condition holds.
+struct Scenario<'a> {
+    sim: &'a Sim,
+    roles: &'a Roles,
+    phase: Phase,
+    canceled_at: Option<Instant>,
+}
+
+impl Scenario<'_> {
+    /// Take every step whose condition holds; the cancel waits (bounded) for the daemon to
+    /// serve and to have noted the incident.
+    fn advance(&mut self, daemon: &mut Daemon) {
+        loop {
+            match self.phase {
+                Phase::Start => {
+                    http_ok(
+                        &self.sim.http,
+                        "POST",
+                        "/sim/faults",
+                        Some(&json!({"opcode": "OP_REPAIR_COMMAND", "count": 1})),
+                    );
+                    let node = &self.roles.failing;
+                    self.sim.report(node, &self.roles.report(node));
+                    self.phase = Phase::FailingRuns;
+                }
+                Phase::FailingRuns => {
+                    let failed = self.sim.maintd_jobs().iter().any(|j| {
+                        j.status == "error"
+                            && j.opcodes == ["OP_REPAIR_COMMAND"]
+                            && j.bodies[0]["node_name"] == self.roles.failing.as_str()
+                    });
+                    if !failed {
+                        return;
+                    }
+                    for node in self.roles.evacuated.iter().chain([&self.roles.repaired]) {
+                        self.sim.report(node, &self.roles.report(node));
+                    }
+                    self.phase = Phase::Cancel;
+                }
+                Phase::Cancel => {
+                    let deadline = within(60);
+                    let api = daemon.wait_serving(deadline);
+                    let node = &self.roles.canceled;
+                    let report = self.roles.report(node);
+                    self.sim.report(node, &report);
+                    let uuid = wait_until(deadline, "the incident to cancel", || {
+                        let open = daemon.try_get("/1/status")?;
+                        open.as_array()?
+                            .iter()
+                            .find(|i| i["node"] == node.as_str() && i["original"] == report)
+                            .and_then(|i| i["uuid"].as_str().map(str::to_owned))
+                    });
+                    let answer = http(&api, "POST", &format!("/1/incidents/{uuid}/cancel"), None);
+                    assert!(
+                        matches!(answer, Ok((200, _))),
+                        "cancel {uuid} on {node}: {answer:?}"
+                    );
+                    self.canceled_at = Some(Instant::now());
+                    self.phase = Phase::Done;
+                }
+                Phase::Done => return,
+            }
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Default)]
+struct Outcome {
+    kills: usize,
+    /// Kills before the daemon had printed its API address.
+    kills_before_api: usize,
+    /// Kills less than 250 ms after the spawn (while starting and recovering).
+    kills_in_startup: usize,
+    /// Kills while at least one of maintd's jobs was not finalized in the queue.
+    kills_with_jobs_in_flight: usize,
+    /// maintd's jobs in the queue at each kill.
+    jobs_at_kill: Vec<usize>,
+    /// Kills before maintd's last job was submitted (while the scenario was under way).
+    kills_mid_scenario: usize,
+    /// End state per node of the scenario.
+    end_states: BTreeMap<String, String>,
+    lost: usize,
+    forked: usize,
+    duplicate_jobs: usize,
+    wrong_end_states: usize,
+    failed_jobs: usize,
+    /// Failed jobs other than the injected failure.
+    unexpected_failed_jobs: usize,
+    jobs: usize,
+    elapsed: Duration,
+    /// Recoveries that adopted jobs submitted before a kill, from the daemon's log.
+    adopted: usize,
+    /// Planned jobs dropped after a kill as never submitted, from the daemon's log.
+    never_submitted: usize,
+    problems: Vec<String>,
+}
+
+/// The end state of `node`'s incident for `report`, if it has reached one.
+fn end_state(incidents: &[Value], node: &str, report: &Value) -> Option<String> {
+    let mine: Vec<&Value> = incidents
+        .iter()
+        .filter(|i| i["node"] == node && i["original"] == *report)
+        .collect();
+    // An open incident wins over a forgotten one of the same report.
+    let open = mine.iter().find(|i| i["forgotten"] != true);
+    match open {
+        Some(i) => {
+            let status = i["repair-status"].as_str().unwrap_or_default();
+            matches!(status, "completed" | "failed" | "canceled").then(|| status.to_owned())
+        }
+        None => (!mine.is_empty()).then(|| "forgotten".to_owned()),
+    }
+}
+
+/// Every incident of the scenario has reached an end state, its node carries the matching
+/// tag, and every job of maintd is finalized: (incidents, jobs).
+fn settled(sim: &Sim, daemon: &mut Daemon, roles: &Roles) -> Option<(Vec<Value>, Vec<Job>)> {
+    let incidents = daemon.try_all_incidents()?;
+    if daemon.try_get("/1/jobs")? != json!([]) {
+        return None;
+    }
+    for (node, report, _) in roles.reports() {
+        let state = end_state(&incidents, &node, &report)?;
+        let uuid = incidents
+            .iter()
+            .find(|i| i["node"] == node.as_str() && i["original"] == report)
+            .and_then(|i| i["uuid"].as_str())?;
+        let tag = match state.as_str() {
+            "completed" => format!("maintd:repairready:{uuid}"),
+            "failed" => format!("maintd:repairfailed:{uuid}"),
+            _ => continue,
+        };
+        if !sim.tags(&node).contains(&tag) {
+            return None;
+        }
+    }
+    let jobs = sim.maintd_jobs();
+    jobs.iter().all(Job::finalized).then_some((incidents, jobs))
+}
+
+/// Count what went wrong, from the queue's jobs and maintd's incidents.
+fn judge(roles: &Roles, incidents: &[Value], jobs: &[Job], outcome: &mut Outcome) {
+    let node_of: BTreeMap<&str, &str> = incidents
+        .iter()
+        .filter_map(|i| Some((i["uuid"].as_str()?, i["node"].as_str()?)))
+        .collect();
+    for (node, report, expected) in roles.reports() {
+        let uuids: BTreeSet<&str> = incidents
+            .iter()
+            .filter(|i| i["node"] == node.as_str() && i["original"] == report)
+            .filter_map(|i| i["uuid"].as_str())
+            .chain(
+                jobs.iter()
+                    .map(|j| j.incident.as_str())
+                    .filter(|u| node_of.get(u) == Some(&node.as_str())),
+            )
+            .collect();
+        if uuids.is_empty() {
+            outcome.lost += 1;
+            outcome.problems.push(format!("{node}: no incident"));
+        }
+        if uuids.len() > 1 {
+            outcome.forked += uuids.len() - 1;
+            outcome
+                .problems
+                .push(format!("{node}: several incidents {uuids:?}"));
+        }
+        let state = end_state(incidents, &node, &report).unwrap_or_else(|| "none".into());
+        if !expected.contains(&state.as_str()) {
+            outcome.wrong_end_states += 1;
+            outcome
+                .problems
+                .push(format!("{node}: ended {state}, expected {expected:?}"));
+        }
+        outcome.end_states.insert(node, state);
+    }
+    // A job naming an incident maintd does not know: an incident lost on the way.
+    for job in jobs {
+        if !node_of.contains_key(job.incident.as_str()) {
+            outcome.forked += 1;
+            outcome.problems.push(format!(
+                "job {} names unknown incident {}",
+                job.id, job.incident
+            ));
+        }
+    }
+    let mut by_key: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut by_body: BTreeMap<(&str, String), Vec<u64>> = BTreeMap::new();
+    for job in jobs {
+        by_key.entry(&job.key).or_default().push(job.id);
+        let body = Value::Array(job.bodies.clone()).to_string();
+        by_body
+            .entry((&job.incident, body))
+            .or_default()
+            .push(job.id);
+    }
+    for (key, ids) in &by_key {
+        if ids.len() > 1 {
+            outcome.duplicate_jobs += ids.len() - 1;
+            outcome
+                .problems
+                .push(format!("submission {key} in jobs {ids:?}"));
+        }
+    }
+    for ((incident, body), ids) in &by_body {
+        if ids.len() > 1 {
+            outcome.duplicate_jobs += ids.len() - 1;
+            outcome.problems.push(format!(
+                "incident {incident}: jobs {ids:?} have the same opcodes {body}"
+            ));
+        }
+    }
+    for job in jobs.iter().filter(|j| j.status != "success") {
+        outcome.failed_jobs += 1;
+        let injected = job.opcodes == ["OP_REPAIR_COMMAND"]
+            && job.bodies[0]["node_name"] == roles.failing.as_str();
+        if !injected {
+            outcome.unexpected_failed_jobs += 1;
+            outcome.problems.push(format!(
+                "job {} ({:?}, incident {}) ended {}",
+                job.id, job.opcodes, job.incident, job.status
+            ));
+        }
+    }
+    outcome.jobs = jobs.len();
+}
+
+/// The scenario on a fresh simulated cluster, with `kills` SIGKILLs of the daemon at
+/// instants drawn from `rng`, then run to its end.
+fn run_scenario(name: &str, kills: usize, rng: &mut StdRng) -> Outcome {
+    let begun = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = Sim::start(dir.path());
+    let roles = Roles::find(&sim);
+    let mut scenario = Scenario {
+        sim: &sim,
+        roles: &roles,
+        phase: Phase::Start,
+        canceled_at: None,
+    };
+    let mut outcome = Outcome {
+        kills,
+        ..Outcome::default()
+    };
+    let mut daemon = Daemon::spawn(&sim, dir.path());
+    for kill in 0..kills {
+        let lifetime = Duration::from_millis(rng.gen_range(0..=MAX_LIFETIME_MS));
+        loop {
+            scenario.advance(&mut daemon);
+            let elapsed = daemon.started.elapsed();
+            if elapsed >= lifetime {
+                break;
+            }
+            thread::sleep(POLL.min(lifetime - elapsed));
+        }
+        if let Some(status) = daemon.proc.child.try_wait().expect("try_wait") {
+            panic!("{name}: the daemon exited by itself ({status}) before kill {kill}");
+        }
+        if daemon.try_api().is_none() {
+            outcome.kills_before_api += 1;
+        }
+        if lifetime < Duration::from_millis(250) {
+            outcome.kills_in_startup += 1;
+        }
+        let queued = sim.maintd_jobs();
+        if !queued.iter().all(Job::finalized) {
+            outcome.kills_with_jobs_in_flight += 1;
+        }
+        outcome.jobs_at_kill.push(queued.len());
+        daemon.proc.kill9();
+        daemon = Daemon::spawn(&sim, dir.path());
+    }
+    let deadline = within(300);
+    let (incidents, jobs) = wait_until(deadline, &format!("{name}: the scenario's end"), || {
+        scenario.advance(&mut daemon);
+        settled(&sim, &mut daemon, &roles)
+    });
+    judge(&roles, &incidents, &jobs, &mut outcome);
+    outcome.kills_mid_scenario = outcome
+        .jobs_at_kill
+        .iter()
+        .filter(|queued| **queued < jobs.len())
+        .count();
+    assert!(
+        sim.proc.child.try_wait().expect("try_wait").is_none(),
+        "{name}: the simulated cluster kept running"
+    );
+    let log = daemon.proc.log_text();
+    outcome.adopted = log
+        .matches("adopted jobs submitted before a restart")
+        .count();
+    outcome.never_submitted = log.matches("never reached the queue").count();
+    outcome.elapsed = begun.elapsed();
+    eprintln!(
+        "{name}: roles {roles:?}; {} jobs; kills {} ({} before the API address was printed, \
+         {} within 250 ms of the spawn, {} with jobs in flight, {} before the last job); \
+         recoveries adopting submitted jobs {}, planned jobs dropped as never submitted {}; \
+         end states {:?}; took {:?}",
+        outcome.jobs,
+        outcome.kills,
+        outcome.kills_before_api,
+        outcome.kills_in_startup,
+        outcome.kills_with_jobs_in_flight,
+        outcome.kills_mid_scenario,
+        outcome.adopted,
+        outcome.never_submitted,
+        outcome.end_states,
+        outcome.elapsed
+    );
+    for problem in &outcome.problems {
+        eprintln!("{name}: PROBLEM {problem}");
+    }
+    outcome
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={text:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+// ----- the tests -----
+
+#[test]
+fn sigkill_at_random_instants_loses_nothing_and_duplicates_nothing() {
+    let kills = env_number("MAINTD_CHAOS_KILLS", DEFAULT_KILLS);
+    let seed = env_number("MAINTD_CHAOS_SEED", DEFAULT_SEED);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let calm = run_scenario("without kills", 0, &mut rng);
+    let chaos = run_scenario("chaos", kills, &mut rng);
+    println!(
+        "chaos: kills={} lost={} forked={} duplicate_jobs={} wrong_end_states={} \
+         failed_jobs={}(expected 1) seed={seed:#x} took={:.1?} (without kills {:.1?})",
+        chaos.kills,
+        chaos.lost,
+        chaos.forked,
+        chaos.duplicate_jobs,
+        chaos.wrong_end_states,
+        chaos.failed_jobs,
+        chaos.elapsed,
+        calm.elapsed,
+    );
+    for outcome in [&calm, &chaos] {
+        assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
+        assert_eq!(outcome.failed_jobs, 1, "{outcome:?}");
+    }
+    assert_eq!(
+        chaos.end_states, calm.end_states,
+        "end states with and without kills"
+    );
+}
+
+// ----- the node agent killed mid-repair -----
+
+const AGENT_KEY: &[u8] = b"0123456789abcdef0123456789abcdef01234567\n";
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A root-owned file of `mode` (the whitelist checks need root; tests run as root).
+fn root_owned(path: &Path, mode: u32) {
+    chown(path, Some(0), Some(0)).expect("chown (tests run as root)");
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// `maintd agent` for node `node` on `port`, with whitelists and key under `dir`.
+fn spawn_agent(dir: &Path, node: &str, port: u16) -> Proc {
+    let args: Vec<String> = vec![
+        "agent".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--node-name".into(),
+        node.into(),
+        "--diagnose-dir".into(),
+        path(&dir.join("diagnose")),
+        "--diagnose-command".into(),
+        "hw-check".into(),
+        "--repair-dir".into(),
+        path(&dir.join("repair")),
+        "--state-dir".into(),
+        path(&dir.join("agent-state")),
+        "--interval".into(),
+        "0.5".into(),
+        "--hmac-key".into(),
+        path(&dir.join("hmac.key")),
+    ];
+    let mut agent = Proc::spawn("agent", &args, &dir.join("agent.log"));
+    agent.line("listening on http://", within(30));
+    agent
+}
+
+/// The agent's execution for `incident`, its signature checked.
+fn execution(port: u16, incident: &str) -> Option<Value> {
+    let addr = format!("127.0.0.1:{port}");
+    let (status, body) = http_text(
+        &addr,
+        "GET",
+        &format!("/1/repair/{incident}?salt=chaos-1"),
+        None,
+    )
+    .ok()?;
+    if status != 200 {
+        return None;
+    }
+    let signed: SignedMessage = serde_json::from_str(&body).expect("a signed answer");
+    assert_eq!(signed.salt, "chaos-1");
+    let key = HmacKey::from_bytes(AGENT_KEY.to_vec()).expect("key");
+    verify(&key, &signed).expect("signed with the cluster key");
+    Some(serde_json::from_str(&signed.msg).expect("an execution"))
+}
+
+/// Wait until maintd's view of the nodes (`/1/nodes`, with each report's time) has changed
+/// `count` times: that many more polls of the node.
+fn wait_polls(daemon: &mut Daemon, count: usize, deadline: Instant) {
+    let mut last = wait_until(deadline, "/1/nodes", || daemon.try_get("/1/nodes"));
+    for _ in 0..count {
+        last = wait_until(deadline, "another poll", || {
+            daemon.try_get("/1/nodes").filter(|now| *now != last)
+        });
+    }
+}
+
+#[test]
+fn agent_killed_mid_repair_fails_the_execution_and_never_runs_it_twice() {
+    let deadline = within(180);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path();
+    for list in ["diagnose", "repair"] {
+        fs::create_dir(base.join(list)).expect("whitelist dir");
+        root_owned(&base.join(list), 0o755);
+    }
+    fs::write(base.join("hmac.key"), AGENT_KEY).expect("key file");
+    let script = |list: &str, name: &str, body: String| {
+        let file = base.join(list).join(name);
+        fs::write(&file, format!("#!/bin/sh\n{body}\n")).expect("script");
+        root_owned(&file, 0o755);
+    };
+    let report =
+        json!({"status": "live-repair", "command": "slow-fix", "details": {"raid": "md0"}});
+    script("diagnose", "hw-check", format!("echo '{report}'"));
+    let runs = base.join("runs");
+    let pid_file = base.join("slow.pid");
+    script(
+        "repair",
+        "slow-fix",
+        format!(
+            "{{ cat; echo; }} >> {}; echo $$ > {}; exec sleep 120",
+            runs.display(),
+            pid_file.display()
+        ),
+    );
+    let run_count = || {
+        fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    // A one-node cluster: node1, the master, is the node whose agent reports and repairs.
+    let sim = Sim::start_with(base, 1, 0);
+    let port = free_port();
+    let mut agent = spawn_agent(base, "node1", port);
+    let diagnose_url = format!("http://127.0.0.1:{port}/1/report/node/diagnose?node={{node}}");
+    let env = [
+        ("MAINTD__REPAIR__METHOD", "agent".to_owned()),
+        (
+            "MAINTD__REPAIR__AGENT_URL",
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("MAINTD__CLUSTER__HMAC_KEY", path(&base.join("hmac.key"))),
+    ];
+    let mut daemon = Daemon::spawn_with(&sim, base, &diagnose_url, &env);
+    daemon.wait_serving(deadline);
+
+    // The repair runs (its command sleeps): kill the agent, and maintd too.
+    wait_until(deadline, "the repair command to run", || {
+        (run_count() == 1 && pid_file.exists()).then_some(())
+    });
+    let incident = wait_until(deadline, "the incident", || {
+        daemon
+            .try_get("/1/status")?
+            .as_array()?
+            .iter()
+            .find(|i| i["node"] == "node1" && i["original"] == report)
+            .cloned()
+    });
+    let uuid = incident["uuid"].as_str().expect("uuid").to_owned();
+    let running = wait_until(deadline, "the execution running", || {
+        execution(port, &uuid).filter(|e| e["state"] == "running")
+    });
+    assert_eq!(running["command"], "slow-fix", "{running}");
+    agent.kill9();
+    daemon.proc.kill9();
+    // The command outlives its agent (it runs in a process group of its own); end it.
+    let pid = fs::read_to_string(&pid_file)
+        .expect("pid")
+        .trim()
+        .to_owned();
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+
+    let mut agent = spawn_agent(base, "node1", port);
+    let mut daemon = Daemon::spawn_with(&sim, base, &diagnose_url, &env);
+    daemon.wait_serving(deadline);
+    let failed = wait_until(deadline, "the incident failed", || {
+        daemon
+            .try_get("/1/status")?
+            .as_array()?
+            .iter()
+            .find(|i| i["uuid"] == uuid.as_str() && i["repair-status"] == "failed")
+            .cloned()
+    });
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("agent restarted during execution"),
+        "{failed}"
+    );
+    let after = execution(port, &uuid).expect("the execution is kept");
+    assert_eq!(after["state"], "failed", "{after}");
+    assert_eq!(
+        after["message"], "agent restarted during execution",
+        "{after}"
+    );
+    let tag = format!("maintd:repairfailed:{uuid}");
+    wait_until(deadline, "the failure tag", || {
+        sim.tags("node1").contains(&tag).then_some(())
+    });
+
+    // Several polls later, and after one more restart of each, nothing ran again.
+    wait_polls(&mut daemon, 4, deadline);
+    agent.kill9();
+    daemon.proc.kill9();
+    let _agent = spawn_agent(base, "node1", port);
+    let mut daemon = Daemon::spawn_with(&sim, base, &diagnose_url, &env);
+    daemon.wait_serving(deadline);
+    wait_polls(&mut daemon, 4, deadline);
+    assert_eq!(run_count(), 1, "the repair command ran once");
+    let last = execution(port, &uuid).expect("the execution is kept");
+    assert_eq!(last, after, "the failed execution is left as it was");
+    let detail = daemon
+        .try_get(&format!("/1/incidents/{uuid}"))
+        .expect("the incident");
+    assert_eq!(detail["repair-status"], "failed", "{detail}");
+    assert_eq!(
+        sim.maintd_jobs().len(),
+        1,
+        "only the failure tag job: {:?}",
+        sim.maintd_jobs()
+    );
+}
