@@ -32,6 +32,15 @@ use maintd_actors::{
 };
 use tracing::{error, info, warn};
 
+/// Print a line on stdout. A closed or full stdout must never crash maintd (`println!`
+/// panics when it cannot write).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -58,7 +67,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(message) => {
-            eprintln!("maintd: {message}");
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "maintd: {message}");
             ExitCode::FAILURE
         }
     }
@@ -68,7 +78,8 @@ fn run_client(
     request: impl std::future::Future<Output = Result<String, client::ClientError>>,
 ) -> Result<u8, String> {
     let text = System::new().block_on(request).map_err(|e| e.to_string())?;
-    print!("{text}");
+    use std::io::Write as _;
+    let _ = write!(std::io::stdout(), "{text}");
     Ok(0)
 }
 
@@ -208,15 +219,16 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
         let master = sim.lock().master(clock.now());
         let endpoints = simulation::serve(sim, luxi_socket, &args.sim_listen)
             .map_err(|e| format!("simulator: {e}"))?;
-        println!(
+        say!(
             "simulated cluster: {} nodes, {} instances, master {master}",
-            spec.nodes, spec.instances
+            spec.nodes,
+            spec.instances
         );
-        println!("  luxi socket:    {}", endpoints.luxi_socket.display());
-        println!("  control API:    http://{}/sim/nodes", endpoints.http);
-        println!("  diagnose URL:   {}", endpoints.diagnose_url());
+        say!("  luxi socket:    {}", endpoints.luxi_socket.display());
+        say!("  control API:    http://{}/sim/nodes", endpoints.http);
+        say!("  diagnose URL:   {}", endpoints.diagnose_url());
         if args.cluster_only {
-            println!(
+            say!(
                 "run maintd against it with:\n  maintd daemon -f --luxi-socket {} --diagnose-url '{}' --node-name {master} --state-dir DIR",
                 endpoints.luxi_socket.display(),
                 endpoints.diagnose_url()
@@ -237,7 +249,7 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
             &args.listen,
             clock,
         )?;
-        println!("  state dir:      {}", settings.daemon.state_dir);
+        say!("  state dir:      {}", settings.daemon.state_dir);
         Ok(started)
     })
 }
@@ -311,7 +323,7 @@ fn start_daemon(
     let limits = HttpLimits::new(settings.daemon.max_connections);
     let web = maintd_actors::web::bind(listen, daemon.link.clone(), clock, limits)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    println!(
+    say!(
         "maintd API:       http://{}",
         web.addrs.first().map(|a| a.to_string()).unwrap_or_default()
     );
@@ -425,7 +437,7 @@ fn run_agent(args: AgentArgs) -> Result<u8, String> {
     run_system_with(
         move || {
             let started = agent_app::start(&agent, node_name.clone(), key, Clock::new())?;
-            println!(
+            say!(
                 "maintd agent for node {node_name} listening on http://{}",
                 started
                     .addrs

@@ -10,6 +10,10 @@ pub fn init(debug: bool) {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
+        // A log that cannot be written (a full disk, a closed pipe) must not take maintd
+        // down: by default the subscriber reports its own write errors with `eprintln!`,
+        // which panics when stderr is the problem.
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -714,3 +714,55 @@ fn an_unusable_state_directory_or_a_corrupt_state_file_stops_the_daemon_at_start
     assert!(status.success(), "{log}");
     assert!(out.contains("no state file"), "{out}");
 }
+
+#[test]
+fn a_full_or_closed_log_and_stdout_never_crash_the_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    /// Kills the daemon however the test ends.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args([
+                "daemon",
+                "-f",
+                "--no-voting",
+                "--yes-do-it",
+                "-b",
+                "127.0.0.1",
+            ])
+            .args(["-p", &port.to_string(), "--state-dir", &path(dir.path())])
+            .args(["--luxi-socket", &path(&dir.path().join("no-socket"))])
+            .env("RUST_LOG", "debug")
+            .env("MAINTD__CLUSTER__HMAC_KEY", "")
+            .stdin(std::process::Stdio::null())
+            .stdout(full.try_clone().expect("dup"))
+            .stderr(full)
+            .spawn()
+            .expect("spawn"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let answers = || matches!(http(&addr, "GET", "/1/status", None), Ok((200, _)));
+    wait_until(within(30), "the API to answer", || answers().then_some(()));
+    // Every refresh of the node list logs (and fails to); the daemon must stay up. What
+    // is checked is that an exit does not happen, so there is no event to wait for.
+    thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.0.try_wait().expect("wait").is_none(),
+        "the daemon died"
+    );
+    assert!(answers());
+}
