@@ -16,7 +16,7 @@ use maintd::{
         diagnose::{parse_diagnose, report_envelope},
         incident::{JobPurpose, MaintenanceState, PlannedJob},
         job::{JobId, JobStatus},
-        opcode::Opcode,
+        opcode::OpBody,
     },
     signing::{sign, HmacKey},
     store::JsonStore,
@@ -145,7 +145,7 @@ fn main() {
             incident: Some(uuids[1]),
             purpose: JobPurpose::Drain,
             nodes: BTreeSet::from(["node2.ganeti.test".to_owned()]),
-            ops: vec![Opcode::drain_node("node2.ganeti.test")
+            ops: vec![OpBody::drain_node("node2.ganeti.test")
                 .with_reason("maintd:0123456789ab-1-drain".into(), NOW_NS)],
         },
         PlannedJob {
@@ -158,7 +158,8 @@ fn main() {
                 "node3.ganeti.test".to_owned(),
                 "node1.ganeti.test".to_owned(),
             ]),
-            ops: vec![Opcode::migrate("inst1.ganeti.test", None)],
+            ops: vec![OpBody::migrate("inst1.ganeti.test", None)
+                .with_reason("maintd:0123456789ab-1-move".into(), NOW_NS)],
         },
     ];
     state.start_round(&jobs, 200.0);
