@@ -53,10 +53,10 @@ done
 wait
 failed=0
 for target in "${targets[@]}"; do
-  [ ! -e "logs/$target.failed" ] || failed=1
+  [ ! -e "logs/$target.failed" ] || failed=$((failed + 1))
 done
+echo "fuzz: $((${#targets[@]} - failed)) passed, $failed failed"
 if [ "$failed" -ne 0 ]; then
   echo "fuzzing found a crash: reproduce with 'cargo fuzz run --sanitizer none <target> fuzz/artifacts/<target>/<file>'" >&2
   exit 1
 fi
-echo "fuzzing: ${#targets[@]} targets, ${seconds} s each, no crash"
