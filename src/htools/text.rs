@@ -70,7 +70,8 @@ fn parse_int(text: &str) -> Option<i64> {
 }
 
 /// Parses a float like Haskell's `read`: an integer, a decimal with digits on both
-/// sides of the point, optionally an exponent.
+/// sides of the point, optionally an exponent. A value too large for a double is
+/// refused rather than read as infinity, which `write` could not write back.
 fn parse_float(text: &str) -> Option<f64> {
     let t = text.trim_start_matches([' ', '\t']);
     let body = t.strip_prefix('-').unwrap_or(t);
@@ -92,7 +93,7 @@ fn parse_float(text: &str) -> Option<f64> {
             return None;
         }
     }
-    t.parse().ok()
+    t.parse().ok().filter(|x: &f64| x.is_finite())
 }
 
 fn int_field(line: &Line, value: &str, name: &str) -> Result<i64, TextError> {
