@@ -7,6 +7,7 @@
 use std::{
     fs::{self, File},
     io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -47,6 +48,9 @@ pub struct JsonStore {
     /// When set, every save fails: fault drills and tests of what maintd does when its
     /// state cannot be saved (a full disk, EIO).
     fail_saves: Arc<AtomicBool>,
+    /// Permission bits of the file, set on the temporary file before anything is written
+    /// to it; `None`: the process's default (0666 less the umask).
+    mode: Option<u32>,
 }
 
 impl JsonStore {
@@ -59,7 +63,15 @@ impl JsonStore {
         Ok(JsonStore {
             path: dir.join(file_name),
             fail_saves: Arc::default(),
+            mode: None,
         })
+    }
+
+    /// Give the document the permission bits `mode` (e.g. `0o600`) from the moment it is
+    /// first written: the temporary file has them before it holds anything.
+    pub fn with_mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
     }
 
     /// A switch that makes every save of this store (and its clones) fail while it is on.
@@ -134,7 +146,17 @@ impl JsonStore {
         }
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = self.path.with_extension("tmp");
-        let mut file = File::create(&tmp).map_err(io)?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        if let Some(mode) = self.mode {
+            options.mode(mode);
+        }
+        let mut file = options.open(&tmp).map_err(io)?;
+        if let Some(mode) = self.mode {
+            // A temporary file left by a crash keeps its old bits: set them anyway.
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(io)?;
+        }
         file.write_all(&bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
         fs::rename(&tmp, &self.path).map_err(io)?;
@@ -191,7 +213,27 @@ mod tests {
         let proc_store = JsonStore {
             path: PathBuf::from("/proc/self/state.json"),
             fail_saves: Arc::default(),
+            mode: None,
         };
         assert!(proc_store.check_writable().is_err());
+    }
+
+    #[test]
+    fn a_mode_is_given_to_the_file_from_its_first_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JsonStore::open(dir.path(), "secret.json")
+            .unwrap()
+            .with_mode(0o600);
+        // A leftover temporary file with loose bits is tightened before it is reused.
+        fs::write(store.path().with_extension("tmp"), b"old").unwrap();
+        fs::set_permissions(
+            store.path().with_extension("tmp"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        store.save(&1u32).unwrap();
+        let mode = fs::metadata(store.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(store.load::<u32>().unwrap(), Some(1));
     }
 }

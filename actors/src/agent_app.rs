@@ -2,14 +2,19 @@
 //!
 //! ```text
 //! AgentWeb ──GetDiagnoseReport──▶ DiagnoseCollector (runs the diagnose every interval)
-//!     └─────SubmitRepair / GetExecution──▶ RepairExecutor (one command at a time, persisted)
+//!     ├─────SubmitRepair / GetExecution──▶ RepairExecutor (one command at a time, persisted)
+//!     └─────ReplicaStore (the copy of maintd's state, shared with the handlers)
 //! ```
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use actix::prelude::*;
 use maintd::{
-    agent::{repair::RepairBook, whitelist::Whitelist},
+    agent::{repair::RepairBook, replica::ReplicaStore, whitelist::Whitelist},
     clock::Clock,
     config::{seconds, AgentSettings},
     signing::HmacKey,
@@ -59,6 +64,8 @@ pub fn start(
         }
         None => RepairBook::new(settings.keep_executions),
     };
+    let replica = ReplicaStore::open(&PathBuf::from(&settings.state_dir), clock.now())
+        .map_err(|e| e.to_string())?;
     let collector = DiagnoseCollector::new(
         CollectorConfig {
             whitelist: Whitelist::new(&settings.diagnose_dir),
@@ -83,6 +90,7 @@ pub fn start(
     let context = AgentContext {
         collector: collector.clone(),
         repairs: repairs.clone(),
+        replica: Arc::new(Mutex::new(replica)),
         key: key.map(Arc::new),
         node_name,
         clock,

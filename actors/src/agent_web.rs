@@ -3,7 +3,7 @@
 //! [`maintd::agent`]. Handlers ask the collector and the executor by message; answers
 //! are signed with the cluster key when the agent has one.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use actix_web::{
@@ -15,6 +15,7 @@ use maintd::{
     agent::{
         collectors,
         repair::{authenticate, Submission},
+        replica::{authenticate_push, ReplicaStore, MAX_PUSH_BYTES},
         MAX_REQUEST_BYTES,
     },
     clock::Clock,
@@ -37,6 +38,8 @@ pub struct AgentContext {
     pub collector: Addr<DiagnoseCollector>,
     /// The repair executor.
     pub repairs: Addr<RepairExecutor>,
+    /// The copy of maintd's state pushed by the master.
+    pub replica: Arc<Mutex<ReplicaStore>>,
     /// The cluster key; `None`: unsigned reports, repairs refused.
     pub key: Option<Arc<HmacKey>>,
     /// This node's name.
@@ -183,6 +186,62 @@ async fn get_repair(
     }
 }
 
+async fn put_maintd_state(agent: Data<AgentContext>, body: Bytes) -> HttpResponse {
+    let accepted = match authenticate_push(agent.key.as_deref(), &body, agent.now_secs()) {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            warn!(target: "maintd::agent", reason = %refusal, "maintd state push refused");
+            let status =
+                StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return text_response(status, &refusal.to_string());
+        }
+    };
+    drop(body);
+    let salt = accepted.salt;
+    let push = accepted.push;
+    let (serial, master) = (push.serial, push.master.clone());
+    let replica = agent.replica.clone();
+    let now = agent.clock.now();
+    // Writing a few MB and syncing them: off the server's threads.
+    let offered = web::block(move || {
+        let mut replica = replica.lock().unwrap_or_else(|e| e.into_inner());
+        replica.offer(push.serial, push.master, push.state, now)
+    })
+    .await;
+    match offered {
+        Ok(Ok(outcome)) => {
+            let ack = outcome.ack();
+            info!(target: "maintd::agent", serial, %master, held = ack.serial, accepted = ack.accepted, "maintd state pushed");
+            agent.answer(StatusCode::OK, &ack, &salt)
+        }
+        Ok(Err(e)) => {
+            warn!(target: "maintd::agent", serial, %master, error = %e, "cannot write the copy of maintd's state");
+            text_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+        Err(e) => text_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn get_maintd_state(agent: Data<AgentContext>, req: HttpRequest) -> HttpResponse {
+    if agent.key.is_none() {
+        return text_response(
+            StatusCode::FORBIDDEN,
+            "the copy of maintd's state is served signed only: the agent has no cluster HMAC key",
+        );
+    }
+    let salt = match agent.reply_salt(&req) {
+        Ok(salt) => salt,
+        Err(response) => return *response,
+    };
+    let replica = agent.replica.clone();
+    let latest = web::block(move || replica.lock().unwrap_or_else(|e| e.into_inner()).latest());
+    match latest.await {
+        Ok(Some(latest)) => agent.answer(StatusCode::OK, &*latest, &salt),
+        Ok(None) => text_response(StatusCode::NOT_FOUND, "no copy of maintd's state held"),
+        Err(e) => text_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 async fn not_found() -> HttpResponse {
     text_response(StatusCode::NOT_FOUND, "not found")
 }
@@ -209,7 +268,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(one("/1/list/collectors", web::get(), list_collectors))
         .service(one("/1/report/node/diagnose", web::get(), diagnose_report))
         .service(one("/1/repair", web::post(), submit_repair))
-        .service(one("/1/repair/{incident}", web::get(), get_repair));
+        .service(one("/1/repair/{incident}", web::get(), get_repair))
+        .service(
+            web::resource("/1/maintd-state")
+                .app_data(web::PayloadConfig::new(MAX_PUSH_BYTES))
+                .route(web::put().to(put_maintd_state))
+                .route(web::get().to(get_maintd_state))
+                .default_service(web::to(method_not_allowed)),
+        );
 }
 
 /// The app as served.
@@ -297,6 +363,9 @@ mod tests {
         AgentContext {
             collector,
             repairs,
+            replica: Arc::new(Mutex::new(
+                ReplicaStore::open(&dir.join("state"), clock.now()).unwrap(),
+            )),
             key: Some(Arc::new(
                 HmacKey::from_bytes(b"0123456789abcdef0123456789abcdef01234567\n".to_vec())
                     .unwrap(),

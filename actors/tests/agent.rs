@@ -1,6 +1,7 @@
 //! The node agent (`maintd agent`) as a separate process on a loopback port: mond-style
 //! reports (unsigned and signed), the diagnose whitelist, and signed repair requests
-//! (authentication, freshness, idempotence, persistence across restarts).
+//! (authentication, freshness, idempotence, persistence across restarts), and the copy
+//! of maintd's state the agent keeps for the master (with maintd's client).
 //!
 //! The whitelist checks need root-owned files: these tests run as root (as CI does).
 //! Every wait polls the agent's HTTP API with a deadline.
@@ -9,10 +10,15 @@ use std::{
     fs,
     os::unix::fs::{chown, PermissionsExt},
     path::PathBuf,
-    time::{SystemTime, UNIX_EPOCH},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use maintd::signing::{sign, verify, HmacKey, SignedMessage};
+use maintd::{
+    agent::replica::{MAX_PUSH_BYTES, REPLICA_FILE},
+    backend::replica::{majority, newest, PushAck, ReplicaClient, ReplicaError},
+    signing::{sign, verify, HmacKey, SignedMessage},
+};
 use serde_json::{json, Value};
 
 mod support;
@@ -557,4 +563,268 @@ fn a_repair_that_leaves_a_process_behind_succeeds_when_it_exits() {
     // The process that stayed in the group was killed with it.
     wait_gone(fs::read_to_string(&in_group).unwrap().trim());
     wait_gone(&escaped_pid);
+}
+
+// ----- the copy of maintd's state -----
+
+fn push_body(key: &HmacKey, salt: &str, serial: u64, state: &Value) -> String {
+    let msg = json!({"serial": serial, "master": "node0.example.com", "state": state});
+    serde_json::to_string(&sign(key, salt, &msg.to_string())).unwrap()
+}
+
+fn replica_client(agent: &Agent) -> ReplicaClient {
+    ReplicaClient::new(
+        format!("http://{}", agent.addr),
+        key(),
+        Duration::from_secs(10),
+        maintd::clock::Clock::new(),
+    )
+}
+
+/// Run `work` on a fresh actix system (the client is awc, which needs one).
+fn on_actix<T>(work: impl std::future::Future<Output = T>) -> T {
+    actix_rt::System::new().block_on(work)
+}
+
+#[test]
+fn the_agent_keeps_the_newest_signed_copy_of_maintds_state() {
+    let node = Node::new();
+    let agent = node.agent("agent", true, &[], &[]);
+    let state = |n: u64| json!({"incidents": [{"id": n}], "round": {"n": n}, "brakes": []});
+    let client = replica_client(&agent);
+
+    // Nothing held yet.
+    assert_eq!(on_actix(client.fetch("ignored")), Ok(None));
+    let (status, _) = agent.get("/1/maintd-state?salt=x");
+    assert_eq!(status, 404);
+
+    // A push is written and acknowledged; older and equal serials change nothing.
+    let ack = on_actix(client.push("n1", 5, "node0.example.com", &state(5))).unwrap();
+    assert_eq!(
+        ack,
+        PushAck {
+            serial: 5,
+            accepted: true
+        }
+    );
+    let ack = on_actix(client.push("n1", 4, "node2.example.com", &state(4))).unwrap();
+    assert_eq!(
+        ack,
+        PushAck {
+            serial: 5,
+            accepted: false
+        }
+    );
+    assert!(!ack.holds(4));
+    let ack = on_actix(client.push("n1", 5, "node0.example.com", &state(5))).unwrap();
+    assert!(!ack.accepted && ack.holds(5));
+    let held = on_actix(client.fetch("n1")).unwrap().unwrap();
+    assert_eq!(
+        (held.serial, held.master.as_str(), &held.state),
+        (5, "node0.example.com", &state(5))
+    );
+    assert!((held.received - now_secs() as f64).abs() < 120.0);
+    let file = node.path("state").join(REPLICA_FILE);
+    let mode = fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The answer to a GET is signed with the salt asked for.
+    let (status, body) = agent.get("/1/maintd-state?salt=fetch-1");
+    assert_eq!(status, 200);
+    let served = open(&body, "fetch-1");
+    assert_eq!(served["serial"], 5);
+    assert_eq!(served["state"], state(5));
+
+    // Refusals: forged, wrong key, stale, from the future, unsigned, not a state.
+    let salt = now_secs().to_string();
+    let mut forged: SignedMessage =
+        serde_json::from_str(&push_body(&key(), &salt, 9, &state(9))).unwrap();
+    forged.msg = forged.msg.replace("\"serial\":9", "\"serial\":10");
+    let put = |body: &str| {
+        http_text(&agent.addr, "PUT", "/1/maintd-state", Some(body))
+            .unwrap_or_else(|e| panic!("PUT: {e}"))
+    };
+    let (status, text) = put(&serde_json::to_string(&forged).unwrap());
+    assert_eq!(status, 403, "{text}");
+    assert!(text.starts_with("bad signature"), "{text}");
+    let wrong_key = HmacKey::from_bytes(b"not the cluster key\n".to_vec()).unwrap();
+    assert_eq!(put(&push_body(&wrong_key, &salt, 9, &state(9))).0, 403);
+    for when in [now_secs() - 3600, now_secs() + 3600] {
+        let (status, text) = put(&push_body(&key(), &when.to_string(), 9, &state(9)));
+        assert_eq!(status, 403, "{text}");
+        assert!(text.starts_with("stale or future request"), "{text}");
+    }
+    let (status, text) = put(&json!({"serial": 9, "master": "x", "state": {}}).to_string());
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = put(&push_body(&key(), &salt, 9, &json!([1, 2])));
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("not a maintd state push"), "{text}");
+    assert_eq!(agent.post("/1/maintd-state", "").0, 405);
+    // None of them changed the copy.
+    assert_eq!(on_actix(client.fetch("n1")).unwrap().unwrap(), held);
+
+    // An answer signed for another request is not believed.
+    let replayed = agent.get("/1/maintd-state?salt=fetch-1").1;
+    assert!(matches!(
+        maintd::backend::replica::open_answer(&key(), replayed.as_bytes(), "fetch-2"),
+        Err(ReplicaError::BadAnswer(why)) if why.contains("another request")
+    ));
+
+    // The copy survives a restart of the agent, and a newer push still replaces it.
+    drop(agent);
+    let agent = node.agent("agent-2", true, &[], &[]);
+    let client = replica_client(&agent);
+    assert_eq!(on_actix(client.fetch("n1")).unwrap().unwrap(), held);
+    let ack = on_actix(client.push("n1", 6, "node2.example.com", &state(6))).unwrap();
+    assert!(ack.accepted && ack.holds(6));
+    let newer = on_actix(client.fetch("n1")).unwrap().unwrap();
+    assert_eq!((newer.serial, newer.state), (6, state(6)));
+    drop(agent);
+
+    // A corrupt file is moved aside at start: nothing held, the next push taken.
+    fs::write(&file, b"{\"serial\": 99, torn").unwrap();
+    let agent = node.agent("agent-3", true, &[], &[]);
+    let client = replica_client(&agent);
+    assert_eq!(on_actix(client.fetch("n1")), Ok(None));
+    let aside: Vec<_> = fs::read_dir(node.path("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&format!("{REPLICA_FILE}.corrupt-")))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(agent.proc.log_text().contains("moved aside"));
+    let ack = on_actix(client.push("n1", 1, "node0.example.com", &state(1))).unwrap();
+    assert!(ack.accepted);
+
+    // The newest of what the candidates hold, and whether enough hold it.
+    let fetched = vec![
+        ("n1".to_owned(), on_actix(client.fetch("n1"))),
+        (
+            "gone".to_owned(),
+            on_actix(
+                ReplicaClient::new(
+                    "http://127.0.0.1:1",
+                    key(),
+                    Duration::from_secs(2),
+                    maintd::clock::Clock::new(),
+                )
+                .fetch("gone"),
+            ),
+        ),
+    ];
+    assert!(matches!(fetched[1].1, Err(ReplicaError::Unreachable(_))));
+    assert_eq!(newest(Some((0, json!({}))), &fetched).unwrap().serial(), 1);
+    assert!(majority(2, 3));
+}
+
+#[test]
+fn an_agent_without_the_key_neither_takes_nor_serves_the_state() {
+    let node = Node::new();
+    let agent = node.agent("agent", false, &[], &[]);
+    let client = replica_client(&agent);
+    let refused = on_actix(client.push("n1", 1, "node0.example.com", &json!({})));
+    assert!(
+        matches!(&refused, Err(ReplicaError::Refused { status: 403, text }) if text.contains("HMAC key")),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        on_actix(client.fetch("n1")),
+        Err(ReplicaError::Refused { status: 403, .. })
+    ));
+    assert!(!node.path("state").join(REPLICA_FILE).exists());
+}
+
+/// The agent's app in-process, with the key.
+async fn agent_service(
+    dir: &std::path::Path,
+) -> impl actix_web::dev::Service<
+    actix_http::Request,
+    Response = actix_web::dev::ServiceResponse,
+    Error = actix_web::Error,
+> {
+    use actix::Actor;
+    use maintd::{
+        agent::{repair::RepairBook, replica::ReplicaStore, whitelist::Whitelist},
+        store::JsonStore,
+    };
+    use maintd_actors::{
+        agent_collector::{CollectorConfig, DiagnoseCollector},
+        agent_repairs::{RepairConfig, RepairExecutor, EXECUTIONS_FILE},
+        agent_web::{app, AgentContext},
+    };
+    let clock = maintd::clock::Clock::new();
+    let collector = DiagnoseCollector::new(
+        CollectorConfig {
+            whitelist: Whitelist::new(dir.join("diagnose")),
+            command: String::new(),
+            interval: Duration::from_secs(600),
+            timeout: Duration::from_secs(600),
+        },
+        clock,
+    )
+    .start();
+    let repairs = RepairExecutor::new(
+        RepairBook::new(10),
+        JsonStore::open(&dir.join("state"), EXECUTIONS_FILE).unwrap(),
+        RepairConfig {
+            whitelist: Whitelist::new(dir.join("repair")),
+            timeout: Duration::from_secs(10),
+            max_output: 100,
+        },
+        clock,
+    )
+    .start();
+    let context = AgentContext {
+        collector,
+        repairs,
+        replica: Arc::new(Mutex::new(
+            ReplicaStore::open(&dir.join("state"), clock.now()).unwrap(),
+        )),
+        key: Some(Arc::new(key())),
+        node_name: NODE.into(),
+        clock,
+    };
+    actix_web::test::init_service(app(context)).await
+}
+
+#[actix_rt::test]
+async fn pushes_over_32_mib_are_refused_and_big_ones_taken() {
+    use actix_web::test::{call_service, read_body, TestRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let service = agent_service(dir.path()).await;
+    let put = |payload: Vec<u8>| {
+        TestRequest::put()
+            .uri("/1/maintd-state")
+            .set_payload(payload)
+            .to_request()
+    };
+    let response = call_service(&service, put(vec![b' '; MAX_PUSH_BYTES + 1])).await;
+    assert_eq!(response.status(), 413);
+    // At the limit, the body is read and judged on its content.
+    let response = call_service(&service, put(vec![b' '; MAX_PUSH_BYTES])).await;
+    assert_eq!(response.status(), 400);
+    // A state of several MB (far over the 1 MiB of repair requests) is taken.
+    let salt = now_secs().to_string();
+    let state = json!({"history": "h".repeat(8 << 20)});
+    let body = push_body(&key(), &salt, 3, &state);
+    let response = call_service(&service, put(body.into_bytes())).await;
+    assert_eq!(response.status(), 200);
+    let ack = open(
+        std::str::from_utf8(&read_body(response).await).unwrap(),
+        &salt,
+    );
+    assert_eq!(ack, json!({"serial": 3, "accepted": true}));
+    let response = call_service(
+        &service,
+        TestRequest::get()
+            .uri("/1/maintd-state?salt=big")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let held = open(
+        std::str::from_utf8(&read_body(response).await).unwrap(),
+        "big",
+    );
+    assert_eq!(held["state"], state);
 }

@@ -51,6 +51,7 @@
 
 pub mod diagnose;
 pub mod repair;
+pub mod replica;
 pub mod run;
 pub mod whitelist;
 

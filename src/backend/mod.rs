@@ -9,6 +9,7 @@ pub mod http_diagnose;
 pub mod luxi;
 pub mod noded;
 pub mod rapi;
+pub mod replica;
 pub mod sim;
 pub mod ssconf;
 pub mod tls;
