@@ -190,7 +190,7 @@ async fn put_maintd_state(agent: Data<AgentContext>, body: Bytes) -> HttpRespons
     let accepted = match authenticate_push(agent.key.as_deref(), &body, agent.now_secs()) {
         Ok(accepted) => accepted,
         Err(refusal) => {
-            warn!(target: "maintd::agent", reason = %refusal, "maintd state push refused");
+            // Logged with the client's address by log_refusals, rate-limited per client.
             let status =
                 StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             return text_response(status, &refusal.to_string());
@@ -215,7 +215,7 @@ async fn put_maintd_state(agent: Data<AgentContext>, body: Bytes) -> HttpRespons
             agent.answer(StatusCode::OK, &ack, &salt)
         }
         Ok(Err(e)) => {
-            warn!(target: "maintd::agent", serial, %master, error = %e, "cannot write the copy of maintd's state");
+            tracing::error!(target: "maintd::agent", serial, %master, error = %e, "cannot write the copy of maintd's state");
             text_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
         Err(e) => text_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
