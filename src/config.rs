@@ -43,6 +43,25 @@ pub struct Settings {
     pub agent: AgentSettings,
     /// `[safety]`: the brakes.
     pub safety: SafetySettings,
+    /// `[replication]`: copies of the state on the master candidates.
+    pub replication: ReplicationSettings,
+}
+
+/// `[replication]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationSettings {
+    /// Keep copies of the state on the master candidates' agents.
+    pub enabled: bool,
+    /// The master candidates; empty: Ganeti's `ssconf_master_candidates`.
+    pub candidates: Vec<String>,
+    /// Seconds per push or fetch to one agent.
+    pub timeout: f64,
+    /// Seconds a planned round waits for its state to reach a majority before its jobs
+    /// are dropped unsubmitted.
+    pub wait: f64,
+    /// Seconds between pushes to candidates that lag behind.
+    pub retry_interval: f64,
 }
 
 /// `[safety]`.
@@ -435,6 +454,8 @@ impl Settings {
                 config::Environment::with_prefix("MAINTD")
                     .prefix_separator("__")
                     .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("replication.candidates")
                     .try_parsing(true),
             )
             .build()?
@@ -482,6 +503,12 @@ impl Settings {
             ("monitoring.backoff_max", self.monitoring.backoff_max),
             ("rounds.job_poll_interval", self.rounds.job_poll_interval),
             ("rounds.job_timeout", self.rounds.job_timeout),
+            ("replication.timeout", self.replication.timeout),
+            ("replication.wait", self.replication.wait),
+            (
+                "replication.retry_interval",
+                self.replication.retry_interval,
+            ),
         ];
         for (name, value) in positive {
             if !(value.is_finite() && value > 0.0) {

@@ -64,6 +64,7 @@ fn first_polls_are_spread_evenly_over_the_interval() {
         let fetches = Rc::new(RefCell::new(BTreeMap::new()));
         let wiring = Wiring {
             backend: Rc::new(SimBackend::new(sim.sim.clone(), clock)),
+            replication: None,
             diagnose: Rc::new(Recording {
                 inner: SimDiagnose::new(sim.sim.clone(), clock),
                 fetches: fetches.clone(),

@@ -18,6 +18,7 @@ use crate::{
     planner::RoundTiming,
     poller::PollTiming,
     registry::{RegistryConfig, STATE_FILE},
+    replicator::ReplicationDeps,
     supervisor::SupervisorDeps,
     web::RegistryLink,
 };
@@ -36,6 +37,8 @@ pub struct Wiring {
     pub exit_if_not_master: bool,
     /// Time source.
     pub clock: Clock,
+    /// Copies of the state on the master candidates; `None`: off.
+    pub replication: Option<ReplicationDeps>,
 }
 
 /// Handles to the running daemon.
@@ -82,6 +85,7 @@ pub fn supervisor_deps(
         node_refresh_interval: seconds(settings.cluster.node_refresh_interval),
         clock: wiring.clock,
         registry: registry_config(settings),
+        replication: wiring.replication.clone(),
     })
 }
 

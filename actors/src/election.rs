@@ -7,20 +7,31 @@
 //! is won, as in Ganeti's master-only daemons: every node of the configuration is asked
 //! through noded who the master is, and a strict majority must name this node. A vote that
 //! cannot be won, or stays undecided through all retries, ends the process with exit code 1.
+//!
+//! With replication on, a node that becomes master first takes over the newest state
+//! from its own disk and the copies of the other master candidates; work starts only once
+//! a majority of the candidates answered (retried at every master check until then).
 
 use std::{path::PathBuf, rc::Rc, time::Duration};
 
 use actix::prelude::*;
-use maintd::backend::{
-    noded::NodedClient,
-    ssconf,
-    vote::{self, VOTING_RETRY_SECONDS},
-    ClusterBackend,
+use maintd::{
+    backend::{
+        noded::NodedClient,
+        replica::{fetch_all, take_over, Newest},
+        ssconf,
+        vote::{self, VOTING_RETRY_SECONDS},
+        ClusterBackend,
+    },
+    model::incident::MaintenanceState,
+    store::JsonStore,
 };
+use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::{
     messages::Shutdown,
+    replicator::ReplicationDeps,
     supervisor::{ClusterSupervisor, SupervisorDeps},
 };
 
@@ -70,6 +81,10 @@ pub struct MasterElection {
     first_check_done: bool,
     /// The popular vote: not yet held, under way, or won.
     vote: VoteState,
+    /// The last check found this node master.
+    master: bool,
+    /// Reading the candidates' copies before work starts.
+    taking_over: bool,
 }
 
 /// Progress of the popular vote, held once per process like Ganeti's.
@@ -98,6 +113,8 @@ impl MasterElection {
             exit_if_not_master,
             first_check_done: false,
             vote: VoteState::NotHeld,
+            master: false,
+            taking_over: false,
         }
     }
 
@@ -194,23 +211,102 @@ impl MasterElection {
         self.set_master(is_master, ctx);
     }
 
+    fn start_work(&mut self) {
+        info!(target: "maintd::election", "this node is master; starting work");
+        self.supervisor = Some(ClusterSupervisor::new(self.deps.clone()).start());
+    }
+
     fn stop_work(&mut self) {
         if let Some(supervisor) = self.supervisor.take() {
             supervisor.do_send(Shutdown);
         }
     }
 
-    fn set_master(&mut self, is_master: bool, _: &mut Context<Self>) {
+    fn set_master(&mut self, is_master: bool, ctx: &mut Context<Self>) {
+        self.master = is_master;
         match (is_master, self.supervisor.is_some()) {
             (true, false) => {
-                info!(target: "maintd::election", "this node is master; starting work");
-                self.supervisor = Some(ClusterSupervisor::new(self.deps.clone()).start());
+                let Some(replication) = self.deps.replication.clone() else {
+                    self.start_work();
+                    return;
+                };
+                if self.taking_over {
+                    return;
+                }
+                self.taking_over = true;
+                let store = self.deps.store.clone();
+                async move { take_over_state(&replication, &store).await }
+                    .into_actor(self)
+                    .map(|result, act, _| {
+                        act.taking_over = false;
+                        match result {
+                            // Mastership may have moved on while the copies were read.
+                            Ok(how) if act.master && act.supervisor.is_none() => {
+                                info!(target: "maintd::election", "{how}");
+                                act.start_work();
+                            }
+                            Ok(_) => {}
+                            Err(why) => {
+                                error!(target: "maintd::election", "cannot take over maintd's state yet: {why}; no work until a majority of the master candidates answers (retried at every master check)")
+                            }
+                        }
+                    })
+                    .spawn(ctx);
             }
             (false, true) => {
                 warn!(target: "maintd::election", "this node is no longer master; stopping all work");
                 self.stop_work();
             }
             _ => {}
+        }
+    }
+}
+
+/// Make the newest state the one on this node's disk before work starts: its own, or the
+/// newest copy of the other master candidates (validated, then saved). Says what it took.
+async fn take_over_state(
+    replication: &ReplicationDeps,
+    store: &JsonStore,
+) -> Result<String, String> {
+    let candidates = replication.candidates.read()?;
+    let local = store
+        .load::<Value>()
+        .map_err(|e| e.to_string())?
+        .map(|state| (state["serial"].as_u64().unwrap_or(0), state));
+    if candidates.iter().all(|node| *node == replication.me) {
+        return Ok("no other master candidate: the state is this node's own".into());
+    }
+    let Some(client) = &replication.client else {
+        return Err(format!(
+            "no HMAC key (cluster.hmac_key) to read the copies of {} with; set replication.enabled = false to run without copies",
+            candidates.join(", ")
+        ));
+    };
+    // This node's agent too: it may hold a newer copy than this node's disk (if this
+    // node was master, lost the role and got it back, say).
+    let fetched = fetch_all(client, &candidates).await;
+    for (node, answer) in &fetched {
+        if let Err(why) = answer {
+            warn!(target: "maintd::election", %node, error = %why, "no copy of the state from this master candidate");
+        }
+    }
+    match take_over(local, &fetched, candidates.len())? {
+        None => Ok("no state on any master candidate: starting empty".into()),
+        Some(Newest::Local { serial, .. }) => Ok(format!(
+            "this node's own state (serial {serial}) is the newest of the master candidates'"
+        )),
+        Some(Newest::Replica { node, replica }) => {
+            serde_json::from_value::<MaintenanceState>(replica.state.clone()).map_err(|e| {
+                format!(
+                    "the copy of {node} (serial {}) is not a valid state: {e}",
+                    replica.serial
+                )
+            })?;
+            store.save(&replica.state).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "took over the state of serial {} from {node}'s copy (saved by maintd on {})",
+                replica.serial, replica.master
+            ))
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod plan;
 pub mod planner;
 pub mod poller;
 pub mod registry;
+pub mod replicator;
 pub mod sim_api;
 pub mod simulation;
 pub mod state_cmd;

@@ -11,6 +11,7 @@ use maintd::{
         http_diagnose::HttpDiagnose,
         luxi::{LuxiBackend, LuxiConfig},
         rapi::RapiBackend,
+        replica::{CandidateSource, ReplicaClient},
         ClusterBackend,
     },
     clock::Clock,
@@ -27,6 +28,7 @@ use maintd_actors::{
     election::{MasterCheck, VoteSettings},
     http_server::HttpLimits,
     messages::Shutdown,
+    replicator::ReplicationDeps,
     simulation, telemetry,
     web::WebActor,
 };
@@ -161,6 +163,12 @@ fn run_daemon(args: DaemonArgs) -> Result<u8, String> {
     };
     let off_cluster =
         settings.cluster.backend == BackendKind::Rapi && settings.daemon.node_name.is_empty();
+    let candidates = if settings.replication.candidates.is_empty() {
+        CandidateSource::Ssconf(settings.cluster.ssconf_dir.clone().into())
+    } else {
+        CandidateSource::Listed(settings.replication.candidates.clone())
+    };
+    let me = node_name.clone();
     let master_check = if args.no_voting {
         MasterCheck::Assume
     } else if off_cluster {
@@ -182,7 +190,7 @@ fn run_daemon(args: DaemonArgs) -> Result<u8, String> {
     run_system(move || {
         let clock = Clock::new();
         let listen = format!("{}:{}", settings.daemon.bind, settings.daemon.port);
-        start_daemon(&settings, master_check, &listen, clock)
+        start_daemon(&settings, master_check, (me, candidates), &listen, clock)
     })
 }
 
@@ -239,13 +247,16 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
         settings.cluster.luxi_socket = endpoints.luxi_socket.display().to_string();
         settings.monitoring.diagnose_url = endpoints.diagnose_url();
         settings.monitoring.load_url = endpoints.load_url();
+        // The simulator's nodes have no agents: copies only where the settings list them.
+        let candidates = CandidateSource::Listed(settings.replication.candidates.clone());
         let started = start_daemon(
             &settings,
             MasterCheck::AskCluster {
-                node_name: master,
+                node_name: master.clone(),
                 ssconf_dir: None,
                 vote: None,
             },
+            (master, candidates),
             &args.listen,
             clock,
         )?;
@@ -263,6 +274,7 @@ type Running = Option<(
 fn start_daemon(
     settings: &Settings,
     master_check: MasterCheck,
+    (me, candidates): (String, CandidateSource),
     listen: &str,
     clock: Clock,
 ) -> Result<Running, String> {
@@ -282,6 +294,21 @@ fn start_daemon(
         }
     };
     let key = hmac_key(&settings.cluster.hmac_key)?;
+    let replication = settings.replication.enabled.then(|| ReplicationDeps {
+        client: key.clone().map(|key| {
+            ReplicaClient::new(
+                settings.repair.agent_url.clone(),
+                key,
+                seconds(settings.replication.timeout),
+                clock,
+            )
+        }),
+        candidates,
+        me,
+        wait: seconds(settings.replication.wait),
+        retry: seconds(settings.replication.retry_interval),
+        clock,
+    });
     let backend: Rc<dyn ClusterBackend> = match settings.repair.method {
         RepairMethod::Opcode => backend,
         RepairMethod::Agent => {
@@ -318,6 +345,7 @@ fn start_daemon(
         master_check,
         exit_if_not_master: true,
         clock,
+        replication,
     };
     let daemon = app::start(settings, wiring).map_err(|e| e.to_string())?;
     let limits = HttpLimits::new(settings.daemon.max_connections);

@@ -85,7 +85,7 @@ pub struct GetRoundFinished;
 /// Record a planned round before its jobs are submitted; returns the jobs to submit.
 /// Round planner → registry.
 #[derive(Message, Debug)]
-#[rtype(result = "Vec<JobToSubmit>")]
+#[rtype(result = "Planned")]
 pub struct StartRound {
     /// The plan.
     pub plan: RoundPlan,
@@ -96,11 +96,47 @@ pub struct StartRound {
 /// Round planner → registry: add the follow-up jobs the running round needs now (the
 /// `pending` tags of submitted harep repairs).
 #[derive(Message, Debug)]
-#[rtype(result = "Vec<JobToSubmit>")]
+#[rtype(result = "Planned")]
 pub struct ExtendRound {
     /// Reason-trail timestamp, nanoseconds.
     pub now_ns: i64,
 }
+
+/// The registry's answer to [`StartRound`] and [`ExtendRound`]: the jobs to submit, saved
+/// in the state of `serial`, which must be durable before they are submitted.
+#[derive(Debug, Clone, Default)]
+pub struct Planned {
+    /// The jobs (none: nothing to submit).
+    pub jobs: Vec<JobToSubmit>,
+    /// The serial of the save that recorded them.
+    pub serial: u64,
+}
+
+/// The state of `serial` is saved. Registry → state replicator.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct StateSaved {
+    /// Its serial.
+    pub serial: u64,
+    /// The state document.
+    pub state: std::sync::Arc<serde_json::Value>,
+}
+
+/// Answer once the save of `serial` is on a majority of the master candidates, or with
+/// why not once `replication.wait` has passed. Round planner → state replicator.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(), String>")]
+pub struct AwaitDurable {
+    /// The serial.
+    pub serial: u64,
+}
+
+/// Replication changed (a push answered, the majority lost or back). State replicator →
+/// registry, which shows it on `/1/safety` and holds new rounds while the majority is
+/// lost.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ReplicationChanged(pub maintd::model::replication::ReplicationView);
 
 /// One job ready for submission, identified by its submission key.
 #[derive(Debug, Clone)]
@@ -233,6 +269,8 @@ pub struct SafetyView {
     pub breaker: BreakerView,
     /// Nodes in repair now.
     pub in_repair: Vec<String>,
+    /// The copies of the state on the master candidates; `None`: replication is off.
+    pub replication: Option<maintd::model::replication::ReplicationView>,
     /// Nodes in repair at once, cluster-wide (`safety.max_nodes_in_repair`).
     pub limit: usize,
     /// Per node group, percent of its nodes (`safety.max_percent_in_repair`).

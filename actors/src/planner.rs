@@ -15,9 +15,11 @@ use tracing::{info, warn};
 
 use crate::{
     messages::{
-        ExtendRound, GetRoundFinished, JobToSubmit, Reconcile, Shutdown, StartRound, SubmitJobs,
+        AwaitDurable, ExtendRound, GetRoundFinished, JobToSubmit, Planned, Reconcile, Shutdown,
+        StartRound, SubmissionLost, SubmitJobs,
     },
     registry::EventRegistry,
+    replicator::StateReplicator,
     watcher::JobWatcher,
 };
 
@@ -52,6 +54,9 @@ pub struct RoundPlanner {
     planner: Rc<dyn Planner>,
     registry: Addr<EventRegistry>,
     watcher: Addr<JobWatcher>,
+    /// When replication is on: jobs are submitted only once the save recording them is
+    /// on a majority of the master candidates.
+    replicator: Option<Addr<StateReplicator>>,
     timing: RoundTiming,
     clock: Clock,
     next_due: Instant,
@@ -73,11 +78,18 @@ impl RoundPlanner {
             planner,
             registry,
             watcher,
+            replicator: None,
             timing,
             clock,
             next_due: Instant::now(),
             busy: false,
         }
+    }
+
+    /// Submit jobs only once their save is durable with `replicator`.
+    pub fn replicated_by(mut self, replicator: Addr<StateReplicator>) -> Self {
+        self.replicator = Some(replicator);
+        self
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -89,6 +101,7 @@ impl RoundPlanner {
         let backend = self.backend.clone();
         let planner = self.planner.clone();
         let clock = self.clock;
+        let replicator = self.replicator.clone();
         async move {
             // Follow-ups first: a round is not finished while it still needs some.
             let follow_ups = registry
@@ -97,8 +110,9 @@ impl RoundPlanner {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            if !follow_ups.is_empty() {
-                return Ok(Some(Progress::FollowUps(follow_ups)));
+            if !follow_ups.jobs.is_empty() {
+                let jobs = durable_jobs(follow_ups, replicator.as_ref(), &registry).await;
+                return Ok(Some(Progress::FollowUps(jobs)));
             }
             if !registry
                 .send(GetRoundFinished)
@@ -138,13 +152,14 @@ impl RoundPlanner {
                 node_loads: &context.node_loads,
                 gate: &context.gate,
             });
-            let jobs = registry
+            let planned = registry
                 .send(StartRound {
                     plan,
                     at: clock.now(),
                 })
                 .await
                 .map_err(|e| e.to_string())?;
+            let jobs = durable_jobs(planned, replicator.as_ref(), &registry).await;
             Ok::<_, String>(Some(Progress::Round(jobs)))
         }
         .into_actor(self)
@@ -153,6 +168,7 @@ impl RoundPlanner {
             match result {
                 // Previous round still running: check again next tick.
                 Ok(None) => {}
+                Ok(Some(Progress::FollowUps(jobs))) if jobs.is_empty() => {}
                 Ok(Some(Progress::FollowUps(jobs))) => {
                     info!(target: "maintd::planner", jobs = jobs.len(), "submitting follow-up jobs");
                     act.watcher.do_send(SubmitJobs { jobs });
@@ -172,6 +188,35 @@ impl RoundPlanner {
             }
         })
         .spawn(ctx);
+    }
+}
+
+/// The jobs of `planned` once the save recording them is durable; none if it does not
+/// become durable in time: they are dropped from the state unsubmitted (a later round
+/// plans them again), so no job runs that a new master could not know of.
+async fn durable_jobs(
+    planned: Planned,
+    replicator: Option<&Addr<StateReplicator>>,
+    registry: &Addr<EventRegistry>,
+) -> Vec<JobToSubmit> {
+    let Some(replicator) = replicator.filter(|_| !planned.jobs.is_empty()) else {
+        return planned.jobs;
+    };
+    let durable = replicator
+        .send(AwaitDurable {
+            serial: planned.serial,
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    match durable {
+        Ok(()) => planned.jobs,
+        Err(why) => {
+            warn!(target: "maintd::planner", jobs = planned.jobs.len(), reason = %why, "jobs not submitted: their state is not on a majority of the master candidates");
+            for job in planned.jobs {
+                registry.do_send(SubmissionLost { key: job.key });
+            }
+            Vec::new()
+        }
     }
 }
 

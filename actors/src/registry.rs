@@ -8,6 +8,7 @@ use actix::prelude::*;
 use maintd::{
     model::{
         incident::{MaintenanceState, Observed, RoundPlan, StatePolicy},
+        replication::next_serial,
         safety::{SafetyLimits, PAUSE_TAG},
     },
     planner::pending_tag_jobs,
@@ -19,8 +20,8 @@ use crate::messages::{
     BreakerView, CancelIncident, CancelRefused, ExtendRound, GetHistory, GetIncident, GetPlan,
     GetRecovery, GetRoundFinished, GetSafety, GetStatus, IncidentNote, JobStatusesSeen,
     JobToSubmit, JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, Pause, PlanContext,
-    PlanView, PlannedJobView, Reconcile, Recovery, Resume, SafetyView, Shutdown, StartRound,
-    StatusView, SubmissionLost,
+    PlanView, Planned, PlannedJobView, Reconcile, Recovery, ReplicationChanged, Resume, SafetyView,
+    Shutdown, StartRound, StateSaved, StatusView, SubmissionLost,
 };
 
 /// Name of the state file inside the state directory.
@@ -65,6 +66,19 @@ pub struct EventRegistry {
     /// Why the last save failed, while the state in memory is ahead of the disk: no new
     /// round starts and no operator request is acknowledged until a save succeeds.
     unsaved: Option<String>,
+    /// Where every save goes next: the state replicator, when replication is on.
+    replicator: Option<Recipient<StateSaved>>,
+    /// The copies on the master candidates, as the replicator last told.
+    replication: Option<maintd::model::replication::ReplicationView>,
+}
+
+/// Now, in Unix seconds (for serials, which must grow across restarts and masters,
+/// whatever the daemon's clock source).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// How often a failed save is retried.
@@ -83,6 +97,24 @@ impl EventRegistry {
             paused_by_tag: false,
             last_plan: None,
             unsaved: None,
+            replicator: None,
+            replication: None,
+        }
+    }
+
+    /// Send every save to `replicator`, starting with the state as it is now.
+    pub fn replicated_by(mut self, replicator: Recipient<StateSaved>) -> Self {
+        replicator.do_send(self.saved_message());
+        self.replicator = Some(replicator);
+        self
+    }
+
+    fn saved_message(&self) -> StateSaved {
+        StateSaved {
+            serial: self.state.serial,
+            state: std::sync::Arc::new(
+                serde_json::to_value(&self.state).unwrap_or(serde_json::Value::Null),
+            ),
         }
     }
 
@@ -90,10 +122,14 @@ impl EventRegistry {
     /// a save succeeds no round starts, so nothing is submitted on unsaved state.
     /// Returns whether the state is on disk.
     fn persist(&mut self) -> bool {
+        self.state.serial = next_serial(self.state.serial, unix_now());
         match self.store.save(&self.state) {
             Ok(()) => {
                 if self.unsaved.take().is_some() {
                     info!(target: "maintd::registry", path = %self.store.path().display(), "the maintenance state is saved again; work resumes");
+                }
+                if let Some(replicator) = &self.replicator {
+                    replicator.do_send(self.saved_message());
                 }
                 true
             }
@@ -128,6 +164,7 @@ impl EventRegistry {
     fn halt_reason(&self) -> Option<String> {
         self.state
             .halt_reason(self.paused_by_tag, self.config.dry_run)
+            .or_else(|| self.replication.as_ref().and_then(|r| r.halt_reason()))
     }
 
     fn safety_view(&self) -> SafetyView {
@@ -145,6 +182,7 @@ impl EventRegistry {
                 since: breaker.map(|b| b.since),
             },
             in_repair: self.state.in_repair().into_iter().collect(),
+            replication: self.replication.clone(),
             limit: self.config.limits.max_nodes_in_repair,
             limit_percent: self.config.limits.max_percent_in_repair,
             dry_run: self.config.dry_run,
@@ -350,7 +388,7 @@ impl Handler<StartRound> for EventRegistry {
             if changed {
                 self.persist();
             }
-            return MessageResult(Vec::new());
+            return MessageResult(Planned::default());
         }
         let planned = self.durably(|state| {
             let dropped = state.drop_stale(&mut plan, msg.at);
@@ -372,7 +410,7 @@ impl Handler<StartRound> for EventRegistry {
             Ok(planned) => planned,
             Err(why) => {
                 self.last_plan = Some(plan_view(&plan, msg.at, None, Some(why), Vec::new()));
-                return MessageResult(Vec::new());
+                return MessageResult(Planned::default());
             }
         };
         for uuid in &dropped {
@@ -391,15 +429,17 @@ impl Handler<StartRound> for EventRegistry {
             info!(target: "maintd::registry", round, jobs = plan.jobs.len(), "round planned");
         }
         self.last_plan = Some(plan_view(&plan, msg.at, round, None, dropped));
-        MessageResult(
-            plan.jobs
+        MessageResult(Planned {
+            jobs: plan
+                .jobs
                 .into_iter()
                 .map(|j| JobToSubmit {
                     key: j.key,
                     ops: j.ops,
                 })
                 .collect(),
-        )
+            serial: self.state.serial,
+        })
     }
 }
 
@@ -409,7 +449,7 @@ impl Handler<ExtendRound> for EventRegistry {
     fn handle(&mut self, msg: ExtendRound, _: &mut Context<Self>) -> Self::Result {
         let repairs = self.state.repairs_awaiting_tags();
         if repairs.is_empty() {
-            return MessageResult(Vec::new());
+            return MessageResult(Planned::default());
         }
         let (origins, jobs) = pending_tag_jobs(&repairs, msg.now_ns);
         // Saved before submission, as for a new round.
@@ -417,17 +457,19 @@ impl Handler<ExtendRound> for EventRegistry {
             .durably(|state| state.extend_round(&origins, &jobs))
             .is_err()
         {
-            return MessageResult(Vec::new());
+            return MessageResult(Planned::default());
         }
         info!(target: "maintd::registry", jobs = jobs.len(), "round extended by harep pending tags");
-        MessageResult(
-            jobs.into_iter()
+        MessageResult(Planned {
+            jobs: jobs
+                .into_iter()
                 .map(|j| JobToSubmit {
                     key: j.key,
                     ops: j.ops,
                 })
                 .collect(),
-        )
+            serial: self.state.serial,
+        })
     }
 }
 
@@ -530,6 +572,14 @@ impl Handler<Resume> for EventRegistry {
         self.durably(|state| state.resume(&msg.by, msg.at))?;
         info!(target: "maintd::registry", by = %msg.by, "resumed: the pause and the breaker are lifted, open incidents acknowledged");
         Ok(self.safety_view())
+    }
+}
+
+impl Handler<ReplicationChanged> for EventRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplicationChanged, _: &mut Context<Self>) {
+        self.replication = Some(msg.0);
     }
 }
 

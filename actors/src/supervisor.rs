@@ -21,6 +21,7 @@ use crate::{
     planner::{RoundPlanner, RoundTiming},
     poller::{poll_offset, NodePoller, PollTiming},
     registry::{EventRegistry, RegistryConfig},
+    replicator::{ReplicationDeps, StateReplicator},
     watcher::JobWatcher,
     web::RegistryLink,
 };
@@ -52,6 +53,8 @@ pub struct SupervisorDeps {
     pub clock: Clock,
     /// The registry's settings: the brakes, the job timeout.
     pub registry: RegistryConfig,
+    /// Copies of the state on the master candidates; `None`: off.
+    pub replication: Option<ReplicationDeps>,
 }
 
 /// The supervisor actor.
@@ -60,6 +63,7 @@ pub struct ClusterSupervisor {
     registry: Option<Addr<EventRegistry>>,
     watcher: Option<Addr<JobWatcher>>,
     planner: Option<Addr<RoundPlanner>>,
+    replicator: Option<Addr<StateReplicator>>,
     pollers: BTreeMap<String, Addr<NodePoller>>,
 }
 
@@ -71,6 +75,7 @@ impl ClusterSupervisor {
             registry: None,
             watcher: None,
             planner: None,
+            replicator: None,
             pollers: BTreeMap::new(),
         }
     }
@@ -114,7 +119,18 @@ impl Actor for ClusterSupervisor {
         };
         info!(target: "maintd::supervisor", path = %self.deps.store.path().display(), incidents = state.incidents.len(), "starting maintenance work");
         let registry =
-            EventRegistry::new(state, self.deps.store.clone(), self.deps.registry.clone()).start();
+            EventRegistry::new(state, self.deps.store.clone(), self.deps.registry.clone());
+        let replication = self.deps.replication.clone();
+        let mut replicator = None;
+        let registry = EventRegistry::create(|ctx| match replication {
+            Some(deps) => {
+                let started = StateReplicator::new(deps, ctx.address().recipient()).start();
+                let registry = registry.replicated_by(started.clone().recipient());
+                replicator = Some(started);
+                registry
+            }
+            None => registry,
+        });
         let restarts = ctx.address().recipient::<ChildRestarted>().downgrade();
         let watcher = {
             let (backend, registry, clock, interval) = (
@@ -135,8 +151,13 @@ impl Actor for ClusterSupervisor {
             watcher.clone(),
             self.deps.rounds,
             self.deps.clock,
-        )
+        );
+        let planner = match &replicator {
+            Some(replicator) => planner.replicated_by(replicator.clone()),
+            None => planner,
+        }
         .start();
+        self.replicator = replicator;
         self.deps.link.attach(&registry);
         self.registry = Some(registry);
         self.watcher = Some(watcher);
@@ -161,6 +182,9 @@ impl Actor for ClusterSupervisor {
         }
         if let Some(registry) = self.registry.take() {
             registry.do_send(Shutdown);
+        }
+        if let Some(replicator) = self.replicator.take() {
+            replicator.do_send(Shutdown);
         }
         Running::Stop
     }

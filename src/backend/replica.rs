@@ -16,6 +16,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 pub use crate::agent::replica::PushAck;
+pub use crate::model::replication::majority;
 use crate::{
     agent::replica::MAX_PUSH_BYTES,
     clock::Clock,
@@ -306,13 +307,61 @@ pub fn newest(
     }
 }
 
-/// Whether `acks` holders of a state are a strict majority of the `candidates` master
-/// candidates. Convention: `candidates` counts every master candidate, the master
-/// included (Ganeti's master is always one); `acks` counts the candidates holding the
-/// state, the master included once its own save is done, and the agents whose
-/// [`PushAck::holds`] the serial. No candidates: no majority.
-pub fn majority(acks: usize, candidates: usize) -> bool {
-    candidates > 0 && acks.min(candidates) * 2 > candidates
+/// Where the list of master candidates comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CandidateSource {
+    /// A fixed list (`replication.candidates`).
+    Listed(Vec<String>),
+    /// Ganeti's `ssconf_master_candidates` in this directory, read anew each time (the
+    /// master updates it when candidates are added or demoted); no such file: none.
+    Ssconf(std::path::PathBuf),
+}
+
+impl CandidateSource {
+    /// The master candidates now (this node may be among them).
+    pub fn read(&self) -> Result<Vec<String>, String> {
+        match self {
+            CandidateSource::Listed(nodes) => Ok(nodes.clone()),
+            CandidateSource::Ssconf(dir) => {
+                Ok(crate::backend::ssconf::master_candidates(dir)?.unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// Fetch the copy of every node in `nodes` at once.
+pub async fn fetch_all(
+    client: &ReplicaClient,
+    nodes: &[String],
+) -> Vec<(String, Result<Option<Replica>, ReplicaError>)> {
+    let fetches = nodes.iter().map(|node| client.fetch(node));
+    let answers = futures_util::future::join_all(fetches).await;
+    nodes.iter().cloned().zip(answers).collect()
+}
+
+/// The state a maintd that just became master must start from: the newest of its own
+/// (`local`) and the copies `fetched` from the agents of the `candidates` master
+/// candidates (this node's among them). Refused unless the agents of a majority
+/// answered: only then is every durable save among them, since a save is durable once
+/// the agents of a majority hold it. `None`: no state anywhere, start empty.
+pub fn take_over(
+    local: Option<(u64, Value)>,
+    fetched: &[(String, Result<Option<Replica>, ReplicaError>)],
+    candidates: usize,
+) -> Result<Option<Newest>, String> {
+    let answered = fetched.iter().filter(|(_, f)| f.is_ok()).count();
+    if !majority(answered, candidates) {
+        let failures: Vec<String> = fetched
+            .iter()
+            .filter_map(|(node, f)| f.as_ref().err().map(|e| format!("{node}: {e}")))
+            .collect();
+        return Err(format!(
+            "the agents of {answered} of {candidates} master candidates answered; {} needed to be sure of the newest state ({})",
+            candidates / 2 + 1,
+            failures.join("; ")
+        ));
+    }
+    Ok(newest(local, fetched))
 }
 
 #[cfg(test)]
@@ -374,6 +423,41 @@ mod tests {
                 state: json!({})
             })
         );
+    }
+
+    #[test]
+    fn taking_over_needs_answers_from_a_majority() {
+        let down = || Err(ReplicaError::Unreachable("down".into()));
+        let fetched = vec![
+            ("node1".to_owned(), Ok(None)),
+            ("node2".to_owned(), Ok(Some(replica(8, "node1")))),
+            ("node3".to_owned(), down()),
+            ("node4".to_owned(), down()),
+        ];
+        // 2 of 4 agents answered: not enough.
+        let why = take_over(Some((3, json!({}))), &fetched, 4).unwrap_err();
+        assert!(why.contains("2 of 4") && why.contains("3 needed"), "{why}");
+        assert!(why.contains("node3: node agent unreachable: down"), "{why}");
+        // One more answer (holding nothing): the copy of node2 is newer than ours.
+        let mut fetched = fetched;
+        fetched[2].1 = Ok(None);
+        let chosen = take_over(Some((3, json!({}))), &fetched, 4)
+            .unwrap()
+            .unwrap();
+        assert_eq!(chosen.serial(), 8);
+        // Ours is newer: ours.
+        let chosen = take_over(Some((9, json!({}))), &fetched, 4)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            chosen,
+            Newest::Local {
+                serial: 9,
+                state: json!({})
+            }
+        );
+        // Nothing anywhere: start empty.
+        assert_eq!(take_over(None, &fetched[..1], 1).unwrap(), None);
     }
 
     #[test]

@@ -26,6 +26,32 @@ pub fn master_node(dir: &Path) -> Result<Option<String>, String> {
     }
 }
 
+/// The file listing the master candidates, one per line.
+pub const MASTER_CANDIDATES_FILE: &str = "ssconf_master_candidates";
+
+/// The master candidates named by the ssconf copy in `dir` (the master among them);
+/// `None` when the directory has no such file (not a Ganeti node).
+pub fn master_candidates(dir: &Path) -> Result<Option<Vec<String>>, String> {
+    let path = dir.join(MASTER_CANDIDATES_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let names: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if names.is_empty() || names.iter().any(|n| n.contains(char::is_whitespace)) {
+                Err(format!("{} holds no node list: {text:?}", path.display()))
+            } else {
+                Ok(Some(names))
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +69,24 @@ mod tests {
         assert!(master_node(dir.path())
             .unwrap_err()
             .contains("no node name"));
+    }
+
+    #[test]
+    fn reads_the_master_candidates() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(master_candidates(dir.path()), Ok(None));
+        let file = dir.path().join(MASTER_CANDIDATES_FILE);
+        std::fs::write(&file, "node1.example.com\nnode2.example.com\n\n").unwrap();
+        assert_eq!(
+            master_candidates(dir.path()),
+            Ok(Some(vec![
+                "node1.example.com".into(),
+                "node2.example.com".into()
+            ]))
+        );
+        std::fs::write(&file, "\n").unwrap();
+        assert!(master_candidates(dir.path())
+            .unwrap_err()
+            .contains("no node list"));
     }
 }

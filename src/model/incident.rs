@@ -426,6 +426,10 @@ pub enum CancelError {
 pub struct MaintenanceState {
     /// Identifies this state across restarts; prefixes submission keys.
     pub state_id: String,
+    /// Grows with every save ([`crate::model::replication::next_serial`]): the newest of
+    /// the copies kept by the master candidates is the one with the highest serial.
+    #[serde(default)]
+    pub serial: u64,
     /// Incidents not yet forgotten, oldest first.
     pub incidents: Vec<Incident>,
     /// The current or last round.

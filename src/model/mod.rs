@@ -6,4 +6,5 @@ pub mod incident;
 pub mod job;
 pub mod load;
 pub mod opcode;
+pub mod replication;
 pub mod safety;

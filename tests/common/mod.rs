@@ -104,6 +104,7 @@ impl Harness {
     pub async fn start_daemon(&mut self) {
         let wiring = Wiring {
             backend: Rc::new(SimBackend::new(self.sim.sim.clone(), self.clock)),
+            replication: None,
             diagnose: Rc::new(SimDiagnose::new(self.sim.sim.clone(), self.clock)),
             load: Some(Rc::new(SimDiagnose::new(self.sim.sim.clone(), self.clock))),
             master_check: MasterCheck::AskCluster {
