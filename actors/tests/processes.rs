@@ -1,6 +1,8 @@
 //! The real `maintd` binary as separate processes: a simulated cluster (`maintd sim
 //! --cluster-only`) and daemons (`maintd daemon`) talking to it over its Luxi socket and
-//! HTTP, killed with SIGKILL at varied instants; the command-line clients; exit codes.
+//! HTTP, killed with SIGKILL at varied instants; a daemon whose state directory is made
+//! read-only underneath it (root only: a bind mount in a mount namespace of the daemon's
+//! own; skipped with a printed reason elsewhere); the command-line clients; exit codes.
 //!
 //! Everything waits by polling a condition with a deadline; children are killed and reaped
 //! when their guard drops, so a failing test leaves no process behind (and prints the tail
@@ -163,6 +165,51 @@ struct Daemon {
 
 impl Daemon {
     fn spawn(sim: &Sim, dir: &Path, node: &str, round_delay: &str, extra: &[&str]) -> Daemon {
+        let args = Self::args(sim, dir, node, round_delay, extra);
+        Daemon {
+            proc: Proc::spawn(&format!("daemon on {node}"), &args, &dir.join("daemon.log")),
+            api: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// Like [`Daemon::spawn`], in a mount namespace of its own in which its state
+    /// directory (`dir/state`) is a bind mount onto itself, which [`remount_state_dir`]
+    /// can make read-only underneath the running daemon. `unshare` and `sh` exec, so the
+    /// child's pid is maintd's.
+    fn spawn_with_own_state_mount(sim: &Sim, dir: &Path, node: &str, round_delay: &str) -> Daemon {
+        let state_dir = dir.join("state");
+        std::fs::create_dir_all(&state_dir).expect("state dir");
+        let mut args: Vec<String> = [
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"mount --bind "$1" "$1" && shift && exec "$@""#,
+            "sh",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.push(path(&state_dir));
+        args.push(BIN.to_owned());
+        args.extend(Self::args(sim, dir, node, round_delay, &[]));
+        Daemon {
+            proc: Proc::spawn_program(
+                &format!("daemon on {node} (own mount namespace)"),
+                Path::new("unshare"),
+                &args,
+                &[],
+                &dir.join("daemon.log"),
+            ),
+            api: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// The arguments of `maintd` for a daemon on `node` with its state in `dir/state`.
+    fn args(sim: &Sim, dir: &Path, node: &str, round_delay: &str, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "daemon".into(),
             "-f".into(),
@@ -184,11 +231,7 @@ impl Daemon {
             "0.2".into(),
         ];
         args.extend(extra.iter().map(|a| (*a).to_owned()));
-        Daemon {
-            proc: Proc::spawn(&format!("daemon on {node}"), &args, &dir.join("daemon.log")),
-            api: None,
-            started: Instant::now(),
-        }
+        args
     }
 
     /// The API address, if printed yet.
@@ -248,6 +291,94 @@ enum Kill {
     AfterDelay(Duration),
 }
 
+/// How many jobs maintd submits to evacuate `node`: drain, one per instance, tag. As
+/// hail evacuates, a DRBD primary fails over to its secondary and leaves a secondary
+/// behind, moved by a job of its own.
+fn expected_evacuation_jobs(sim: &Sim, node: &str) -> usize {
+    let count = |key: &str| sim.node(node)[key].as_array().map_or(0, Vec::len);
+    let (primaries, secondaries) = (count("primary_instances"), count("secondary_instances"));
+    assert!(primaries > 0, "{node} hosts instances");
+    let drbd_primaries = sim
+        .get("/sim/instances")
+        .as_array()
+        .expect("instance list")
+        .iter()
+        .filter(|i| i["primary"] == node && i["disk_template"] == "drbd")
+        .count();
+    1 + primaries + secondaries + drbd_primaries + 1
+}
+
+/// `incident` (as `/1/status` shows it, completed) evacuated `node`: the node is drained,
+/// empty and tagged; the queue holds exactly `expected_jobs` of maintd's jobs, all for the
+/// incident, all successful, no submission key twice; the incident records exactly them.
+fn assert_evacuated_exactly_once(sim: &Sim, node: &str, incident: &Value, expected_jobs: usize) {
+    let uuid = incident["uuid"].as_str().expect("uuid").to_owned();
+    assert_eq!(incident["repair-status"], "completed", "{incident}");
+    // The node is drained, empty and tagged.
+    let tag = format!("maintd:repairready:{uuid}");
+    assert_eq!(incident["tag"], tag.as_str());
+    let after = sim.node(node);
+    assert_eq!(after["drained"], true, "{after}");
+    assert_eq!(after["primary_instances"], json!([]), "{after}");
+    assert_eq!(after["secondary_instances"], json!([]), "{after}");
+    assert!(
+        after["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .any(|t| *t == tag.as_str()),
+        "{after}"
+    );
+
+    // One job per submission key: nothing was submitted twice.
+    let jobs = sim.maintd_jobs();
+    let mut keys = BTreeSet::new();
+    for job in &jobs {
+        assert_eq!(
+            job.texts.len(),
+            1,
+            "the opcodes of job {} share one reason text: {:?}",
+            job.id,
+            job.texts
+        );
+        let text = job.texts.first().expect("a text");
+        assert!(
+            text.contains(&uuid),
+            "job {} serves the incident: {text}",
+            job.id
+        );
+        let key = text
+            .split_once("submission ")
+            .map(|(_, rest)| rest.trim_end_matches(')'))
+            .unwrap_or_else(|| panic!("job {} has no submission key: {text}", job.id));
+        assert!(
+            keys.insert(key.to_owned()),
+            "submission {key} is in the queue twice: {jobs:?}"
+        );
+        assert_eq!(job.status, "success", "job {}: {text}", job.id);
+    }
+    assert_eq!(jobs.len(), expected_jobs, "{jobs:?}");
+
+    // The incident knows exactly the jobs maintd has in the queue, each once.
+    let recorded: Vec<u64> = incident["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let recorded_set: BTreeSet<u64> = recorded.iter().copied().collect();
+    assert_eq!(
+        recorded_set.len(),
+        recorded.len(),
+        "a job recorded twice: {recorded:?}"
+    );
+    let queued: BTreeSet<u64> = jobs.iter().map(|j| j.id).collect();
+    assert_eq!(
+        recorded_set, queued,
+        "incident jobs vs maintd's jobs in the queue"
+    );
+}
+
 // ----- the tests -----
 
 #[test]
@@ -256,18 +387,8 @@ fn kill_9_at_any_instant_loses_nothing_and_submits_nothing_twice() {
     let deadline = begun + Duration::from_secs(120);
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = Sim::start(dir.path());
-    let (node, primaries, secondaries) = sim.busiest_node();
-    assert!(primaries > 0, "{node} hosts instances");
-    // Drain, one job per instance, tag; as hail evacuates, a DRBD primary fails over to
-    // its secondary and leaves a secondary behind, moved by a job of its own.
-    let drbd_primaries = sim
-        .get("/sim/instances")
-        .as_array()
-        .expect("instance list")
-        .iter()
-        .filter(|i| i["primary"] == node.as_str() && i["disk_template"] == "drbd")
-        .count();
-    let expected_jobs = 1 + primaries + secondaries + drbd_primaries + 1;
+    let (node, _, _) = sim.busiest_node();
+    let expected_jobs = expected_evacuation_jobs(&sim, &node);
 
     let mut daemon = Daemon::spawn(&sim, dir.path(), "node1", "0.3", &[]);
     daemon.wait_serving(deadline);
@@ -348,69 +469,7 @@ fn kill_9_at_any_instant_loses_nothing_and_submits_nothing_twice() {
         kills.len()
     );
 
-    // The node is drained, empty and tagged.
-    let tag = format!("maintd:repairready:{uuid}");
-    assert_eq!(incident["tag"], tag.as_str());
-    let after = sim.node(&node);
-    assert_eq!(after["drained"], true, "{after}");
-    assert_eq!(after["primary_instances"], json!([]), "{after}");
-    assert_eq!(after["secondary_instances"], json!([]), "{after}");
-    assert!(
-        after["tags"]
-            .as_array()
-            .expect("tags")
-            .iter()
-            .any(|t| *t == tag.as_str()),
-        "{after}"
-    );
-
-    // One job per submission key: nothing was submitted twice.
-    let jobs = sim.maintd_jobs();
-    let mut keys = BTreeSet::new();
-    for job in &jobs {
-        assert_eq!(
-            job.texts.len(),
-            1,
-            "the opcodes of job {} share one reason text: {:?}",
-            job.id,
-            job.texts
-        );
-        let text = job.texts.first().expect("a text");
-        assert!(
-            text.contains(&uuid),
-            "job {} serves the incident: {text}",
-            job.id
-        );
-        let key = text
-            .split_once("submission ")
-            .map(|(_, rest)| rest.trim_end_matches(')'))
-            .unwrap_or_else(|| panic!("job {} has no submission key: {text}", job.id));
-        assert!(
-            keys.insert(key.to_owned()),
-            "submission {key} is in the queue twice: {jobs:?}"
-        );
-        assert_eq!(job.status, "success", "job {}: {text}", job.id);
-    }
-    assert_eq!(jobs.len(), expected_jobs, "{jobs:?}");
-
-    // The incident knows exactly the jobs maintd has in the queue, each once.
-    let recorded: Vec<u64> = incident["jobs"]
-        .as_array()
-        .expect("jobs")
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
-    let recorded_set: BTreeSet<u64> = recorded.iter().copied().collect();
-    assert_eq!(
-        recorded_set.len(),
-        recorded.len(),
-        "a job recorded twice: {recorded:?}"
-    );
-    let queued: BTreeSet<u64> = jobs.iter().map(|j| j.id).collect();
-    assert_eq!(
-        recorded_set, queued,
-        "incident jobs vs maintd's jobs in the queue"
-    );
+    assert_evacuated_exactly_once(&sim, &node, &incident, expected_jobs);
     // Which recovery paths the kills exercised (timing-dependent, so only reported).
     let log = daemon.proc.log_text();
     eprintln!(
@@ -765,4 +824,246 @@ fn a_full_or_closed_log_and_stdout_never_crash_the_daemon() {
         "the daemon died"
     );
     assert!(answers());
+}
+
+// ----- a state directory made read-only under the running daemon -----
+
+/// Set (to anything) where the read-only state directory test must run, not be skipped:
+/// a machine that cannot make the mounts then fails it.
+const REQUIRE_MOUNTS: &str = "MAINTD_TEST_REQUIRE_MOUNTS";
+
+/// Why this machine cannot make a daemon's state directory read-only underneath it, if
+/// it cannot: that takes root (mounts, in a mount namespace of the daemon's own) and
+/// util-linux's `unshare` and `nsenter`. Tried out on a scratch directory in `dir`.
+fn read_only_state_mounts_unavailable(dir: &Path) -> Option<String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    match uid {
+        Ok(uid) if uid == "0" => {}
+        Ok(uid) => return Some(format!("not root (uid {uid}), and mounts need root")),
+        Err(e) => return Some(format!("cannot run `id -u`: {e}")),
+    }
+    for tool in ["unshare", "nsenter"] {
+        match Command::new(tool).arg("--version").output() {
+            Ok(out) if out.status.success() => {}
+            other => return Some(format!("no usable `{tool}` (util-linux): {other:?}")),
+        }
+    }
+    let scratch = dir.join("mount-probe");
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let probe = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" || exit 1
+            if touch "$1/written" 2>/dev/null; then echo "a read-only bind mount took a file"; exit 1; fi"#,
+        )
+        .arg("sh")
+        .arg(&scratch)
+        .output();
+    let _ = std::fs::remove_dir_all(&scratch);
+    match probe {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "cannot make a read-only bind mount in a mount namespace of its own ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )),
+        Err(e) => Some(format!("cannot run unshare: {e}")),
+    }
+}
+
+/// Remount `state_dir` read-only (`ro`) or writable (`rw`) in the mount namespace of
+/// `daemon` (started by [`Daemon::spawn_with_own_state_mount`]); nothing changes outside it.
+fn remount_state_dir(daemon: &Daemon, state_dir: &Path, mode: &str) {
+    let output = Command::new("nsenter")
+        .args([
+            "-t",
+            &daemon.proc.child.id().to_string(),
+            "-m",
+            "mount",
+            "-o",
+        ])
+        .arg(format!("remount,bind,{mode}"))
+        .arg(state_dir)
+        .output()
+        .expect("nsenter runs");
+    assert!(
+        output.status.success(),
+        "remount {mode} of {}: {}; {}",
+        state_dir.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_state_directory_made_read_only_while_running_stops_all_submissions() {
+    let begun = Instant::now();
+    let deadline = begun + Duration::from_secs(120);
+    let dir = tempfile::tempdir().expect("tempdir");
+    if let Some(why) = read_only_state_mounts_unavailable(dir.path()) {
+        assert!(
+            std::env::var_os(REQUIRE_MOUNTS).is_none(),
+            "{REQUIRE_MOUNTS} is set, but: {why}"
+        );
+        eprintln!("SKIPPED: the read-only state directory test cannot run here: {why}");
+        return;
+    }
+    let sim = Sim::start(dir.path());
+    let (node, _, _) = sim.busiest_node();
+    let expected_jobs = expected_evacuation_jobs(&sim, &node);
+    let state_dir = dir.path().join("state");
+    let state_file = state_dir.join("state.json");
+    let mut daemon = Daemon::spawn_with_own_state_mount(&sim, dir.path(), "node1", "0.3");
+    let api = daemon.wait_serving(deadline);
+    let url = format!("http://{api}");
+    let get = |path: &str| http_ok(&api, "GET", path, None);
+    // Every round saves the state, the first (empty) one too.
+    wait_until(deadline, "the first round saved", || {
+        state_file.exists().then_some(())
+    });
+
+    remount_state_dir(&daemon, &state_dir, "ro");
+    // The next round cannot be saved: it is held, and the error is shown.
+    let (error, held) = wait_until(deadline, "a round held by the save error", || {
+        let error = get("/1/safety")["state_error"].as_str()?.to_owned();
+        let plan = get("/1/plan");
+        (plan["mode"] == "held").then_some((error, plan))
+    });
+    assert!(
+        error.contains(&path(&state_file)) && error.contains("Read-only file system"),
+        "{error}"
+    );
+    assert_eq!(
+        held["held_by"],
+        format!("state could not be saved: {error}").as_str(),
+        "{held}"
+    );
+    // Outside the daemon's mount namespace the directory is writable as ever: whatever
+    // the file holds now is what the daemon last saved.
+    let saved = std::fs::read(&state_file).expect("state file");
+
+    sim.report(&node, json!({"status": "evacuate"}));
+    // Observed and confirmed (in memory: observations are not held back).
+    let incident = wait_until(deadline, "the incident confirmed", || {
+        daemon
+            .try_incidents()?
+            .into_iter()
+            .find(|i| i["node"] == node.as_str() && i["confirmed"] == true)
+    });
+    let uuid = incident["uuid"].as_str().expect("uuid").to_owned();
+
+    // Over 15 more polls of the node (3 s: ten round delays, three save retries) the
+    // daemon runs on, submits nothing, starts no round and writes nothing.
+    let mut polls = 0;
+    let mut last_report = None;
+    wait_until(deadline, "15 polls of the node while read-only", || {
+        assert!(
+            daemon.proc.child.try_wait().expect("try_wait").is_none(),
+            "the daemon keeps running"
+        );
+        assert_eq!(
+            sim.get("/sim/jobs"),
+            json!([]),
+            "no job while the state cannot be saved"
+        );
+        let incidents = get("/1/status");
+        assert_eq!(incidents.as_array().map(Vec::len), Some(1), "{incidents}");
+        assert_eq!(incidents[0]["uuid"], uuid.as_str(), "{incidents}");
+        assert_eq!(incidents[0]["repair-status"], "noted", "{incidents}");
+        assert_eq!(incidents[0]["jobs"], json!([]), "{incidents}");
+        assert_eq!(get("/1/jobs"), json!([]));
+        assert_eq!(get("/1/safety")["state_error"], error.as_str());
+        assert_eq!(get("/1/plan"), held, "no new round planned");
+        assert!(
+            std::fs::read(&state_file).expect("state file") == saved,
+            "the state file is unchanged"
+        );
+        let at = get("/1/nodes")
+            .as_array()
+            .expect("node list")
+            .iter()
+            .find(|n| n["node"] == node.as_str())
+            .and_then(|n| n["last_report_at"].as_f64());
+        if at.is_some() && at != last_report {
+            polls += 1;
+            last_report = at;
+        }
+        (polls > 15).then_some(())
+    });
+
+    // Operator requests are refused with 503, not acknowledged and then lost.
+    let refused = |method: &str, path: &str| {
+        let (status, body) = http(&api, method, path, None).expect("an answer");
+        assert_eq!(status, 503, "{method} {path}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert_eq!(
+            message,
+            format!("state could not be saved: {error}"),
+            "{method} {path}"
+        );
+    };
+    refused("POST", &format!("/1/incidents/{uuid}/cancel"));
+    refused("POST", "/1/pause");
+    refused("POST", "/1/resume");
+    let (status, _, stderr) = run(
+        dir.path(),
+        "cancel-read-only",
+        &["cancel", &uuid, "--url", &url],
+    );
+    assert!(!status.success(), "{status}");
+    assert!(
+        stderr.contains("503") && stderr.contains("state could not be saved"),
+        "stderr: {stderr:?}"
+    );
+    let safety = get("/1/safety");
+    assert_eq!(safety["paused"], false, "{safety}");
+    assert_eq!(
+        daemon.try_incidents().expect("serving")[0]["repair-status"],
+        "noted"
+    );
+    assert_eq!(sim.get("/sim/jobs"), json!([]));
+
+    // Writable again: the state is saved by the next retry, and the work goes on.
+    remount_state_dir(&daemon, &state_dir, "rw");
+    wait_until(deadline, "the state saved again", || {
+        get("/1/safety")["state_error"].is_null().then_some(())
+    });
+    assert!(
+        std::fs::read_to_string(&state_file)
+            .expect("state file")
+            .contains(&uuid),
+        "the incident is on disk"
+    );
+    let done = wait_until(deadline, "the incident completed", || {
+        let incidents = daemon.try_incidents()?;
+        assert_eq!(incidents.len(), 1, "exactly one incident: {incidents:?}");
+        (incidents[0]["repair-status"] == "completed").then(|| incidents[0].clone())
+    });
+    assert_eq!(done["uuid"], uuid.as_str(), "{done}");
+    assert_evacuated_exactly_once(&sim, &node, &done, expected_jobs);
+    let queued = sim.get("/sim/jobs");
+    assert_eq!(
+        queued.as_array().map(Vec::len),
+        Some(expected_jobs),
+        "no job but maintd's evacuation: {queued}"
+    );
+    assert!(
+        daemon.proc.child.try_wait().expect("try_wait").is_none(),
+        "the daemon is still running"
+    );
+    let log = daemon.proc.log_text();
+    assert!(
+        log.contains("could not save the maintenance state")
+            && log.contains("the maintenance state is saved again"),
+        "{log}"
+    );
+    eprintln!(
+        "read-only state directory test took {:?}; save errors logged: {}",
+        begun.elapsed(),
+        log.matches("could not save the maintenance state").count()
+    );
 }
