@@ -206,6 +206,10 @@ pub struct SimArgs {
     /// Run only the simulated cluster, for a separately started `maintd daemon`.
     #[arg(long)]
     pub cluster_only: bool,
+    /// Sign the nodes' diagnose reports with the HMAC key in FILE, as maintd's node
+    /// agents do, for a daemon whose cluster.hmac_key is that file.
+    #[arg(long, value_name = "FILE")]
+    pub sign_reports: Option<PathBuf>,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,

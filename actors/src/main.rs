@@ -221,11 +221,20 @@ fn run_sim(args: SimArgs) -> Result<u8, String> {
         job_seconds: args.job_seconds,
         ..SimSpec::default()
     };
+    let report_key = match &args.sign_reports {
+        Some(file) => {
+            match load_key(&file.display().to_string(), true).map_err(|e| e.to_string())? {
+                KeySource::Loaded(key) => Some(key),
+                KeySource::NotConfigured | KeySource::DefaultMissing => None,
+            }
+        }
+        None => None,
+    };
     run_system(move || {
         let clock = Clock::new();
         let sim = SimHandle::generate(&spec, clock);
         let master = sim.lock().master(clock.now());
-        let endpoints = simulation::serve(sim, luxi_socket, &args.sim_listen)
+        let endpoints = simulation::serve_signed(sim, luxi_socket, &args.sim_listen, report_key)
             .map_err(|e| format!("simulator: {e}"))?;
         say!(
             "simulated cluster: {} nodes, {} instances, master {master}",

@@ -186,7 +186,11 @@ impl EventRegistry {
             limit: self.config.limits.max_nodes_in_repair,
             limit_percent: self.config.limits.max_percent_in_repair,
             dry_run: self.config.dry_run,
-            halted: self.halt_reason(),
+            halted: self.halt_reason().or_else(|| {
+                self.unsaved
+                    .as_ref()
+                    .map(|e| format!("state could not be saved: {e}"))
+            }),
             state_error: self.unsaved.clone(),
         }
     }

@@ -9,15 +9,28 @@
 //! monitoring behaviour is served as `503 Service Unavailable`.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use maintd::model::job::JobId;
+use maintd::signing::{salt_is_valid, sign, unix_salt, HmacKey};
 use maintd::sim::luxi::SUPPORTED_OPCODES;
 use maintd::sim::{MonitoringBehaviour, MonitoringReply, SimError, SimHandle};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// Register the control and monitoring routes; expects `web::Data<SimHandle>`.
+/// The key the nodes' diagnose reports are signed with, if any (`maintd sim
+/// --sign-reports`).
+#[derive(Clone, Default)]
+pub struct ReportKey(pub Option<HmacKey>);
+
+/// The query of a signed report request.
+#[derive(Deserialize)]
+struct SaltQuery {
+    salt: Option<String>,
+}
+
+/// Register the control and monitoring routes; expects `web::Data<SimHandle>` (and
+/// `web::Data<ReportKey>` to sign reports).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/sim")
@@ -323,12 +336,34 @@ async fn mond_cpu_load(sim: web::Data<SimHandle>, node: web::Path<String>) -> Ht
     }
 }
 
-async fn mond_diagnose(sim: web::Data<SimHandle>, node: web::Path<String>) -> HttpResponse {
+async fn mond_diagnose(
+    sim: web::Data<SimHandle>,
+    key: Option<web::Data<ReportKey>>,
+    node: web::Path<String>,
+    req: HttpRequest,
+) -> HttpResponse {
     let now = sim.now();
     let reply = sim.lock().monitoring_reply(&node, now);
     match reply {
         None => mond_not_found(),
-        Some(MonitoringReply::Report(report)) => HttpResponse::Ok().json(report),
+        Some(MonitoringReply::Report(report)) => match key.as_ref().and_then(|k| k.0.as_ref()) {
+            None => HttpResponse::Ok().json(report),
+            // Signed as the node agent signs it: the report's text, salted with the
+            // request's salt (or the time).
+            Some(key) => {
+                let query = web::Query::<SaltQuery>::from_query(req.query_string())
+                    .map(|q| q.into_inner().salt)
+                    .unwrap_or(None);
+                let salt = match query {
+                    Some(salt) if salt_is_valid(&salt) => salt,
+                    Some(salt) => {
+                        return error(StatusCode::BAD_REQUEST, format!("invalid salt {salt:?}"))
+                    }
+                    None => unix_salt(now.max(0.0) as u64),
+                };
+                HttpResponse::Ok().json(sign(key, &salt, &report.to_string()))
+            }
+        },
         Some(MonitoringReply::Raw(body)) => HttpResponse::Ok().body(body),
         Some(MonitoringReply::Unreachable) => error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -4,7 +4,10 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use actix_web::{web::Data, App, HttpServer};
-use maintd::sim::{luxi_server, SimHandle};
+use maintd::{
+    signing::HmacKey,
+    sim::{luxi_server, SimHandle},
+};
 use tokio::net::UnixListener;
 use tracing::{info, warn};
 
@@ -41,6 +44,16 @@ pub fn serve(
     luxi_socket: PathBuf,
     http_listen: &str,
 ) -> std::io::Result<SimEndpoints> {
+    serve_signed(sim, luxi_socket, http_listen, None)
+}
+
+/// [`serve`], the diagnose reports signed with `key` if given, as node agents sign them.
+pub fn serve_signed(
+    sim: SimHandle,
+    luxi_socket: PathBuf,
+    http_listen: &str,
+    key: Option<HmacKey>,
+) -> std::io::Result<SimEndpoints> {
     // Only a stale socket left by an earlier run is removed; a live one or any other
     // file is refused.
     luxi_server::prepare_socket_path(&luxi_socket)?;
@@ -55,9 +68,11 @@ pub fn serve(
     ));
 
     let data = Data::new(sim);
+    let key = Data::new(sim_api::ReportKey(key));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(key.clone())
             .configure(sim_api::configure)
     })
     .workers(1)

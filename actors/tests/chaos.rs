@@ -54,6 +54,11 @@ impl Sim {
     }
 
     fn start_with(dir: &Path, nodes: usize, instances: usize) -> Sim {
+        Sim::start_args(dir, nodes, instances, &[])
+    }
+
+    /// With `extra` flags.
+    fn start_args(dir: &Path, nodes: usize, instances: usize, extra: &[String]) -> Sim {
         let luxi_socket = dir.join("q");
         let args: Vec<String> = [
             "sim",
@@ -77,6 +82,7 @@ impl Sim {
             "--state-dir".into(),
             path(&dir.join("sim")),
         ])
+        .chain(extra.iter().cloned())
         .collect();
         let mut proc = Proc::spawn("sim", &args, &dir.join("sim.log"));
         let deadline = within(30);
@@ -961,5 +967,304 @@ fn agent_killed_mid_repair_fails_the_execution_and_never_runs_it_twice() {
         1,
         "only the failure tag job: {:?}",
         sim.maintd_jobs()
+    );
+}
+
+// ----- master failover: the state's copies on the master candidates' agents -----
+
+/// Three agents standing for the master candidates (loopback ports, their names), each
+/// in a directory of its own under `base` with the cluster key.
+struct Candidates {
+    base: PathBuf,
+    ports: Vec<u16>,
+    agents: Vec<Option<Proc>>,
+}
+
+impl Candidates {
+    fn start(base: &Path, count: usize) -> Candidates {
+        let mut candidates = Candidates {
+            base: base.to_owned(),
+            ports: (0..count).map(|_| free_port()).collect(),
+            agents: (0..count).map(|_| None).collect(),
+        };
+        for i in 0..count {
+            let dir = candidates.dir(i);
+            for list in ["diagnose", "repair"] {
+                fs::create_dir_all(dir.join(list)).expect("whitelist dir");
+                root_owned(&dir.join(list), 0o755);
+            }
+            fs::write(dir.join("hmac.key"), AGENT_KEY).expect("key file");
+            let script = dir.join("diagnose/hw-check");
+            fs::write(&script, "#!/bin/sh\necho '{\"status\": \"Ok\"}'\n").expect("script");
+            root_owned(&script, 0o755);
+            candidates.up(i);
+        }
+        candidates
+    }
+
+    fn dir(&self, i: usize) -> PathBuf {
+        self.base.join(format!("candidate{i}"))
+    }
+
+    /// The candidates' names: where their agents listen.
+    fn names(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
+    fn up(&mut self, i: usize) {
+        let name = self.names()[i].clone();
+        self.agents[i] = Some(spawn_agent(&self.dir(i), &name, self.ports[i]));
+    }
+
+    fn down(&mut self, i: usize) {
+        if let Some(mut agent) = self.agents[i].take() {
+            agent.kill9();
+        }
+    }
+
+    /// The serial of the copy agent `i` holds on disk.
+    fn held_serial(&self, i: usize) -> Option<u64> {
+        let text = fs::read_to_string(self.dir(i).join("agent-state/maintd-state.json")).ok()?;
+        serde_json::from_str::<Value>(&text).ok()?["serial"].as_u64()
+    }
+
+    /// The environment of a daemon replicating to these candidates: signed reports, the
+    /// agents reached at `http://{node}`, quick retries.
+    fn daemon_env(&self, key: &Path) -> Vec<(&'static str, String)> {
+        vec![
+            ("MAINTD__REPAIR__METHOD", "opcode".to_owned()),
+            ("MAINTD__CLUSTER__HMAC_KEY", path(key)),
+            ("MAINTD__REPAIR__AGENT_URL", "http://{node}".to_owned()),
+            ("MAINTD__REPLICATION__CANDIDATES", self.names().join(",")),
+            ("MAINTD__REPLICATION__TIMEOUT", "2".to_owned()),
+            ("MAINTD__REPLICATION__RETRY_INTERVAL", "0.5".to_owned()),
+            ("MAINTD__REPLICATION__WAIT", "5".to_owned()),
+            ("MAINTD__DAEMON__MASTER_CHECK_INTERVAL", "0.5".to_owned()),
+        ]
+    }
+}
+
+/// The incident of `node` with this report, among open and forgotten ones.
+fn incident_on(daemon: &mut Daemon, node: &str, report: &Value) -> Option<Value> {
+    daemon
+        .try_all_incidents()?
+        .into_iter()
+        .find(|i| i["node"] == node && i["original"] == *report)
+}
+
+/// The jobs of incident `uuid`: keys never reused, no opcode list submitted twice, all
+/// successful, the last one tagging the node ready.
+fn assert_jobs_once_and_successful(sim: &Sim, uuid: &str) -> Vec<Job> {
+    let jobs: Vec<Job> = sim
+        .maintd_jobs()
+        .into_iter()
+        .filter(|j| j.incident == uuid)
+        .collect();
+    assert!(!jobs.is_empty(), "incident {uuid} has jobs");
+    let keys: BTreeSet<&str> = jobs.iter().map(|j| j.key.as_str()).collect();
+    assert_eq!(
+        keys.len(),
+        jobs.len(),
+        "a submission key used twice: {jobs:#?}"
+    );
+    let bodies: BTreeSet<String> = jobs
+        .iter()
+        .map(|j| serde_json::to_string(&j.bodies).expect("json"))
+        .collect();
+    assert_eq!(
+        bodies.len(),
+        jobs.len(),
+        "the same opcodes submitted twice: {jobs:#?}"
+    );
+    assert!(
+        jobs.iter().all(|j| j.status == "success"),
+        "every job succeeds: {jobs:#?}"
+    );
+    jobs
+}
+
+/// A busy non-master node of the simulated cluster, other than `not`.
+fn node_with_instances(sim: &Sim, not: &[&str]) -> String {
+    let nodes = sim.list("/sim/nodes");
+    let master = nodes
+        .iter()
+        .find(|n| n["master"] == true)
+        .and_then(|n| n["name"].as_str())
+        .expect("a master")
+        .to_owned();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for instance in sim.list("/sim/instances") {
+        let primary = instance["primary"].as_str().expect("primary").to_owned();
+        *counts.entry(primary).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .filter(|(node, _)| *node != master && !not.contains(&node.as_str()))
+        .max_by_key(|(node, count)| (*count, std::cmp::Reverse(node.clone())))
+        .map(|(node, _)| node)
+        .expect("a node with instances")
+}
+
+/// A master failover in the middle of an evacuation: the maintd of the new master, on a
+/// disk that never held the state, takes over the copies of the candidates' agents and
+/// finishes the same incident (same UUID), submitting no job twice. Then the brakes of
+/// replication itself: with the agents of a majority down, nothing is submitted and
+/// `/1/safety` says why; a maintd that becomes master then waits for a majority before
+/// it works at all.
+#[test]
+fn a_new_master_takes_over_the_state_from_the_candidates_and_submits_nothing_twice() {
+    let deadline = within(300);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path();
+    let key = base.join("hmac.key");
+    fs::write(&key, AGENT_KEY).expect("key file");
+    let sim = Sim::start_args(base, 6, 18, &["--sign-reports".into(), path(&key)]);
+    let mut candidates = Candidates::start(base, 3);
+    let env = candidates.daemon_env(&key);
+    let spawn = |name: &str| {
+        let home = base.join(name);
+        fs::create_dir_all(&home).expect("daemon dir");
+        Daemon::spawn_with(&sim, &home, &sim.diagnose_url, &env)
+    };
+
+    // 1. An evacuation, its state on the candidates: kill the master's maintd half way.
+    let mut first = spawn("master1");
+    first.wait_serving(deadline);
+    let node = node_with_instances(&sim, &[]);
+    let evacuate = json!({"status": "evacuate", "details": {"psu": "failed"}});
+    sim.report(&node, &evacuate);
+    let incident = wait_until(deadline, "the evacuation half done", || {
+        let incident = incident_on(&mut first, &node, &evacuate)?;
+        let id = incident["uuid"].as_str()?.to_owned();
+        let done = sim
+            .maintd_jobs()
+            .iter()
+            .filter(|j| j.incident == id && j.finalized())
+            .count();
+        (done >= 2 && incident["repair-status"] == "pending").then_some(incident)
+    });
+    let uuid = incident["uuid"].as_str().expect("uuid").to_owned();
+    let durable = first.try_get("/1/safety").expect("safety")["replication"].clone();
+    assert_eq!(durable["needed"], 2, "{durable}");
+    first.proc.kill9();
+    let jobs_before = sim.maintd_jobs().len();
+    let held: Vec<Option<u64>> = (0..3).map(|i| candidates.held_serial(i)).collect();
+    assert!(
+        held.iter().flatten().count() >= 2,
+        "a majority of the agents hold a copy: {held:?}"
+    );
+
+    // 2. The new master's maintd, on a disk without state, finishes the same incident.
+    let mut second = spawn("master2");
+    second.wait_serving(deadline);
+    assert!(
+        second
+            .proc
+            .log_text()
+            .contains("took over the state of serial"),
+        "the copy was taken over"
+    );
+    let done = wait_until(deadline, "the incident completed", || {
+        incident_on(&mut second, &node, &evacuate).filter(|i| i["repair-status"] == "completed")
+    });
+    assert_eq!(done["uuid"], uuid.as_str(), "the same incident: {done}");
+    let incidents = second.try_all_incidents().expect("incidents");
+    assert_eq!(
+        incidents
+            .iter()
+            .filter(|i| i["node"] == node.as_str())
+            .count(),
+        1,
+        "no second incident for {node}: {incidents:#?}"
+    );
+    assert_jobs_once_and_successful(&sim, &uuid);
+    assert!(
+        sim.maintd_jobs().len() > jobs_before,
+        "the new master submitted the rest"
+    );
+    let ready = format!("maintd:repairready:{uuid}");
+    wait_until(deadline, "the ready tag", || {
+        sim.tags(&node).contains(&ready).then_some(())
+    });
+
+    // 3. The agents of two candidates of three go down: a new incident is noted but
+    // nothing is submitted for it, and /1/safety says why.
+    candidates.down(1);
+    candidates.down(2);
+    let other = node_with_instances(&sim, &[&node]);
+    sim.report(&other, &evacuate);
+    let safety = wait_until(deadline, "the lost majority on /1/safety", || {
+        second
+            .try_get("/1/safety")
+            .filter(|s| !s["replication"]["majority_lost_since"].is_null())
+    });
+    let halted = safety["halted"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        halted.contains("not on a majority of the master candidates"),
+        "{safety}"
+    );
+    let before = sim.maintd_jobs().len();
+    wait_polls(&mut second, 6, deadline);
+    let held_back = incident_on(&mut second, &other, &evacuate).expect("the incident is noted");
+    assert_eq!(held_back["repair-status"], "noted", "{held_back}");
+    assert_eq!(
+        sim.maintd_jobs().len(),
+        before,
+        "no job while the majority is lost"
+    );
+
+    // 4. One agent back: a majority again, the evacuation runs.
+    candidates.up(1);
+    let second_uuid = held_back["uuid"].as_str().expect("uuid").to_owned();
+    wait_until(deadline, "the second incident completed", || {
+        incident_on(&mut second, &other, &evacuate).filter(|i| i["repair-status"] == "completed")
+    });
+    assert_jobs_once_and_successful(&sim, &second_uuid);
+    wait_until(deadline, "the majority back on /1/safety", || {
+        second
+            .try_get("/1/safety")
+            .filter(|s| s["replication"]["majority_lost_since"].is_null())
+    });
+
+    // 5. Another failover while only one agent of three answers: the new maintd does not
+    // work until a majority answers, then takes over with both incidents as they were.
+    second.proc.kill9();
+    candidates.down(1);
+    let jobs_then = sim.maintd_jobs().len();
+    let mut third = spawn("master3");
+    let api = third
+        .proc
+        .line("maintd API:", deadline)
+        .trim_start_matches("http://")
+        .to_owned();
+    wait_until(deadline, "the take-over refused", || {
+        third
+            .proc
+            .log_text()
+            .contains("cannot take over maintd's state yet")
+            .then_some(())
+    });
+    let (status, _) = http(&api, "GET", "/1/status", None).expect("answers");
+    assert_eq!(status, 503, "no work without a majority");
+    candidates.up(2);
+    third.wait_serving(deadline);
+    let incidents = third.try_all_incidents().expect("incidents");
+    for (node, uuid) in [(&node, &uuid), (&other, &second_uuid)] {
+        let found: Vec<&Value> = incidents
+            .iter()
+            .filter(|i| i["node"] == node.as_str())
+            .collect();
+        assert_eq!(found.len(), 1, "{incidents:#?}");
+        assert_eq!(found[0]["uuid"], uuid.as_str());
+        assert_eq!(found[0]["repair-status"], "completed");
+    }
+    wait_polls(&mut third, 4, deadline);
+    assert_eq!(
+        sim.maintd_jobs().len(),
+        jobs_then,
+        "nothing submitted again"
     );
 }

@@ -430,6 +430,9 @@ impl Maintd {
             // noded listens only inside the lab's namespaces, out of this host's reach;
             // the vote is tested from inside the nodes (lab_popular_vote_*).
             ("MAINTD__CLUSTER__VOTING", "false".to_owned()),
+            // So do the agents that keep the state's copies: replication is tested from
+            // inside the nodes (lab_agents_*, lab_master_failover_mid_evacuation_*).
+            ("MAINTD__REPLICATION__ENABLED", "false".to_owned()),
         ];
         env.extend(extra.iter().cloned());
         let mut proc =
@@ -864,11 +867,12 @@ fn lab_popular_vote_on_the_master_wins_without_one_node() {
     let Some(lab) = Lab::get() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let noded = NodedStopped::stop(&lab, "node3.ganeti.test");
+    // No agents run here to keep the state's copies: the vote alone is under test.
     let mut maintd = lab.daemon_on_node(
         MASTER,
         dir.path(),
         &["--diagnose-url", "http://127.0.0.1:9/{node}"],
-        &[],
+        &[("MAINTD__REPLICATION__ENABLED", "false".to_owned())],
     );
     maintd.line("maintd API:", within(60));
     wait_working(&maintd);

@@ -79,8 +79,13 @@ impl Proc {
         let mut child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info")
-            // Never pick up a Ganeti HMAC key of the machine running the tests.
+            // Never pick up a Ganeti HMAC key or ssconf (the master candidates) of the
+            // machine running the tests.
             .env("MAINTD__CLUSTER__HMAC_KEY", "")
+            .env(
+                "MAINTD__CLUSTER__SSCONF_DIR",
+                "/nonexistent/maintd-tests/ssconf",
+            )
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
