@@ -209,6 +209,10 @@ pub enum CancelRefused {
     /// The cancel could not be saved, so it was not made.
     #[error("{0}")]
     NotSaved(String),
+    /// The cancel is saved on this node but did not reach a majority of the master
+    /// candidates in time: it holds here, and reaches them once they answer.
+    #[error("{0}")]
+    NotReplicated(String),
 }
 
 /// Cancel an incident. Web → registry.

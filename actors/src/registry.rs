@@ -17,8 +17,8 @@ use maintd::{
 use tracing::{error, info, warn};
 
 use crate::messages::{
-    BreakerView, CancelIncident, CancelRefused, ExtendRound, GetHistory, GetIncident, GetPlan,
-    GetRecovery, GetRoundFinished, GetSafety, GetStatus, IncidentNote, JobStatusesSeen,
+    AwaitDurable, BreakerView, CancelIncident, CancelRefused, ExtendRound, GetHistory, GetIncident,
+    GetPlan, GetRecovery, GetRoundFinished, GetSafety, GetStatus, IncidentNote, JobStatusesSeen,
     JobToSubmit, JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, Pause, PlanContext,
     PlanView, Planned, PlannedJobView, Reconcile, Recovery, ReplicationChanged, Resume, SafetyView,
     Shutdown, StartRound, StateSaved, StatusView, SubmissionLost,
@@ -68,6 +68,8 @@ pub struct EventRegistry {
     unsaved: Option<String>,
     /// Where every save goes next: the state replicator, when replication is on.
     replicator: Option<Recipient<StateSaved>>,
+    /// Who tells when a save is on a majority of the master candidates (the same).
+    durability: Option<Recipient<AwaitDurable>>,
     /// The copies on the master candidates, as the replicator last told.
     replication: Option<maintd::model::replication::ReplicationView>,
 }
@@ -98,15 +100,41 @@ impl EventRegistry {
             last_plan: None,
             unsaved: None,
             replicator: None,
+            durability: None,
             replication: None,
         }
     }
 
-    /// Send every save to `replicator`, starting with the state as it is now.
-    pub fn replicated_by(mut self, replicator: Recipient<StateSaved>) -> Self {
+    /// Send every save to `replicator`, starting with the state as it is now, and
+    /// acknowledge operator requests once `durability` says they are durable.
+    pub fn replicated_by(
+        mut self,
+        replicator: Recipient<StateSaved>,
+        durability: Recipient<AwaitDurable>,
+    ) -> Self {
         replicator.do_send(self.saved_message());
         self.replicator = Some(replicator);
+        self.durability = Some(durability);
         self
+    }
+
+    /// Resolves once the current state is on a majority of the master candidates (at
+    /// once without replication), or with why it is not.
+    fn until_durable(&self) -> impl std::future::Future<Output = Result<(), String>> {
+        let serial = self.state.serial;
+        let durability = self.durability.clone();
+        async move {
+            let Some(durability) = durability else {
+                return Ok(());
+            };
+            durability
+                .send(AwaitDurable { serial })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map_err(|why| {
+                    format!("saved on this node, not yet on a majority of the master candidates ({why}); it holds here and reaches them once they answer")
+                })
+        }
     }
 
     fn saved_message(&self) -> StateSaved {
@@ -548,34 +576,45 @@ impl Handler<GetRecovery> for EventRegistry {
 }
 
 impl Handler<CancelIncident> for EventRegistry {
-    type Result = Result<(), CancelRefused>;
+    type Result = ResponseFuture<Result<(), CancelRefused>>;
 
     fn handle(&mut self, msg: CancelIncident, _: &mut Context<Self>) -> Self::Result {
-        self.durably(|state| state.cancel_by(msg.uuid, &msg.by, msg.at))
-            .map_err(CancelRefused::NotSaved)?
-            .map_err(CancelRefused::Refused)?;
+        let done = self
+            .durably(|state| state.cancel_by(msg.uuid, &msg.by, msg.at))
+            .map_err(CancelRefused::NotSaved)
+            .and_then(|canceled| canceled.map_err(CancelRefused::Refused));
+        if let Err(refused) = done {
+            return Box::pin(async move { Err(refused) });
+        }
         info!(target: "maintd::registry", uuid = %msg.uuid, by = %msg.by, "incident canceled");
-        Ok(())
+        let durable = self.until_durable();
+        Box::pin(async move { durable.await.map_err(CancelRefused::NotReplicated) })
     }
 }
 
 impl Handler<Pause> for EventRegistry {
-    type Result = Result<SafetyView, String>;
+    type Result = ResponseFuture<Result<SafetyView, String>>;
 
     fn handle(&mut self, msg: Pause, _: &mut Context<Self>) -> Self::Result {
-        self.durably(|state| state.pause(msg.reason.clone(), &msg.by, msg.at))?;
+        if let Err(why) = self.durably(|state| state.pause(msg.reason.clone(), &msg.by, msg.at)) {
+            return Box::pin(async move { Err(why) });
+        }
         warn!(target: "maintd::registry", by = %msg.by, reason = ?msg.reason, "paused: no new action until resumed");
-        Ok(self.safety_view())
+        let (durable, view) = (self.until_durable(), self.safety_view());
+        Box::pin(async move { durable.await.map(|()| view) })
     }
 }
 
 impl Handler<Resume> for EventRegistry {
-    type Result = Result<SafetyView, String>;
+    type Result = ResponseFuture<Result<SafetyView, String>>;
 
     fn handle(&mut self, msg: Resume, _: &mut Context<Self>) -> Self::Result {
-        self.durably(|state| state.resume(&msg.by, msg.at))?;
+        if let Err(why) = self.durably(|state| state.resume(&msg.by, msg.at)) {
+            return Box::pin(async move { Err(why) });
+        }
         info!(target: "maintd::registry", by = %msg.by, "resumed: the pause and the breaker are lifted, open incidents acknowledged");
-        Ok(self.safety_view())
+        let (durable, view) = (self.until_durable(), self.safety_view());
+        Box::pin(async move { durable.await.map(|()| view) })
     }
 }
 

@@ -150,9 +150,18 @@ impl StateReplicator {
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
             .into_iter()
             .partition(|(serial, _)| *serial <= durable);
-        self.waiters = waiting;
         for (_, tx) in done {
             let _ = tx.send(Ok(()));
+        }
+        // With the majority lost, waiting longer would only delay the answer: the
+        // pushes of this round have failed; say so now.
+        match view.halt_reason() {
+            Some(why) => {
+                for (_, tx) in waiting {
+                    let _ = tx.send(Err(why.clone()));
+                }
+            }
+            None => self.waiters = waiting,
         }
         self.show(view);
     }

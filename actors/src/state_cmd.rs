@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
-use maintd::{config::Settings, model::incident::MaintenanceState, store::JsonStore};
+use maintd::{
+    config::Settings,
+    model::{incident::MaintenanceState, replication::next_serial},
+    store::JsonStore,
+};
 
 use crate::{cli::StateArgs, registry::STATE_FILE};
 
@@ -31,7 +35,8 @@ pub fn summary(state: &MaintenanceState) -> String {
         .filter(|i| i.status.is_open())
         .count();
     let mut out = format!(
-        "incidents: {} ({open} open), forgotten kept: {}, round: {} ({} jobs, {} unfinished)\n",
+        "serial: {}, incidents: {} ({open} open), forgotten kept: {}, round: {} ({} jobs, {} unfinished)\n",
+        state.serial,
         state.incidents.len(),
         state.forgotten.len(),
         state.round.number,
@@ -62,24 +67,32 @@ pub fn check(args: &StateArgs) -> Result<u8, String> {
     Ok(0)
 }
 
-/// `maintd state reset`: archive the state file, whatever it holds, so maintd starts empty.
+/// `maintd state reset`: archive the state file, whatever it holds, and put an empty state
+/// in its place, so maintd starts empty. The empty state's serial is the time now: newer
+/// than every copy the master candidates' agents keep, so maintd takes it over them and
+/// replaces them with it.
 pub fn reset(args: &StateArgs) -> Result<u8, String> {
     let store = store(args)?;
-    let stamp = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    match store
-        .archive(&format!("reset-{stamp}"))
-        .map_err(|e| e.to_string())?
-    {
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let archived = store
+        .archive(&format!("reset-{}", now as u64))
+        .map_err(|e| e.to_string())?;
+    let empty = MaintenanceState {
+        serial: next_serial(0, now),
+        ..MaintenanceState::new()
+    };
+    store.save(&empty).map_err(|e| e.to_string())?;
+    match archived {
         Some(archived) => println!(
             "{} archived as {}; maintd starts empty",
             store.path().display(),
             archived.display()
         ),
         None => println!(
-            "{}: no state file; nothing to reset",
+            "{}: no state file before; maintd starts empty",
             store.path().display()
         ),
     }

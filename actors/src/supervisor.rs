@@ -125,7 +125,8 @@ impl Actor for ClusterSupervisor {
         let registry = EventRegistry::create(|ctx| match replication {
             Some(deps) => {
                 let started = StateReplicator::new(deps, ctx.address().recipient()).start();
-                let registry = registry.replicated_by(started.clone().recipient());
+                let registry = registry
+                    .replicated_by(started.clone().recipient(), started.clone().recipient());
                 replicator = Some(started);
                 registry
             }

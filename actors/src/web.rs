@@ -355,7 +355,9 @@ async fn cancel(
         Err(CancelRefused::Refused(e @ CancelError::Finished(..))) => {
             Err(ApiError::Conflict(e.to_string()))
         }
-        Err(CancelRefused::NotSaved(why)) => Err(ApiError::Unavailable(why)),
+        Err(CancelRefused::NotSaved(why) | CancelRefused::NotReplicated(why)) => {
+            Err(ApiError::Unavailable(why))
+        }
     }
 }
 

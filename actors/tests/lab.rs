@@ -297,18 +297,25 @@ impl Lab {
     /// Give `node` a primary instance if it has none (earlier tests may have emptied it):
     /// one from another node, not from `keep`, live-migrated.
     fn ensure_primary(&self, node: &str, keep: &[&str]) {
-        let rows = self.nodes();
-        if !rows[node].primaries.is_empty() {
-            return;
+        self.ensure_primaries(node, keep, 1);
+    }
+
+    /// Give `node` at least `count` primary instances, as [`Lab::ensure_primary`] does.
+    fn ensure_primaries(&self, node: &str, keep: &[&str], count: usize) {
+        loop {
+            let rows = self.nodes();
+            if rows[node].primaries.len() >= count {
+                return;
+            }
+            let instance = rows
+                .iter()
+                .filter(|(name, _)| name.as_str() != node && !keep.contains(&name.as_str()))
+                .max_by_key(|(_, row)| row.primaries.len())
+                .and_then(|(_, row)| row.primaries.first())
+                .expect("an instance to move")
+                .clone();
+            self.gx(&["gnt-instance", "migrate", "-f", "-n", node, &instance]);
         }
-        let instance = rows
-            .iter()
-            .filter(|(name, _)| name.as_str() != node && !keep.contains(&name.as_str()))
-            .max_by_key(|(_, row)| row.primaries.len())
-            .and_then(|(_, row)| row.primaries.first())
-            .expect("an instance to move")
-            .clone();
-        self.gx(&["gnt-instance", "migrate", "-f", "-n", node, &instance]);
     }
 }
 
@@ -1411,5 +1418,190 @@ fn lab_cluster_pause_tag_stops_all_new_jobs() {
         &format!("maintd:repairready:{uuid}"),
     ]);
     maintd.wait_forgotten(&uuid, within(60));
+    lab.reset();
+}
+
+/// `maintd daemon` inside `node` as systemd runs it there: started again a second after
+/// it exits with code 11 (not the master), so it takes over when the node becomes master.
+/// Its state in `dir/state`, its API on `127.0.0.1:port` of the node. Dropping it ends the
+/// loop and the daemon.
+struct RestartLoop<'a> {
+    lab: &'a Lab,
+    node: String,
+    proc: Proc,
+    state: String,
+    api: String,
+}
+
+impl<'a> RestartLoop<'a> {
+    fn start(lab: &'a Lab, node: &str, dir: &Path, port: u16) -> RestartLoop<'a> {
+        std::fs::create_dir_all(dir).expect("daemon dir");
+        let state = path(&dir.join("state"));
+        let script = format!(
+            "while :; do RUST_LOG=info MAINTD__ROUNDS__JOB_POLL_INTERVAL=0.5 \
+             MAINTD__DAEMON__MASTER_CHECK_INTERVAL=1 {BIN} daemon -f --state-dir {state} \
+             -b 127.0.0.1 -p {port} --round-delay 15 --poll-interval 0.5; code=$?; \
+             echo \"maintd exited with code $code\" >&2; \
+             [ \"$code\" -eq 11 ] || exit \"$code\"; sleep 1; done"
+        );
+        let short = node.split('.').next().unwrap_or(node);
+        let args: Vec<String> = vec!["-n".into(), short.into(), "sh".into(), "-c".into(), script];
+        let proc = Proc::spawn_program(
+            &format!("maintd loop on {node}"),
+            &lab.dir.join("bin/gx"),
+            &args,
+            &[],
+            &dir.join("maintd.log"),
+        );
+        RestartLoop {
+            lab,
+            node: node.to_owned(),
+            proc,
+            state,
+            api: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// `GET path` of this daemon's API, from inside its node; `None` unless 200.
+    fn get(&self, path: &str) -> Option<Value> {
+        let url = format!("{}{path}", self.api);
+        let (ok, out, _) = self.lab.try_gx(Some(&self.node), &["curl", "-sf", &url]);
+        ok.then(|| serde_json::from_str(&out).ok()).flatten()
+    }
+}
+
+impl Drop for RestartLoop<'_> {
+    fn drop(&mut self) {
+        // The loop's shell first, then the daemon it started (found by its state dir).
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        let _ = self
+            .lab
+            .try_gx(Some(&self.node), &["pkill", "-KILL", "-f", &self.state]);
+    }
+}
+
+/// A master failover in the middle of an evacuation, on Ganeti itself. Agents on every
+/// node keep the state's copies; maintd runs on node1 (the master) and on node2 (a
+/// candidate, which exits with code 11 and is started again by a loop, as systemd would).
+/// Once the drain is done and before the instances move, `gnt-cluster master-failover`
+/// makes node2 master: its maintd takes over the copies and finishes the same incident,
+/// with the same UUID. No job is submitted twice (the queue's jobs for the incident, by
+/// the submission keys and opcodes of their reason trails and summaries), none fails, and
+/// the node ends drained, empty and tagged ready.
+#[test]
+fn lab_master_failover_mid_evacuation_keeps_the_incident_and_submits_nothing_twice() {
+    let Some(lab) = Lab::get() else { return };
+    let node = "node3.ganeti.test";
+    let new_master = "node2.ganeti.test";
+    lab.ensure_primaries(node, &[], 2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let commands = AgentCommands::install(&lab);
+    let agents: Vec<Proc> = lab
+        .node_names()
+        .iter()
+        .map(|n| lab.agent_on_node(n, dir.path(), &[]))
+        .collect();
+    let first = RestartLoop::start(&lab, MASTER, &dir.path().join("node1"), 18161);
+    let second = RestartLoop::start(&lab, new_master, &dir.path().join("node2"), 18162);
+    wait_working(&first.proc);
+    wait_until(within(60), "node2's maintd to exit with code 11", || {
+        second
+            .proc
+            .log_text()
+            .contains("maintd exited with code 11")
+            .then_some(())
+    });
+
+    let last = lab.last_job_id();
+    let report = json!({"status": "evacuate", "details": {"lab": "master failover"}});
+    commands.report(node, Some(&report));
+    // Half done: the drain succeeded, nothing of maintd's is queued or running, and the
+    // instances have not moved yet.
+    let id = wait_until(within(180), "the drain done, the moves not begun", || {
+        let incident = incident_of(&first.get("/1/status")?, node)?;
+        let jobs = lab.maintd_jobs_since(last);
+        let settled = jobs.iter().all(|(_, status)| status == "success");
+        let rows = lab.nodes();
+        (incident["repair-status"] == "pending"
+            && !jobs.is_empty()
+            && settled
+            && rows[node].drained
+            && !rows[node].primaries.is_empty())
+        .then(|| uuid(&incident))
+    });
+    let (ok, out, err) = lab.try_gx(Some(new_master), &["gnt-cluster", "master-failover"]);
+    assert!(ok, "master failover: {out}{err}");
+
+    let done = wait_until(
+        within(240),
+        "node2's maintd to complete the incident",
+        || {
+            incident_of(&second.get("/1/status")?, node)
+                .filter(|i| i["repair-status"] == "completed")
+        },
+    );
+    assert_eq!(uuid(&done), id, "the same incident: {done}");
+    let log = second.proc.log_text();
+    assert!(log.contains("took over the state of serial"), "{log}");
+    assert!(
+        first.proc.log_text().contains("no longer master"),
+        "node1's maintd stopped work"
+    );
+    let status = second.get("/1/status").expect("status");
+    let on_node: Vec<&Value> = status
+        .as_array()
+        .expect("incidents")
+        .iter()
+        .filter(|i| i["node"] == node)
+        .collect();
+    assert_eq!(on_node.len(), 1, "one incident for {node}: {status}");
+
+    // The queue, on the new master: each job of the incident once, all successful.
+    let rows = lab.gx(&["gnt-job", "list", "--no-headers", "-o", "id,status,summary"]);
+    let mut keys = std::collections::BTreeSet::new();
+    let mut summaries = std::collections::BTreeSet::new();
+    let mut count = 0;
+    for line in rows.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(job), Some(status)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Ok(job) = job.parse::<u64>() else {
+            continue;
+        };
+        if job <= last {
+            continue;
+        }
+        let info = lab.job_info(job);
+        if !info.contains(&format!("incident {id}")) {
+            continue;
+        }
+        count += 1;
+        assert_eq!(status, "success", "job {job}: {info}");
+        let key = info
+            .split_once("submission ")
+            .and_then(|(_, rest)| rest.split(')').next())
+            .unwrap_or_else(|| panic!("job {job} has no submission key: {info}"))
+            .to_owned();
+        assert!(keys.insert(key.clone()), "key {key} used twice (job {job})");
+        let summary: Vec<&str> = fields.collect();
+        assert!(
+            summaries.insert(summary.join(" ")),
+            "the same opcodes twice: job {job} {summary:?}\n{rows}"
+        );
+    }
+    assert!(count >= 3, "drain, moves and tag: {count} jobs\n{rows}");
+    let row = &lab.nodes()[node];
+    assert!(row.drained && row.primaries.is_empty(), "{row:?}");
+    assert!(
+        row.tags.contains(&format!("maintd:repairready:{id}")),
+        "{row:?}"
+    );
+    commands.report(node, None);
+    drop(second);
+    drop(first);
+    drop(agents);
+    drop(commands);
     lab.reset();
 }

@@ -757,7 +757,14 @@ fn an_unusable_state_directory_or_a_corrupt_state_file_stops_the_daemon_at_start
     );
     assert!(status.success(), "{log}");
     assert!(out.contains("archived as"), "{out}");
-    assert!(!file.exists());
+    // In its place an empty state, newer than any copy kept by the master candidates.
+    let empty: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("an empty state")).expect("json");
+    assert_eq!(empty["incidents"], serde_json::json!([]), "{empty}");
+    assert!(
+        empty["serial"].as_u64().unwrap_or(0) > 1_700_000_000_000,
+        "{empty}"
+    );
     let archived: Vec<_> = std::fs::read_dir(&state_dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -771,7 +778,15 @@ fn an_unusable_state_directory_or_a_corrupt_state_file_stops_the_daemon_at_start
         &["state", "check", "--state-dir", &state],
     );
     assert!(status.success(), "{log}");
-    assert!(out.contains("no state file"), "{out}");
+    assert!(
+        out.contains("valid") && out.contains("incidents: 0 (0 open)"),
+        "{out}"
+    );
+    let archived = std::fs::read(state_dir.join(&archived[0])).expect("archive");
+    assert_eq!(
+        archived, b"{\"incidents\": [tor",
+        "the archive keeps the file as it was"
+    );
 }
 
 #[test]
