@@ -1,52 +1,57 @@
-//! Per-peer rate limiting of log lines, so that one misbehaving client cannot flood the
-//! log: at most `burst` lines per peer and window, then silence, then one line saying how
-//! many were suppressed. Plain Rust with the time passed in, so it is tested without a
-//! clock or a runtime.
+//! Rate limiting of log lines, so that one misbehaving client cannot flood the log: at most
+//! `burst` lines per key (a client's address, or a kind of line when the line names no
+//! client) and window, then silence, then one line saying how many were suppressed. Plain
+//! Rust with the time passed in, so it is tested without a clock or a runtime.
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     net::IpAddr,
     time::{Duration, Instant},
 };
 
-/// Who a log line is about: a client's address, or every peer beyond the map's capacity
-/// (and those of unknown address) counted together.
+/// What a log line is counted against: one key tracked on its own, or every key beyond the
+/// map's capacity (and lines of no known key) counted together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Peer {
-    /// A client's IP address (ports change with every connection, so they are ignored).
-    Addr(IpAddr),
-    /// Peers not tracked one by one: the map was full, or the address is unknown.
+pub enum Source<K> {
+    /// A key tracked on its own, e.g. a client's IP address (ports change with every
+    /// connection, so they are ignored).
+    One(K),
+    /// Keys not tracked one by one: the map was full, or the key is unknown.
     Others,
 }
+
+/// A client, as the per-client refusal log counts it.
+pub type Peer = Source<IpAddr>;
 
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Peer::Addr(ip) => write!(f, "{ip}"),
-            Peer::Others => f.write_str("other peers"),
+            Source::One(ip) => write!(f, "{ip}"),
+            Source::Others => f.write_str("other peers"),
         }
     }
 }
 
-/// Lines that were not logged for one peer during one window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Suppressed {
+/// Lines that were not logged for one key during one window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppressed<K = IpAddr> {
     /// Whose lines.
-    pub peer: Peer,
+    pub source: Source<K>,
     /// How many.
     pub count: u64,
 }
 
 /// Whether to log a line, and the suppression counts that are now due.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admission {
+pub struct Admission<K = IpAddr> {
     /// Log this line.
     pub log: bool,
     /// Windows that ended with lines suppressed: log one summary line for each.
-    pub suppressed: Vec<Suppressed>,
+    pub suppressed: Vec<Suppressed<K>>,
 }
 
-/// One peer's current window.
+/// One key's current window.
 #[derive(Debug, Clone, Copy)]
 struct Window {
     start: Instant,
@@ -64,16 +69,20 @@ impl Window {
     }
 }
 
-/// The limiter. Memory is bounded by `max_peers` entries whatever the traffic.
+/// The limiter, keyed by `K`. Memory is bounded by `max_peers` entries whatever the
+/// traffic.
 #[derive(Debug)]
-pub struct PeerLogLimiter {
+pub struct LogLimiter<K> {
     burst: u32,
     window: Duration,
     max_peers: usize,
-    peers: HashMap<IpAddr, Window>,
+    peers: HashMap<K, Window>,
     others: Option<Window>,
     last_sweep: Option<Instant>,
 }
+
+/// The limiter of the per-client refusal log, keyed by client address.
+pub type PeerLogLimiter = LogLimiter<IpAddr>;
 
 /// Default lines per peer and window.
 pub const DEFAULT_BURST: u32 = 5;
@@ -82,17 +91,17 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 /// Default number of peers tracked one by one.
 pub const DEFAULT_MAX_PEERS: usize = 1024;
 
-impl Default for PeerLogLimiter {
+impl<K: Eq + Hash + Clone> Default for LogLimiter<K> {
     fn default() -> Self {
-        PeerLogLimiter::new(DEFAULT_BURST, DEFAULT_WINDOW, DEFAULT_MAX_PEERS)
+        LogLimiter::new(DEFAULT_BURST, DEFAULT_WINDOW, DEFAULT_MAX_PEERS)
     }
 }
 
-impl PeerLogLimiter {
+impl<K: Eq + Hash + Clone> LogLimiter<K> {
     /// At most `burst` lines per peer per `window`, tracking at most `max_peers` peers
     /// one by one (the rest share one allowance).
     pub fn new(burst: u32, window: Duration, max_peers: usize) -> Self {
-        PeerLogLimiter {
+        LogLimiter {
             burst,
             window,
             max_peers,
@@ -107,11 +116,13 @@ impl PeerLogLimiter {
         self.peers.len()
     }
 
-    /// A line about `peer` (`None`: unknown address) at `now`: log it or not. Also returns
+    /// A line about `peer` (`None`: unknown address or key) at `now`: log it or not. Also returns
     /// the counts of windows that ended with suppressed lines, this peer's and, at most
     /// once per window, every other peer's, so that a client that stops sending still gets
-    /// its summary (as soon as anyone's next line comes).
-    pub fn admit(&mut self, peer: Option<IpAddr>, now: Instant) -> Admission {
+    /// its summary (as soon as anyone's next line comes, or at the next [`flush`]).
+    ///
+    /// [`flush`]: LogLimiter::flush
+    pub fn admit(&mut self, peer: Option<K>, now: Instant) -> Admission<K> {
         let mut suppressed = Vec::new();
         if self
             .last_sweep
@@ -122,19 +133,22 @@ impl PeerLogLimiter {
         }
         let key = match peer {
             Some(ip) if self.peers.contains_key(&ip) || self.peers.len() < self.max_peers => {
-                Peer::Addr(ip)
+                Source::One(ip)
             }
-            _ => Peer::Others,
+            _ => Source::Others,
         };
         let (burst, window_length) = (self.burst, self.window);
-        let window = match key {
-            Peer::Addr(ip) => self.peers.entry(ip).or_insert_with(|| Window::new(now)),
-            Peer::Others => self.others.get_or_insert_with(|| Window::new(now)),
+        let window = match &key {
+            Source::One(ip) => self
+                .peers
+                .entry(ip.clone())
+                .or_insert_with(|| Window::new(now)),
+            Source::Others => self.others.get_or_insert_with(|| Window::new(now)),
         };
         if now.saturating_duration_since(window.start) >= window_length {
             if window.suppressed > 0 {
                 suppressed.push(Suppressed {
-                    peer: key,
+                    source: key,
                     count: window.suppressed,
                 });
             }
@@ -149,8 +163,18 @@ impl PeerLogLimiter {
         Admission { log, suppressed }
     }
 
+    /// The counts of every window that ended by `now` with lines suppressed, for a caller
+    /// that reports on a timer rather than waiting for the next line; each count is
+    /// reported once, here or by [`admit`](LogLimiter::admit).
+    pub fn flush(&mut self, now: Instant) -> Vec<Suppressed<K>> {
+        let mut suppressed = Vec::new();
+        self.sweep(now, &mut suppressed);
+        self.last_sweep = Some(now);
+        suppressed
+    }
+
     /// Forget the peers whose window ended, collecting their suppression counts.
-    fn sweep(&mut self, now: Instant, out: &mut Vec<Suppressed>) {
+    fn sweep(&mut self, now: Instant, out: &mut Vec<Suppressed<K>>) {
         let window = self.window;
         let ended = |w: &Window| now.saturating_duration_since(w.start) >= window;
         self.peers.retain(|ip, w| {
@@ -159,7 +183,7 @@ impl PeerLogLimiter {
             }
             if w.suppressed > 0 {
                 out.push(Suppressed {
-                    peer: Peer::Addr(*ip),
+                    source: Source::One(ip.clone()),
                     count: w.suppressed,
                 });
             }
@@ -168,7 +192,7 @@ impl PeerLogLimiter {
         if let Some(w) = self.others.filter(ended) {
             if w.suppressed > 0 {
                 out.push(Suppressed {
-                    peer: Peer::Others,
+                    source: Source::Others,
                     count: w.suppressed,
                 });
             }
@@ -209,7 +233,7 @@ mod tests {
         let after = limiter.admit(ip(1), t0 + Duration::from_secs(10));
         assert!(after.log);
         assert!(after.suppressed.contains(&Suppressed {
-            peer: Peer::Addr(IpAddr::from([192, 0, 2, 1])),
+            source: Source::One(IpAddr::from([192, 0, 2, 1])),
             count: 998,
         }));
     }
@@ -224,7 +248,7 @@ mod tests {
         assert_eq!(
             later.suppressed,
             vec![Suppressed {
-                peer: Peer::Addr(IpAddr::from([192, 0, 2, 1])),
+                source: Source::One(IpAddr::from([192, 0, 2, 1])),
                 count: 4,
             }]
         );
@@ -249,7 +273,7 @@ mod tests {
         // Once the window is over, the entries are dropped and the others' count reported.
         let later = limiter.admit(ip(1), t0 + Duration::from_secs(10));
         assert!(later.suppressed.contains(&Suppressed {
-            peer: Peer::Others,
+            source: Source::Others,
             count: 10_000 - 8 - 2,
         }));
         assert_eq!(limiter.tracked(), 1);
@@ -269,5 +293,41 @@ mod tests {
         let mut limiter = PeerLogLimiter::new(1, Duration::from_secs(10), 8);
         assert!(limiter.admit(ip(1), t0).log);
         assert!(!limiter.admit(ip(1), t0 - Duration::from_secs(50)).log);
+    }
+
+    #[test]
+    fn flush_reports_ended_windows_once_without_waiting_for_a_line() {
+        let t0 = Instant::now();
+        let mut limiter = PeerLogLimiter::new(2, Duration::from_secs(10), 8);
+        assert_eq!(logged(&mut limiter, ip(1), t0, 7), 2);
+        assert!(limiter.flush(t0 + Duration::from_secs(9)).is_empty());
+        assert_eq!(
+            limiter.flush(t0 + Duration::from_secs(10)),
+            vec![Suppressed {
+                source: Source::One(IpAddr::from([192, 0, 2, 1])),
+                count: 5,
+            }]
+        );
+        assert!(limiter.flush(t0 + Duration::from_secs(30)).is_empty());
+        // Not reported a second time by the peer's next line either.
+        let next = limiter.admit(ip(1), t0 + Duration::from_secs(31));
+        assert!(next.log);
+        assert!(next.suppressed.is_empty());
+    }
+
+    #[test]
+    fn any_key_can_be_limited_such_as_a_kind_of_line() {
+        let t0 = Instant::now();
+        let mut limiter: LogLimiter<&str> = LogLimiter::new(1, Duration::from_secs(10), 8);
+        assert!(limiter.admit(Some("stream error"), t0).log);
+        assert!(!limiter.admit(Some("stream error"), t0).log);
+        assert!(limiter.admit(Some("write zero"), t0).log);
+        assert_eq!(
+            limiter.flush(t0 + Duration::from_secs(10)),
+            vec![Suppressed {
+                source: Source::One("stream error"),
+                count: 1,
+            }]
+        );
     }
 }

@@ -137,7 +137,7 @@ impl PeerLog {
         let admission = limiter.admit(peer, Instant::now());
         drop(limiter);
         for s in admission.suppressed {
-            warn!(target: "maintd::http", server = self.server, peer = %s.peer, suppressed = s.count, "suppressed {} similar messages from {}", s.count, s.peer);
+            warn!(target: "maintd::http", server = self.server, peer = %s.source, suppressed = s.count, "suppressed {} similar messages from {}", s.count, s.source);
         }
         admission.log
     }
