@@ -11,31 +11,16 @@
 //!                                          └─────────────────────────────────┘ JobsSubmitted, JobStatusesSeen → registry
 //! ```
 //!
-//! [`app::start`] is the one place that wires the graph; `main.rs` and the tests use it.
+//! [`daemon::app::start`] is the one place that wires the graph; `main.rs` and the tests use it.
 //!
 //! The node agent (`maintd agent`, one per node) is a separate, small graph wired in
-//! [`agent_app::start`]: `AgentWeb` asks `DiagnoseCollector` for the latest report and
+//! [`agent::app::start`]: `AgentWeb` asks `DiagnoseCollector` for the latest report and
 //! hands signed repair requests to `RepairExecutor`.
 
-pub mod agent_app;
-pub mod agent_collector;
-pub mod agent_repairs;
-pub mod agent_web;
-pub mod app;
+pub mod agent;
 pub mod cli;
-pub mod client;
-pub mod election;
+pub mod daemon;
 pub mod http_server;
-pub mod messages;
-pub mod plan;
-pub mod planner;
-pub mod poller;
-pub mod registry;
-pub mod replicator;
-pub mod sim_api;
-pub mod simulation;
-pub mod state_cmd;
-pub mod supervisor;
+pub mod sim;
+pub mod startup;
 pub mod telemetry;
-pub mod watcher;
-pub mod web;

@@ -748,9 +748,9 @@ async fn agent_service(
         store::JsonStore,
     };
     use maintd_actors::{
-        agent_collector::{CollectorConfig, DiagnoseCollector},
-        agent_repairs::{RepairConfig, RepairExecutor, EXECUTIONS_FILE},
-        agent_web::{app, AgentContext},
+        agent::api::{app, AgentContext},
+        agent::diagnose_collector::{CollectorConfig, DiagnoseCollector},
+        agent::repair_executor::{RepairConfig, RepairExecutor, EXECUTIONS_FILE},
     };
     let clock = maintd::clock::Clock::new();
     let collector = DiagnoseCollector::new(

@@ -19,9 +19,9 @@ use maintd::{
     ratelimit::{DEFAULT_BURST, DEFAULT_WINDOW},
 };
 use maintd_actors::{
+    daemon::api,
     http_server::HttpLimits,
     telemetry::{self, ActixLogLimit},
-    web,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::EnvFilter;
@@ -104,9 +104,9 @@ async fn a_garbage_flood_costs_a_few_lines_and_a_count() {
     ))
     .expect("the only subscriber of this test binary");
 
-    let server = web::bind(
+    let server = api::bind(
         "127.0.0.1:0",
-        web::RegistryLink::default(),
+        api::RegistryLink::default(),
         Clock::new(),
         HttpLimits::new(16),
     )

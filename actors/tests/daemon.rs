@@ -1,12 +1,12 @@
 //! The whole daemon on the in-process simulated cluster, in virtual time: every path of
 //! the incident lifecycle, observed through maintd's HTTP API and the simulator.
 
-mod common;
+mod harness;
 
 use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
-use common::{maintd_reasons, run_paused, Harness};
+use harness::{maintd_reasons, run_paused, Harness};
 use maintd::{
     model::{
         cluster::DiskTemplate,
@@ -163,7 +163,7 @@ fn failed_job_fails_incident_tags_failed_and_stops() {
             2,
             "drain (failed) and the failure tag: {jobs_then:?}"
         );
-        common::advance(30.0).await;
+        harness::advance(30.0).await;
         let incidents = h.incidents().await;
         assert_eq!(incidents.len(), 1);
         assert_eq!(job_ids(&incidents[0]), jobs_then, "no further jobs");
@@ -200,7 +200,7 @@ fn cancel_stops_action_and_forgets_once_unobserved() {
         h.stop_daemon().await;
         h.settings.rounds.round_delay = 1000.0;
         h.start_daemon().await;
-        common::advance(2.0).await;
+        harness::advance(2.0).await;
         let node = h.busiest_node();
         h.report(&node, json!({"status": "evacuate"}));
         let incident = h.wait_incident_on(&node, 10.0).await;
@@ -211,7 +211,7 @@ fn cancel_stops_action_and_forgets_once_unobserved() {
         assert_eq!(status, StatusCode::OK, "{body}");
         let canceled = h.wait_status(&uuid, "canceled", 5.0).await;
         assert!(job_ids(&canceled).is_empty());
-        common::advance(2000.0).await;
+        harness::advance(2000.0).await;
         assert_eq!(h.jobs().len(), jobs_before, "no job after cancel");
         assert_eq!(
             h.incidents().await.len(),
@@ -228,7 +228,7 @@ fn cancel_stops_action_and_forgets_once_unobserved() {
 fn cancel_errors_are_json_with_status_codes() {
     run_paused(|| async {
         let h = Harness::start(4, 4, 0.2).await;
-        common::advance(2.0).await;
+        harness::advance(2.0).await;
         let (status, body) = h
             .api(
                 "POST",
@@ -272,7 +272,7 @@ fn removing_ready_tag_forgets_once_no_longer_reported() {
             .remove_node_tag("node3", &tag, now)
             .expect("tag");
         // Still reported: kept, and no second incident for the same report.
-        common::advance(20.0).await;
+        harness::advance(20.0).await;
         let incidents = h.incidents().await;
         assert_eq!(incidents.len(), 1);
         assert_eq!(incidents[0]["uuid"], uuid.as_str());
@@ -357,7 +357,7 @@ fn bad_reports_never_become_incidents() {
         }
         h.report("node5", json!({"status": "reboot-please"}));
         h.report("node1", json!({"details": "no status"}));
-        common::advance(30.0).await;
+        harness::advance(30.0).await;
         assert!(h.incidents().await.is_empty());
         let (status, nodes) = h.api("GET", "/1/nodes").await;
         assert_eq!(status, StatusCode::OK);
@@ -390,7 +390,7 @@ fn failing_poller_backs_off_without_disturbing_others() {
             .lock()
             .set_monitoring("node3", MonitoringBehaviour::Unreachable, now)
             .unwrap();
-        common::advance(120.0).await;
+        harness::advance(120.0).await;
         let (_, nodes) = h.api("GET", "/1/nodes").await;
         let view = |name: &str| {
             nodes
@@ -420,7 +420,7 @@ fn failing_poller_backs_off_without_disturbing_others() {
             .lock()
             .set_monitoring("node3", MonitoringBehaviour::Normal, now)
             .unwrap();
-        common::advance(40.0).await;
+        harness::advance(40.0).await;
         let (_, nodes) = h.api("GET", "/1/nodes").await;
         let node3 = nodes
             .as_array()
@@ -437,15 +437,15 @@ fn failing_poller_backs_off_without_disturbing_others() {
 fn losing_mastership_stops_all_work() {
     run_paused(|| async {
         let h = Harness::start(5, 10, 0.2).await;
-        common::advance(2.0).await;
+        harness::advance(2.0).await;
         let now = h.clock.now();
         h.sim.lock().set_master("node2", now).unwrap();
-        common::advance(5.0).await;
+        harness::advance(5.0).await;
         let (status, body) = h.api("GET", "/1/status").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         let jobs_before = h.jobs().len();
         h.report("node3", json!({"status": "evacuate"}));
-        common::advance(60.0).await;
+        harness::advance(60.0).await;
         assert_eq!(h.jobs().len(), jobs_before, "no job while not master");
         // Mastership comes back: work resumes from the persisted state.
         let now = h.clock.now();
@@ -467,12 +467,12 @@ fn ssconf_naming_another_master_stops_work_without_asking_the_cluster() {
         h.start_daemon().await;
         // The master role moved: this node's ssconf says so before the cluster does.
         std::fs::write(&master_file, "node2\n").expect("write");
-        common::advance(3.0).await;
+        harness::advance(3.0).await;
         let (status, body) = h.api("GET", "/1/status").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         let jobs_before = h.jobs().len();
         h.report("node3", json!({"status": "evacuate"}));
-        common::advance(30.0).await;
+        harness::advance(30.0).await;
         assert_eq!(h.jobs().len(), jobs_before, "no job while not master");
         // Back: ssconf names this node, and the cluster agrees.
         std::fs::write(&master_file, "node1\n").expect("write");
@@ -493,7 +493,7 @@ fn restart_mid_evacuation_loses_nothing_and_submits_nothing_twice() {
         })
         .await;
         h.stop_daemon().await;
-        common::advance(10.0).await;
+        harness::advance(10.0).await;
         h.start_daemon().await;
         let done = h.wait_status(&uuid, "completed", 600.0).await;
         // One job per submission key: nothing was submitted twice.
@@ -698,7 +698,7 @@ fn balancing_by_cpu_load_uses_the_polled_loads() {
         })
         .await;
         let balancing_before = balancing_jobs(&h).len();
-        common::advance(30.0).await;
+        harness::advance(30.0).await;
         let balancing = balancing_jobs(&h);
         assert_eq!(
             balancing.len(),

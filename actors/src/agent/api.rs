@@ -26,8 +26,8 @@ use tracing::info;
 use uuid::Uuid;
 
 use crate::{
-    agent_collector::{DiagnoseCollector, GetDiagnoseReport},
-    agent_repairs::{GetExecution, RepairExecutor, SubmitRepair},
+    agent::diagnose_collector::{DiagnoseCollector, GetDiagnoseReport},
+    agent::repair_executor::{GetExecution, RepairExecutor, SubmitRepair},
     http_server::{log_refusals, HttpLimits, HttpServerActor, PeerLog, Refusal},
 };
 
@@ -323,8 +323,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        agent_collector::CollectorConfig,
-        agent_repairs::{RepairConfig, EXECUTIONS_FILE},
+        agent::diagnose_collector::CollectorConfig,
+        agent::repair_executor::{RepairConfig, EXECUTIONS_FILE},
     };
 
     /// An agent context whose diagnose command takes far longer than any test, so the

@@ -16,7 +16,7 @@ use maintd::{
 };
 use tracing::{error, info, warn};
 
-use crate::messages::{
+use crate::daemon::messages::{
     AwaitDurable, BreakerView, CancelIncident, CancelRefused, ExtendRound, GetHistory, GetIncident,
     GetPlan, GetRecovery, GetRoundFinished, GetSafety, GetStatus, IncidentNote, JobStatusesSeen,
     JobToSubmit, JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, Pause, PlanContext,

@@ -12,7 +12,7 @@ use maintd::{
 };
 use tracing::debug;
 
-use crate::messages::{ChildRestarted, NodeLoadSeen, NodeObserved, Shutdown};
+use crate::daemon::messages::{ChildRestarted, NodeLoadSeen, NodeObserved, Shutdown};
 
 /// Timing of a poller.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -13,10 +13,10 @@ use maintd::{
     sim::{views::JobView, SimHandle, SimSpec},
 };
 use maintd_actors::{
-    app::{self, Daemon, Wiring},
-    election::MasterCheck,
-    messages::Shutdown,
-    web,
+    daemon::api,
+    daemon::app::{self, Daemon, Wiring},
+    daemon::election::MasterCheck,
+    daemon::messages::Shutdown,
 };
 use serde_json::Value;
 
@@ -138,7 +138,7 @@ impl Harness {
     /// Call maintd's HTTP API with a request body: (status, JSON body).
     pub async fn api_with_body(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
         let link = self.daemon.as_ref().expect("daemon running").link.clone();
-        let app = web_test::init_service(web::app(link, self.clock)).await;
+        let app = web_test::init_service(api::app(link, self.clock)).await;
         let request = match method {
             "GET" => web_test::TestRequest::get(),
             "POST" => web_test::TestRequest::post(),

@@ -1,8 +1,13 @@
 //! Command line (clap). `daemon` keeps ganeti-maintd's flags.
 
+pub mod client;
+pub mod plan;
+pub mod state;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use maintd::config::{BackendKind, Settings};
 
 /// maintd: the Ganeti maintenance daemon.
 #[derive(Debug, Parser)]
@@ -25,7 +30,7 @@ pub enum Command {
     /// Show the incidents of a running maintd.
     Status(ClientArgs),
     /// Plan offline from an htools text file: balancing like hbal, node evacuation like hail.
-    Plan(crate::plan::PlanArgs),
+    Plan(crate::cli::plan::PlanArgs),
     /// Cancel an incident of a running maintd.
     Cancel {
         /// The incident's uuid.
@@ -224,6 +229,84 @@ pub struct ClientArgs {
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+impl CommonArgs {
+    /// The settings: the defaults, the built-in `layers` (e.g. the simulator's), the
+    /// config file, the environment, then these flags; validated.
+    pub fn settings(&self, layers: &[&str]) -> Result<Settings, String> {
+        let mut settings =
+            Settings::load_layered(layers, self.config.as_deref()).map_err(|e| e.to_string())?;
+        if let Some(dir) = &self.state_dir {
+            settings.daemon.state_dir = dir.display().to_string();
+        }
+        if let Some(delay) = self.round_delay {
+            settings.rounds.round_delay = delay;
+        }
+        if let Some(interval) = self.poll_interval {
+            settings.monitoring.poll_interval = interval;
+        }
+        if self.dry_run {
+            settings.safety.dry_run = true;
+        }
+        settings.validate().map_err(|e| e.to_string())?;
+        Ok(settings)
+    }
+}
+
+impl DaemonArgs {
+    /// The settings with every flag of `maintd daemon` applied; validated.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let mut settings = self.common.settings(&[])?;
+        let daemon = &mut settings.daemon;
+        if let Some(port) = self.port {
+            daemon.port = port;
+        }
+        if let Some(bind) = &self.bind {
+            daemon.bind.clone_from(bind);
+        }
+        if let Some(name) = &self.node_name {
+            daemon.node_name.clone_from(name);
+        }
+        if let Some(socket) = &self.luxi_socket {
+            settings.cluster.luxi_socket.clone_from(socket);
+        }
+        if let Some(url) = &self.rapi_url {
+            settings.cluster.rapi_url.clone_from(url);
+            settings.cluster.backend = BackendKind::Rapi;
+        }
+        if let Some(url) = &self.diagnose_url {
+            settings.monitoring.diagnose_url.clone_from(url);
+        }
+        settings.validate().map_err(|e| e.to_string())?;
+        Ok(settings)
+    }
+}
+
+impl AgentArgs {
+    /// The settings with every flag of `maintd agent` applied; validated.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let mut settings = Settings::load(self.config.as_deref()).map_err(|e| e.to_string())?;
+        let agent = &mut settings.agent;
+        for (flag, setting) in [
+            (&self.listen, &mut agent.listen),
+            (&self.diagnose_dir, &mut agent.diagnose_dir),
+            (&self.diagnose_command, &mut agent.diagnose_command),
+            (&self.repair_dir, &mut agent.repair_dir),
+            (&self.hmac_key, &mut agent.hmac_key),
+            (&self.node_name, &mut agent.node_name),
+            (&self.state_dir, &mut agent.state_dir),
+        ] {
+            if let Some(value) = flag {
+                setting.clone_from(value);
+            }
+        }
+        if let Some(interval) = self.interval {
+            agent.interval = interval;
+        }
+        settings.validate().map_err(|e| e.to_string())?;
+        Ok(settings)
+    }
 }
 
 #[cfg(test)]

@@ -17,13 +17,13 @@ use maintd::{
 use tracing::{error, info, warn};
 
 use crate::{
-    messages::{ChildRestarted, NodeLoadSeen, NodesListed, Shutdown},
-    planner::{RoundPlanner, RoundTiming},
-    poller::{poll_offset, NodePoller, PollTiming},
-    registry::{EventRegistry, RegistryConfig},
-    replicator::{ReplicationDeps, StateReplicator},
-    watcher::JobWatcher,
-    web::RegistryLink,
+    daemon::api::RegistryLink,
+    daemon::job_watcher::JobWatcher,
+    daemon::messages::{ChildRestarted, NodeLoadSeen, NodesListed, Shutdown},
+    daemon::poller::{poll_offset, NodePoller, PollTiming},
+    daemon::registry::{EventRegistry, RegistryConfig},
+    daemon::round_planner::{RoundPlanner, RoundTiming},
+    daemon::state_replicator::{ReplicationDeps, StateReplicator},
 };
 
 /// Everything the supervisor needs to build its children.

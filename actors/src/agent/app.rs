@@ -23,9 +23,9 @@ use maintd::{
 use tracing::warn;
 
 use crate::{
-    agent_collector::{CollectorConfig, DiagnoseCollector},
-    agent_repairs::{RepairConfig, RepairExecutor, EXECUTIONS_FILE},
-    agent_web::{AgentContext, AgentWeb},
+    agent::api::{AgentContext, AgentWeb},
+    agent::diagnose_collector::{CollectorConfig, DiagnoseCollector},
+    agent::repair_executor::{RepairConfig, RepairExecutor, EXECUTIONS_FILE},
 };
 
 /// The running agent.
@@ -96,7 +96,7 @@ pub fn start(
         clock,
     };
     let limits = crate::http_server::HttpLimits::new(settings.max_connections);
-    let web = crate::agent_web::bind(&settings.listen, limits, context)
+    let web = crate::agent::api::bind(&settings.listen, limits, context)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addrs = web.addrs.clone();
     Ok(Agent {

@@ -3,12 +3,12 @@
 //! opt-out tags, dry-run, debounce, the flap budget, hung jobs and history. Many nodes go
 //! bad at once in most of these tests, because that is when the brakes matter.
 
-mod common;
+mod harness;
 
 use std::collections::BTreeSet;
 
 use actix_web::http::StatusCode;
-use common::{maintd_reasons, run_paused, Harness};
+use harness::{maintd_reasons, run_paused, Harness};
 use maintd::{
     config::Settings,
     model::{cluster::DiskTemplate, job::JobStatus, opcode::TagKind},
@@ -138,7 +138,7 @@ async fn run_until_completed(
             waited < limit,
             "not all of {nodes:?} completed after {limit} s: {incidents:#?}"
         );
-        common::advance(0.25).await;
+        harness::advance(0.25).await;
         waited += 0.25;
     }
 }
@@ -226,7 +226,7 @@ fn a_storm_of_reports_trips_the_breaker_after_at_most_the_cap_and_it_stays_tripp
             "{view}"
         );
         // Nothing more happens while it is tripped: at most the cap was drained.
-        common::advance(60.0).await;
+        harness::advance(60.0).await;
         let drained = drained_among(&h, &others);
         assert!(drained.len() <= 1, "drained: {drained:?}");
         let jobs_before = maintd_jobs(&h).len();
@@ -234,7 +234,7 @@ fn a_storm_of_reports_trips_the_breaker_after_at_most_the_cap_and_it_stays_tripp
         // Latched across a restart.
         h.stop_daemon().await;
         h.start_daemon().await;
-        common::advance(30.0).await;
+        harness::advance(30.0).await;
         assert_eq!(safety(&h).await["breaker"]["tripped"], true);
         assert_eq!(maintd_jobs(&h).len(), jobs_before, "no job while tripped");
         assert_eq!(drained_among(&h, &others), drained);
@@ -243,7 +243,7 @@ fn a_storm_of_reports_trips_the_breaker_after_at_most_the_cap_and_it_stays_tripp
         let (status, body) = h.api("POST", "/1/resume").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["breaker"]["tripped"], false);
-        common::advance(10.0).await;
+        harness::advance(10.0).await;
         // With every other node under evacuation nothing fits anywhere: the incidents
         // wait and say why, instead of draining the cluster.
         for incident in h.incidents().await {
@@ -256,7 +256,7 @@ fn a_storm_of_reports_trips_the_breaker_after_at_most_the_cap_and_it_stays_tripp
         for _ in 0..120 {
             assert!(in_repair(&h).await.len() <= 1, "the cap holds after resume");
             assert!(drained_among(&h, &others).len() <= 1);
-            common::advance(0.5).await;
+            harness::advance(0.5).await;
         }
         assert_eq!(
             safety(&h).await["breaker"]["tripped"],
@@ -289,9 +289,9 @@ fn pause_through_the_api_stops_new_jobs_within_one_round_and_resume_finishes() {
         assert_eq!(body["pause_reason"], "rack A4 power work");
         // A round planned before the pause may still be handed over; after one round
         // delay no new job appears.
-        common::advance(1.5).await;
+        harness::advance(1.5).await;
         let frozen: Vec<u64> = maintd_jobs(&h).iter().map(|j| j.id.0).collect();
-        common::advance(60.0).await;
+        harness::advance(60.0).await;
         let later: Vec<u64> = maintd_jobs(&h).iter().map(|j| j.id.0).collect();
         assert_eq!(frozen, later, "no new job while paused");
         let held = incident_on(&h, &node).await.unwrap();
@@ -357,7 +357,7 @@ fn the_cluster_pause_tag_stops_new_jobs_and_its_removal_lets_them_go_on() {
         let node = h.busiest_node();
         h.report(&node, evacuate("sdd"));
         let incident = h.wait_incident_on(&node, 20.0).await;
-        common::advance(60.0).await;
+        harness::advance(60.0).await;
         assert!(maintd_jobs(&h).is_empty(), "no job while the tag is set");
         assert!(!h.node(&node).drained);
         let (_, plan) = h.api("GET", "/1/plan").await;
@@ -380,7 +380,7 @@ fn excluded_nodes_get_no_action_and_are_never_targets() {
         let h = Harness::start_with(8, 24, 0.2, loose).await;
         h.add_tag(TagKind::Node, Some("node4"), "maintd:exclude");
         h.add_tag(TagKind::Node, Some("node6"), "maintd:exclude");
-        common::advance(3.0).await;
+        harness::advance(3.0).await;
         h.report("node4", evacuate("sde"));
         let node = h.busiest_node();
         assert_ne!(node, "node4");
@@ -431,7 +431,7 @@ fn dry_run_plans_but_submits_nothing() {
         let job = &plan["jobs"][0];
         assert_eq!(job["opcodes"][0]["OP_ID"], "OP_NODE_SET_PARAMS", "{job}");
         assert!(job["incident"].is_string());
-        common::advance(60.0).await;
+        harness::advance(60.0).await;
         assert!(maintd_jobs(&h).is_empty(), "nothing submitted in dry-run");
         assert!(!h.node(&node).drained);
         let incident = incident_on(&h, &node).await.unwrap();
@@ -453,7 +453,7 @@ fn a_report_whose_details_change_at_every_poll_leads_to_nothing() {
                 "node3",
                 json!({"status": "live-repair", "command": "fix", "details": {"errors": counter}}),
             );
-            common::advance(0.5).await;
+            harness::advance(0.5).await;
             let incidents = h.incidents().await;
             assert!(incidents.len() <= 1, "{incidents:#?}");
             assert!(incidents.iter().all(|i| i["confirmed"] == false));
@@ -510,7 +510,7 @@ fn a_report_seen_twice_is_acted_upon_and_the_flap_budget_holds_the_fourth() {
             }
             uuids.push(uuid);
         }
-        common::advance(60.0).await;
+        harness::advance(60.0).await;
         let fourth = h
             .incidents()
             .await
@@ -701,7 +701,7 @@ fn a_rack_failure_on_twelve_nodes_is_handled_within_the_cap_and_then_stopped_by_
         .await;
         let drained_at_trip = drained_among(&h, &more);
         assert!(drained_at_trip.len() <= 2, "{drained_at_trip:?}");
-        common::advance(60.0).await;
+        harness::advance(60.0).await;
         assert_eq!(drained_among(&h, &more), drained_at_trip);
 
         // Resume: they proceed, never more than two in repair at once.
@@ -711,7 +711,7 @@ fn a_rack_failure_on_twelve_nodes_is_handled_within_the_cap_and_then_stopped_by_
             let repairing = in_repair(&h).await.len();
             assert!(repairing <= 2);
             most = most.max(repairing);
-            common::advance(0.5).await;
+            harness::advance(0.5).await;
         }
         assert_eq!(most, 2, "two at a time after the resume");
         let incidents = h.incidents().await;
@@ -790,13 +790,13 @@ fn a_state_that_cannot_be_saved_stops_new_work_and_operator_requests_until_it_ca
             })
             .await;
         assert!(error.contains("save failure injected"), "{error}");
-        common::advance(2.0).await;
+        harness::advance(2.0).await;
         let frozen: Vec<u64> = maintd_jobs(&h).iter().map(|j| j.id.0).collect();
         h.report(
             "node3",
             json!({"status": "live-repair", "command": "fix", "details": {}}),
         );
-        common::advance(30.0).await;
+        harness::advance(30.0).await;
         let later: Vec<u64> = maintd_jobs(&h).iter().map(|j| j.id.0).collect();
         assert_eq!(frozen, later, "no job while the state cannot be saved");
         // Operator requests are refused, not acknowledged and then lost.

@@ -1,12 +1,12 @@
 //! The node pollers spread their first polls over the poll interval instead of all
 //! connecting at once, in virtual time.
 
-mod common;
+mod harness;
 
 use std::{cell::RefCell, collections::BTreeMap, rc::Rc, time::Duration};
 
-use common::{advance, run_paused};
 use futures_util::future::LocalBoxFuture;
+use harness::{advance, run_paused};
 use maintd::{
     backend::{
         sim::{SimBackend, SimDiagnose},
@@ -18,9 +18,9 @@ use maintd::{
     sim::{SimHandle, SimSpec},
 };
 use maintd_actors::{
-    app::{self, Wiring},
-    election::MasterCheck,
-    messages::Shutdown,
+    daemon::app::{self, Wiring},
+    daemon::election::MasterCheck,
+    daemon::messages::Shutdown,
 };
 use tokio::time::Instant;
 

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use crate::messages::{AwaitDurable, ReplicationChanged, Shutdown, StateSaved};
+use crate::daemon::messages::{AwaitDurable, ReplicationChanged, Shutdown, StateSaved};
 
 /// What replication needs, from the settings.
 #[derive(Clone)]

@@ -14,13 +14,13 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::{
-    messages::{
+    daemon::job_watcher::JobWatcher,
+    daemon::messages::{
         AwaitDurable, ExtendRound, GetRoundFinished, JobToSubmit, Planned, Reconcile, Shutdown,
         StartRound, SubmissionLost, SubmitJobs,
     },
-    registry::EventRegistry,
-    replicator::StateReplicator,
-    watcher::JobWatcher,
+    daemon::registry::EventRegistry,
+    daemon::state_replicator::StateReplicator,
 };
 
 /// Round timing.

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use actix::Actor;
 use maintd::clock::Clock;
-use maintd_actors::{http_server::HttpLimits, web};
+use maintd_actors::{daemon::api, http_server::HttpLimits};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -43,9 +43,9 @@ async fn clients_beyond_the_cap_wait_for_a_free_slot() {
         client_request_timeout: Duration::from_secs(600),
         keep_alive: Duration::from_secs(600),
     };
-    let server = web::bind(
+    let server = api::bind(
         "127.0.0.1:0",
-        web::RegistryLink::default(),
+        api::RegistryLink::default(),
         Clock::new(),
         limits,
     )
@@ -80,9 +80,9 @@ async fn idle_clients_over_the_cap_do_not_lock_out_a_fresh_request() {
         client_request_timeout: Duration::from_secs(1),
         keep_alive: Duration::from_secs(1),
     };
-    let server = web::bind(
+    let server = api::bind(
         "127.0.0.1:0",
-        web::RegistryLink::default(),
+        api::RegistryLink::default(),
         Clock::new(),
         limits,
     )

@@ -19,12 +19,12 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    http_server::{log_refusals, HttpLimits, HttpServerActor, PeerLog},
-    messages::{
+    daemon::messages::{
         CancelIncident, CancelRefused, GetHistory, GetIncident, GetPlan, GetSafety, GetStatus,
         Pause, Resume, StatusView,
     },
-    registry::EventRegistry,
+    daemon::registry::EventRegistry,
+    http_server::{log_refusals, HttpLimits, HttpServerActor, PeerLog},
 };
 
 /// Where HTTP handlers find the registry; empty while this node is not master.

@@ -9,7 +9,7 @@ use maintd::{
     store::JsonStore,
 };
 
-use crate::{cli::StateArgs, registry::STATE_FILE};
+use crate::{cli::StateArgs, daemon::registry::STATE_FILE};
 
 /// The state store named by `args` (the configuration's `daemon.state_dir` unless
 /// `--state-dir` is given).

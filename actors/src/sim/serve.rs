@@ -11,7 +11,7 @@ use maintd::{
 use tokio::net::UnixListener;
 use tracing::{info, warn};
 
-use crate::sim_api;
+use super::api;
 
 /// Where the simulated cluster can be reached.
 #[derive(Debug, Clone)]
@@ -68,12 +68,12 @@ pub fn serve_signed(
     ));
 
     let data = Data::new(sim);
-    let key = Data::new(sim_api::ReportKey(key));
+    let key = Data::new(api::ReportKey(key));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(key.clone())
-            .configure(sim_api::configure)
+            .configure(api::configure)
     })
     .workers(1)
     .disable_signals()

@@ -5,7 +5,7 @@ use maintd::clock::Clock;
 use maintd::model::job::JobStatus;
 use maintd::model::opcode::OpBody;
 use maintd::sim::{SimHandle, SimSpec};
-use maintd_actors::sim_api;
+use maintd_actors::sim::api;
 use serde_json::{json, Value};
 
 fn handle() -> SimHandle {
@@ -24,7 +24,7 @@ macro_rules! app {
         test::init_service(
             App::new()
                 .app_data(web::Data::new($handle.clone()))
-                .configure(sim_api::configure),
+                .configure(api::configure),
         )
         .await
     };
@@ -382,31 +382,31 @@ async fn master_failover_and_node_membership() {
     assert_eq!(test::call_service(&app, gone).await.status(), 404);
 }
 
-/// `maintd sim --luxi-socket PATH` serves through `simulation::serve`: it never deletes a
+/// `maintd sim --luxi-socket PATH` serves through `serve::serve`: it never deletes a
 /// file that is not a stale socket.
 #[actix_rt::test]
 async fn the_luxi_socket_path_is_replaced_only_when_stale() {
-    use maintd_actors::simulation;
+    use maintd_actors::sim::serve;
     let dir = tempfile::tempdir().unwrap();
 
     let file = dir.path().join("data");
     std::fs::write(&file, "precious").unwrap();
-    let e = simulation::serve(handle(), file.clone(), "127.0.0.1:0").unwrap_err();
+    let e = serve::serve(handle(), file.clone(), "127.0.0.1:0").unwrap_err();
     assert!(e.to_string().contains(&file.display().to_string()), "{e}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
 
     let live = dir.path().join("live");
     let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
-    let e = simulation::serve(handle(), live.clone(), "127.0.0.1:0").unwrap_err();
+    let e = serve::serve(handle(), live.clone(), "127.0.0.1:0").unwrap_err();
     assert!(e.to_string().contains("live socket"), "{e}");
 
     let stale = dir.path().join("stale");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
-    let endpoints = simulation::serve(handle(), stale.clone(), "127.0.0.1:0").unwrap();
+    let endpoints = serve::serve(handle(), stale.clone(), "127.0.0.1:0").unwrap();
     assert_eq!(endpoints.luxi_socket, stale);
     // The new simulator answers there now.
     tokio::net::UnixStream::connect(&stale).await.unwrap();
     // And a second simulator on the same path is refused while it runs.
-    let e = simulation::serve(handle(), stale, "127.0.0.1:0").unwrap_err();
+    let e = serve::serve(handle(), stale, "127.0.0.1:0").unwrap_err();
     assert!(e.to_string().contains("live socket"), "{e}");
 }

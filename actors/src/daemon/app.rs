@@ -1,27 +1,37 @@
-//! The single place that wires the actor graph, used by `main` and by the tests.
+//! The single place that wires the daemon's actor graph: from the settings ([`serve`],
+//! for `maintd daemon` and `maintd sim`) or from parts the tests provide ([`start`]).
 
 use std::{path::PathBuf, rc::Rc, time::Duration};
 
 use actix::prelude::*;
 use maintd::{
-    backend::{http_diagnose::HttpLoad, ClusterBackend, DiagnoseSource, LoadSource},
+    backend::{
+        agent_repair::{self, AgentRepairSettings, AgentRepairs},
+        http_diagnose::{HttpDiagnose, HttpLoad},
+        luxi::{LuxiBackend, LuxiConfig},
+        rapi::RapiBackend,
+        replica::{CandidateSource, ReplicaClient},
+        ClusterBackend, DiagnoseSource, LoadSource,
+    },
     clock::Clock,
-    config::PlannerEngine,
-    config::{seconds, Settings},
+    config::{seconds, BackendKind, PlannerEngine, RepairMethod, Settings},
     model::incident::{MaintenanceState, StatePolicy},
     planner::{HtoolsPlanner, Planner, SimplePlanner},
+    signing::KeySource,
     store::{JsonStore, StoreError},
 };
+use tracing::{info, warn};
 
-use crate::{
+use super::{
+    api::{self, RegistryLink, WebActor},
     election::{MasterCheck, MasterElection},
-    planner::RoundTiming,
     poller::PollTiming,
     registry::{RegistryConfig, STATE_FILE},
-    replicator::ReplicationDeps,
+    round_planner::RoundTiming,
+    state_replicator::ReplicationDeps,
     supervisor::SupervisorDeps,
-    web::RegistryLink,
 };
+use crate::{http_server::HttpLimits, startup};
 
 /// What the daemon needs besides its settings.
 pub struct Wiring {
@@ -136,7 +146,7 @@ pub fn check_state(store: &JsonStore, dir: &str) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Start the daemon's actors (not the web server; see [`crate::web::WebActor`]), after
+/// Start the daemon's actors (not the web server; see [`crate::daemon::api::WebActor`]), after
 /// [`check_state`].
 pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StartError> {
     let link = RegistryLink::default();
@@ -162,6 +172,127 @@ pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StartError> 
         election,
         link,
         save_faults,
+    })
+}
+
+/// Who this daemon is among the cluster's nodes.
+pub struct Identity {
+    /// How mastership is established.
+    pub master_check: MasterCheck,
+    /// This node's name, as the master candidates are named.
+    pub node_name: String,
+    /// Where the list of master candidates comes from.
+    pub candidates: CandidateSource,
+}
+
+/// The daemon and its HTTP API, running.
+pub struct Serving {
+    /// The gate; send it `Shutdown` to stop all work.
+    pub election: Addr<MasterElection>,
+    /// The HTTP API.
+    pub api: Addr<WebActor>,
+}
+
+/// Build everything the settings describe (the cluster backend, live repairs through the
+/// agents, signed diagnose reports, replication), start the daemon and its HTTP API on
+/// `listen`. The one place that turns settings into a running daemon, for `maintd daemon`
+/// and `maintd sim`.
+pub fn serve(
+    settings: &Settings,
+    identity: Identity,
+    listen: &str,
+    clock: Clock,
+) -> Result<Serving, String> {
+    let backend: Rc<dyn ClusterBackend> = match settings.cluster.backend {
+        BackendKind::Luxi => {
+            let luxi = LuxiConfig {
+                request_timeout: seconds(settings.cluster.luxi_timeout),
+                ..LuxiConfig::new(PathBuf::from(&settings.cluster.luxi_socket))
+            };
+            info!(target: "maintd", socket = %settings.cluster.luxi_socket, "cluster backend: Luxi");
+            Rc::new(LuxiBackend::new(luxi))
+        }
+        BackendKind::Rapi => {
+            let rapi = RapiBackend::new(&settings.cluster.rapi()).map_err(|e| e.to_string())?;
+            info!(target: "maintd", url = %settings.cluster.rapi_url, "cluster backend: RAPI");
+            Rc::new(rapi)
+        }
+    };
+    let key = match startup::cluster_key(&settings.cluster.hmac_key, false)? {
+        KeySource::Loaded(key) => Some(key),
+        KeySource::NotConfigured => {
+            warn!(target: "maintd", "no HMAC key configured: diagnose reports are accepted unsigned");
+            None
+        }
+        KeySource::DefaultMissing => {
+            warn!(target: "maintd", key = %settings.cluster.hmac_key, "HMAC key file missing: diagnose reports are accepted unsigned");
+            None
+        }
+    };
+    let replication = settings.replication.enabled.then(|| ReplicationDeps {
+        client: key.clone().map(|key| {
+            ReplicaClient::new(
+                settings.repair.agent_url.clone(),
+                key,
+                seconds(settings.replication.timeout),
+                clock,
+            )
+        }),
+        candidates: identity.candidates,
+        me: identity.node_name,
+        wait: seconds(settings.replication.wait),
+        retry: seconds(settings.replication.retry_interval),
+        clock,
+    });
+    let backend: Rc<dyn ClusterBackend> = match settings.repair.method {
+        RepairMethod::Opcode => backend,
+        RepairMethod::Agent => {
+            if key.is_none() {
+                warn!(target: "maintd", "repair.method = \"agent\" without an HMAC key: live repairs will fail, no repair request can be signed");
+            }
+            let repairs = AgentRepairs::new(
+                backend,
+                AgentRepairSettings {
+                    url_template: settings.repair.agent_url.clone(),
+                    key: key.clone(),
+                    timeout: seconds(settings.repair.agent_timeout),
+                    state_file: PathBuf::from(&settings.daemon.state_dir)
+                        .join(agent_repair::STATE_FILE),
+                },
+            )?;
+            Rc::new(repairs)
+        }
+    };
+    let mut diagnose = HttpDiagnose::new(
+        &settings.monitoring.diagnose_url,
+        seconds(settings.monitoring.timeout),
+        settings.monitoring.max_report_bytes,
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(key) = key {
+        info!(target: "maintd", key = %settings.cluster.hmac_key, "diagnose reports must be signed with the cluster's HMAC key");
+        diagnose = diagnose.verified_with(key, seconds(settings.monitoring.max_report_age));
+    }
+    let wiring = Wiring {
+        backend,
+        diagnose: Rc::new(diagnose),
+        load: Some(http_load_source(settings)?),
+        master_check: identity.master_check,
+        exit_if_not_master: true,
+        clock,
+        replication,
+    };
+    let daemon = start(settings, wiring).map_err(|e| e.to_string())?;
+    let limits = HttpLimits::new(settings.daemon.max_connections);
+    let web = api::bind(listen, daemon.link.clone(), clock, limits)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    startup::say(format_args!(
+        "maintd API:       http://{}",
+        web.addrs.first().map(|a| a.to_string()).unwrap_or_default()
+    ));
+    Ok(Serving {
+        election: daemon.election,
+        api: web.start(),
     })
 }
 

@@ -17,11 +17,11 @@ use maintd::{
 };
 use tracing::{error, info, warn};
 
-use crate::messages::{
+use crate::daemon::messages::{
     ChildRestarted, GetRecovery, JobStatusesSeen, JobsSubmitted, Shutdown, SubmissionLost,
     SubmitJobs,
 };
-use crate::registry::EventRegistry;
+use crate::daemon::registry::EventRegistry;
 
 /// Consecutive failed status queries before the watcher restarts itself with backoff.
 const FAILURES_BEFORE_RESTART: u32 = 3;

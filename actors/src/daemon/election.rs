@@ -30,9 +30,9 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::{
-    messages::Shutdown,
-    replicator::ReplicationDeps,
-    supervisor::{ClusterSupervisor, SupervisorDeps},
+    daemon::messages::Shutdown,
+    daemon::state_replicator::ReplicationDeps,
+    daemon::supervisor::{ClusterSupervisor, SupervisorDeps},
 };
 
 /// Ganeti's exit code for "not master" (`exitNotmaster`).

@@ -1,0 +1,26 @@
+//! The daemon (`maintd daemon`, on the master): the actor graph of the crate's diagram.
+//!
+//! | file | actor or role |
+//! | --- | --- |
+//! | [`app`] | wires the graph from the settings (the one place that does) |
+//! | [`election`] | `MasterElection`: the gate; takes over the state, starts the supervisor while master |
+//! | [`supervisor`] | `ClusterSupervisor`: owns and restarts every child below |
+//! | [`poller`] | `NodePoller`: one per node, polls its diagnose report |
+//! | [`registry`] | `EventRegistry`: owns the maintenance state, saves every change |
+//! | [`state_replicator`] | `StateReplicator`: copies each save to the master candidates |
+//! | [`round_planner`] | `RoundPlanner`: plans rounds, hands their jobs to the watcher |
+//! | [`job_watcher`] | `JobWatcher`: submits jobs and follows them in Ganeti's queue |
+//! | [`api`] | `WebActor`: the HTTP API on port 1816 |
+//! | [`messages`] | every message between them |
+
+pub mod api;
+pub mod app;
+pub mod command;
+pub mod election;
+pub mod job_watcher;
+pub mod messages;
+pub mod poller;
+pub mod registry;
+pub mod round_planner;
+pub mod state_replicator;
+pub mod supervisor;
