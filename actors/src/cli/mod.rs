@@ -132,7 +132,7 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "PATH")]
     pub luxi_socket: Option<String>,
     /// Drive the cluster through its RAPI at this URL (https://HOST:5080) instead of Luxi;
-    /// credentials and certificate come from the [cluster] rapi_* settings.
+    /// credentials and certificate come from the rapi_* settings of the cluster section.
     #[arg(long, value_name = "URL")]
     pub rapi_url: Option<String>,
     /// Diagnose report URL template with {node}.
@@ -149,7 +149,7 @@ pub struct DaemonArgs {
 /// `maintd agent`. Each flag overrides one `[agent]` setting.
 #[derive(Debug, Args, Clone, Default)]
 pub struct AgentArgs {
-    /// Configuration file (TOML; see the [agent] section of config/default.toml).
+    /// Configuration file (TOML; see the agent section of config/default.toml).
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stay in the foreground (the agent never detaches; accepted for symmetry).
