@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeSet, rc::Rc, time::Duration};
 
-use actix::{prelude::*, WeakRecipient};
+use actix::{prelude::*, WeakAddr, WeakRecipient};
 use maintd::{
     backend::ClusterBackend,
     clock::Clock,
@@ -29,7 +29,8 @@ const FAILURES_BEFORE_RESTART: u32 = 3;
 /// The job-watcher actor.
 pub struct JobWatcher {
     backend: Rc<dyn ClusterBackend>,
-    registry: Addr<EventRegistry>,
+    /// Weak: the supervisor holds the registry's only strong address.
+    registry: WeakAddr<EventRegistry>,
     restarts: Option<WeakRecipient<ChildRestarted>>,
     poll_interval: Duration,
     clock: Clock,
@@ -52,7 +53,7 @@ impl JobWatcher {
     ) -> Self {
         JobWatcher {
             backend,
-            registry,
+            registry: registry.downgrade(),
             restarts,
             poll_interval,
             clock,
@@ -73,7 +74,11 @@ impl JobWatcher {
 
     /// Re-read unfinished jobs from the registry and resolve unconfirmed submissions.
     fn recover(&mut self, ctx: &mut Context<Self>) {
-        let registry = self.registry.clone();
+        let Some(registry) = self.registry.upgrade() else {
+            // The supervisor dropped the registry: work is over.
+            ctx.stop();
+            return;
+        };
         let backend = self.backend.clone();
         let clock = self.clock;
         async move {
@@ -141,7 +146,9 @@ impl JobWatcher {
                     Err(e) => keys.into_iter().map(|k| (k, Err(e.to_string()))).collect(),
                 };
                 act.watching.extend(results.iter().filter_map(|(_, r)| r.as_ref().ok().copied()));
-                act.registry.do_send(JobsSubmitted { results, at: act.clock.now() });
+                if let Some(registry) = act.registry.upgrade() {
+                    registry.do_send(JobsSubmitted { results, at: act.clock.now() });
+                }
             })
             .wait(ctx);
     }
@@ -188,7 +195,10 @@ impl JobWatcher {
                         .filter(|(_, status)| *status == Some(JobStatus::Error))
                         .filter_map(|(id, _)| act.backend.failure_detail(*id).map(|d| (*id, d)))
                         .collect();
-                    let seen = act.registry.send(JobStatusesSeen {
+                    let Some(registry) = act.registry.upgrade() else {
+                        return;
+                    };
+                    let seen = registry.send(JobStatusesSeen {
                         statuses,
                         failure_details,
                         at: act.clock.now(),

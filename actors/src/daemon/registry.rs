@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use actix::prelude::*;
+use actix::{prelude::*, WeakRecipient};
 use maintd::{
     model::{
         incident::{MaintenanceState, Observed, RoundPlan, StatePolicy},
@@ -67,9 +67,9 @@ pub struct EventRegistry {
     /// round starts and no operator request is acknowledged until a save succeeds.
     unsaved: Option<String>,
     /// Where every save goes next: the state replicator, when replication is on.
-    replicator: Option<Recipient<StateSaved>>,
+    replicator: Option<WeakRecipient<StateSaved>>,
     /// Who tells when a save is on a majority of the master candidates (the same).
-    durability: Option<Recipient<AwaitDurable>>,
+    durability: Option<WeakRecipient<AwaitDurable>>,
     /// The copies on the master candidates, as the replicator last told.
     replication: Option<maintd::model::replication::ReplicationView>,
 }
@@ -113,8 +113,9 @@ impl EventRegistry {
         durability: Recipient<AwaitDurable>,
     ) -> Self {
         replicator.do_send(self.saved_message());
-        self.replicator = Some(replicator);
-        self.durability = Some(durability);
+        // Weak: the supervisor owns the replicator, and it holds the registry's address.
+        self.replicator = Some(replicator.downgrade());
+        self.durability = Some(durability.downgrade());
         self
     }
 
@@ -122,7 +123,7 @@ impl EventRegistry {
     /// once without replication), or with why it is not.
     fn until_durable(&self) -> impl std::future::Future<Output = Result<(), String>> {
         let serial = self.state.serial;
-        let durability = self.durability.clone();
+        let durability = self.durability.as_ref().and_then(WeakRecipient::upgrade);
         async move {
             let Some(durability) = durability else {
                 return Ok(());
@@ -156,7 +157,8 @@ impl EventRegistry {
                 if self.unsaved.take().is_some() {
                     info!(target: "maintd::registry", path = %self.store.path().display(), "the maintenance state is saved again; work resumes");
                 }
-                if let Some(replicator) = &self.replicator {
+                if let Some(replicator) = self.replicator.as_ref().and_then(WeakRecipient::upgrade)
+                {
                     replicator.do_send(self.saved_message());
                 }
                 true

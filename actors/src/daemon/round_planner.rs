@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, rc::Rc, time::Duration};
 
-use actix::prelude::*;
+use actix::{prelude::*, WeakAddr};
 use maintd::{
     backend::ClusterBackend,
     clock::Clock,
@@ -52,11 +52,14 @@ enum Progress {
 pub struct RoundPlanner {
     backend: Rc<dyn ClusterBackend>,
     planner: Rc<dyn Planner>,
-    registry: Addr<EventRegistry>,
-    watcher: Addr<JobWatcher>,
+    // Weak: the supervisor holds the only strong addresses of its children, so that
+    // dropping them stops the children instead of a sibling keeping them (or, for the
+    // supervised watcher, restarting them).
+    registry: WeakAddr<EventRegistry>,
+    watcher: WeakAddr<JobWatcher>,
     /// When replication is on: jobs are submitted only once the save recording them is
     /// on a majority of the master candidates.
-    replicator: Option<Addr<StateReplicator>>,
+    replicator: Option<WeakAddr<StateReplicator>>,
     timing: RoundTiming,
     clock: Clock,
     next_due: Instant,
@@ -76,8 +79,8 @@ impl RoundPlanner {
         RoundPlanner {
             backend,
             planner,
-            registry,
-            watcher,
+            registry: registry.downgrade(),
+            watcher: watcher.downgrade(),
             replicator: None,
             timing,
             clock,
@@ -86,9 +89,20 @@ impl RoundPlanner {
         }
     }
 
+    fn submit(&self, jobs: Vec<JobToSubmit>) {
+        match self.watcher.upgrade() {
+            Some(watcher) => watcher.do_send(SubmitJobs { jobs }),
+            // Only while the supervisor stops everything: the jobs stay recorded
+            // unsubmitted, and the next start finds them missing from the queue.
+            None => {
+                warn!(target: "maintd::planner", jobs = jobs.len(), "job watcher gone; jobs not submitted")
+            }
+        }
+    }
+
     /// Submit jobs only once their save is durable with `replicator`.
     pub fn replicated_by(mut self, replicator: Addr<StateReplicator>) -> Self {
-        self.replicator = Some(replicator);
+        self.replicator = Some(replicator.downgrade());
         self
     }
 
@@ -97,11 +111,15 @@ impl RoundPlanner {
             return;
         }
         self.busy = true;
-        let registry = self.registry.clone();
+        let Some(registry) = self.registry.upgrade() else {
+            // The supervisor dropped the registry: work is over.
+            ctx.stop();
+            return;
+        };
         let backend = self.backend.clone();
         let planner = self.planner.clone();
         let clock = self.clock;
-        let replicator = self.replicator.clone();
+        let replicator = self.replicator.as_ref().and_then(WeakAddr::upgrade);
         async move {
             // Follow-ups first: a round is not finished while it still needs some.
             let follow_ups = registry
@@ -171,13 +189,13 @@ impl RoundPlanner {
                 Ok(Some(Progress::FollowUps(jobs))) if jobs.is_empty() => {}
                 Ok(Some(Progress::FollowUps(jobs))) => {
                     info!(target: "maintd::planner", jobs = jobs.len(), "submitting follow-up jobs");
-                    act.watcher.do_send(SubmitJobs { jobs });
+                    act.submit(jobs);
                 }
                 Ok(Some(Progress::Round(jobs))) => {
                     act.next_due = Instant::now() + act.timing.round_delay;
                     if !jobs.is_empty() {
                         info!(target: "maintd::planner", jobs = jobs.len(), "submitting round");
-                        act.watcher.do_send(SubmitJobs { jobs });
+                        act.submit(jobs);
                     }
                 }
                 Err(e) => {

@@ -9,7 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use actix::prelude::*;
+use actix::{prelude::*, WeakRecipient};
 use futures_util::future::join_all;
 use maintd::{
     backend::replica::{CandidateSource, ReplicaClient},
@@ -47,7 +47,7 @@ pub struct StateReplicator {
     latest: Option<Arc<Value>>,
     pushing: bool,
     waiters: Vec<(u64, oneshot::Sender<Result<(), String>>)>,
-    registry: Recipient<ReplicationChanged>,
+    registry: WeakRecipient<ReplicationChanged>,
     shown: Option<ReplicationView>,
 }
 
@@ -60,7 +60,7 @@ impl StateReplicator {
             latest: None,
             pushing: false,
             waiters: Vec::new(),
-            registry,
+            registry: registry.downgrade(),
             shown: None,
         }
     }
@@ -170,7 +170,9 @@ impl StateReplicator {
         // Timestamps of answers change at every push; tell the registry on every change
         // all the same: /1/safety shows them and a message is cheap.
         if self.shown.as_ref() != Some(&view) {
-            self.registry.do_send(ReplicationChanged(view.clone()));
+            if let Some(registry) = self.registry.upgrade() {
+                registry.do_send(ReplicationChanged(view.clone()));
+            }
             self.shown = Some(view);
         }
     }

@@ -1,8 +1,20 @@
 //! ClusterSupervisor: started by the master election once this node is master. Starts the
-//! event registry, the job watcher, the round planner and one poller per node, and holds
-//! the only strong addresses of them all: dropping the supervisor stops every child.
-//! It refreshes the node list periodically, adding pollers for new nodes and dropping
-//! those of departed or offline nodes.
+//! event registry, the state replicator, the job watcher, the round planner and one poller
+//! per node, and holds the only strong addresses of them all (siblings hold weak ones):
+//! dropping the supervisor stops every child. It refreshes the node list periodically,
+//! adding pollers for new nodes and dropping those of departed or offline nodes.
+//!
+//! | child | started | when it stops by itself | restart and backoff |
+//! | --- | --- | --- | --- |
+//! | `NodePoller` × node | `actix::Supervisor` | after a failed poll | in place, after `monitoring.backoff_initial` doubling up to `backoff_max` |
+//! | `JobWatcher` | `actix::Supervisor` | after a failed submission or repeated failed status queries | in place, at once; it then recovers every unfinished job and unconfirmed submission key from the registry, its backoff between queries doubling up to 300 s |
+//! | `EventRegistry` | plain | never (only on `Shutdown`) | none: it owns the state; losing it ends the work |
+//! | `StateReplicator` | plain | never | none |
+//! | `RoundPlanner` | plain | when the registry is gone | none |
+//!
+//! A panic anywhere is not caught by actix: maintd logs it and exits
+//! (`telemetry::exit_on_panic`), and the service manager starts it again from the saved
+//! state, which is the restart every piece is built to survive.
 
 use std::{collections::BTreeMap, rc::Rc, time::Duration};
 
