@@ -17,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
 mod support;
@@ -269,18 +270,6 @@ impl Daemon {
     }
 }
 
-/// A tiny deterministic generator (xorshift64) for the kill instants.
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
-
 /// When to SIGKILL the running daemon.
 #[derive(Debug, Clone, Copy)]
 enum Kill {
@@ -418,14 +407,15 @@ fn kill_9_at_any_instant_loses_nothing_and_submits_nothing_twice() {
         )
     };
 
-    let mut rng = XorShift(0x6d61_696e_7464_0001);
+    // Seeded: the same kill instants every run.
+    let mut rng = StdRng::seed_from_u64(0x6d61_696e_7464_0001);
     let plan = [
         Kill::AfterJobs(1),
-        Kill::AfterDelay(Duration::from_millis(rng.below(1500))),
+        Kill::AfterDelay(Duration::from_millis(rng.gen_range(0..1500))),
         Kill::AfterJobs(3),
         Kill::AfterJobs(4),
-        Kill::AfterDelay(Duration::from_millis(rng.below(1500))),
-        Kill::AfterDelay(Duration::from_millis(rng.below(300))),
+        Kill::AfterDelay(Duration::from_millis(rng.gen_range(0..1500))),
+        Kill::AfterDelay(Duration::from_millis(rng.gen_range(0..300))),
         Kill::AfterJobs(expected_jobs - 2),
         // Right after the tagging job appears: completion is recorded only after a restart.
         Kill::AfterJobs(expected_jobs),
