@@ -1,4 +1,5 @@
-//! Luxi: the local job/query protocol of `ganeti-luxid` (see PROTOCOLS.md §1).
+//! Luxi: the local job/query protocol of `ganeti-luxid` (see Ganeti's `lib/luxi.py` and
+//! `src/Ganeti/Luxi.hs`).
 //!
 //! Wire format: a stream Unix socket carrying JSON messages, each terminated by one 0x03
 //! byte. A request is `{"method", "args", "version"}`, a response `{"success", "result"}`.
