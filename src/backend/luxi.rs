@@ -43,7 +43,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Bytes asked from the socket per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Node fields fetched for a snapshot, in the order [`decode_node`] reads them.
+/// Node fields fetched for a snapshot, in the order `decode_node` reads them.
 pub const NODE_FIELDS: [&str; 15] = [
     "name",
     "uuid",
@@ -62,7 +62,7 @@ pub const NODE_FIELDS: [&str; 15] = [
     "ndp/spindle_count",
 ];
 
-/// Instance fields fetched for a snapshot, in the order [`decode_instance`] reads them.
+/// Instance fields fetched for a snapshot, in the order `decode_instance` reads them.
 pub const INSTANCE_FIELDS: [&str; 12] = [
     "name",
     "uuid",
@@ -78,7 +78,7 @@ pub const INSTANCE_FIELDS: [&str; 12] = [
     "be/spindle_use",
 ];
 
-/// Group fields fetched for a snapshot, in the order [`decode_group`] reads them.
+/// Group fields fetched for a snapshot, in the order `decode_group` reads them.
 pub const GROUP_FIELDS: [&str; 5] = ["name", "uuid", "alloc_policy", "tags", "ipolicy"];
 
 /// Everything that can go wrong in one Luxi call.
