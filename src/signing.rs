@@ -272,7 +272,8 @@ pub fn load_key(path: &str, required: bool) -> Result<KeySource, KeyError> {
 mod tests {
     use super::*;
 
-    /// The key of PROTOCOLS §6.2's test vector, with its trailing newline.
+    /// The key of the test vectors below, with its trailing newline (their digests are
+    /// Ganeti's `Sha1Hmac` of `lib/utils/hash.py`).
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef01234567\n";
     const REQUEST: &str =
         r#"{"protocol":1,"type":3,"query":null,"rsalt":"5e0b6f2a-1c1d-4d3e-9a70-3b3f0c2d9e11"}"#;

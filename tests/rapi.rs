@@ -1,6 +1,6 @@
-//! The RAPI backend against a fake RAPI over real TLS on loopback: an actix-web server with
-//! a certificate made by rcgen at test time, replaying the lab's captured RAPI answers
-//! (`shared/lab/samples/rapi-*.json`).
+//! The RAPI backend against a fake RAPI over real TLS on loopback: an actix-web server
+//! with a certificate made by rcgen at test time, replaying RAPI answers captured from a
+//! real Ganeti 3.0 cluster (`tests/fixtures/ganeti-3.0/rapi-*.json`).
 
 use std::{
     io::Write,

@@ -1,5 +1,6 @@
 //! Self-diagnose reports over HTTP, from the monitoring daemon (`/1/report/node/diagnose`,
-//! port 1815, plain HTTP without authentication; see PROTOCOLS.md §5) or from the simulator.
+//! port 1815, plain HTTP without authentication; see `design-repaird` and
+//! `design-monitoring-agent`) or from the simulator.
 //!
 //! awc needs the actix runtime (`actix_rt`); call [`HttpDiagnose::fetch`] from inside it.
 //! The client is built without TLS support, so an `https` template is accepted but its

@@ -1,4 +1,5 @@
-//! Luxi: the local job/query protocol of `ganeti-luxid` (see PROTOCOLS.md §1).
+//! Luxi: the local job/query protocol of `ganeti-luxid` (see Ganeti's `lib/luxi.py` and
+//! `src/Ganeti/Luxi.hs`).
 //!
 //! Wire format: a stream Unix socket carrying JSON messages, each terminated by one 0x03
 //! byte. A request is `{"method", "args", "version"}`, a response `{"success", "result"}`.
@@ -42,7 +43,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Bytes asked from the socket per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Node fields fetched for a snapshot, in the order [`decode_node`] reads them.
+/// Node fields fetched for a snapshot, in the order `decode_node` reads them.
 pub const NODE_FIELDS: [&str; 15] = [
     "name",
     "uuid",
@@ -61,7 +62,7 @@ pub const NODE_FIELDS: [&str; 15] = [
     "ndp/spindle_count",
 ];
 
-/// Instance fields fetched for a snapshot, in the order [`decode_instance`] reads them.
+/// Instance fields fetched for a snapshot, in the order `decode_instance` reads them.
 pub const INSTANCE_FIELDS: [&str; 12] = [
     "name",
     "uuid",
@@ -77,7 +78,7 @@ pub const INSTANCE_FIELDS: [&str; 12] = [
     "be/spindle_use",
 ];
 
-/// Group fields fetched for a snapshot, in the order [`decode_group`] reads them.
+/// Group fields fetched for a snapshot, in the order `decode_group` reads them.
 pub const GROUP_FIELDS: [&str; 5] = ["name", "uuid", "alloc_policy", "tags", "ipolicy"];
 
 /// Everything that can go wrong in one Luxi call.

@@ -1,7 +1,8 @@
-//! Ganeti's node daemon RPC (PROTOCOLS.md §6.1): `POST https://<primary ip>:1811/<call>`
-//! with the JSON array of arguments as body, answered `[true, payload]` or
-//! `[false, "error"]`. maintd uses it for one call, `master_node_name`, by which every node
-//! names the master from its own ssconf copy: the popular vote.
+//! Ganeti's node daemon RPC (Ganeti's `lib/rpc/client.py`, served by
+//! `lib/server/noded.py`): `POST https://<primary ip>:1811/<call>` with the JSON array of
+//! arguments as body, answered `[true, payload]` or `[false, "error"]`. maintd uses it for
+//! one call, `master_node_name`, by which every node names the master from its own ssconf
+//! copy: the popular vote.
 //!
 //! TLS as Ganeti's own RPC client does it: the server must present the cluster's
 //! certificate (`server.pem`, pinned; its name is not checked), and the client presents the

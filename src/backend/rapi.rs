@@ -1,5 +1,6 @@
-//! RAPI: Ganeti's remote API over HTTPS (see PROTOCOLS.md §4), a [`ClusterBackend`] that
-//! works from any host that reaches the cluster's RAPI port, not only on the master.
+//! RAPI: Ganeti's remote API over HTTPS (see Ganeti's `doc/rapi.rst` and
+//! `lib/rapi/rlib2.py`), a [`ClusterBackend`] that works from any host that reaches the
+//! cluster's RAPI port, not only on the master.
 //!
 //! Transport: HTTPS with rustls and HTTP Basic authentication. The server's certificate is
 //! either *pinned* (the cluster's self-signed `rapi.pem`: exactly that certificate is

@@ -1,4 +1,5 @@
-//! Balancing at hbal parity (ALGORITHMS.md §5–§8, R3).
+//! Balancing at hbal 3.0.2 parity (htools' `Cluster.hs` `tryBalance` and `splitJobs`,
+//! `Cluster/Utils.hs` `iMoveToJob`, `Program/Hbal.hs` `iterateDepth`).
 //!
 //! hbal scores every candidate move by recomputing the whole group's score:
 //! O(instances × nodes² ) per step. Here a candidate touches at most three nodes, so its
@@ -95,8 +96,8 @@ pub struct Step {
 }
 
 impl Step {
-    /// The nodes the step involves (§7): new primary, new secondary, old primary, old
-    /// secondary, without repetitions.
+    /// The nodes the step involves (htools' `involvedNodes`): new primary, new secondary,
+    /// old primary, old secondary, without repetitions.
     pub fn involved_nodes(&self) -> Vec<usize> {
         let mut out = Vec::with_capacity(4);
         for n in [
@@ -591,7 +592,8 @@ impl<'a> StepContext<'a> {
         }
     }
 
-    /// Whether instance `idx` is a balancing candidate (§5.1 plus maintd's allowed nodes).
+    /// Whether instance `idx` is a balancing candidate (`tryBalance`'s `movable` and
+    /// `autoBalance` filter, plus maintd's allowed nodes).
     fn movable(&self, idx: usize) -> bool {
         let inst = &self.cluster.instances[idx];
         if !inst.movable || !inst.auto_balance {
@@ -1165,8 +1167,8 @@ fn exact_score(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
     ))
 }
 
-/// One balancing step (§5): the best move of group `group` from score `cur`, if it is
-/// accepted by the gain rules.
+/// One balancing step (htools' `tryBalance`): the best move of group `group` from score
+/// `cur`, if it is accepted by the gain rules.
 pub fn try_balance(
     cluster: &Cluster,
     group: usize,
@@ -1281,8 +1283,8 @@ fn confirm(ctx: &StepContext, kept: &[Candidate]) -> Option<(Step, MoveOutcome)>
     Some((step, outcome))
 }
 
-/// Balances group `group` (§6.1), applying each step to `cluster`; `on_step` sees each
-/// step as it is taken (for progress reports).
+/// Balances group `group` (hbal's `iterateDepth`), applying each step to `cluster`;
+/// `on_step` sees each step as it is taken (for progress reports).
 pub fn balance_group(
     cluster: &mut Cluster,
     group: usize,
@@ -1347,8 +1349,8 @@ fn balance_group_with(
     plan
 }
 
-/// Splits a plan into job sets (§7), scanning it from the last step back as htools
-/// does. Returns step indices: sets in execution order, steps in plan order.
+/// Splits a plan into job sets (htools' `splitJobs`), scanning it from the last step back
+/// as htools does. Returns step indices: sets in execution order, steps in plan order.
 pub fn job_sets(steps: &[Step]) -> Vec<Vec<usize>> {
     let mut sets: Vec<Vec<usize>> = Vec::new();
     let mut busy: Vec<usize> = Vec::new();
@@ -1381,7 +1383,7 @@ pub fn move_name(cluster: &Cluster, mv: Move) -> String {
     }
 }
 
-/// The opcodes of one step's job (§8), without reason trails.
+/// The opcodes of one step's job (htools' `iMoveToJob`), without reason trails.
 pub fn step_opcodes(cluster: &Cluster, step: &Step) -> Vec<OpBody> {
     let inst = cluster.instances[step.instance].name.as_str();
     let migrate = |target: Option<usize>| OpBody::InstanceMigrate {

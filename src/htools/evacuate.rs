@@ -1,4 +1,5 @@
-//! Node evacuation exactly as `hail`'s `node-evacuate` request (ALGORITHMS.md §9).
+//! Node evacuation exactly as `hail`'s `node-evacuate` request (htools'
+//! `Cluster/Evacuate.hs` `tryNodeEvac`).
 //!
 //! [`evacuate`] relocates the given instances one after the other, in request order, on
 //! an evolving copy of the cluster (an earlier success changes what a later instance
@@ -12,11 +13,11 @@
 //!   ordered (primary, secondary) pair of available nodes (`r:p`, failover, `r:s`,
 //!   preceded by a failover when the primary is offline).
 //!
-//! "Best" is the lowest score (§3) of the instance's group after the move; on equal
-//! scores the **later** candidate wins (the opposite of balancing). The candidates are
-//! the nodes of the instance's group in index order minus every *evacuated* node (the
-//! primaries and, for DRBD, the secondaries of **all** listed instances, depending on
-//! the mode), minus the offline nodes, minus the instance's own primary.
+//! "Best" is the lowest score (`compCV`) of the instance's group after the move; on equal
+//! scores the **later** candidate wins (the opposite of balancing). The candidates are the
+//! nodes of the instance's group in index order minus every *evacuated* node (the
+//! primaries and, for DRBD, the secondaries of **all** listed instances, depending on the
+//! mode), minus the offline nodes, minus the instance's own primary.
 //!
 //! The result has hail's shape: moved instances with their group and new nodes, failed
 //! instances with hail's message, and one opcode list per moved instance
@@ -422,8 +423,8 @@ impl Step {
         }
     }
 
-    /// Its opcode (§8): a migration (`target_node` for `fa:T`) or a replacement of the
-    /// secondary.
+    /// Its opcode (as htools' `iMoveToJob`): a migration (`target_node` for `fa:T`) or a
+    /// replacement of the secondary.
     fn opcode(self, cluster: &Cluster, instance: &str) -> Opcode {
         let node_name = |n: usize| cluster.nodes[n].name().to_owned();
         let body = match self {

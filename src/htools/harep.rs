@@ -1,8 +1,9 @@
 //! harep: detection of broken instances and the auto-repair tag state machine.
 //!
 //! This reproduces what Ganeti's `harep` (htools 3.0.2) and the 2.17 maintd's harep round
-//! decide and tag, as plain functions over plain inputs (ALGORITHMS.md §10, PROTOCOLS.md
-//! §2.3–2.4). All state lives in the instances' tags:
+//! decide and tag, as plain functions over plain inputs (Ganeti's
+//! `src/Ganeti/HTools/Program/Harep.hs` and 2.17's `src/Ganeti/MaintD/Autorepairs.hs`; the
+//! tags are those of `design-autorepair`). All state lives in the instances' tags:
 //!
 //! - `ganeti:watcher:autorepair:<type>` on the cluster, a node group or an instance allows
 //!   repairs up to `<type>` ([`RepairType`]); `ganeti:watcher:autorepair:suspend[:<ts>]`
@@ -725,9 +726,9 @@ pub struct InstanceView {
     pub tags: Vec<String>,
 }
 
-/// The harep repair for `instance`, if it is broken (ALGORITHMS.md §10.5): DRBD with both
-/// nodes offline or plain with the primary offline → reinstall (recreate the disks with
-/// hail, reinstall the OS); DRBD with the primary offline → failover; DRBD with the
+/// The harep repair for `instance`, if it is broken (`Harep.hs` `detectBroken`): DRBD with
+/// both nodes offline or plain with the primary offline → reinstall (recreate the disks
+/// with hail, reinstall the OS); DRBD with the primary offline → failover; DRBD with the
 /// secondary offline → fix-storage (new secondary chosen by hail). Other templates are
 /// never repaired. Instances are not checked for their run status, as harep does not.
 pub fn detect_broken(

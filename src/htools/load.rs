@@ -1,8 +1,9 @@
-//! Dynamic CPU load for balancing, as the 2.17 maintd uses it (ALGORITHMS.md §6.2): every
-//! instance's utilisation becomes `(cpu_load, 0, 0, 0)`, and its primary node's load moves
-//! by the difference. Without per-instance figures (non-Xen hypervisors) an instance's
-//! `cpu_load` is its node's measured load shared by vCPU: `node_load × vcpus / u_cpu`.
-//! Secondaries keep the disk load they were given at loading (2.17 never removes it).
+//! Dynamic CPU load for balancing, as the 2.17 maintd uses it
+//! (`src/Ganeti/MaintD/Balance.hs` `updateCPULoad`): every instance's utilisation becomes
+//! `(cpu_load, 0, 0, 0)`, and its primary node's load moves by the difference. Without
+//! per-instance figures (non-Xen hypervisors) an instance's `cpu_load` is its node's
+//! measured load shared by vCPU: `node_load × vcpus / u_cpu`. Secondaries keep the disk
+//! load they were given at loading (2.17 never removes it).
 
 use crate::htools::model::Cluster;
 

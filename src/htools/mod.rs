@@ -1,7 +1,7 @@
 //! # htools: Ganeti's cluster-balancing algorithms, at parity with hbal/hail 3.0.2
 //!
 //! A port of the decisions of Ganeti's htools (the **R3** behaviour of
-//! `shared/reference/ALGORITHMS.md`), built so that every step, score and tie-break
+//! `src/Ganeti/HTools` in release 3.0.2), built so that every step, score and tie-break
 //! equals Debian's `hbal` 3.0.2, but evaluated incrementally and therefore orders of
 //! magnitude faster.
 //!

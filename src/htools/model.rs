@@ -1,15 +1,17 @@
-//! The htools cluster model (ALGORITHMS.md §1, §2, §4; R3 = Ganeti 3.0.2).
+//! The htools cluster model of Ganeti 3.0.2 (`src/Ganeti/HTools/Node.hs`, `Instance.hs`,
+//! `Loader.hs`, `Cluster/Moves.hs`).
 //!
 //! Groups, nodes and instances live in `Vec`s in file order and refer to each other by
 //! index: htools breaks every tie by index, so indices are part of the semantics.
 //!
-//! Every node carries its loaded fields ([`NodeData`]), the derived scalar state of §1.6
-//! ([`NodeState`], `Copy`, so the balancer can evaluate a candidate move without
-//! allocating) and the derived collections (primary and secondary lists, peers, tag
-//! multisets). The node primitives of §2 exist at both levels: [`NodeState`] methods that
-//! take the few values they need from the collections as arguments, and [`Node`] methods
-//! that look those values up and then keep the collections in step. Moves (§4) are
-//! simulated by [`Cluster::simulate_move`] and applied by [`Cluster::apply_move`].
+//! Every node carries its loaded fields ([`NodeData`]), the derived scalar state of
+//! htools' `Node` record ([`NodeState`], `Copy`, so the balancer can evaluate a candidate
+//! move without allocating) and the derived collections (primary and secondary lists,
+//! peers, tag multisets). The node primitives (`removePri`, `removeSec`, `addPri`,
+//! `addSec`) exist at both levels: [`NodeState`] methods that take the few values they
+//! need from the collections as arguments, and [`Node`] methods that look those values up
+//! and then keep the collections in step. Moves (`applyMoveEx`) are simulated by
+//! [`Cluster::simulate_move`] and applied by [`Cluster::apply_move`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -164,7 +166,7 @@ impl DiskTemplate {
             .map_or("diskless", |(_, n)| n)
     }
 
-    /// The mirror type of §1.3.
+    /// The mirror type (htools' `templateMirrorType`).
     pub fn mirror(self) -> MirrorType {
         match self {
             Self::Drbd => MirrorType::Internal,
@@ -235,7 +237,8 @@ pub struct ISpec {
     pub spindle_use: i64,
 }
 
-/// An instance policy (§1.4). Only the two ratios influence balancing and evacuation.
+/// An instance policy (htools' `IPolicy`). Only the two ratios influence balancing and
+/// evacuation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IPolicy {
     /// The standard spec.
@@ -304,7 +307,8 @@ impl Group {
     }
 }
 
-/// The loaded (reported) fields of a node (§1.2); never changed by moves.
+/// The loaded (reported) fields of a node (what `Backend/Text.hs` `loadNode` reads); never
+/// changed by moves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeData {
     /// Node name.
@@ -341,8 +345,8 @@ pub struct NodeData {
     pub cpu_speed: f64,
 }
 
-/// The derived scalar state of a node (§1.6), `Copy` so that candidate moves can be
-/// evaluated without touching the node itself.
+/// The derived scalar state of a node (the computed fields of htools' `Node`), `Copy` so
+/// that candidate moves can be evaluated without touching the node itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NodeState {
     /// Total memory (copied from the data for locality).
@@ -395,7 +399,7 @@ pub struct NodeState {
     pub load: [f64; 4],
     /// Σ over exclusion tags of (count among primaries − 1).
     pub pri_tags_score: i64,
-    /// Location score of §1.6.
+    /// Location score (htools' `locationScore`).
     pub loc_score: i64,
     /// Free memory as if every primary were running.
     pub f_mem_f: i64,
@@ -445,7 +449,7 @@ fn disk_ratio(f_dsk: i64, t_dsk: f64) -> f64 {
 }
 
 impl NodeState {
-    /// Guaranteed free memory with `i_mem` primaries' memory (R3 `unalloc`).
+    /// Guaranteed free memory with `i_mem` primaries' memory (htools' `unallocatedMem`).
     pub fn unalloc_with(&self, i_mem: i64) -> i64 {
         self.t_mem.floor() as i64 - self.n_mem - i_mem - self.x_mem.max(0)
     }
@@ -455,7 +459,7 @@ impl NodeState {
         self.unalloc_with(self.i_mem)
     }
 
-    /// §2.1: the node without primary `inst`.
+    /// htools' `removePri`: the node without primary `inst`.
     pub fn remove_primary(&self, inst: &Instance, ctx: PrimaryContext) -> NodeState {
         let mut n = *self;
         let local = inst.dt.local_storage();
@@ -491,8 +495,8 @@ impl NodeState {
         n
     }
 
-    /// §2.3: the node with `inst` added as primary, or the first failing check.
-    /// `force` skips the soft checks.
+    /// htools' `addPriEx`: the node with `inst` added as primary, or the first failing
+    /// check. `force` skips the soft checks.
     pub fn add_primary(
         &self,
         inst: &Instance,
@@ -584,8 +588,8 @@ impl NodeState {
         Ok(n)
     }
 
-    /// §2.2: the node without secondary `inst`; `r_mem_after` is the maximum of the
-    /// node's peers once the instance's reservation is taken out.
+    /// htools' `removeSec`: the node without secondary `inst`; `r_mem_after` is the
+    /// maximum of the node's peers once the instance's reservation is taken out.
     pub fn remove_secondary(&self, inst: &Instance, r_mem_after: i64) -> NodeState {
         let mut n = *self;
         n.n_sec = n.n_sec.saturating_sub(1);
@@ -605,8 +609,8 @@ impl NodeState {
         n
     }
 
-    /// §2.4: the node with `inst` added as secondary of primary `pdx`, where
-    /// `peer_mem` is the node's current peers entry for `pdx` (0 if none).
+    /// htools' `addSecExEx`: the node with `inst` added as secondary of primary `pdx`,
+    /// where `peer_mem` is the node's current peers entry for `pdx` (0 if none).
     pub fn add_secondary(
         &self,
         inst: &Instance,
@@ -668,7 +672,7 @@ impl NodeState {
 pub struct Node {
     /// The loaded fields.
     pub data: NodeData,
-    /// The derived scalar state (§1.6).
+    /// The derived scalar state (see [`NodeState`]).
     pub state: NodeState,
     /// Primary instances, **oldest addition first**; htools' list is the reverse
     /// (it prepends), see [`Node::primaries`].
@@ -805,7 +809,7 @@ impl Node {
         &self.imap
     }
 
-    /// r_mem once `inst`'s reservation for primary `pdx` is taken out (§2.2).
+    /// r_mem once `inst`'s reservation for primary `pdx` is taken out (as in `removeSec`).
     pub fn r_mem_without(&self, inst: &Instance, pdx: usize) -> i64 {
         let need = if inst.uses_sec_mem() { inst.mem } else { 0 };
         self.peers
@@ -845,7 +849,7 @@ impl Node {
         }
     }
 
-    /// §2.1 on the whole node.
+    /// `removePri` on the whole node.
     pub fn remove_primary(&mut self, idx: usize, inst: &Instance) {
         let ctx = self.primary_context(inst, inst.loc_score, false);
         self.state = self.state.remove_primary(inst, ctx);
@@ -858,7 +862,7 @@ impl Node {
         }
     }
 
-    /// §2.3 on the whole node; the node is unchanged on failure.
+    /// `addPriEx` on the whole node; the node is unchanged on failure.
     pub fn add_primary(
         &mut self,
         idx: usize,
@@ -877,7 +881,7 @@ impl Node {
         Ok(())
     }
 
-    /// §2.2 on the whole node (the peers key is the instance's current primary).
+    /// `removeSec` on the whole node (the peers key is the instance's current primary).
     pub fn remove_secondary(&mut self, idx: usize, inst: &Instance) {
         let r_mem = self.r_mem_without(inst, inst.pnode);
         self.state = self.state.remove_secondary(inst, r_mem);
@@ -891,7 +895,7 @@ impl Node {
         }
     }
 
-    /// §2.4 on the whole node, for primary node `pdx`; unchanged on failure.
+    /// `addSecExEx` on the whole node, for primary node `pdx`; unchanged on failure.
     pub fn add_secondary(
         &mut self,
         idx: usize,
@@ -912,7 +916,7 @@ impl Node {
     }
 }
 
-/// An instance (§1.3): loaded fields and the derived tag/location values.
+/// An instance (htools' `Instance`): loaded fields and the derived tag/location values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     /// Name.
@@ -943,7 +947,7 @@ pub struct Instance {
     pub forthcoming: bool,
     /// Dynamic utilisation: cpu, mem, dsk, net (default all 1).
     pub util: [f64; 4],
-    /// Whether balancing may move it (§1.3).
+    /// Whether balancing may move it (htools' `movable`, cleared by `disableSplitMoves`).
     pub movable: bool,
     /// Exclusion tags (interned).
     pub excl: Vec<u32>,
@@ -990,7 +994,8 @@ impl Instance {
     }
 }
 
-/// Interned tags and the meanings cluster tags give them (§1.5).
+/// Interned tags and the meanings cluster tags give them (the `htools:*` prefixes of
+/// `Tags/Constants.hs`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TagMeanings {
     /// Interned tag strings.
@@ -1062,7 +1067,7 @@ impl TagMeanings {
     }
 }
 
-/// A move of one instance (§4), named as hbal prints it.
+/// A move of one instance (htools' `IMove`), named as hbal prints it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Move {
     /// `f`: swap primary and secondary.
@@ -1133,9 +1138,10 @@ impl Scratch<'_> {
 }
 
 impl Cluster {
-    /// Builds the cluster from loaded parts and derives all state in htools' loading
-    /// order (§1.7). Instance `pnode`/`snode`/`group` indices must be valid (the text
-    /// reader guarantees it); an invalid one is an error, never a panic.
+    /// Builds the cluster from loaded parts and derives all state in htools' loading order
+    /// (`Loader.hs` `mergeData`, then `updateMissing`). Instance `pnode`/`snode`/`group`
+    /// indices must be valid (the text reader guarantees it); an invalid one is an error,
+    /// never a panic.
     pub fn new(
         groups: Vec<Group>,
         nodes: Vec<NodeData>,
@@ -1156,7 +1162,8 @@ impl Cluster {
         let mut tags = TagMeanings::from_cluster_tags(&cluster_tags);
         let mut nodes: Vec<Node> = nodes.into_iter().map(Node::new).collect();
         let mut instances = instances;
-        // Step 2: tags with meaning.
+        // Tags with meaning (`addLocationTags`, `addMigrationTags`, `updateExclTags`,
+        // `updateDesiredLocationTags`).
         let loc_prefixes = tags.location_prefixes.clone();
         let mig_prefixes = tags.migration_prefixes.clone();
         let allowed = tags.allowed_migrations.clone();
@@ -1190,7 +1197,7 @@ impl Cluster {
                 .is_some_and(|s| nodes[s].data.group != nodes[inst.pnode].data.group);
             let drbd_without_secondary = inst.dt == DiskTemplate::Drbd && inst.snode.is_none();
             inst.movable = inst.dt.movable() && !split && !drbd_without_secondary;
-            // Step 3: instance location score.
+            // `setLocationScore`.
             inst.loc_score = match (inst.dt, inst.snode) {
                 (DiskTemplate::Drbd, Some(s)) => {
                     common_count(&nodes[inst.pnode].loc, &nodes[s].loc)
@@ -1198,7 +1205,7 @@ impl Cluster {
                 _ => 0,
             };
         }
-        // Step 4: register instances in index order.
+        // `fixNodes`: register instances in index order.
         for (idx, inst) in instances.iter().enumerate() {
             let node = &mut nodes[inst.pnode];
             let ctx = node.primary_context(inst, inst.loc_score, true);
@@ -1246,7 +1253,8 @@ impl Cluster {
                 }
             }
         }
-        // Steps 5 and 6: peers, N+1, policy; then R3's memory bookkeeping.
+        // `buildPeers` (peers, N+1) and `setNodePolicy`; then `updateMissing`'s memory
+        // bookkeeping.
         for node in &mut nodes {
             let policy = groups[node.data.group].effective_ipolicy();
             let mut i_mem = 0;
@@ -1317,9 +1325,10 @@ impl Cluster {
             .all(|t| rmig.binary_search(t).is_ok())
     }
 
-    /// Simulates move `mv` of instance `idx` (§4) with soft checks off when `force`;
-    /// `fP`/`fS` (an offline old node forces its side) are applied here. The cluster is
-    /// not changed; the targets are not checked for being online (callers choose them).
+    /// Simulates move `mv` of instance `idx` (`applyMoveEx`) with soft checks off when
+    /// `force`; `fP`/`fS` (an offline old node forces its side) are applied here. The
+    /// cluster is not changed; the targets are not checked for being online (callers
+    /// choose them).
     pub fn simulate_move(
         &self,
         idx: usize,

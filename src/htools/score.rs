@@ -1,7 +1,7 @@
-//! The cluster score (ALGORITHMS.md §3, R3): a weighted sum of 20 components, computed
-//! exactly as hbal does (two-pass standard deviations, left-to-right sums in ascending
-//! node index, components summed in table order), so that scores agree bit for bit and
-//! ties break the same way.
+//! The cluster score (htools' `Cluster/Metrics.hs` `compCV`, Ganeti 3.0.2): a weighted sum
+//! of 20 components, computed exactly as hbal does (two-pass standard deviations,
+//! left-to-right sums in ascending node index, components summed in table order), so that
+//! scores agree bit for bit and ties break the same way.
 
 use std::collections::HashMap;
 
@@ -200,7 +200,7 @@ pub fn score(cluster: &Cluster, nodes: &[usize]) -> f64 {
     weighted(&components(cluster, nodes))
 }
 
-/// The optimal score used by hbal's stop threshold (§3).
+/// The optimal score used by hbal's stop threshold (htools' `optimalCVScore`).
 pub fn optimal_score(cluster: &Cluster, nodes: &[usize]) -> f64 {
     if nodes.len() < 2 {
         return 0.0;

@@ -1,5 +1,5 @@
-//! The htools text backend (TEXT_FORMAT.md): what `hbal -t FILE` reads and `hbal -S`
-//! writes.
+//! The htools text backend (Ganeti's `src/Ganeti/HTools/Backend/Text.hs`): what
+//! `hbal -t FILE` reads and `hbal -S` writes.
 //!
 //! Sections are separated by exactly one empty line; records are `|`-separated fields;
 //! numbers follow Haskell's `read` (leading spaces tolerated, trailing ones not). Every

@@ -1,6 +1,7 @@
-//! The round built on the htools engines (ALGORITHMS.md §9.1, §10.7, §11): evacuation
-//! steps decided as hail decides them, then harep's repairs, then an hbal balancing step on
-//! the nodes nobody else touches.
+//! The round built on the htools engines, in the 2.17 maintd's order
+//! (`src/Ganeti/MaintD/Server.hs` `maintenance`): evacuation steps decided as hail decides
+//! them, then harep's repairs, then an hbal balancing step on the nodes nobody else
+//! touches.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -155,9 +156,10 @@ struct Admission {
     projected: Option<Cluster>,
 }
 
-/// §9.1: drain (once the evacuation is admitted), then one instance per round: the node's
-/// first primary (htools' list order), else its first secondary, else the node is empty and
-/// gets its tag. No job moves anything onto a node the round may not use.
+/// 2.17's `handleEvacuation` (`MaintD/HandleIncidents.hs`): drain (once the evacuation is
+/// admitted), then one instance per round: the node's first primary (htools' list order),
+/// else its first secondary, else the node is empty and gets its tag. No job moves
+/// anything onto a node the round may not use.
 fn evacuation_step<'a>(
     round: &mut Round<'a>,
     work: &mut Cluster,
@@ -399,8 +401,9 @@ fn harep_cluster(cluster: &ClusterSnapshot) -> HarepCluster {
     }
 }
 
-/// §10.7 on the round: settle finished repairs, refuse or submit new ones. Instances on
-/// nodes with incidents or touched by the round are left for a later round.
+/// 2.17's `harepTasks` (`MaintD/Autorepairs.hs`) on the round: settle finished repairs,
+/// refuse or submit new ones. Instances on nodes with incidents or touched by the round
+/// are left for a later round.
 fn harep_step(round: &mut Round<'_>, settings: &HtoolsSettings) {
     let input = round.input;
     let now = input.now_ns.div_euclid(1_000_000_000);
@@ -539,8 +542,8 @@ pub fn pending_tag_jobs(
     (origins, jobs)
 }
 
-/// §6.2 on the round: balance each group over the nodes nobody else touches, and submit
-/// the plan's first job set.
+/// 2.17's `balanceTask` (`MaintD/Balance.hs`) on the round: balance each group over the
+/// nodes nobody else touches, and submit the plan's first job set.
 fn balance_step(round: &mut Round<'_>, work: &Cluster, settings: &HtoolsSettings) {
     let loaded;
     let work = if settings.balance_by_cpu_load {

@@ -1,4 +1,6 @@
-//! One Luxi request in, one Luxi response out, as luxid answers (PROTOCOLS.md §1.3–1.6).
+//! One Luxi request in, one Luxi response out, as luxid answers (Ganeti's
+//! `src/Ganeti/UDSServer.hs` `handleRawMessage`, `src/Ganeti/Query/Server.hs`
+//! `handleCall`).
 //!
 //! Two failure shapes, as luxid has them: a request that cannot be parsed (bad JSON, an
 //! unknown method, malformed arguments, an unknown or malformed opcode) gets

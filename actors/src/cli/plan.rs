@@ -3,9 +3,10 @@
 //! `maintd plan --text FILE --balance` prints the balancing plan as hbal does (one
 //! solution line per step); with `--json` it prints
 //! `{"initial_score": x, "final_score": y, "steps": [...], "job_sets": [[...], ...]}`
-//! where each step is `{"instance", "primary", "secondary", "move", "score"}`
-//! (`secondary` is `null` without one) and `job_sets` lists, per set of jobs that may run
-//! in parallel (§7, in execution order), the instance names of its steps in plan order.
+//! where each step is `{"instance", "primary", "secondary", "move", "score"}` (`secondary`
+//! is `null` without one) and `job_sets` lists, per set of jobs that may run in parallel
+//! (htools' `splitJobs`, in execution order), the instance names of its steps in plan
+//! order.
 //!
 //! `maintd plan --text FILE --evacuate NODE[,NODE...] --mode primary|secondary|all`
 //! evacuates the nodes as hail's node-evacuate does (their primary and/or secondary

@@ -8,7 +8,8 @@
 //! - `offline.txt`: n1 drained (real data), n5 offline (zeroed data).
 //! - `tags.txt`: migration tags (`rack:a` / `rack:b`) and a second group.
 //! - `tie.txt`: two identical empty targets.
-//! - `example.txt`: TEXT_FORMAT.md's example (exclusion tags).
+//! - `example.txt`: a copy of `src/htools/testdata/example.txt`, the example cluster of
+//!   the text backend's tests (exclusion tags).
 
 use super::*;
 use crate::htools::text;

@@ -128,7 +128,8 @@ fn remove_secondary_drops_the_peer_entry() {
 
 #[test]
 fn example_moves_reach_the_recorded_placements() {
-    // The three steps hbal takes on the example (TEXT_FORMAT.md §8.1).
+    // The three steps hbal 3.0.2 takes on the example (see
+    // `balance::tests::example_takes_hbals_three_steps`).
     let mut c = example();
     c.try_move(0, Move::ReplacePrimary(3), false).unwrap();
     c.try_move(2, Move::FailoverAndReplace(3), false).unwrap();
