@@ -154,7 +154,7 @@ pub fn sign(key: &HmacKey, salt: &str, msg: &str) -> SignedMessage {
     SignedMessage {
         msg: msg.to_owned(),
         salt: salt.to_owned(),
-        hmac: to_hex(&digest),
+        hmac: hex::encode(digest),
     }
 }
 
@@ -211,31 +211,13 @@ pub fn salt_is_valid(salt: &str) -> bool {
         && salt.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
-}
-
 /// Decode exactly [`HEX_DIGEST_LEN`] lowercase hex digits (Ganeti only ever writes
 /// lowercase, so anything else is not one of its signatures).
 fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() != HEX_DIGEST_LEN {
+    if text.len() != HEX_DIGEST_LEN || text.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
-        .collect()
+    hex::decode(text).ok()
 }
 
 /// Where a process got the cluster key from.

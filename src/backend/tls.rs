@@ -17,6 +17,10 @@ use rustls::{
     sign::CertifiedKey,
     CertificateError, DigitallySignedStruct, SignatureScheme,
 };
+use x509_parser::{
+    der_parser::asn1_rs::{Any, FromDer},
+    prelude::X509Certificate,
+};
 
 /// The server's certificate is not the pinned one (and no CA vouched for it).
 struct NotPinned;
@@ -36,67 +40,27 @@ impl fmt::Debug for NotPinned {
 
 impl std::error::Error for NotPinned {}
 
-/// One DER element of `input`: `(tag, contents, rest)`; `None` if truncated or longer
-/// than this parser handles (lengths up to 4 bytes, single-byte tags).
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let octets = usize::from(first & 0x7f);
-        if octets == 0 || octets > 4 || rest.len() < octets {
-            return None;
-        }
-        let len = rest[..octets]
-            .iter()
-            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
-        (len, &rest[octets..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-const DER_SEQUENCE: u8 = 0x30;
-const DER_BIT_STRING: u8 = 0x03;
-/// `[0] EXPLICIT`, the version field of a v2/v3 certificate.
-const DER_VERSION: u8 = 0xa0;
-
 /// The public key of an X.509 certificate: its whole `SubjectPublicKeyInfo`, the DER
-/// contents of its `AlgorithmIdentifier`, and the key bits. Read without webpki, which
-/// refuses version 1 certificates such as the `rapi.pem` Ganeti generates.
+/// contents of its `AlgorithmIdentifier`, and the key bits. Read with x509-parser rather
+/// than webpki, which refuses version 1 certificates such as the `rapi.pem` Ganeti
+/// generates.
 fn certificate_public_key(certificate: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-    let (DER_SEQUENCE, body, _) = der_element(certificate)? else {
+    let (_, parsed) = X509Certificate::from_der(certificate).ok()?;
+    let spki = parsed.public_key();
+    // The contents of the AlgorithmIdentifier, the first element of the SPKI sequence:
+    // what webpki's algorithms name as their public key algorithm id.
+    let (_, outer) = Any::from_der(spki.raw).ok()?;
+    let (_, algorithm) = Any::from_der(outer.data).ok()?;
+    let bits = &spki.subject_public_key;
+    // A key is whole octets: no unused bits in the last one.
+    if bits.unused_bits != 0 {
         return None;
-    };
-    let (DER_SEQUENCE, tbs, _) = der_element(body)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    if let (DER_VERSION, _, after) = der_element(rest)? {
-        rest = after;
     }
-    // serialNumber, signature, issuer, validity, subject.
-    for _ in 0..5 {
-        rest = der_element(rest)?.2;
-    }
-    let (DER_SEQUENCE, spki, after) = der_element(rest)? else {
-        return None;
-    };
-    let whole = &rest[..rest.len() - after.len()];
-    let (DER_SEQUENCE, algorithm, rest) = der_element(spki)? else {
-        return None;
-    };
-    let (DER_BIT_STRING, bits, _) = der_element(rest)? else {
-        return None;
-    };
-    // The first octet counts the unused bits of the last one: always 0 for a key.
-    let (0, key) = bits.split_first()? else {
-        return None;
-    };
-    Some((whole.to_vec(), algorithm.to_vec(), key.to_vec()))
+    Some((
+        spki.raw.to_vec(),
+        algorithm.data.to_vec(),
+        bits.data.to_vec(),
+    ))
 }
 
 /// A pinned certificate with its public key.

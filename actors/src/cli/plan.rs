@@ -71,8 +71,31 @@ pub struct PlanArgs {
     pub evacuate: Vec<String>,
     /// What --evacuate moves: primary, secondary or all (hail's primary-only,
     /// secondary-only, all).
-    #[arg(long, value_name = "MODE")]
-    pub mode: Option<String>,
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub mode: Option<EvacuationMode>,
+}
+
+/// `--mode` of `maintd plan --evacuate`; hail's names are accepted too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvacuationMode {
+    /// New primaries (hail's `primary-only`).
+    #[value(alias = "primary-only")]
+    Primary,
+    /// New secondaries for DRBD instances (hail's `secondary-only`).
+    #[value(alias = "secondary-only")]
+    Secondary,
+    /// New primaries and secondaries.
+    All,
+}
+
+impl From<EvacuationMode> for EvacMode {
+    fn from(mode: EvacuationMode) -> Self {
+        match mode {
+            EvacuationMode::Primary => EvacMode::PrimaryOnly,
+            EvacuationMode::Secondary => EvacMode::SecondaryOnly,
+            EvacuationMode::All => EvacMode::All,
+        }
+    }
 }
 
 /// What `maintd plan` was asked to compute.
@@ -96,12 +119,8 @@ pub fn run(args: &PlanArgs) -> Result<u8, String> {
         (false, false) => {
             let mode = args
                 .mode
-                .as_deref()
                 .ok_or("--evacuate needs --mode primary|secondary|all")?;
-            PlanMode::Evacuate(
-                mode.parse()
-                    .map_err(|e: evacuate::EvacError| e.to_string())?,
-            )
+            PlanMode::Evacuate(mode.into())
         }
         (true, false) => return Err("give either --balance or --evacuate, not both".into()),
         (false, true) => {
