@@ -1,5 +1,7 @@
 //! `HttpDiagnose` against an actix-web server on loopback.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::time::Duration;
 
 use actix_web::{dev::ServerHandle, web, App, HttpResponse, HttpServer};

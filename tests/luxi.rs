@@ -1,5 +1,7 @@
 //! The Luxi client against a scripted fake luxid on a Unix socket.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::{
     path::PathBuf,
     sync::{

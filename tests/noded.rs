@@ -3,6 +3,8 @@
 //! certificate required and checked against the accepted ones, `POST /master_node_name`
 //! answered `[true, name]`.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::{path::Path, sync::Arc, time::Duration};
 
 use actix_web::{dev::ServerHandle, web, App, HttpRequest, HttpResponse, HttpServer};

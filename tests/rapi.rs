@@ -2,6 +2,8 @@
 //! with a certificate made by rcgen at test time, replaying RAPI answers captured from a
 //! real Ganeti 3.0 cluster (`tests/fixtures/ganeti-3.0/rapi-*.json`).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::{
     io::Write,
     path::{Path, PathBuf},

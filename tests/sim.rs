@@ -1,5 +1,7 @@
 //! End-to-end behaviour of the simulated cluster through its public API and Luxi.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use maintd::model::cluster::DiskTemplate;
 use maintd::model::job::{JobId, JobStatus};
 use maintd::model::opcode::OpBody;

@@ -6,6 +6,8 @@
 //! The whitelist checks need root-owned files: these tests run as root (as CI does).
 //! Every wait polls the agent's HTTP API with a deadline.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::{
     fs,
     os::unix::fs::{chown, PermissionsExt},

@@ -4,6 +4,8 @@
 //!
 //! The agent's whitelist needs root-owned files: these tests run as root (as CI does).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::{
     cell::RefCell,
     fs,

@@ -11,6 +11,8 @@
 //! between kills are the chaos itself. Children are killed and reaped when their guard
 //! drops, so a failing test leaves no process behind (and prints the tail of each log).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,

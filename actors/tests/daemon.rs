@@ -1,6 +1,8 @@
 //! The whole daemon on the in-process simulated cluster, in virtual time: every path of
 //! the incident lifecycle, observed through maintd's HTTP API and the simulator.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod harness;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,8 @@
 //! listen backlog instead of costing descriptors, idle clients are dropped, and a fresh
 //! request is answered once a slot frees.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::{net::SocketAddr, time::Duration};
 
 use actix::Actor;

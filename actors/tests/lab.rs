@@ -10,6 +10,8 @@
 //! lab's socket (a path-named socket reaches into node1's namespace), ssconf from node1's
 //! copy, diagnose reports from a small HTTP server of the test on loopback.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Write},

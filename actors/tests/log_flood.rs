@@ -3,6 +3,8 @@
 //! real sockets, in process (with a clock moved by hand, to see the count once the window
 //! ends) and with the `maintd` binary (its logging as installed by `telemetry::init`).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},

@@ -1,6 +1,8 @@
 //! The node pollers spread their first polls over the poll interval instead of all
 //! connecting at once, in virtual time.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod harness;
 
 use std::{cell::RefCell, collections::BTreeMap, rc::Rc, time::Duration};

@@ -8,6 +8,8 @@
 //! when their guard drops, so a failing test leaves no process behind (and prints the tail
 //! of each child's log).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::{
     collections::BTreeSet,
     net::TcpListener,

@@ -3,6 +3,8 @@
 //! opt-out tags, dry-run, debounce, the flap budget, hung jobs and history. Many nodes go
 //! bad at once in most of these tests, because that is when the brakes matter.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod harness;
 
 use std::collections::BTreeSet;

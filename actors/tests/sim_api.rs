@@ -1,5 +1,7 @@
 //! The simulator's HTTP control API and monitoring endpoints, served in-process.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use actix_web::{test, web, App};
 use maintd::clock::Clock;
 use maintd::model::job::JobStatus;
