@@ -4,7 +4,7 @@
 //! `job_seconds`, its opcodes one after the other, each taking an equal share; a job whose
 //! opcodes touch a node or instance that an earlier unfinished job also touches waits
 //! (`waiting`) until that job is finalized, as Ganeti's locks make it. Effects happen when
-//! an opcode finishes. Nothing runs in the background: [`JobQueue::advance`] replays the
+//! an opcode finishes. Nothing runs in the background: `JobQueue::advance` replays the
 //! events up to the requested time, in time order.
 //!
 //! For tests, faults can be injected per opcode: the next jobs containing it either fail
