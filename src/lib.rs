@@ -31,6 +31,7 @@ pub mod htools;
 pub mod limits;
 pub mod model;
 pub mod planner;
+pub mod protocol;
 pub mod ratelimit;
 pub mod signing;
 pub mod sim;

@@ -13,7 +13,7 @@ use std::{
 
 use maintd::{
     backend::{
-        luxi::{LuxiBackend, LuxiClient, LuxiConfig, LuxiError, END_OF_MESSAGE},
+        luxi::{LuxiBackend, LuxiClient, LuxiConfig, LuxiError},
         BackendError, CancelOutcome, ClusterBackend,
     },
     model::{
@@ -21,6 +21,7 @@ use maintd::{
         job::{JobId, JobStatus},
         opcode::OpBody,
     },
+    protocol::luxi::END_OF_MESSAGE,
 };
 use serde_json::{json, Value};
 use tokio::{
@@ -528,7 +529,7 @@ mod against_the_simulator {
 
     use maintd::{
         backend::{
-            luxi::{LuxiBackend, LuxiClient, LuxiConfig, LuxiError, END_OF_MESSAGE},
+            luxi::{LuxiBackend, LuxiClient, LuxiConfig, LuxiError},
             CancelOutcome, ClusterBackend,
         },
         clock::Clock,
@@ -536,6 +537,7 @@ mod against_the_simulator {
             job::{JobId, JobStatus},
             opcode::OpBody,
         },
+        protocol::luxi::END_OF_MESSAGE,
         sim::{luxi_server, SimHandle, SimSpec},
     };
     use serde_json::{json, Value};

@@ -5,9 +5,12 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use maintd::backend::{
-    luxi::{decode_cancel, decode_response, write_message, FrameError, MessageReader},
-    BackendError,
+use maintd::{
+    backend::{
+        luxi::{decode_cancel, decode_response},
+        BackendError,
+    },
+    protocol::luxi::{write_message, FrameError, MessageReader},
 };
 use tokio::runtime::{Builder, Runtime};
 

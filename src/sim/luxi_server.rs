@@ -22,8 +22,8 @@ use tokio::{
 
 use super::{lock_sim, SimHandle};
 use crate::{
-    backend::luxi::{write_message, FrameError, MessageReader},
     model::job::JobStatus,
+    protocol::luxi::{write_message, FrameError, MessageReader},
 };
 
 /// Default limit on one request: opcode batches are small, 16 MiB is plenty.
