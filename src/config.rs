@@ -297,17 +297,6 @@ pub enum BackendKind {
 }
 
 impl ClusterSettings {
-    /// The RAPI backend's settings (meaningful with `backend = "rapi"`).
-    pub fn rapi(&self) -> crate::backend::rapi::RapiConfig {
-        let file = |path: &str| (!path.is_empty()).then(|| std::path::PathBuf::from(path));
-        crate::backend::rapi::RapiConfig {
-            pinned_certificate: file(&self.rapi_certificate),
-            ca: file(&self.rapi_ca),
-            timeout: seconds(self.rapi_timeout),
-            ..crate::backend::rapi::RapiConfig::new(&self.rapi_url, &self.rapi_credentials)
-        }
-    }
-
     /// Check the RAPI settings when the RAPI backend is chosen (files are read at startup).
     fn validate_rapi(&self, planner: &PlannerSettings) -> Result<(), ConfigError> {
         if self.backend != BackendKind::Rapi {
@@ -605,7 +594,7 @@ mod tests {
         )
         .unwrap();
         let settings = Settings::load(Some(file.path())).unwrap();
-        let rapi = settings.cluster.rapi();
+        let rapi = crate::backend::rapi::RapiConfig::from_settings(&settings.cluster);
         assert_eq!(rapi.url, "https://cluster.example.com:5080");
         assert_eq!(
             rapi.pinned_certificate.as_deref(),

@@ -191,6 +191,17 @@ pub struct RapiConfig {
 }
 
 impl RapiConfig {
+    /// The settings of `[cluster]` (meaningful with `backend = "rapi"`).
+    pub fn from_settings(cluster: &crate::config::ClusterSettings) -> Self {
+        let file = |path: &str| (!path.is_empty()).then(|| PathBuf::from(path));
+        RapiConfig {
+            pinned_certificate: file(&cluster.rapi_certificate),
+            ca: file(&cluster.rapi_ca),
+            timeout: crate::config::seconds(cluster.rapi_timeout),
+            ..RapiConfig::new(&cluster.rapi_url, &cluster.rapi_credentials)
+        }
+    }
+
     /// Settings for `url` with the credentials in `credentials`, default limits and no
     /// certificate check yet (set `pinned_certificate` and/or `ca`).
     pub fn new(url: impl Into<String>, credentials: impl Into<PathBuf>) -> Self {

@@ -9,7 +9,7 @@ use maintd::{
         agent_repair::{self, AgentRepairSettings, AgentRepairs},
         http_diagnose::{HttpDiagnose, HttpLoad},
         luxi::{LuxiBackend, LuxiConfig},
-        rapi::RapiBackend,
+        rapi::{RapiBackend, RapiConfig},
         replica::{CandidateSource, ReplicaClient},
         ClusterBackend, DiagnoseSource, LoadSource,
     },
@@ -213,7 +213,8 @@ pub fn serve(
             Rc::new(LuxiBackend::new(luxi))
         }
         BackendKind::Rapi => {
-            let rapi = RapiBackend::new(&settings.cluster.rapi()).map_err(|e| e.to_string())?;
+            let rapi = RapiBackend::new(&RapiConfig::from_settings(&settings.cluster))
+                .map_err(|e| e.to_string())?;
             info!(target: "maintd", url = %settings.cluster.rapi_url, "cluster backend: RAPI");
             Rc::new(rapi)
         }
