@@ -225,10 +225,11 @@ impl ReplicationTracker {
         }
     }
 
-    /// A round of pushes of the newest save ended at `at`: if it is not durable, the
-    /// majority is lost (from now, or since earlier); if it is, it is back.
-    pub fn pushes_done(&mut self, at: f64) {
-        if self.is_durable(self.saved) {
+    /// A round of pushes of the save `pushed` ended at `at`: if it is not durable, the
+    /// majority is lost (from now, or since earlier); if it is, it is back. Saves made
+    /// while the pushes were under way are judged by their own round.
+    pub fn pushes_done(&mut self, pushed: u64, at: f64) {
+        if self.is_durable(pushed) {
             self.lost_since = None;
         } else if self.lost_since.is_none() {
             self.lost_since = Some(at);
@@ -335,13 +336,13 @@ mod tests {
         tracker.saved(7);
         assert!(!tracker.is_durable(7), "no candidate list yet");
         tracker.candidates_unknown("ssconf unreadable".into());
-        tracker.pushes_done(1.0);
+        tracker.pushes_done(tracker.latest(), 1.0);
         let reason = tracker.view().halt_reason().unwrap();
         assert!(reason.contains("ssconf unreadable"), "{reason}");
         tracker.set_candidates(&nodes(&["node1"]));
         assert!(tracker.is_durable(7));
         assert!(tracker.lagging().is_empty(), "no push to its own agent");
-        tracker.pushes_done(2.0);
+        tracker.pushes_done(tracker.latest(), 2.0);
         assert!(!tracker.majority_lost());
         assert_eq!((tracker.view().needed, tracker.view().holders), (1, 1));
         tracker.set_candidates(&[]);
@@ -388,11 +389,11 @@ mod tests {
         tracker.acked("node1", ack(1), 5.0).unwrap();
         tracker.failed("node2", "down".into(), 5.0);
         tracker.failed("node3", "down".into(), 5.0);
-        tracker.pushes_done(5.0);
+        tracker.pushes_done(tracker.latest(), 5.0);
         assert_eq!(tracker.view().majority_lost_since, Some(5.0));
         tracker.saved(2);
         tracker.acked("node1", ack(2), 9.0).unwrap();
-        tracker.pushes_done(9.0);
+        tracker.pushes_done(tracker.latest(), 9.0);
         let view = tracker.view();
         assert_eq!(view.majority_lost_since, Some(5.0), "since the first");
         let reason = view.halt_reason().unwrap();
@@ -403,6 +404,23 @@ mod tests {
         tracker.acked("node3", ack(2), 10.0).unwrap();
         assert!(!tracker.majority_lost());
         assert_eq!(tracker.view().halt_reason(), None);
+    }
+
+    #[test]
+    fn a_save_made_while_pushing_is_not_a_lost_majority() {
+        let mut tracker = ReplicationTracker::new("node1");
+        tracker.set_candidates(&nodes(&["node1", "node2", "node3"]));
+        tracker.saved(10);
+        // Saved again while 10 was being pushed; 10 reached everyone.
+        tracker.saved(11);
+        for node in ["node1", "node2", "node3"] {
+            tracker.acked(node, ack(10), 1.0).unwrap();
+        }
+        tracker.pushes_done(10, 1.0);
+        assert!(!tracker.majority_lost(), "11 is pushed next, not lost");
+        assert_eq!(tracker.view().halt_reason(), None);
+        assert!(tracker.is_durable(10) && !tracker.is_durable(11));
+        assert_eq!(tracker.lagging().len(), 3);
     }
 
     #[test]

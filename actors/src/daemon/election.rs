@@ -137,7 +137,16 @@ impl MasterElection {
                         self.concluded(master, node_name.clone(), ctx);
                         return;
                     }
-                    Some(Ok(Some(_))) if self.vote != VoteState::Won => {
+                    Some(Ok(Some(_))) if vote.is_some() => {
+                        if self.vote == VoteState::Won {
+                            // This node's ssconf names it master and a majority of the
+                            // nodes agreed: that is Ganeti's own test of mastership. The
+                            // cluster is not asked again: right after a failover the
+                            // new master's luxid may still answer from an old config.
+                            let me = node_name.clone();
+                            self.concluded(me.clone(), me, ctx);
+                            return;
+                        }
                         if let Some(settings) = vote.clone() {
                             self.hold_vote(node_name.clone(), settings, ctx);
                             return;

@@ -85,11 +85,11 @@ impl StateReplicator {
             return;
         };
         let lagging = self.tracker.lagging();
+        let serial = self.tracker.latest();
         if lagging.is_empty() {
-            self.settle();
+            self.settle(serial);
             return;
         }
-        let serial = self.tracker.latest();
         let Some(client) = self.deps.client.clone() else {
             let now = self.deps.clock.now();
             for node in &lagging {
@@ -99,7 +99,7 @@ impl StateReplicator {
                     now,
                 );
             }
-            self.settle();
+            self.settle(serial);
             return;
         };
         self.pushing = true;
@@ -123,7 +123,7 @@ impl StateReplicator {
                         Err(why) => act.tracker.failed(node, why.to_string(), now),
                     }
                 }
-                act.settle();
+                act.settle(serial);
                 if act.tracker.latest() > serial {
                     act.push_lagging(ctx);
                 }
@@ -131,10 +131,11 @@ impl StateReplicator {
             .spawn(ctx);
     }
 
-    /// After pushes: judge the majority, answer the waiters, tell the registry.
-    fn settle(&mut self) {
+    /// After pushes of the save `pushed`: judge the majority, answer the waiters, tell
+    /// the registry.
+    fn settle(&mut self, pushed: u64) {
         let was_lost = self.tracker.majority_lost();
-        self.tracker.pushes_done(self.deps.clock.now());
+        self.tracker.pushes_done(pushed, self.deps.clock.now());
         let view = self.tracker.view();
         match (was_lost, self.tracker.majority_lost()) {
             (false, true) => {
@@ -153,13 +154,17 @@ impl StateReplicator {
         for (_, tx) in done {
             let _ = tx.send(Ok(()));
         }
-        // With the majority lost, waiting longer would only delay the answer: the
-        // pushes of this round have failed; say so now.
+        // With the majority lost, waiting longer would only delay the answer for the
+        // saves this round of pushes carried: say so now. Later saves wait for their own.
         match view.halt_reason() {
             Some(why) => {
-                for (_, tx) in waiting {
+                let (failed, later): (Vec<_>, Vec<_>) = waiting
+                    .into_iter()
+                    .partition(|(serial, _)| *serial <= pushed);
+                for (_, tx) in failed {
                     let _ = tx.send(Err(why.clone()));
                 }
+                self.waiters = later;
             }
             None => self.waiters = waiting,
         }
