@@ -29,7 +29,7 @@
 //! on a machine without Ganeti; the parsers, the recorded example, the generator checks
 //! and the soundness of maintd's plans run always. With Debian's htools installed
 //! (`apt-get install ganeti-htools-3.0`), run everything with
-//! `cargo test --test htools_parity -- --include-ignored` (about two minutes on two
+//! `cargo test --test htools_parity -- --include-ignored` (three to four minutes on two
 //! cores); an ignored test run without the oracle fails with instructions. `maintd` is
 //! the workspace binary, built on demand.
 //!
