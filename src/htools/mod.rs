@@ -16,6 +16,7 @@
 
 pub mod balance;
 pub mod evacuate;
+pub mod generate;
 pub mod harep;
 pub mod load;
 pub mod model;

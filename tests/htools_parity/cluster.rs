@@ -1,6 +1,7 @@
-//! Generated test clusters: the `gen_cluster.py` parameters of one cluster, generation into
-//! a temporary directory at test time (nothing is cached in the repository), and the few
-//! facts of the text file the harness needs (instance placement, status, node roles).
+//! Generated test clusters: the generator parameters of one cluster
+//! (`maintd::htools::generate`), generation into a temporary directory at test time
+//! (nothing is cached in the repository), and the few facts of the text file the harness
+//! needs (instance placement, status, node roles).
 
 use std::{
     collections::HashMap,
@@ -8,10 +9,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::tools;
+use maintd::htools::{
+    evacuate::EvacMode,
+    generate::{Generated, Spec},
+};
 
-/// The parameters of one `gen_cluster.py` run. The same spec always yields byte-identical
-/// files, so a spec *is* the reproduction of a cluster.
+/// The parameters of one generated cluster, spelled as the flags of the generator's
+/// example binary. The same spec always yields byte-identical files, so a spec *is* the
+/// reproduction of a cluster.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterSpec {
     pub nodes: usize,
@@ -76,7 +81,7 @@ impl ClusterSpec {
         self
     }
 
-    /// The generator arguments (without `-o` and the evacuation request options).
+    /// The generator flags (without `-o` and the evacuation request options).
     pub fn args(&self) -> Vec<String> {
         let mut args = vec![
             "--nodes".to_string(),
@@ -110,6 +115,19 @@ impl ClusterSpec {
         args
     }
 
+    /// The generator's spec, read from [`ClusterSpec::args`] exactly as the example binary
+    /// reads its command line, so that [`ClusterSpec::command`] regenerates the same bytes.
+    pub fn generator(&self) -> Result<Spec, String> {
+        Spec::from_args(self.args()).map_err(|e| format!("{self}: {e}"))
+    }
+
+    /// Generates the cluster in memory.
+    pub fn generated(&self) -> Result<Generated, String> {
+        self.generator()?
+            .generate()
+            .map_err(|e| format!("{self}: {e}"))
+    }
+
     /// A short file-name-friendly label, unique per spec.
     pub fn label(&self) -> String {
         self.args()
@@ -120,47 +138,53 @@ impl ClusterSpec {
 
     /// Writes the cluster to `dir/<label>.txt`.
     pub fn generate(&self, dir: &Path) -> Result<Cluster, String> {
-        self.generate_with(dir, &[], "")
+        let generated = self.generated()?;
+        self.write(dir, &generated, "")
     }
 
-    /// Writes the cluster and a hail node-evacuate request for `node` in `mode`
-    /// (`primary`, `secondary` or `all`), returning the cluster and the request path.
+    /// Writes the cluster and a hail node-evacuate request for `nodes` (one or several)
+    /// in `mode` (`primary`, `secondary` or `all`), returning the cluster and the request
+    /// path. Each (nodes, mode) gets files of its own, so cases can run in parallel.
     pub fn generate_evacuation(
         &self,
         dir: &Path,
-        node: &str,
+        nodes: &[String],
         mode: &str,
     ) -> Result<(Cluster, PathBuf), String> {
-        let request = dir.join(format!("{}-evac-{node}-{mode}.json", self.label()));
-        let extra = [
-            "--evac-request".to_string(),
-            request.display().to_string(),
-            "--evac-node".into(),
-            node.into(),
-            "--evac-mode".into(),
-            mode.into(),
-        ];
-        let cluster = self.generate_with(dir, &extra, &format!("-evac-{node}-{mode}"))?;
-        Ok((cluster, request))
+        let generated = self.generated()?;
+        let suffix = format!("-evac-{}-{mode}", nodes.join("-"));
+        let evac_mode: EvacMode = mode.parse().map_err(|e| format!("{e}"))?;
+        let request = generated
+            .evacuation_request(nodes, evac_mode)
+            .map_err(|e| format!("{self}: {e}"))?;
+        let request_path = dir.join(format!("{}{suffix}.json", self.label()));
+        std::fs::write(&request_path, request)
+            .map_err(|e| format!("writing {}: {e}", request_path.display()))?;
+        let cluster = self.write(dir, &generated, &suffix)?;
+        Ok((cluster, request_path))
     }
 
-    fn generate_with(&self, dir: &Path, extra: &[String], suffix: &str) -> Result<Cluster, String> {
+    fn write(&self, dir: &Path, generated: &Generated, suffix: &str) -> Result<Cluster, String> {
+        let text = generated.text().map_err(|e| format!("{self}: {e}"))?;
         let path = dir.join(format!("{}{suffix}.txt", self.label()));
-        let mut args = vec![tools::gen_cluster()?.display().to_string()];
-        args.extend(self.args());
-        args.extend(["-o".into(), path.display().to_string()]);
-        args.extend_from_slice(extra);
-        tools::run(&tools::python3()?, &args)?;
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        std::fs::write(&path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
         Cluster::parse(self.clone(), path, &text)
     }
 
-    /// The shell command that regenerates this cluster as `FILE`.
+    /// The command, run from the repository, that regenerates this cluster as `FILE`.
     pub fn command(&self, file: &str) -> String {
         format!(
-            "python3 ../shared/tools/gen_cluster.py {} -o {file}",
+            "cargo run --example gen_cluster -- {} -o {file}",
             self.args().join(" ")
+        )
+    }
+
+    /// The command that regenerates this cluster as `FILE` and the hail request for
+    /// `nodes` (comma-separated) in `mode` as `REQUEST`.
+    pub fn evacuation_command(&self, file: &str, request: &str, nodes: &str, mode: &str) -> String {
+        format!(
+            "{} --evac-request {request} --evac-node {nodes} --evac-mode {mode}",
+            self.command(file)
         )
     }
 }

@@ -147,12 +147,13 @@ pub struct EvacuationCase<'a> {
 }
 
 impl EvacuationCase<'_> {
+    /// How to reproduce this case by hand, from the repository root.
     pub fn reproduction(&self) -> String {
         format!(
-            "  {} --evac-request r.json --evac-node {} --evac-mode {}\n  hail -t c.txt r.json\n  maintd {}",
-            self.cluster.spec.command("c.txt"),
-            self.node,
-            self.mode,
+            "  {}\n  hail -t c.txt r.json\n  maintd {}",
+            self.cluster
+                .spec
+                .evacuation_command("c.txt", "r.json", &self.node, self.mode),
             maintd::evacuate_args("c.txt", &self.node, self.mode).join(" ")
         )
     }

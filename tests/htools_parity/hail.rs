@@ -131,32 +131,3 @@ pub fn run(file: &Path, request: &Path) -> Result<(Evacuation, String), String> 
         .unwrap_or_default();
     Ok((evacuation, info))
 }
-
-/// Writes `dir/<name>` : the single-node request `single` (as generated, cluster data in
-/// file order) asking instead for `instances` in `mode` (`primary`, `secondary`, `all`):
-/// a node-evacuate of several nodes at once. The request object is the generator's last
-/// key, so the cluster data keeps its byte order (hail reads nodes and instances in it).
-pub fn multi_node_request(
-    single: &Path,
-    instances: &[String],
-    mode: &str,
-    out: &Path,
-) -> Result<(), String> {
-    let text = std::fs::read_to_string(single)
-        .map_err(|e| format!("reading {}: {e}", single.display()))?;
-    let at = text
-        .rfind(", \"request\": ")
-        .ok_or_else(|| format!("{}: no request object", single.display()))?;
-    let evac_mode = match mode {
-        "primary" => "primary-only",
-        "secondary" => "secondary-only",
-        _ => "all",
-    };
-    let request = serde_json::json!({
-        "type": "node-evacuate",
-        "instances": instances,
-        "evac_mode": evac_mode,
-    });
-    let written = format!("{}, \"request\": {request}}}\n", &text[..at]);
-    std::fs::write(out, written).map_err(|e| format!("writing {}: {e}", out.display()))
-}

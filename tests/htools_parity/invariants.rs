@@ -2,7 +2,7 @@
 //! oracle (so also on clusters too large for hbal): each step is one htools move of a
 //! DRBD instance onto online nodes of its group that stays within the nodes' free memory
 //! and disk, honours the move restrictions of the options, and strictly lowers the score;
-//! the job sets are the backward split of the plan (ALGORITHMS.md §7).
+//! the job sets are the backward split of the plan (htools' `Cluster.splitJobs`).
 
 use std::collections::HashMap;
 

@@ -1,7 +1,8 @@
 //! The little htools knowledge the harness needs to read a plan independently of any
 //! implementation: which move turns (pri, sec) into (pri', sec'), how hbal `-C` spells a
-//! move, how a plan splits into job sets (ALGORITHMS.md §7, scanned backwards), and how
-//! Haskell's `printf "%.8f"` rounds a score.
+//! move (htools' `Cluster.computeMoves`), how a plan splits into job sets
+//! (`Cluster.splitJobs`, scanned backwards), and how Haskell's `printf "%.8f"` rounds a
+//! score.
 
 use std::collections::HashMap;
 
@@ -32,8 +33,8 @@ pub fn move_code(p: &str, s: Option<&str>, np: &str, ns: Option<&str>) -> Option
     }
 }
 
-/// The commands hbal `-C` prints for `instance` making `moves` (ALGORITHMS.md §8): a
-/// running instance is migrated, a stopped one failed over.
+/// The commands hbal `-C` prints for `instance` making `moves` (htools'
+/// `Cluster.computeMoves`): a running instance is migrated, a stopped one failed over.
 pub fn commands(instance: &str, moves: &str, running: bool) -> Vec<String> {
     let migrate = if running {
         format!("gnt-instance migrate -f {instance}")
@@ -134,9 +135,11 @@ pub fn replay<'a>(
         .collect()
 }
 
-/// Splits a plan into job sets the htools way (ALGORITHMS.md §7): scanning from the last
-/// step to the first, a step joins the earliest-created set while its nodes are disjoint
-/// from the nodes collected for that set, else it opens a new set. Returns step indices.
+/// Splits a plan into job sets the htools way (`Cluster.splitJobs`, a left fold of
+/// `mergeJobs` over the move list that hbal's `iterateDepth` keeps newest first, with
+/// the nodes of `Cluster.involvedNodes`): scanning from the last step to the first, a
+/// step joins the set opened most recently while its nodes are disjoint from the nodes
+/// collected for that set, else it opens a new set. Returns step indices.
 pub fn job_sets(steps: &[NodeStep]) -> Vec<Vec<usize>> {
     let mut sets: Vec<Vec<usize>> = Vec::new(); // front = latest created
     let mut buffer: Vec<&str> = Vec::new();

@@ -1,9 +1,9 @@
 //! Locating and running the external programs of the parity harness: the htools oracle
-//! (`hbal`, `hail`), the cluster generator (`python3 gen_cluster.py`) and the `maintd`
-//! binary under test.
+//! (`hbal`, `hail`) and the `maintd` binary under test.
 //!
-//! Every lookup failure is a clear error naming what is missing and how to get it: the
-//! parity tests must fail, never pass silently, on a machine without the oracle.
+//! Every lookup failure is a clear error naming what is missing and how to get it: an
+//! oracle test that is run must fail, never pass silently, on a machine without the
+//! oracle (those tests are `#[ignore]`d by default, see the crate doc).
 
 use std::{
     env,
@@ -60,34 +60,9 @@ pub fn hail() -> Result<PathBuf, String> {
     find_program("hail", "HAIL", HTOOLS_DIRS).map_err(|e| format!("{e}; {INSTALL_HINT}"))
 }
 
-/// The Python interpreter for the generator (`$PYTHON3` overrides).
-pub fn python3() -> Result<PathBuf, String> {
-    find_program("python3", "PYTHON3", &["/usr/bin"]).map_err(|e| {
-        format!("{e}; install python3 (`apt-get install -y --no-install-recommends python3`)")
-    })
-}
-
-/// `gen_cluster.py` of the shared reference kit, `../shared/tools/` beside the repository
-/// (`$GEN_CLUSTER` overrides).
-pub fn gen_cluster() -> Result<PathBuf, String> {
-    if let Some(path) = env::var_os("GEN_CLUSTER") {
-        return Ok(PathBuf::from(path));
-    }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/gen_cluster.py");
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "the cluster generator is missing: {} (the shared reference kit must sit \
-             beside the repository, or set $GEN_CLUSTER)",
-            path.display()
-        ))
-    }
-}
-
 /// Panics with one message listing every missing oracle tool.
 pub fn require_oracle() {
-    let missing: Vec<String> = [hbal(), hail(), python3(), gen_cluster()]
+    let missing: Vec<String> = [hbal(), hail()]
         .into_iter()
         .filter_map(Result::err)
         .collect();
