@@ -1,4 +1,4 @@
-//! Proof of parity with Ganeti's htools (issue 3, item 8).
+//! Proof of parity with Ganeti's htools.
 //!
 //! The real Debian binaries are the oracle: `hbal -t FILE -C` for balancing and
 //! `hail -t FILE REQUEST` for node evacuation. On clusters generated at test time by
@@ -44,6 +44,8 @@
 //! and more first steps at 50/1000 (about ten more minutes of hbal time).
 //! Run with `cargo test --test htools_parity -- --include-ignored --nocapture` to see
 //! every case.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 #[path = "htools_parity/cluster.rs"]
 mod cluster;

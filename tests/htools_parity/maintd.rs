@@ -1,4 +1,4 @@
-//! Running the implementation under test through its public contract (issue 3, item 7):
+//! Running the implementation under test through its public contract:
 //! `maintd plan --text FILE --balance [--max-steps N] --json` and
 //! `maintd plan --text FILE --evacuate NODE --mode primary|secondary|all --json`.
 
