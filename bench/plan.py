@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Benchmark `maintd plan --balance` against Debian's `hbal` (issue 3, item 9).
+"""Benchmark `maintd plan --balance` against Debian's `hbal`.
 
-Not a test: it measures. For each generated cluster (gen_cluster.py, same seed for both
+Not a test: it measures. For each generated cluster (the gen_cluster example of the
+maintd crate, same seed for both
 programs) it runs, one process at a time so that they never compete for a core:
 
 * hbal -t FILE -C [-l N]                        (when hbal runs at that size)
@@ -35,8 +36,10 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GEN = os.environ.get("GEN_CLUSTER",
-                     os.path.join(REPO, "..", "shared", "tools", "gen_cluster.py"))
+# The cluster generator: the domain crate's gen_cluster example, built by plan.sh.
+GEN = os.environ.get("GEN_CLUSTER", os.path.join(
+    os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")),
+    "release", "examples", "gen_cluster"))
 HTOOLS_DIRS = ["/usr/lib/ganeti/3.0/usr/bin", "/usr/lib/ganeti/iallocators"]
 
 # (nodes, instances, hbal step limit or None for a full balance)
@@ -164,7 +167,7 @@ def main():
         for nodes, instances, limit in sizes:
             name = "%d/%d" % (nodes, instances)
             cluster = os.path.join(tmp, "c%d.txt" % nodes)
-            subprocess.check_call([sys.executable, GEN, "--nodes", str(nodes),
+            subprocess.check_call([GEN, "--nodes", str(nodes),
                                    "--instances", str(instances), "--seed",
                                    str(args.seed), "-o", cluster],
                                   stderr=subprocess.DEVNULL)
@@ -228,7 +231,7 @@ def main():
             r["cluster"], *hbal_cols, fmt_time(r["m_load"]), fmt_time(m_per), ratio,
             same, full, rss))
     print()
-    print("gen_cluster.py --seed %d; one process at a time on %d cores; hbal time/step = "
+    print("gen_cluster --seed %d; one process at a time on %d cores; hbal time/step = "
           "run / steps; maintd time/step = (run - run with --max-steps 0) / steps; "
           "ratio/step = hbal time/step / maintd time/step." % (
               args.seed, os.cpu_count() or 0))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark `maintd plan --balance` against Debian's hbal on generated clusters and print
-# a markdown table (issue 3, item 9). Builds the release binary first. Options are those
+# a markdown table. Builds the release binary and the cluster generator first. Options are those
 # of bench/plan.py (--quick, --sizes 10/200,50/1000/3, --hbal-max-nodes N, --seed S).
 # Needs: python3, /usr/bin/time (package `time`), hbal (package ganeti-htools-3.0).
 set -euo pipefail
@@ -16,4 +16,5 @@ if [ ! -x /usr/bin/time ]; then
 fi
 
 cargo build --release --quiet --package maintd-actors --bin maintd
+cargo build --release --quiet --package maintd --example gen_cluster
 exec python3 bench/plan.py --maintd "${CARGO_TARGET_DIR:-target}/release/maintd" "$@"
