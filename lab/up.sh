@@ -15,7 +15,7 @@
 set -euo pipefail
 
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
-# shellcheck source=lib/common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$HERE/lib/common.sh"
 
 nodes=3
@@ -35,8 +35,8 @@ while [ $# -gt 0 ]; do
 done
 case $nodes in '' | *[!0-9]*) fail "-n wants a number, not '$nodes'" ;; esac
 case $instances in '' | *[!0-9]*) fail "-i wants a number, not '$instances'" ;; esac
-if [ "$nodes" -lt 1 ] || [ "$nodes" -gt $MAX_NODES ]; then fail "-n: 1 to $MAX_NODES nodes"; fi
-[ "$instances" -le $MAX_INSTANCES ] || fail "-i: at most $MAX_INSTANCES instances"
+if [ "$nodes" -lt 1 ] || [ "$nodes" -gt "$MAX_NODES" ]; then fail "-n: 1 to $MAX_NODES nodes"; fi
+[ "$instances" -le "$MAX_INSTANCES" ] || fail "-i: at most $MAX_INSTANCES instances"
 [ "$(id -u)" = 0 ] || fail "run me as root (namespaces, mounts, Ganeti's daemons)"
 SHAPE="nodes=$nodes instances=$instances forward=$forward"
 
@@ -105,8 +105,8 @@ write_shared_files() {
     echo "::1 localhost ip6-localhost ip6-loopback"
     echo "$CLUSTER_IP $CLUSTER_FQDN cluster"
     echo "$CLIENT_IP client.$DOMAIN client"
-    for n in $(seq 1 $MAX_NODES); do echo "$(node_ip "$n") $(node_fqdn "$n") node$n"; done
-    for i in $(seq 1 $MAX_INSTANCES); do echo "$SUBNET.$((100 + i)) inst$i.$DOMAIN inst$i"; done
+    for n in $(seq 1 "$MAX_NODES"); do echo "$(node_ip "$n") $(node_fqdn "$n") node$n"; done
+    for i in $(seq 1 "$MAX_INSTANCES"); do echo "$SUBNET.$((100 + i)) inst$i.$DOMAIN inst$i"; done
   } > "$LAB/hosts"
 
   # root's key pair, the same on every node and authorized on every node: what an
@@ -335,7 +335,7 @@ open_forwards() {
   : > "$LAB/run/forwarders"
   [ $forward = 1 ] || return 0
   say "loopback forwards: RAPI on $RAPI_PORT, mond on $((MOND_PORT_BASE + 1))..$((MOND_PORT_BASE + nodes))"
-  forward rapi $RAPI_PORT "$CLUSTER_IP:5080"
+  forward rapi "$RAPI_PORT" "$CLUSTER_IP:5080"
   for n in $(seq 1 "$nodes"); do
     forward "mond-node$n" $((MOND_PORT_BASE + n)) "$(node_ip "$n"):1815"
   done
