@@ -1,6 +1,6 @@
-//! maintd against a live Ganeti 3 cluster: the lab of `../shared/lab/up.sh` (four nodes in
-//! `.ci/run`, at least three assumed, fake hypervisor, diskless instances, in network
-//! namespaces of this machine).
+//! maintd against a live Ganeti 3 cluster: the lab of `lab/up.sh` (four nodes in `.ci/run`,
+//! at least three assumed, fake hypervisor, diskless instances, in network namespaces of
+//! this machine; `lab/README.md` describes it).
 //!
 //! The tests run only when `MAINTD_LAB` names the lab's state directory (`.ci/run` brings
 //! the lab up and sets it); without it they print why and pass. They share one cluster, so
