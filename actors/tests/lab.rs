@@ -2,9 +2,10 @@
 //! at least three assumed, fake hypervisor, diskless instances, in network namespaces of
 //! this machine; `lab/README.md` describes it).
 //!
-//! The tests run only when `MAINTD_LAB` names the lab's state directory (`.ci/run` brings
-//! the lab up and sets it); without it they print why and pass. They share one cluster, so
-//! they take a lock and each starts by putting the cluster back into its initial shape.
+//! The tests are ignored unless asked for (`-- --include-ignored` or `--ignored`), and
+//! then need `MAINTD_LAB` to name the lab's state directory (`.ci/run` brings the lab up
+//! and sets it); without it they fail. They share one cluster, so they take a lock and
+//! each starts by putting the cluster back into its initial shape.
 //!
 //! maintd runs as `maintd daemon` on this host, as it would on the master: Luxi through the
 //! lab's socket (a path-named socket reaches into node1's namespace), ssconf from node1's
