@@ -9,7 +9,7 @@
 #   FUZZ_TARGETS     targets to run (default: all of them)
 #   FUZZ_TARGET_DIR  cargo's target directory (default fuzz/target)
 #
-# Inputs that find new coverage go to fuzz/work/<target>/ (not committed); the seeds in
+# Inputs that find new coverage go to fuzz/found/<target>/ (not committed); the seeds in
 # fuzz/corpus/<target>/ are only read. A crashing input is written to
 # fuzz/artifacts/<target>/ and each run's log to fuzz/logs/<target>.log.
 set -euo pipefail
@@ -31,8 +31,8 @@ cargo fuzz build --sanitizer none
 mkdir -p logs
 run_one() {
   local target="$1"
-  mkdir -p "work/$target" "artifacts/$target"
-  if cargo fuzz run --sanitizer none "$target" "work/$target" "corpus/$target" -- \
+  mkdir -p "found/$target" "artifacts/$target"
+  if cargo fuzz run --sanitizer none "$target" "found/$target" "corpus/$target" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="artifacts/$target/" >"logs/$target.log" 2>&1; then
     echo "$target: ok, $(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "logs/$target.log" | grep -Eo '[0-9]+$') runs, $(grep -Eo 'cov: [0-9]+ ft: [0-9]+' "logs/$target.log" | tail -n 1)"
