@@ -183,28 +183,10 @@ pub async fn log_refusals(
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io::Write,
-        sync::{Arc, Mutex},
-    };
-
     use actix_web::{test, web, App, HttpResponse};
 
     use super::*;
-
-    /// Log lines written by the code under test.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::captured_log::Captured;
 
     #[actix_web::test]
     async fn refusals_are_logged_with_the_peer_and_limited_per_peer() {
@@ -244,7 +226,7 @@ mod tests {
         }
         test::call_service(&service, call("/bad", "192.0.2.2:4000")).await;
         test::call_service(&service, call("/ok", "192.0.2.3:4000")).await;
-        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let log = captured.text();
         let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
         assert_eq!(
             lines("peer=192.0.2.1"),

@@ -18,6 +18,8 @@
 //! hands signed repair requests to `RepairExecutor`.
 
 pub mod agent;
+#[cfg(test)]
+mod captured_log;
 pub mod cli;
 pub mod daemon;
 pub mod http_server;

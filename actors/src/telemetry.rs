@@ -298,34 +298,12 @@ pub fn exit_on_panic() {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io::Write,
-        sync::atomic::{AtomicU64, Ordering},
-    };
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use tracing::{error, event, info};
 
     use super::*;
-
-    /// Log lines written by the code under test.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
+    use crate::captured_log::Captured;
 
     /// A clock moved by hand, in seconds.
     #[derive(Clone)]

@@ -38,271 +38,60 @@ const DEFAULT_SEED: u64 = 0x6d61_696e_7464_c4a0;
 /// Longest pause between a spawn and its kill.
 const MAX_LIFETIME_MS: u64 = 1500;
 
-// ----- the simulated cluster -----
+// ----- the simulated cluster and the daemon -----
 
-/// `maintd sim --cluster-only` on loopback port 0 (killed on drop).
-struct Sim {
-    proc: Proc,
-    /// Address of its control API.
-    http: String,
-    diagnose_url: String,
-    luxi_socket: PathBuf,
-}
-
-impl Sim {
-    /// Eight nodes, 24 instances: among them three nodes pairwise sharing DRBD instances.
-    fn start(dir: &Path) -> Sim {
-        Sim::start_with(dir, 8, 24)
-    }
-
-    fn start_with(dir: &Path, nodes: usize, instances: usize) -> Sim {
-        Sim::start_args(dir, nodes, instances, &[])
-    }
-
-    /// With `extra` flags.
-    fn start_args(dir: &Path, nodes: usize, instances: usize, extra: &[String]) -> Sim {
-        let luxi_socket = dir.join("q");
-        let args: Vec<String> = [
-            "sim",
-            "--cluster-only",
-            "--nodes",
-            &nodes.to_string(),
-            "--instances",
-            &instances.to_string(),
-            "--seed",
-            "2",
-            "--job-seconds",
-            "1.5",
-            "--sim-listen",
-            "127.0.0.1:0",
-        ]
-        .iter()
-        .map(|a| (*a).to_owned())
-        .chain([
-            "--luxi-socket".into(),
-            path(&luxi_socket),
-            "--state-dir".into(),
-            path(&dir.join("sim")),
-        ])
-        .chain(extra.iter().cloned())
-        .collect();
-        let mut proc = Proc::spawn("sim", &args, &dir.join("sim.log"));
-        let deadline = within(30);
-        let control = proc.line("control API:", deadline);
-        let http = control
-            .strip_prefix("http://")
-            .and_then(|rest| rest.split_once('/'))
-            .map(|(addr, _)| addr.to_owned())
-            .unwrap_or_else(|| panic!("control API line: {control:?}"));
-        let diagnose_url = proc.line("diagnose URL:", deadline);
-        Sim {
-            proc,
-            http,
-            diagnose_url,
-            luxi_socket,
-        }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        http_ok(&self.http, "GET", path, None)
-    }
-
-    fn list(&self, path: &str) -> Vec<Value> {
-        self.get(path).as_array().cloned().expect("a list")
-    }
-
-    fn report(&self, node: &str, diagnose: &Value) {
-        http_ok(
-            &self.http,
-            "PUT",
-            &format!("/sim/nodes/{node}/diagnose"),
-            Some(diagnose),
-        );
-    }
-
-    fn tags(&self, node: &str) -> Vec<String> {
-        self.list("/sim/nodes")
-            .into_iter()
-            .find(|n| n["name"] == node)
-            .and_then(|n| serde_json::from_value(n["tags"].clone()).ok())
-            .unwrap_or_else(|| panic!("no node {node}"))
-    }
-
-    /// Every job of the queue that carries maintd's reason trail.
-    fn maintd_jobs(&self) -> Vec<Job> {
-        self.list("/sim/jobs")
-            .iter()
-            .filter_map(Job::parse)
-            .collect()
+/// The simulated cluster of these tests: seed 2, jobs of 1.5 s (long enough to be killed
+/// mid-job), with `extra` flags.
+fn cluster(nodes: usize, instances: usize, extra: &[String]) -> SimSpec {
+    SimSpec {
+        seed: 2,
+        job_seconds: 1.5,
+        extra: extra.to_vec(),
+        ..SimSpec::new(nodes, instances)
     }
 }
 
-/// One of maintd's jobs in the simulated queue.
-#[derive(Debug)]
-struct Job {
-    id: u64,
-    status: String,
-    /// The incident named by the reason trail.
-    incident: String,
-    /// The submission key named by the reason trail.
-    key: String,
-    /// `OP_ID` of each opcode.
-    opcodes: Vec<String>,
-    /// The opcodes without their reason trails.
-    bodies: Vec<Value>,
+/// Eight nodes, 24 instances: among them three nodes pairwise sharing DRBD instances.
+fn start_sim(dir: &Path) -> Sim {
+    Sim::start(dir, &cluster(8, 24, &[]))
 }
 
-impl Job {
-    fn parse(job: &Value) -> Option<Job> {
-        let ops = job["ops"].as_array()?;
-        let texts: BTreeSet<&str> = ops
-            .iter()
-            .flat_map(|op| op["reason"].as_array().into_iter().flatten())
-            .filter(|entry| entry[0] == MAINTD_SOURCE)
-            .filter_map(|entry| entry[1].as_str())
-            .collect();
-        let text = *texts.first()?;
-        assert_eq!(texts.len(), 1, "one reason text per job: {job}");
-        let after = |marker: &str, end: char| {
-            text.split_once(marker)
-                .and_then(|(_, rest)| rest.split(end).next())
-                .map(str::to_owned)
-                .unwrap_or_else(|| panic!("no {marker:?} in {text:?}"))
-        };
-        let bodies = ops
-            .iter()
-            .map(|op| {
-                let mut op = op.clone();
-                op.as_object_mut()
-                    .expect("an opcode object")
-                    .remove("reason");
-                op
-            })
-            .collect();
-        Some(Job {
-            id: job["id"].as_u64().expect("job id"),
-            status: job["status"].as_str().unwrap_or_default().to_owned(),
-            incident: after("(incident ", ','),
-            key: after("submission ", ')'),
-            opcodes: ops
-                .iter()
-                .map(|op| op["OP_ID"].as_str().unwrap_or_default().to_owned())
-                .collect(),
-            bodies,
-        })
-    }
-
-    fn finalized(&self) -> bool {
-        matches!(self.status.as_str(), "success" | "error" | "canceled")
-    }
+/// `maintd daemon` on node1 with the brakes opened wide enough for the scenario and fast
+/// rounds; with this diagnose URL template (the simulator's if `None`) and extra
+/// environment.
+fn spawn_daemon(
+    sim: &Sim,
+    dir: &Path,
+    diagnose_url: Option<&str>,
+    extra_env: &[(&'static str, String)],
+) -> Daemon {
+    let mut env = vec![
+        // Notice finished jobs soon (the default, 1 s, is longer than most lifetimes).
+        ("MAINTD__ROUNDS__JOB_POLL_INTERVAL", "0.2".to_owned()),
+        ("MAINTD__SAFETY__MAX_NODES_IN_REPAIR", "5".to_owned()),
+        ("MAINTD__SAFETY__MAX_PERCENT_IN_REPAIR", "100".to_owned()),
+        ("MAINTD__SAFETY__BREAKER_NODES", "20".to_owned()),
+        ("MAINTD__SAFETY__BREAKER_PERCENT", "100".to_owned()),
+    ];
+    env.extend(extra_env.iter().cloned());
+    let spec = DaemonSpec {
+        poll_interval: "0.5".into(),
+        diagnose_url: diagnose_url.map(str::to_owned),
+        env,
+        ..DaemonSpec::on("node1", "0.5")
+    };
+    Daemon::spawn(sim, dir, &spec)
 }
 
-// ----- the daemon -----
-
-/// `maintd daemon` against `sim` on loopback port 0, with the brakes opened wide enough for
-/// the scenario and fast rounds.
-struct Daemon {
-    proc: Proc,
-    api: Option<String>,
-    started: Instant,
-}
-
-impl Daemon {
-    fn spawn(sim: &Sim, dir: &Path) -> Daemon {
-        // The simulator runs live repairs as OP_REPAIR_COMMAND jobs.
-        Daemon::spawn_with(
-            sim,
-            dir,
-            &sim.diagnose_url,
-            &[("MAINTD__REPAIR__METHOD", "opcode".to_owned())],
-        )
-    }
-
-    /// With this diagnose URL template and extra environment.
-    fn spawn_with(
-        sim: &Sim,
-        dir: &Path,
-        diagnose_url: &str,
-        extra_env: &[(&str, String)],
-    ) -> Daemon {
-        let args: Vec<String> = vec![
-            "daemon".into(),
-            "-f".into(),
-            "--luxi-socket".into(),
-            path(&sim.luxi_socket),
-            "--diagnose-url".into(),
-            diagnose_url.to_owned(),
-            "--node-name".into(),
-            "node1".into(),
-            "--state-dir".into(),
-            path(&dir.join("state")),
-            "-b".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            "0".into(),
-            "--round-delay".into(),
-            "0.5".into(),
-            "--poll-interval".into(),
-            "0.5".into(),
-        ];
-        let mut env = vec![
-            // Notice finished jobs soon (the default, 1 s, is longer than most lifetimes).
-            ("MAINTD__ROUNDS__JOB_POLL_INTERVAL", "0.2".to_owned()),
-            ("MAINTD__SAFETY__MAX_NODES_IN_REPAIR", "5".to_owned()),
-            ("MAINTD__SAFETY__MAX_PERCENT_IN_REPAIR", "100".to_owned()),
-            ("MAINTD__SAFETY__BREAKER_NODES", "20".to_owned()),
-            ("MAINTD__SAFETY__BREAKER_PERCENT", "100".to_owned()),
-        ];
-        env.extend(extra_env.iter().cloned());
-        Daemon {
-            proc: Proc::spawn_with_env("daemon", &args, &env, &dir.join("daemon.log")),
-            api: None,
-            started: Instant::now(),
-        }
-    }
-
-    /// The API address, if printed yet.
-    fn try_api(&mut self) -> Option<String> {
-        if self.api.is_none() {
-            self.api = self
-                .proc
-                .try_line("maintd API:")
-                .map(|url| url.trim_start_matches("http://").to_owned());
-        }
-        self.api.clone()
-    }
-
-    /// `GET path` if the daemon answers it with 200 now.
-    fn try_get(&mut self, path: &str) -> Option<Value> {
-        let api = self.try_api()?;
-        match http(&api, "GET", path, None) {
-            Ok((200, body)) => Some(body),
-            _ => None,
-        }
-    }
-
-    /// Wait until the API answers `/1/status` with 200; its address.
-    fn wait_serving(&mut self, deadline: Instant) -> String {
-        let api = self
-            .proc
-            .line("maintd API:", deadline)
-            .trim_start_matches("http://")
-            .to_owned();
-        self.api = Some(api.clone());
-        wait_until(deadline, "/1/status to answer 200", || {
-            matches!(http(&api, "GET", "/1/status", None), Ok((200, _))).then_some(())
-        });
-        api
-    }
-
-    /// Open and forgotten incidents, if the daemon serves now.
-    fn try_all_incidents(&mut self) -> Option<Vec<Value>> {
-        let open = self.try_get("/1/status")?;
-        let forgotten = self.try_get("/1/history?limit=1000")?;
-        let mut all = open.as_array().cloned().expect("incident list");
-        all.extend(forgotten.as_array().cloned().expect("history list"));
-        Some(all)
-    }
+/// The simulated scenario's daemon: the simulator runs live repairs as OP_REPAIR_COMMAND
+/// jobs.
+fn spawn_scenario_daemon(sim: &Sim, dir: &Path) -> Daemon {
+    spawn_daemon(
+        sim,
+        dir,
+        None,
+        &[("MAINTD__REPAIR__METHOD", "opcode".to_owned())],
+    )
 }
 
 // ----- the scenario -----
@@ -530,7 +319,7 @@ fn end_state(incidents: &[Value], node: &str, report: &Value) -> Option<String> 
 
 /// Every incident of the scenario has reached an end state, its node carries the matching
 /// tag, and every job of maintd is finalized: (incidents, jobs).
-fn settled(sim: &Sim, daemon: &mut Daemon, roles: &Roles) -> Option<(Vec<Value>, Vec<Job>)> {
+fn settled(sim: &Sim, daemon: &mut Daemon, roles: &Roles) -> Option<(Vec<Value>, Vec<MaintdJob>)> {
     let incidents = daemon.try_all_incidents()?;
     if daemon.try_get("/1/jobs")? != json!([]) {
         return None;
@@ -551,11 +340,13 @@ fn settled(sim: &Sim, daemon: &mut Daemon, roles: &Roles) -> Option<(Vec<Value>,
         }
     }
     let jobs = sim.maintd_jobs();
-    jobs.iter().all(Job::finalized).then_some((incidents, jobs))
+    jobs.iter()
+        .all(MaintdJob::finalized)
+        .then_some((incidents, jobs))
 }
 
 /// Count what went wrong, from the queue's jobs and maintd's incidents.
-fn judge(roles: &Roles, incidents: &[Value], jobs: &[Job], outcome: &mut Outcome) {
+fn judge(roles: &Roles, incidents: &[Value], jobs: &[MaintdJob], outcome: &mut Outcome) {
     let node_of: BTreeMap<&str, &str> = incidents
         .iter()
         .filter_map(|i| Some((i["uuid"].as_str()?, i["node"].as_str()?)))
@@ -646,7 +437,7 @@ fn judge(roles: &Roles, incidents: &[Value], jobs: &[Job], outcome: &mut Outcome
 fn run_scenario(name: &str, kills: usize, rng: &mut StdRng) -> Outcome {
     let begun = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sim = Sim::start(dir.path());
+    let mut sim = start_sim(dir.path());
     let roles = Roles::find(&sim);
     let mut scenario = Scenario {
         sim: &sim,
@@ -658,7 +449,7 @@ fn run_scenario(name: &str, kills: usize, rng: &mut StdRng) -> Outcome {
         kills,
         ..Outcome::default()
     };
-    let mut daemon = Daemon::spawn(&sim, dir.path());
+    let mut daemon = spawn_scenario_daemon(&sim, dir.path());
     for kill in 0..kills {
         let lifetime = Duration::from_millis(rng.gen_range(0..=MAX_LIFETIME_MS));
         loop {
@@ -679,12 +470,12 @@ fn run_scenario(name: &str, kills: usize, rng: &mut StdRng) -> Outcome {
             outcome.kills_in_startup += 1;
         }
         let queued = sim.maintd_jobs();
-        if !queued.iter().all(Job::finalized) {
+        if !queued.iter().all(MaintdJob::finalized) {
             outcome.kills_with_jobs_in_flight += 1;
         }
         outcome.jobs_at_kill.push(queued.len());
         daemon.proc.kill9();
-        daemon = Daemon::spawn(&sim, dir.path());
+        daemon = spawn_scenario_daemon(&sim, dir.path());
     }
     let deadline = within(300);
     let (incidents, jobs) = wait_until(deadline, &format!("{name}: the scenario's end"), || {
@@ -881,7 +672,7 @@ fn agent_killed_mid_repair_fails_the_execution_and_never_runs_it_twice() {
     };
 
     // A one-node cluster: node1, the master, is the node whose agent reports and repairs.
-    let sim = Sim::start_with(base, 1, 0);
+    let sim = Sim::start(base, &cluster(1, 0, &[]));
     let port = free_port();
     let mut agent = spawn_agent(base, "node1", port);
     let diagnose_url = format!("http://127.0.0.1:{port}/1/report/node/diagnose?node={{node}}");
@@ -893,7 +684,7 @@ fn agent_killed_mid_repair_fails_the_execution_and_never_runs_it_twice() {
         ),
         ("MAINTD__CLUSTER__HMAC_KEY", path(&base.join("hmac.key"))),
     ];
-    let mut daemon = Daemon::spawn_with(&sim, base, &diagnose_url, &env);
+    let mut daemon = spawn_daemon(&sim, base, Some(&diagnose_url), &env);
     daemon.wait_serving(deadline);
 
     // The repair runs (its command sleeps): kill the agent, and maintd too.
@@ -923,7 +714,7 @@ fn agent_killed_mid_repair_fails_the_execution_and_never_runs_it_twice() {
     let _ = Command::new("kill").args(["-KILL", &pid]).status();
 
     let mut agent = spawn_agent(base, "node1", port);
-    let mut daemon = Daemon::spawn_with(&sim, base, &diagnose_url, &env);
+    let mut daemon = spawn_daemon(&sim, base, Some(&diagnose_url), &env);
     daemon.wait_serving(deadline);
     let failed = wait_until(deadline, "the incident failed", || {
         daemon
@@ -954,7 +745,7 @@ fn agent_killed_mid_repair_fails_the_execution_and_never_runs_it_twice() {
     agent.kill9();
     daemon.proc.kill9();
     let _agent = spawn_agent(base, "node1", port);
-    let mut daemon = Daemon::spawn_with(&sim, base, &diagnose_url, &env);
+    let mut daemon = spawn_daemon(&sim, base, Some(&diagnose_url), &env);
     daemon.wait_serving(deadline);
     wait_polls(&mut daemon, 4, deadline);
     assert_eq!(run_count(), 1, "the repair command ran once");
@@ -1059,8 +850,8 @@ fn incident_on(daemon: &mut Daemon, node: &str, report: &Value) -> Option<Value>
 
 /// The jobs of incident `uuid`: keys never reused, no opcode list submitted twice, all
 /// successful, the last one tagging the node ready.
-fn assert_jobs_once_and_successful(sim: &Sim, uuid: &str) -> Vec<Job> {
-    let jobs: Vec<Job> = sim
+fn assert_jobs_once_and_successful(sim: &Sim, uuid: &str) -> Vec<MaintdJob> {
+    let jobs: Vec<MaintdJob> = sim
         .maintd_jobs()
         .into_iter()
         .filter(|j| j.incident == uuid)
@@ -1123,13 +914,16 @@ fn a_new_master_takes_over_the_state_from_the_candidates_and_submits_nothing_twi
     let base = dir.path();
     let key = base.join("hmac.key");
     fs::write(&key, AGENT_KEY).expect("key file");
-    let sim = Sim::start_args(base, 6, 18, &["--sign-reports".into(), path(&key)]);
+    let sim = Sim::start(
+        base,
+        &cluster(6, 18, &["--sign-reports".into(), path(&key)]),
+    );
     let mut candidates = Candidates::start(base, 3);
     let env = candidates.daemon_env(&key);
     let spawn = |name: &str| {
         let home = base.join(name);
         fs::create_dir_all(&home).expect("daemon dir");
-        Daemon::spawn_with(&sim, &home, &sim.diagnose_url, &env)
+        spawn_daemon(&sim, &home, None, &env)
     };
 
     // 1. An evacuation, its state on the candidates: kill the master's maintd half way.

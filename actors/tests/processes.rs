@@ -13,7 +13,7 @@
 use std::{
     collections::BTreeSet,
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -27,249 +27,36 @@ use support::*;
 
 // ----- the simulated cluster and daemons -----
 
-/// `maintd sim --cluster-only` on loopback port 0.
-struct Sim {
-    /// The process (killed on drop).
-    proc: Proc,
-    /// Address of its control API.
-    http: String,
-    /// Diagnose URL template.
-    diagnose_url: String,
-    luxi_socket: PathBuf,
+/// Eight nodes, 24 instances, quick jobs.
+fn start_sim(dir: &Path) -> Sim {
+    Sim::start(dir, &SimSpec::new(8, 24))
 }
 
-impl Sim {
-    fn start(dir: &Path) -> Sim {
-        let luxi_socket = dir.join("q");
-        let args: Vec<String> = [
-            "sim",
-            "--cluster-only",
-            "--nodes",
-            "8",
-            "--instances",
-            "24",
-            "--seed",
-            "1",
-            "--job-seconds",
-            "0.3",
-            "--sim-listen",
-            "127.0.0.1:0",
-        ]
+/// The non-master node with the most primaries (then secondaries): (name, primaries, secondaries).
+fn busiest_node(sim: &Sim) -> (String, usize, usize) {
+    let count = |n: &Value, key: &str| n[key].as_array().map_or(0, Vec::len);
+    sim.nodes()
         .iter()
-        .map(|a| (*a).to_owned())
-        .chain([
-            "--luxi-socket".into(),
-            path(&luxi_socket),
-            "--state-dir".into(),
-            path(&dir.join("sim")),
-        ])
-        .collect();
-        let mut proc = Proc::spawn("sim", &args, &dir.join("sim.log"));
-        let deadline = within(30);
-        let control = proc.line("control API:", deadline);
-        let http = control
-            .strip_prefix("http://")
-            .and_then(|rest| rest.split_once('/'))
-            .map(|(addr, _)| addr.to_owned())
-            .unwrap_or_else(|| panic!("control API line: {control:?}"));
-        let diagnose_url = proc.line("diagnose URL:", deadline);
-        assert!(diagnose_url.contains("{node}"), "{diagnose_url}");
-        Sim {
-            proc,
-            http,
-            diagnose_url,
-            luxi_socket,
-        }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        http_ok(&self.http, "GET", path, None)
-    }
-
-    fn nodes(&self) -> Vec<Value> {
-        self.get("/sim/nodes")
-            .as_array()
-            .cloned()
-            .expect("node list")
-    }
-
-    fn node(&self, name: &str) -> Value {
-        self.nodes()
-            .into_iter()
-            .find(|n| n["name"] == name)
-            .unwrap_or_else(|| panic!("no node {name}"))
-    }
-
-    /// The non-master node with the most primaries (then secondaries): (name, primaries, secondaries).
-    fn busiest_node(&self) -> (String, usize, usize) {
-        let count = |n: &Value, key: &str| n[key].as_array().map_or(0, Vec::len);
-        self.nodes()
-            .iter()
-            .filter(|n| n["master"] == false)
-            .map(|n| {
-                (
-                    n["name"].as_str().expect("name").to_owned(),
-                    count(n, "primary_instances"),
-                    count(n, "secondary_instances"),
-                )
-            })
-            .max_by_key(|(name, p, s)| (*p, *s, std::cmp::Reverse(name.clone())))
-            .expect("a non-master node")
-    }
-
-    fn report(&self, node: &str, diagnose: Value) {
-        http_ok(
-            &self.http,
-            "PUT",
-            &format!("/sim/nodes/{node}/diagnose"),
-            Some(&diagnose),
-        );
-    }
-
-    /// The queue's jobs submitted by maintd.
-    fn maintd_jobs(&self) -> Vec<QueuedJob> {
-        let jobs = self.get("/sim/jobs");
-        jobs.as_array()
-            .expect("job list")
-            .iter()
-            .filter_map(|job| {
-                let texts: BTreeSet<String> = job["ops"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|op| op["reason"].as_array().cloned().unwrap_or_default())
-                    .filter(|entry| entry[0] == MAINTD_SOURCE)
-                    .filter_map(|entry| entry[1].as_str().map(str::to_owned))
-                    .collect();
-                (!texts.is_empty()).then(|| QueuedJob {
-                    id: job["id"].as_u64().expect("job id"),
-                    status: job["status"].as_str().unwrap_or("").to_owned(),
-                    texts,
-                })
-            })
-            .collect()
-    }
+        .filter(|n| n["master"] == false)
+        .map(|n| {
+            (
+                n["name"].as_str().expect("name").to_owned(),
+                count(n, "primary_instances"),
+                count(n, "secondary_instances"),
+            )
+        })
+        .max_by_key(|(name, p, s)| (*p, *s, std::cmp::Reverse(name.clone())))
+        .expect("a non-master node")
 }
 
-/// A job in the simulated queue with maintd's reason texts (one per distinct text).
-#[derive(Debug)]
-struct QueuedJob {
-    id: u64,
-    status: String,
-    texts: BTreeSet<String>,
-}
-
-/// `maintd daemon` against `sim`, on loopback port 0; its API address once printed.
-struct Daemon {
-    proc: Proc,
-    api: Option<String>,
-    started: Instant,
-}
-
-impl Daemon {
-    fn spawn(sim: &Sim, dir: &Path, node: &str, round_delay: &str, extra: &[&str]) -> Daemon {
-        let args = Self::args(sim, dir, node, round_delay, extra);
-        Daemon {
-            proc: Proc::spawn(&format!("daemon on {node}"), &args, &dir.join("daemon.log")),
-            api: None,
-            started: Instant::now(),
-        }
-    }
-
-    /// Like [`Daemon::spawn`], in a mount namespace of its own in which its state
-    /// directory (`dir/state`) is a bind mount onto itself, which [`remount_state_dir`]
-    /// can make read-only underneath the running daemon. `unshare` and `sh` exec, so the
-    /// child's pid is maintd's.
-    fn spawn_with_own_state_mount(sim: &Sim, dir: &Path, node: &str, round_delay: &str) -> Daemon {
-        let state_dir = dir.join("state");
-        std::fs::create_dir_all(&state_dir).expect("state dir");
-        let mut args: Vec<String> = [
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            r#"mount --bind "$1" "$1" && shift && exec "$@""#,
-            "sh",
-        ]
-        .iter()
-        .map(|a| (*a).to_owned())
-        .collect();
-        args.push(path(&state_dir));
-        args.push(BIN.to_owned());
-        args.extend(Self::args(sim, dir, node, round_delay, &[]));
-        Daemon {
-            proc: Proc::spawn_program(
-                &format!("daemon on {node} (own mount namespace)"),
-                Path::new("unshare"),
-                &args,
-                &[],
-                &dir.join("daemon.log"),
-            ),
-            api: None,
-            started: Instant::now(),
-        }
-    }
-
-    /// The arguments of `maintd` for a daemon on `node` with its state in `dir/state`.
-    fn args(sim: &Sim, dir: &Path, node: &str, round_delay: &str, extra: &[&str]) -> Vec<String> {
-        let mut args: Vec<String> = vec![
-            "daemon".into(),
-            "-f".into(),
-            "--luxi-socket".into(),
-            path(&sim.luxi_socket),
-            "--diagnose-url".into(),
-            sim.diagnose_url.clone(),
-            "--node-name".into(),
-            node.into(),
-            "--state-dir".into(),
-            path(&dir.join("state")),
-            "-p".into(),
-            "0".into(),
-            "-b".into(),
-            "127.0.0.1".into(),
-            "--round-delay".into(),
-            round_delay.into(),
-            "--poll-interval".into(),
-            "0.2".into(),
-        ];
-        args.extend(extra.iter().map(|a| (*a).to_owned()));
-        args
-    }
-
-    /// The API address, if printed yet.
-    fn try_api(&mut self) -> Option<String> {
-        if self.api.is_none() {
-            self.api = self
-                .proc
-                .try_line("maintd API:")
-                .map(|url| url.trim_start_matches("http://").to_owned());
-        }
-        self.api.clone()
-    }
-
-    /// Wait until the API answers `/1/status` with 200 (this node is master); its address.
-    fn wait_serving(&mut self, deadline: Instant) -> String {
-        let api = self
-            .proc
-            .line("maintd API:", deadline)
-            .trim_start_matches("http://")
-            .to_owned();
-        self.api = Some(api.clone());
-        wait_until(deadline, "/1/status to answer 200", || {
-            matches!(http(&api, "GET", "/1/status", None), Ok((200, _))).then_some(())
-        });
-        api
-    }
-
-    /// `/1/status` if the daemon serves it now (not while starting, dying or idle).
-    fn try_incidents(&mut self) -> Option<Vec<Value>> {
-        let api = self.try_api()?;
-        match http(&api, "GET", "/1/status", None) {
-            Ok((200, body)) => Some(body.as_array().cloned().expect("incident list")),
-            _ => None,
-        }
-    }
+/// `maintd daemon` on `node` against `sim`, rounds every `round_delay` seconds, with
+/// `extra` flags.
+fn spawn_daemon(sim: &Sim, dir: &Path, node: &str, round_delay: &str, extra: &[&str]) -> Daemon {
+    let spec = DaemonSpec {
+        extra_args: extra.iter().map(|a| (*a).to_owned()).collect(),
+        ..DaemonSpec::on(node, round_delay)
+    };
+    Daemon::spawn(sim, dir, &spec)
 }
 
 /// When to SIGKILL the running daemon.
@@ -377,13 +164,13 @@ fn kill_9_at_any_instant_loses_nothing_and_submits_nothing_twice() {
     let begun = Instant::now();
     let deadline = begun + Duration::from_secs(120);
     let dir = tempfile::tempdir().expect("tempdir");
-    let sim = Sim::start(dir.path());
-    let (node, _, _) = sim.busiest_node();
+    let sim = start_sim(dir.path());
+    let (node, _, _) = busiest_node(&sim);
     let expected_jobs = expected_evacuation_jobs(&sim, &node);
 
-    let mut daemon = Daemon::spawn(&sim, dir.path(), "node1", "0.3", &[]);
+    let mut daemon = spawn_daemon(&sim, dir.path(), "node1", "0.3", &[]);
     daemon.wait_serving(deadline);
-    sim.report(&node, json!({"status": "evacuate"}));
+    sim.report(&node, &json!({"status": "evacuate"}));
     let first = wait_until(deadline, "the incident", || {
         daemon
             .try_incidents()?
@@ -450,7 +237,7 @@ fn kill_9_at_any_instant_loses_nothing_and_submits_nothing_twice() {
         }
         daemon.proc.kill9();
         kills.push((kill, sim.maintd_jobs().len()));
-        daemon = Daemon::spawn(&sim, dir.path(), "node1", "0.3", &[]);
+        daemon = spawn_daemon(&sim, dir.path(), "node1", "0.3", &[]);
     }
     wait_until(deadline, "the incident completed", || {
         (check(&mut daemon).as_deref() == Some("completed")).then_some(())
@@ -477,7 +264,7 @@ fn kill_9_at_any_instant_loses_nothing_and_submits_nothing_twice() {
 #[test]
 fn daemon_exits_11_when_not_master() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sim = Sim::start(dir.path());
+    let sim = start_sim(dir.path());
     assert_eq!(
         sim.nodes()
             .iter()
@@ -485,7 +272,7 @@ fn daemon_exits_11_when_not_master() {
             .map(|n| n["name"].clone()),
         Some(json!("node1"))
     );
-    let mut daemon = Daemon::spawn(&sim, dir.path(), "node2", "0.3", &[]);
+    let mut daemon = spawn_daemon(&sim, dir.path(), "node2", "0.3", &[]);
     let status = daemon.proc.wait_exit(within(30));
     assert_eq!(status.code(), Some(11), "{status}");
     assert!(
@@ -527,8 +314,8 @@ fn no_voting_needs_yes_do_it() {
     );
 
     // Confirmed, the master check is skipped: node2 is not the master, yet maintd works.
-    let sim = Sim::start(dir.path());
-    let mut daemon = Daemon::spawn(
+    let sim = start_sim(dir.path());
+    let mut daemon = spawn_daemon(
         &sim,
         dir.path(),
         "node2",
@@ -547,8 +334,8 @@ fn no_voting_needs_yes_do_it() {
 fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let deadline = within(60);
     let dir = tempfile::tempdir().expect("tempdir");
-    let sim = Sim::start(dir.path());
-    let mut daemon = Daemon::spawn(&sim, dir.path(), "node1", "1000", &[]);
+    let sim = start_sim(dir.path());
+    let mut daemon = spawn_daemon(&sim, dir.path(), "node1", "1000", &[]);
     let api = daemon.wait_serving(deadline);
     let url = format!("http://{api}");
     // Every round persists the state, the first (empty) one too; the next is 1000 s away,
@@ -562,8 +349,8 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(stdout, "no incidents\n");
 
-    let (node, _, _) = sim.busiest_node();
-    sim.report(&node, json!({"status": "evacuate"}));
+    let (node, _, _) = busiest_node(&sim);
+    sim.report(&node, &json!({"status": "evacuate"}));
     let incident = wait_until(deadline, "the incident", || {
         daemon
             .try_incidents()?
@@ -670,8 +457,8 @@ fn signal(proc: &Proc, signal: &str) {
 #[test]
 fn sigterm_and_sigint_stop_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sim = Sim::start(dir.path());
-    let mut daemon = Daemon::spawn(&sim, dir.path(), "node1", "0.3", &[]);
+    let mut sim = start_sim(dir.path());
+    let mut daemon = spawn_daemon(&sim, dir.path(), "node1", "0.3", &[]);
     daemon.proc.line("maintd API:", within(30));
     signal(&daemon.proc, "INT");
     let status = daemon.proc.wait_exit(within(30));
@@ -919,12 +706,13 @@ fn a_state_directory_made_read_only_while_running_stops_all_submissions() {
         eprintln!("SKIPPED: the read-only state directory test cannot run here: {why}");
         return;
     }
-    let sim = Sim::start(dir.path());
-    let (node, _, _) = sim.busiest_node();
+    let sim = start_sim(dir.path());
+    let (node, _, _) = busiest_node(&sim);
     let expected_jobs = expected_evacuation_jobs(&sim, &node);
     let state_dir = dir.path().join("state");
     let state_file = state_dir.join("state.json");
-    let mut daemon = Daemon::spawn_with_own_state_mount(&sim, dir.path(), "node1", "0.3");
+    let mut daemon =
+        Daemon::spawn_with_own_state_mount(&sim, dir.path(), &DaemonSpec::on("node1", "0.3"));
     let api = daemon.wait_serving(deadline);
     let url = format!("http://{api}");
     let get = |path: &str| http_ok(&api, "GET", path, None);
@@ -953,7 +741,7 @@ fn a_state_directory_made_read_only_while_running_stops_all_submissions() {
     // the file holds now is what the daemon last saved.
     let saved = std::fs::read(&state_file).expect("state file");
 
-    sim.report(&node, json!({"status": "evacuate"}));
+    sim.report(&node, &json!({"status": "evacuate"}));
     // Observed and confirmed (in memory: observations are not held back).
     let incident = wait_until(deadline, "the incident confirmed", || {
         daemon

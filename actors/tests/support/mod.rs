@@ -17,6 +17,15 @@ use std::{
 
 use serde_json::Value;
 
+pub mod daemon;
+pub mod sim;
+
+// Not every test uses them.
+#[allow(unused_imports)]
+pub use daemon::{Daemon, DaemonSpec};
+#[allow(unused_imports)]
+pub use sim::{MaintdJob, Sim, SimSpec};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_maintd");
 /// Interval of every polling loop.
 pub const POLL: Duration = Duration::from_millis(100);
