@@ -245,7 +245,7 @@ async fn pause(
             at: clock.now(),
         })
         .await?
-        .map_err(ApiError::Unavailable)?;
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -268,7 +268,7 @@ async fn resume(
             at: clock.now(),
         })
         .await?
-        .map_err(ApiError::Unavailable)?;
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -355,9 +355,7 @@ async fn cancel(
         Err(CancelRefused::Refused(e @ CancelError::Finished(..))) => {
             Err(ApiError::Conflict(e.to_string()))
         }
-        Err(CancelRefused::NotSaved(why) | CancelRefused::NotReplicated(why)) => {
-            Err(ApiError::Unavailable(why))
-        }
+        Err(CancelRefused::NotDurable(e)) => Err(ApiError::Unavailable(e.to_string())),
     }
 }
 

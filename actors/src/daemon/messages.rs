@@ -206,12 +206,21 @@ pub enum CancelRefused {
     /// The incident cannot be canceled.
     #[error(transparent)]
     Refused(#[from] CancelError),
-    /// The cancel could not be saved, so it was not made.
-    #[error("{0}")]
+    /// The cancel was not saved, or not yet replicated.
+    #[error(transparent)]
+    NotDurable(#[from] NotDurable),
+}
+
+/// Why an operator's request (cancel, pause, resume) is not acknowledged: it is
+/// acknowledged only once durable, so a new master knows of it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotDurable {
+    /// The change could not be saved, so it was not made.
+    #[error("state could not be saved: {0}")]
     NotSaved(String),
-    /// The cancel is saved on this node but did not reach a majority of the master
+    /// The change is saved on this node but did not reach a majority of the master
     /// candidates in time: it holds here, and reaches them once they answer.
-    #[error("{0}")]
+    #[error("saved on this node, not yet on a majority of the master candidates ({0}); it holds here and reaches them once they answer")]
     NotReplicated(String),
 }
 
@@ -227,10 +236,9 @@ pub struct CancelIncident {
     pub at: f64,
 }
 
-/// Pause maintd: no new action until resumed. Persisted before it is acknowledged; the
-/// error says why it could not be saved. Web → registry.
+/// Pause maintd: no new action until resumed. Acknowledged once durable. Web → registry.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<SafetyView, String>")]
+#[rtype(result = "Result<SafetyView, NotDurable>")]
 pub struct Pause {
     /// Why, as the operator said.
     pub reason: Option<String>,
@@ -243,7 +251,7 @@ pub struct Pause {
 /// Resume: lift a pause, reset a tripped breaker, release flapping incidents. Persisted
 /// before it is acknowledged. Web → registry.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<SafetyView, String>")]
+#[rtype(result = "Result<SafetyView, NotDurable>")]
 pub struct Resume {
     /// Who asked (the API client).
     pub by: String,

@@ -19,9 +19,9 @@ use tracing::{error, info, warn};
 use crate::daemon::messages::{
     AwaitDurable, BreakerView, CancelIncident, CancelRefused, ExtendRound, GetHistory, GetIncident,
     GetPlan, GetRecovery, GetRoundFinished, GetSafety, GetStatus, IncidentNote, JobStatusesSeen,
-    JobToSubmit, JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, Pause, PlanContext,
-    PlanView, Planned, PlannedJobView, Reconcile, Recovery, ReplicationChanged, Resume, SafetyView,
-    Shutdown, StartRound, StateSaved, StatusView, SubmissionLost,
+    JobToSubmit, JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, NotDurable, Pause,
+    PlanContext, PlanView, Planned, PlannedJobView, Reconcile, Recovery, ReplicationChanged,
+    Resume, SafetyView, Shutdown, StartRound, StateSaved, StatusView, SubmissionLost,
 };
 
 /// Name of the state file inside the state directory.
@@ -121,7 +121,7 @@ impl EventRegistry {
 
     /// Resolves once the current state is on a majority of the master candidates (at
     /// once without replication), or with why it is not.
-    fn until_durable(&self) -> impl std::future::Future<Output = Result<(), String>> {
+    fn until_durable(&self) -> impl std::future::Future<Output = Result<(), NotDurable>> {
         let serial = self.state.serial;
         let durability = self.durability.as_ref().and_then(WeakRecipient::upgrade);
         async move {
@@ -132,9 +132,7 @@ impl EventRegistry {
                 .send(AwaitDurable { serial })
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()))
-                .map_err(|why| {
-                    format!("saved on this node, not yet on a majority of the master candidates ({why}); it holds here and reaches them once they answer")
-                })
+                .map_err(NotDurable::NotReplicated)
         }
     }
 
@@ -177,16 +175,20 @@ impl EventRegistry {
     /// Apply `change` only if the result can be saved: otherwise the state is as before
     /// and the error says why. For decisions (new rounds, operator requests): they take
     /// effect only once they are on disk.
-    fn durably<T>(&mut self, change: impl FnOnce(&mut MaintenanceState) -> T) -> Result<T, String> {
+    fn durably<T>(
+        &mut self,
+        change: impl FnOnce(&mut MaintenanceState) -> T,
+    ) -> Result<T, NotDurable> {
         let before = self.state.clone();
         let result = change(&mut self.state);
         if self.persist() {
             Ok(result)
         } else {
             self.state = before;
-            Err(format!(
-                "state could not be saved: {}",
-                self.unsaved.as_deref().unwrap_or("unknown error")
+            Err(NotDurable::NotSaved(
+                self.unsaved
+                    .clone()
+                    .unwrap_or_else(|| "unknown error".into()),
             ))
         }
     }
@@ -443,7 +445,13 @@ impl Handler<StartRound> for EventRegistry {
         let (dropped, round) = match planned {
             Ok(planned) => planned,
             Err(why) => {
-                self.last_plan = Some(plan_view(&plan, msg.at, None, Some(why), Vec::new()));
+                self.last_plan = Some(plan_view(
+                    &plan,
+                    msg.at,
+                    None,
+                    Some(why.to_string()),
+                    Vec::new(),
+                ));
                 return MessageResult(Planned::default());
             }
         };
@@ -583,19 +591,19 @@ impl Handler<CancelIncident> for EventRegistry {
     fn handle(&mut self, msg: CancelIncident, _: &mut Context<Self>) -> Self::Result {
         let done = self
             .durably(|state| state.cancel_by(msg.uuid, &msg.by, msg.at))
-            .map_err(CancelRefused::NotSaved)
+            .map_err(CancelRefused::NotDurable)
             .and_then(|canceled| canceled.map_err(CancelRefused::Refused));
         if let Err(refused) = done {
             return Box::pin(async move { Err(refused) });
         }
         info!(target: "maintd::registry", uuid = %msg.uuid, by = %msg.by, "incident canceled");
         let durable = self.until_durable();
-        Box::pin(async move { durable.await.map_err(CancelRefused::NotReplicated) })
+        Box::pin(async move { durable.await.map_err(CancelRefused::NotDurable) })
     }
 }
 
 impl Handler<Pause> for EventRegistry {
-    type Result = ResponseFuture<Result<SafetyView, String>>;
+    type Result = ResponseFuture<Result<SafetyView, NotDurable>>;
 
     fn handle(&mut self, msg: Pause, _: &mut Context<Self>) -> Self::Result {
         if let Err(why) = self.durably(|state| state.pause(msg.reason.clone(), &msg.by, msg.at)) {
@@ -608,7 +616,7 @@ impl Handler<Pause> for EventRegistry {
 }
 
 impl Handler<Resume> for EventRegistry {
-    type Result = ResponseFuture<Result<SafetyView, String>>;
+    type Result = ResponseFuture<Result<SafetyView, NotDurable>>;
 
     fn handle(&mut self, msg: Resume, _: &mut Context<Self>) -> Self::Result {
         if let Err(why) = self.durably(|state| state.resume(&msg.by, msg.at)) {
