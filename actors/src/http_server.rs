@@ -4,7 +4,7 @@
 
 use std::{
     fmt,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -49,6 +49,67 @@ impl HttpLimits {
     }
 }
 
+/// Connections a listening socket queues before they are accepted (actix-web's default).
+const BACKLOG: i32 = 1024;
+
+/// The listening sockets of a server, bound before anything else starts: a taken port
+/// then stops the program before it has done anything.
+#[derive(Debug)]
+pub struct Listeners {
+    /// What was asked for, for messages.
+    pub addr: String,
+    sockets: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Bind every address `addr` (`host:port`) resolves to; fails if one cannot be bound,
+    /// naming it.
+    pub fn bind(addr: &str) -> std::io::Result<Listeners> {
+        let in_context = |e: std::io::Error, at: &dyn fmt::Display| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {at}: {e}"))
+        };
+        let resolved: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|e| in_context(e, &addr))?
+            .collect();
+        if resolved.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "cannot listen on {addr}: it names no address"
+            )));
+        }
+        let sockets = resolved
+            .iter()
+            .map(|at| listen(at).map_err(|e| in_context(e, at)))
+            .collect::<std::io::Result<_>>()?;
+        Ok(Listeners {
+            addr: addr.to_owned(),
+            sockets,
+        })
+    }
+
+    /// The bound addresses (with the port chosen for port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter_map(|socket| socket.local_addr().ok())
+            .collect()
+    }
+}
+
+/// One listening socket, as actix-web makes them (address reuse, a deep backlog).
+fn listen(at: &SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(*at), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if at.is_ipv6() {
+        // `[::]` means IPv6 only, as `0.0.0.0` means IPv4 only.
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&(*at).into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// A running HTTP server; stopping the actor stops the server gracefully.
 pub struct HttpServerActor {
     handle: ServerHandle,
@@ -57,11 +118,11 @@ pub struct HttpServerActor {
 }
 
 impl HttpServerActor {
-    /// Bind `addr` and serve the apps `factory` makes (one worker, no signal handling of
+    /// Serve on `listeners` the apps `factory` makes (one worker, no signal handling of
     /// its own: the process handles signals) within `limits`; `what` names the server in
     /// the log.
-    pub fn bind<F, I, S, B>(
-        addr: &str,
+    pub fn serve<F, I, S, B>(
+        listeners: Listeners,
         what: &'static str,
         limits: HttpLimits,
         factory: F,
@@ -77,15 +138,17 @@ impl HttpServerActor {
         S::Service: 'static,
         B: MessageBody + 'static,
     {
-        let server = HttpServer::new(factory)
+        let mut server = HttpServer::new(factory)
             .workers(1)
             // Per worker, and there is one worker: this is the process's cap.
             .max_connections(limits.max_connections)
             .client_request_timeout(limits.client_request_timeout)
             .keep_alive(limits.keep_alive)
             .disable_signals()
-            .shutdown_timeout(5)
-            .bind(addr)?;
+            .shutdown_timeout(5);
+        for socket in listeners.sockets {
+            server = server.listen(socket)?;
+        }
         let addrs = server.addrs();
         let server = server.run();
         let handle = server.handle();

@@ -64,7 +64,16 @@ pub fn run_system<R: 'static>(
     // Listen for signals before anything starts, so that a signal arriving during startup
     // shuts down cleanly instead of killing the process.
     let signals = system.block_on(async { listen_for_signals() });
-    let running = system.block_on(async { setup() })?;
+    let running = match system.block_on(async { setup() }) {
+        Ok(running) => running,
+        Err(why) => {
+            // Whatever setup started must stop inside the running system: dropped outside
+            // it, actix's timers panic ("there is no reactor running").
+            system.block_on(async { System::current().stop_with_code(1) });
+            let _ = system.run_with_code();
+            return Err(why);
+        }
+    };
     system.block_on(async move {
         actix::spawn(async move {
             wait_for_signal(signals).await;

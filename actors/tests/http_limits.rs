@@ -8,7 +8,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use actix::Actor;
 use maintd::clock::Clock;
-use maintd_actors::{daemon::api, http_server::HttpLimits};
+use maintd_actors::{
+    daemon::api,
+    http_server::{HttpLimits, Listeners},
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -45,8 +48,8 @@ async fn clients_beyond_the_cap_wait_for_a_free_slot() {
         client_request_timeout: Duration::from_secs(600),
         keep_alive: Duration::from_secs(600),
     };
-    let server = api::bind(
-        "127.0.0.1:0",
+    let server = api::serve(
+        Listeners::bind("127.0.0.1:0").expect("a free port"),
         api::RegistryLink::default(),
         Clock::new(),
         limits,
@@ -82,8 +85,8 @@ async fn idle_clients_over_the_cap_do_not_lock_out_a_fresh_request() {
         client_request_timeout: Duration::from_secs(1),
         keep_alive: Duration::from_secs(1),
     };
-    let server = api::bind(
-        "127.0.0.1:0",
+    let server = api::serve(
+        Listeners::bind("127.0.0.1:0").expect("a free port"),
         api::RegistryLink::default(),
         Clock::new(),
         limits,

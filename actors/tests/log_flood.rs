@@ -22,7 +22,7 @@ use maintd::{
 };
 use maintd_actors::{
     daemon::api,
-    http_server::HttpLimits,
+    http_server::{HttpLimits, Listeners},
     telemetry::{self, ActixLogLimit},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -106,8 +106,8 @@ async fn a_garbage_flood_costs_a_few_lines_and_a_count() {
     ))
     .expect("the only subscriber of this test binary");
 
-    let server = api::bind(
-        "127.0.0.1:0",
+    let server = api::serve(
+        Listeners::bind("127.0.0.1:0").expect("a free port"),
         api::RegistryLink::default(),
         Clock::new(),
         HttpLimits::new(16),

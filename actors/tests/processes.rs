@@ -261,6 +261,96 @@ fn kill_9_at_any_instant_loses_nothing_and_submits_nothing_twice() {
     );
 }
 
+/// A taken port stops the daemon, the agent and the simulator at once: exit code 1, one
+/// line naming the address, no panic, and neither maintd's work nor the agent's started
+/// before it (the simulator serves its simulated cluster first).
+#[test]
+fn a_taken_port_exits_1_with_one_line_and_nothing_started() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("a port");
+    let at = format!("127.0.0.1:{}", taken.local_addr().expect("address").port());
+    let port = at
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_owned())
+        .unwrap_or_default();
+    let base = dir.path();
+    let state = |name: &str| path(&base.join(name));
+    let commands: [(&str, Vec<String>); 3] = [
+        (
+            "daemon",
+            [
+                "daemon",
+                "-f",
+                "--no-voting",
+                "--yes-do-it",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "--luxi-socket",
+                &state("no-socket"),
+                "--state-dir",
+                &state("daemon"),
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        (
+            "agent",
+            [
+                "agent",
+                "--listen",
+                &at,
+                "--node-name",
+                "node1",
+                "--state-dir",
+                &state("agent"),
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        (
+            "sim",
+            [
+                "sim",
+                "--listen",
+                &at,
+                "--sim-listen",
+                "127.0.0.1:0",
+                "--state-dir",
+                &state("sim"),
+                "--luxi-socket",
+                &state("sim.sock"),
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+    ];
+    for (name, args) in &commands {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, _, log) = run(base, name, &args);
+        assert_eq!(status.code(), Some(1), "{name}: {status}; log:\n{log}");
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("cannot listen on"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{name}: one line names the address: {log}");
+        assert!(lines[0].contains(&at), "{name}: {log}");
+        assert!(!log.contains("panic"), "{name} panicked: {log}");
+        for started in ["starting maintenance work", "diagnose result"] {
+            assert!(
+                !log.contains(started),
+                "{name} started before listening ({started:?}): {log}"
+            );
+        }
+    }
+    assert!(
+        !base.join("daemon").join("state.json").exists(),
+        "the daemon wrote no state"
+    );
+    drop(taken);
+}
+
 #[test]
 fn daemon_exits_11_when_not_master() {
     let dir = tempfile::tempdir().expect("tempdir");

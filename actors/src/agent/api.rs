@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::{
     agent::diagnose_collector::{DiagnoseCollector, GetDiagnoseReport},
     agent::repair_executor::{GetExecution, RepairExecutor, SubmitRepair},
-    http_server::{log_refusals, HttpLimits, HttpServerActor, PeerLog, Refusal},
+    http_server::{log_refusals, HttpLimits, HttpServerActor, Listeners, PeerLog, Refusal},
 };
 
 /// What the handlers need.
@@ -302,9 +302,13 @@ pub fn app(
 /// The web actor: owns the HTTP server and stops it when stopped.
 pub type AgentWeb = HttpServerActor;
 
-/// Bind and start serving within `limits`; fails if the address cannot be bound.
-pub fn bind(addr: &str, limits: HttpLimits, agent: AgentContext) -> std::io::Result<AgentWeb> {
-    HttpServerActor::bind(addr, "node agent", limits, move || app(agent.clone()))
+/// Start serving on `listeners` within `limits`.
+pub fn serve(
+    listeners: Listeners,
+    limits: HttpLimits,
+    agent: AgentContext,
+) -> std::io::Result<AgentWeb> {
+    HttpServerActor::serve(listeners, "node agent", limits, move || app(agent.clone()))
 }
 
 #[cfg(test)]

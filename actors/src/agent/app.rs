@@ -26,6 +26,7 @@ use crate::{
     agent::api::{AgentContext, AgentWeb},
     agent::diagnose_collector::{CollectorConfig, DiagnoseCollector},
     agent::repair_executor::{RepairConfig, RepairExecutor, EXECUTIONS_FILE},
+    http_server::{HttpLimits, Listeners},
 };
 
 /// The running agent.
@@ -47,6 +48,8 @@ pub fn start(
     key: Option<HmacKey>,
     clock: Clock,
 ) -> Result<Agent, String> {
+    // First: a taken port stops the agent before it restores or runs anything.
+    let listeners = Listeners::bind(&settings.listen).map_err(|e| e.to_string())?;
     let store = JsonStore::open(&PathBuf::from(&settings.state_dir), EXECUTIONS_FILE)
         .map_err(|e| e.to_string())?;
     let document = store.load().map_err(|e| e.to_string())?;
@@ -95,9 +98,9 @@ pub fn start(
         node_name,
         clock,
     };
-    let limits = crate::http_server::HttpLimits::new(settings.max_connections);
-    let web = crate::agent::api::bind(&settings.listen, limits, context)
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let limits = HttpLimits::new(settings.max_connections);
+    let web = crate::agent::api::serve(listeners, limits, context)
+        .map_err(|e| format!("cannot serve on {}: {e}", settings.listen))?;
     let addrs = web.addrs.clone();
     Ok(Agent {
         collector,

@@ -24,7 +24,7 @@ use crate::{
         Pause, Resume, StatusView,
     },
     daemon::registry::EventRegistry,
-    http_server::{log_refusals, HttpLimits, HttpServerActor, PeerLog},
+    http_server::{log_refusals, HttpLimits, HttpServerActor, Listeners, PeerLog},
 };
 
 /// Where HTTP handlers find the registry; empty while this node is not master.
@@ -414,12 +414,14 @@ pub fn app(
 /// The web actor: owns the HTTP server and stops it when stopped.
 pub type WebActor = HttpServerActor;
 
-/// Bind and start serving within `limits`; fails if the address cannot be bound.
-pub fn bind(
-    addr: &str,
+/// Start serving on `listeners` within `limits`.
+pub fn serve(
+    listeners: Listeners,
     link: RegistryLink,
     clock: Clock,
     limits: HttpLimits,
 ) -> std::io::Result<WebActor> {
-    HttpServerActor::bind(addr, "maintd API", limits, move || app(link.clone(), clock))
+    HttpServerActor::serve(listeners, "maintd API", limits, move || {
+        app(link.clone(), clock)
+    })
 }

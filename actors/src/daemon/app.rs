@@ -31,7 +31,10 @@ use super::{
     state_replicator::ReplicationDeps,
     supervisor::SupervisorDeps,
 };
-use crate::{http_server::HttpLimits, startup};
+use crate::{
+    http_server::{HttpLimits, Listeners},
+    startup,
+};
 
 /// What the daemon needs besides its settings.
 pub struct Wiring {
@@ -203,6 +206,8 @@ pub fn serve(
     listen: &str,
     clock: Clock,
 ) -> Result<Serving, String> {
+    // First: a taken port stops maintd before it acts on the cluster.
+    let listeners = Listeners::bind(listen).map_err(|e| e.to_string())?;
     let backend: Rc<dyn ClusterBackend> = match settings.cluster.backend {
         BackendKind::Luxi => {
             let luxi = LuxiConfig {
@@ -285,8 +290,8 @@ pub fn serve(
     };
     let daemon = start(settings, wiring).map_err(|e| e.to_string())?;
     let limits = HttpLimits::new(settings.daemon.max_connections);
-    let web = api::bind(listen, daemon.link.clone(), clock, limits)
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let web = api::serve(listeners, daemon.link.clone(), clock, limits)
+        .map_err(|e| format!("cannot serve on {listen}: {e}"))?;
     startup::say(format_args!(
         "maintd API:       http://{}",
         web.addrs.first().map(|a| a.to_string()).unwrap_or_default()
