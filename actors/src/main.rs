@@ -14,6 +14,9 @@ use maintd_actors::{
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Status(args) => run_client(async move { client::status(&args).await }),
+        Command::Info { uuid, client } => {
+            run_client(async move { client::info(&client, &uuid).await })
+        }
         Command::Cancel { uuid, client } => {
             run_client(async move { client::cancel(&client, &uuid).await })
         }

@@ -437,7 +437,7 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
 
     let (status, stdout, stderr) = run(dir.path(), "status-empty", &["status", "--url", &url]);
     assert!(status.success(), "{status}: {stderr}");
-    assert_eq!(stdout, "no incidents\n");
+    assert_eq!(stdout, "UUID Node Action Status Age Tag Message\n");
 
     let (node, _, _) = busiest_node(&sim);
     sim.report(&node, &json!({"status": "evacuate"}));
@@ -459,6 +459,36 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     assert!(
         row.contains(&node) && row.contains("evacuate") && row.contains("noted"),
         "{row}"
+    );
+    // As gnt-* lists: chosen fields, no title line, a separator for scripts.
+    let (status, stdout, stderr) = run(
+        dir.path(),
+        "status-fields",
+        &[
+            "status",
+            "-o",
+            "node,status,uuid",
+            "--no-headers",
+            "--separator",
+            "|",
+            "--url",
+            &url,
+        ],
+    );
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stdout, format!("{node}|noted|{uuid}\n"));
+    let (status, _, stderr) = run(
+        dir.path(),
+        "status-bad-field",
+        &["status", "-o", "node,colour", "--url", &url],
+    );
+    assert_eq!(status.code(), Some(2), "a usage error: {stderr}");
+    assert!(stderr.contains("unknown field \"colour\""), "{stderr}");
+    let (status, stdout, stderr) = run(dir.path(), "info", &["info", &uuid, "--url", &url]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stdout.contains(&uuid) && stdout.contains("History:") && stdout.contains("noted"),
+        "{stdout}"
     );
     let (status, stdout, _) = run(
         dir.path(),

@@ -2,7 +2,12 @@
 
 use serde_json::Value;
 
-use crate::cli::ClientArgs;
+use maintd::clock::Clock;
+
+use crate::cli::{
+    incident_list::{render_incident, render_incidents, IncidentField, ListStyle},
+    ClientArgs, StatusArgs,
+};
 
 /// What went wrong talking to maintd.
 #[derive(Debug, thiserror::Error)]
@@ -67,51 +72,47 @@ async fn request_with(
     Ok(value)
 }
 
-/// Render `/1/status` as a table.
-pub fn format_status(incidents: &Value) -> String {
-    let Some(list) = incidents.as_array() else {
-        return incidents.to_string();
-    };
-    if list.is_empty() {
-        return "no incidents\n".into();
-    }
-    let mut out = format!(
-        "{:<36}  {:<16}  {:<17}  {:<9}  {}\n",
-        "UUID", "NODE", "ACTION", "STATUS", "JOBS"
-    );
-    for i in list {
-        let text = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
-        let jobs: Vec<String> = i
-            .get("jobs")
-            .and_then(Value::as_array)
-            .map(|j| j.iter().map(|v| v.to_string()).collect())
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "{:<36}  {:<16}  {:<17}  {:<9}  {}\n",
-            text("uuid"),
-            text("node"),
-            text("action"),
-            text("repair-status"),
-            jobs.join(",")
-        ));
-        if let Some(message) = i.get("message").and_then(Value::as_str) {
-            out.push_str(&format!("    {message}\n"));
-        }
-    }
-    out
-}
-
 /// `maintd status`.
-pub async fn status(args: &ClientArgs) -> Result<String, ClientError> {
+pub async fn status(args: &StatusArgs) -> Result<String, ClientError> {
     let value = request(
         awc::http::Method::GET,
-        format!("{}/1/status", args.url.trim_end_matches('/')),
+        format!("{}/1/status", base(&args.client)),
+    )
+    .await?;
+    if args.client.json {
+        return Ok(format!("{value:#}\n"));
+    }
+    let incidents = value.as_array().ok_or_else(|| ClientError::Unreachable {
+        url: format!("{}/1/status", base(&args.client)),
+        reason: "not a list of incidents".into(),
+    })?;
+    let fields = args
+        .fields
+        .as_ref()
+        .map_or(IncidentField::DEFAULT.to_vec(), |list| list.0.clone());
+    let style = ListStyle {
+        headers: !args.no_headers,
+        separator: args.separator.clone(),
+    };
+    Ok(render_incidents(
+        incidents,
+        &fields,
+        &style,
+        Clock::new().now(),
+    ))
+}
+
+/// `maintd info <uuid>`.
+pub async fn info(args: &ClientArgs, uuid: &str) -> Result<String, ClientError> {
+    let value = request(
+        awc::http::Method::GET,
+        format!("{}/1/incidents/{uuid}", base(args)),
     )
     .await?;
     Ok(if args.json {
         format!("{value:#}\n")
     } else {
-        format_status(&value)
+        render_incident(&value, Clock::new().now())
     })
 }
 
@@ -231,20 +232,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn status_table_lists_incidents_and_messages() {
-        let text = format_status(
-            &json!([{"uuid": "u1", "node": "node3", "action": "evacuate", "repair-status": "pending", "jobs": [4, 5], "message": "waiting"}]),
-        );
-        assert!(
-            text.contains("node3")
-                && text.contains("pending")
-                && text.contains("4,5")
-                && text.contains("waiting")
-        );
-        assert_eq!(format_status(&json!([])), "no incidents\n");
-    }
 
     #[test]
     fn safety_lines_name_the_pause_the_breaker_and_the_nodes_in_repair() {

@@ -1,6 +1,7 @@
 //! Command line (clap). `daemon` keeps ganeti-maintd's flags.
 
 pub mod client;
+pub mod incident_list;
 pub mod plan;
 pub mod state;
 
@@ -27,8 +28,16 @@ pub enum Command {
     Agent(AgentArgs),
     /// Run the daemon on the built-in simulated cluster (or the simulated cluster alone).
     Sim(SimArgs),
-    /// Show the incidents of a running maintd.
-    Status(ClientArgs),
+    /// List the incidents of a running maintd, as gnt-* list commands do.
+    Status(StatusArgs),
+    /// Show one incident of a running maintd with its history.
+    Info {
+        /// The incident's uuid.
+        uuid: String,
+        /// Where maintd is.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Plan offline from an htools text file: balancing like hbal, node evacuation like hail.
     Plan(crate::cli::plan::PlanArgs),
     /// Cancel an incident of a running maintd.
@@ -229,6 +238,25 @@ pub struct ClientArgs {
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `maintd status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where maintd is.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Fields to show, comma-separated; `+FIELDS` adds to the default ones (uuid, node,
+    /// action, status, age, tag, message). Also: jobs, command, ctime, mtime, confirmed,
+    /// flapping, stuck.
+    #[arg(short = 'o', long = "output", value_name = "FIELDS", value_parser = incident_list::parse_field_list)]
+    pub fields: Option<incident_list::FieldList>,
+    /// Do not print the title line.
+    #[arg(long)]
+    pub no_headers: bool,
+    /// Separate fields with SEP instead of aligning them.
+    #[arg(long, value_name = "SEP")]
+    pub separator: Option<String>,
 }
 
 impl CommonArgs {
