@@ -8,7 +8,7 @@ mod harness;
 use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
-use harness::{maintd_reasons, run_paused, Harness};
+use harness::{captured_log::Captured, maintd_reasons, run_paused, Harness};
 use maintd::{
     model::{
         cluster::DiskTemplate,
@@ -192,6 +192,68 @@ fn failed_job_fails_incident_tags_failed_and_stops() {
         );
         h.wait_status(&fresh_uuid, "completed", 300.0).await;
     });
+}
+
+/// Each change of an incident's status is logged once saved: progress at INFO, a failure
+/// at WARN with Ganeti's error, a failed job at WARN, a cancel naming who sent it.
+#[test]
+fn status_changes_are_logged_at_the_level_an_operator_expects() {
+    let (log, _guard) = Captured::this_thread("maintd::registry=info");
+    let uuids = std::cell::RefCell::new(Vec::new());
+    run_paused(|| async {
+        let h = Harness::start(8, 24, 0.2).await;
+        let failing = h.busiest_node();
+        let other = h
+            .sim
+            .lock()
+            .node_views(h.clock.now())
+            .into_iter()
+            .find(|n| !n.master && n.name != failing)
+            .expect("another node")
+            .name;
+        h.sim.lock().inject_fault("OP_NODE_SET_PARAMS", 1);
+        h.report(
+            &failing,
+            json!({"status": "evacuate", "details": "dimm B2"}),
+        );
+        let failed = uuid_of(&h.wait_incident_on(&failing, 10.0).await);
+        h.wait_status(&failed, "failed", 60.0).await;
+
+        h.report(&other, json!({"status": "live-repair", "command": "fix"}));
+        let canceled = uuid_of(&h.wait_incident_on(&other, 10.0).await);
+        let (status, body) = h
+            .api("POST", &format!("/1/incidents/{canceled}/cancel"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        h.wait_status(&canceled, "canceled", 5.0).await;
+        uuids.borrow_mut().extend([failed, canceled]);
+    });
+    let [failed, canceled] = <[String; 2]>::try_from(uuids.take()).expect("both incidents");
+    let lines = log.lines();
+    let line = |level: &str, what: &str, uuid: &str| {
+        let found: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains(level) && l.contains(what) && l.contains(uuid))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one {level} {what:?} for {uuid}: {lines:#?}"
+        );
+        found[0].clone()
+    };
+    line(" INFO ", "new incident", &failed);
+    line(" INFO ", "incident pending", &failed);
+    let failure = line(" WARN ", "incident failed", &failed);
+    assert!(failure.contains("error"), "Ganeti's error: {failure}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" WARN ") && l.contains("job finalized without success")),
+        "{lines:#?}"
+    );
+    let cancel = line(" INFO ", "incident canceled", &canceled);
+    assert!(cancel.contains("by=api client"), "{cancel}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::{
     net::{SocketAddr, TcpStream},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant},
 };
@@ -28,7 +28,10 @@ use maintd_actors::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::EnvFilter;
 
+#[path = "common/captured_log.rs"]
+mod captured_log;
 mod support;
+use captured_log::Captured;
 use support::*;
 
 /// Not HTTP at all: actix answers 400 and logs "stream error: request parse error: …".
@@ -39,37 +42,6 @@ const FLOOD: usize = 500;
 const BOUND: usize = 50;
 /// The line actix logs for each malformed request.
 const ACTIX_LINE: &str = "ERROR actix_http::h1::dispatcher: stream error";
-
-/// The in-process log.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        let bytes = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
 
 /// `request` on a fresh connection; the whole answer. actix logs about a malformed
 /// request before it closes the connection, so the answer's end means the line is out.

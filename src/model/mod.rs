@@ -8,3 +8,4 @@ pub mod load;
 pub mod opcode;
 pub mod replication;
 pub mod safety;
+pub mod transition;

@@ -8,8 +8,10 @@ use actix::{prelude::*, WeakRecipient};
 use maintd::{
     model::{
         incident::{MaintenanceState, Observed, RoundPlan, StatePolicy},
+        job::JobStatus,
         replication::next_serial,
         safety::{SafetyLimits, PAUSE_TAG},
+        transition::{StatusBook, StatusChange},
     },
     planner::pending_tag_jobs,
     store::JsonStore,
@@ -72,6 +74,8 @@ pub struct EventRegistry {
     durability: Option<WeakRecipient<AwaitDurable>>,
     /// The copies on the master candidates, as the replicator last told.
     replication: Option<maintd::model::replication::ReplicationView>,
+    /// Incident statuses as last saved: each save logs the changes since.
+    saved_statuses: StatusBook,
 }
 
 /// Now, in Unix seconds (for serials, which must grow across restarts and masters,
@@ -91,6 +95,7 @@ impl EventRegistry {
     pub fn new(mut state: MaintenanceState, store: JsonStore, config: RegistryConfig) -> Self {
         state.policy = config.policy.clone();
         EventRegistry {
+            saved_statuses: StatusBook::of(&state),
             state,
             store,
             config,
@@ -159,6 +164,10 @@ impl EventRegistry {
                 {
                     replicator.do_send(self.saved_message());
                 }
+                for change in self.saved_statuses.changes(&self.state) {
+                    self.log_change(&change);
+                }
+                self.saved_statuses = StatusBook::of(&self.state);
                 true
             }
             Err(e) => {
@@ -169,6 +178,27 @@ impl EventRegistry {
                 self.unsaved = Some(why);
                 false
             }
+        }
+    }
+
+    /// Log a saved change of an incident's status: a failure as a warning, with who made
+    /// it (the last history entry names maintd, the node or the API client).
+    fn log_change(&self, change: &StatusChange) {
+        if change.from.is_none() {
+            // Logged with its report when noted.
+            return;
+        }
+        let by = self
+            .state
+            .incident(change.uuid)
+            .and_then(|incident| incident.history.last())
+            .map_or("maintd", |entry| entry.by.as_str());
+        let (uuid, node, action, status) = (change.uuid, &change.node, change.action, change.to);
+        let message = change.message.as_deref().unwrap_or("");
+        if change.is_failure() {
+            warn!(target: "maintd::registry", %uuid, %node, action = %action.as_str(), %message, tag = %change.tag, "incident failed");
+        } else {
+            info!(target: "maintd::registry", %uuid, %node, action = %action.as_str(), %by, %message, "incident {status}");
         }
     }
 
@@ -458,9 +488,7 @@ impl Handler<StartRound> for EventRegistry {
         for uuid in &dropped {
             info!(target: "maintd::registry", %uuid, "incident dropped: its node no longer reports it");
         }
-        for (uuid, why) in &plan.failures {
-            warn!(target: "maintd::registry", %uuid, reason = %why, "incident failed");
-        }
+        // Failures are logged once saved, as every change of status.
         for (uuid, why) in &plan.notes {
             info!(target: "maintd::registry", %uuid, reason = %why, "incident waits");
         }
@@ -550,8 +578,11 @@ impl Handler<JobStatusesSeen> for EventRegistry {
                 None => {
                     warn!(target: "maintd::registry", job = %id, "job unknown to the queue; counted as failed")
                 }
+                Some(JobStatus::Success) => {
+                    info!(target: "maintd::registry", job = %id, "job succeeded")
+                }
                 Some(s) if s.is_finalized() => {
-                    info!(target: "maintd::registry", job = %id, status = %s, "job finalized")
+                    warn!(target: "maintd::registry", job = %id, status = %s, detail = msg.failure_details.get(&id).map_or("", String::as_str), "job finalized without success")
                 }
                 Some(_) => {}
             }
@@ -596,7 +627,6 @@ impl Handler<CancelIncident> for EventRegistry {
         if let Err(refused) = done {
             return Box::pin(async move { Err(refused) });
         }
-        info!(target: "maintd::registry", uuid = %msg.uuid, by = %msg.by, "incident canceled");
         let durable = self.until_durable();
         Box::pin(async move { durable.await.map_err(CancelRefused::NotDurable) })
     }

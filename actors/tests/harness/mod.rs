@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../common/captured_log.rs"]
+pub mod captured_log;
+
 use std::{future::Future, rc::Rc, time::Duration};
 
 use actix_web::{body::to_bytes, http::StatusCode, test as web_test};
