@@ -12,20 +12,52 @@ use tracing::{
     warn, Event, Level, Subscriber,
 };
 use tracing_subscriber::{
-    fmt::MakeWriter,
+    fmt::{
+        format::{FormatEvent, FormatFields, Writer},
+        FmtContext, MakeWriter,
+    },
     layer::{Context, SubscriberExt},
+    registry::LookupSpan,
     util::SubscriberInitExt,
     EnvFilter, Layer,
 };
 
-/// Log to stderr; `RUST_LOG` wins over `debug` (the `-d` flag). The warnings and errors of
-/// actix's HTTP stack are rate-limited (see [`ActixLogLimit`]).
-pub fn init(debug: bool) {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text lines. When stderr is the systemd journal: without timestamps (the journal
+    /// keeps them) and with the syslog priority prefix (`<4>` for a warning) that the
+    /// journal reads, so `journalctl -p warning` shows maintd's warnings.
+    #[default]
+    Text,
+    /// One JSON object per line (level, target, fields), for log collectors.
+    Json,
+}
+
+/// How a subscriber writes its lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStyle {
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// Colours (text, not for the journal).
+    pub ansi: bool,
+    /// The lines go to the systemd journal.
+    pub journal: bool,
+}
+
+/// Log to stderr in `format`; `RUST_LOG` wins over `debug` (the `-d` flag). The warnings
+/// and errors of actix's HTTP stack are rate-limited (see [`ActixLogLimit`]).
+pub fn init(debug: bool, format: LogFormat) {
     let default = if debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let journal = stderr_is_journal();
+    let style = LogStyle {
+        format,
+        ansi: !journal && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        journal,
+    };
     let limit = ActixLogLimit::default();
-    if subscriber(filter, ansi, std::io::stderr, limit.clone())
+    if subscriber(filter, style, std::io::stderr, limit.clone())
         .try_init()
         .is_ok()
     {
@@ -33,27 +65,84 @@ pub fn init(debug: bool) {
     }
 }
 
-/// The subscriber that [`init`] installs, writing to `writer` and limiting actix's lines
-/// with `limit`.
+/// Whether stderr is a stream to the systemd journal: systemd says which one in
+/// `JOURNAL_STREAM` (`device:inode`), and a child that inherited the variable but not
+/// the stream must not take it for the journal.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((device, inode)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    device.parse() == Ok(stderr.dev()) && inode.parse() == Ok(stderr.ino())
+}
+
+/// The subscriber that [`init`] installs, writing to `writer` in `style` and limiting
+/// actix's lines with `limit`.
 pub fn subscriber<W>(
     filter: EnvFilter,
-    ansi: bool,
+    style: LogStyle,
     writer: W,
     limit: ActixLogLimit,
-) -> impl Subscriber + Send + Sync + 'static
+) -> Box<dyn Subscriber + Send + Sync + 'static>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
         .with_writer(writer)
         // A log that cannot be written (a full disk, a closed pipe) must not take maintd
         // down: by default the subscriber reports its own write errors with `eprintln!`,
         // which panics when stderr is the problem.
-        .log_internal_errors(false)
-        .finish()
-        .with(limit)
+        .log_internal_errors(false);
+    match style {
+        LogStyle {
+            format: LogFormat::Json,
+            ..
+        } => Box::new(builder.json().finish().with(limit)),
+        LogStyle { journal: true, .. } => Box::new(
+            builder
+                .with_ansi(false)
+                .event_format(JournalPriority(
+                    tracing_subscriber::fmt::format().without_time(),
+                ))
+                .finish()
+                .with(limit),
+        ),
+        LogStyle { ansi, .. } => Box::new(builder.with_ansi(ansi).finish().with(limit)),
+    }
+}
+
+/// Text lines with the syslog priority prefix the journal reads (`<3>` error, `<4>`
+/// warning, `<6>` info, `<7>` debug).
+struct JournalPriority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        context: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let priority = match *event.metadata().level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(context, writer, event)
+    }
 }
 
 /// Crates whose warnings and errors a client can trigger at will: actix-http logs one
@@ -333,7 +422,7 @@ mod tests {
         };
         let subscriber = subscriber(
             EnvFilter::new("info"),
-            false,
+            LogStyle::default(),
             move || writer.clone(),
             limit.clone(),
         );
@@ -419,5 +508,55 @@ mod tests {
         let mut long = KindWriter::default();
         let _ = long.write_str(&"é".repeat(1000));
         assert_eq!(long.text.chars().count(), MAX_KIND_CHARS);
+    }
+
+    /// What `style` writes for one warning and one info line (limit wide open).
+    fn written(style: LogStyle) -> Vec<String> {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let limit = ActixLogLimit::new(100, Duration::from_secs(10), Instant::now);
+        let subscriber = subscriber(EnvFilter::new("info"), style, move || writer.clone(), limit);
+        tracing::subscriber::with_default(subscriber, || {
+            warn!(target: "maintd::registry", uuid = "u1", "incident failed");
+            info!(target: "maintd::registry", job = 17, "job succeeded");
+        });
+        captured.text().lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn json_lines_are_one_object_each_with_level_target_and_fields() {
+        let lines = written(LogStyle {
+            format: LogFormat::Json,
+            ..LogStyle::default()
+        });
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let first: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
+        assert_eq!(first["level"], "WARN");
+        assert_eq!(first["target"], "maintd::registry");
+        assert_eq!(first["fields"]["message"], "incident failed");
+        assert_eq!(first["fields"]["uuid"], "u1");
+        let second: serde_json::Value = serde_json::from_str(&lines[1]).expect("JSON");
+        assert_eq!(second["fields"]["job"], 17);
+    }
+
+    #[test]
+    fn journal_lines_carry_the_priority_and_no_timestamp() {
+        let lines = written(LogStyle {
+            journal: true,
+            ..LogStyle::default()
+        });
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("<4> WARN maintd::registry: incident failed"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("<6> INFO maintd::registry: job succeeded"),
+            "{lines:?}"
+        );
+        // Text to a terminal or file keeps its timestamp.
+        let text = written(LogStyle::default());
+        assert!(text[0].starts_with("20"), "{text:?}");
+        assert!(!text[0].starts_with('<'), "{text:?}");
     }
 }

@@ -72,7 +72,7 @@ async fn a_garbage_flood_costs_a_few_lines_and_a_count() {
     // Global: the server's worker runs on a thread of its own.
     tracing::subscriber::set_global_default(telemetry::subscriber(
         EnvFilter::new("info"),
-        false,
+        telemetry::LogStyle::default(),
         move || writer.clone(),
         limit.clone(),
     ))

@@ -351,6 +351,78 @@ fn a_taken_port_exits_1_with_one_line_and_nothing_started() {
     drop(taken);
 }
 
+/// `--log-format json` writes one JSON object per line; with stderr going to the stream
+/// that `JOURNAL_STREAM` names (as systemd sets it), text lines carry the journal's
+/// priority prefix and no timestamp; a `JOURNAL_STREAM` naming another stream changes
+/// nothing.
+#[test]
+fn log_formats_json_and_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A daemon without a cluster: it serves, warns that it has no HMAC key, and logs its
+    // failing polls until it is killed.
+    let run_daemon = |name: &str, extra: &[&str], journal: Option<&str>| {
+        let log = dir.path().join(format!("{name}.log"));
+        std::fs::write(&log, "").expect("log file");
+        let meta = std::fs::metadata(&log).expect("log file");
+        let mut args: Vec<String> = [
+            "daemon",
+            "-f",
+            "--no-voting",
+            "--yes-do-it",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--luxi-socket",
+            &path(&dir.path().join("no-socket")),
+            "--state-dir",
+            &path(&dir.path().join(name)),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let env: Vec<(&str, String)> = match journal {
+            Some("this") => vec![("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))],
+            Some(other) => vec![("JOURNAL_STREAM", other.to_owned())],
+            None => Vec::new(),
+        };
+        let mut proc = Proc::spawn_with_env(name, &args, &env, &log);
+        proc.line("maintd API:", within(30));
+        wait_until(within(30), "a warning and an info line", || {
+            let text = proc.log_text();
+            (text.contains("WARN") && text.contains("INFO")).then_some(())
+        });
+        proc.kill9();
+        let text = proc.log_text();
+        text.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+
+    for line in run_daemon("json", &["--log-format", "json"], None) {
+        let object: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        assert!(
+            object["level"].is_string() && object["fields"].is_object(),
+            "{line}"
+        );
+    }
+    let journal = run_daemon("journal", &[], Some("this"));
+    for line in &journal {
+        assert!(line.starts_with('<'), "a priority: {line}");
+    }
+    assert!(
+        journal.iter().any(|l| l.starts_with("<6> INFO maintd")),
+        "{journal:?}"
+    );
+    assert!(
+        journal.iter().any(|l| l.starts_with("<4> WARN maintd")),
+        "{journal:?}"
+    );
+    for line in run_daemon("not-journal", &[], Some("1:2")) {
+        assert!(!line.starts_with('<') && line.starts_with("20"), "{line}");
+    }
+}
+
 #[test]
 fn daemon_exits_11_when_not_master() {
     let dir = tempfile::tempdir().expect("tempdir");

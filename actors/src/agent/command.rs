@@ -13,7 +13,7 @@ use crate::{
 
 /// Run `maintd agent`.
 pub fn run(args: AgentArgs) -> Result<u8, String> {
-    telemetry::init(args.debug);
+    telemetry::init(args.debug, args.log_format);
     telemetry::exit_on_panic();
     let settings = args.settings()?;
     startup::raise_open_file_limit(settings.agent.max_connections);

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use maintd::config::{BackendKind, Settings};
 
+use crate::telemetry::LogFormat;
+
 /// maintd: the Ganeti maintenance daemon.
 #[derive(Debug, Parser)]
 #[command(name = "maintd", version, about)]
@@ -105,6 +107,9 @@ pub struct CommonArgs {
     /// Debug-level logging.
     #[arg(short = 'd', long)]
     pub debug: bool,
+    /// How log lines are written.
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
     /// Directory of maintd's state.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -167,6 +172,9 @@ pub struct AgentArgs {
     /// Debug-level logging.
     #[arg(short = 'd', long)]
     pub debug: bool,
+    /// How log lines are written.
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
     /// HTTP listen address.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<String>,

@@ -15,7 +15,7 @@ use crate::{cli::DaemonArgs, startup, telemetry};
 
 /// Run `maintd daemon`; the exit code (11: not the master, as Ganeti's daemons).
 pub fn run(args: DaemonArgs) -> Result<u8, String> {
-    telemetry::init(args.common.debug);
+    telemetry::init(args.common.debug, args.common.log_format);
     telemetry::exit_on_panic();
     if args.no_voting && !args.yes_do_it {
         return Err("--no-voting is dangerous; confirm it with --yes-do-it".into());

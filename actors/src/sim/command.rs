@@ -23,7 +23,7 @@ use crate::{
 
 /// Run `maintd sim`.
 pub fn run(args: SimArgs) -> Result<u8, String> {
-    telemetry::init(args.common.debug);
+    telemetry::init(args.common.debug, args.common.log_format);
     telemetry::exit_on_panic();
     let mut settings = args.common.settings(&[SIM_TOML])?;
     startup::raise_open_file_limit(settings.daemon.max_connections);
