@@ -14,6 +14,7 @@
 //! - [`backend`]: how maintd talks to a cluster: Luxi for jobs and configuration, HTTP for
 //!   diagnose reports, and in-process adapters for the simulator.
 //! - [`sim`]: the built-in simulated Ganeti cluster, driven by the time its caller passes in.
+//! - [`auth`]: who may use maintd's API, from Ganeti's RAPI users file.
 //! - [`signing`]: confd-style HMAC signing with the cluster's `hmac.key`.
 //! - [`store`]: crash-safe persistence of the daemon's state.
 //! - [`config`]: settings, with `config/default.toml` as the documented reference.
@@ -24,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod auth;
 pub mod backend;
 pub mod clock;
 pub mod config;
