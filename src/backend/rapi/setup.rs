@@ -5,16 +5,15 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
 use awc::http::Uri;
-use rustls::{client::WebPkiServerVerifier, pki_types::CertificateDer, RootCertStore};
+use rustls::pki_types::CertificateDer;
 use thiserror::Error;
 
 use super::{DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT};
-use crate::backend::tls::{pem_certificates, Pin, PinnedVerifier};
+use crate::backend::tls::{client_config, pem_certificates, TlsError};
 
 /// Why the backend could not be set up (a configuration problem, reported at startup).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -199,53 +198,43 @@ pub fn tls_config(
     pinned: Vec<CertificateDer<'static>>,
     ca: Option<Vec<CertificateDer<'static>>>,
 ) -> Result<rustls::ClientConfig, RapiSetupError> {
-    if pinned.is_empty() && ca.is_none() {
-        return Err(RapiSetupError::NoTrust);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let ca = match ca {
-        Some(certificates) => {
-            let mut roots = RootCertStore::empty();
-            for certificate in certificates {
-                roots
-                    .add(certificate)
-                    .map_err(|e| RapiSetupError::Certificate {
-                        path: "(CA)".into(),
-                        reason: format!("unusable CA certificate: {e}"),
-                    })?;
-            }
-            let verifier =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| RapiSetupError::Certificate {
-                        path: "(CA)".into(),
-                        reason: e.to_string(),
-                    })?;
-            Some(verifier)
-        }
-        None => None,
+    client_config(pinned, ca, None).map_err(|e| trust_error(e, None, None))
+}
+
+/// A TLS setup error as a setup error naming the file at fault, when known.
+fn trust_error(error: TlsError, pinned: Option<&Path>, ca: Option<&Path>) -> RapiSetupError {
+    let file = |path: Option<&Path>, unknown: &str| {
+        path.map_or_else(|| unknown.to_owned(), |p| p.display().to_string())
     };
-    let pins = pinned
-        .into_iter()
-        .map(|certificate| {
-            Pin::new(certificate).ok_or_else(|| RapiSetupError::Certificate {
-                path: "(pinned)".into(),
-                reason: "not an X.509 certificate with a public key".into(),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let verifier = PinnedVerifier::new(pins, ca, provider.clone());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RapiSetupError::Certificate {
+    let reason = error.to_string();
+    match error {
+        TlsError::NoTrust => RapiSetupError::NoTrust,
+        TlsError::Pin => RapiSetupError::Certificate {
+            path: file(pinned, "(pinned)"),
+            reason,
+        },
+        TlsError::Ca(_) => RapiSetupError::Certificate {
+            path: file(ca, "(CA)"),
+            reason,
+        },
+        TlsError::ClientKey(_) | TlsError::Protocol(_) => RapiSetupError::Certificate {
             path: "(TLS)".into(),
-            reason: e.to_string(),
-        })?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+            reason,
+        },
+    }
+}
+
+impl RapiConfig {
+    /// The TLS client configuration these settings ask for: reads the certificate files.
+    pub(super) fn tls(&self) -> Result<rustls::ClientConfig, RapiSetupError> {
+        let pinned = match &self.pinned_certificate {
+            Some(path) => load_certificates(path)?,
+            None => Vec::new(),
+        };
+        let ca = self.ca.as_deref().map(load_certificates).transpose()?;
+        client_config(pinned, ca, None)
+            .map_err(|e| trust_error(e, self.pinned_certificate.as_deref(), self.ca.as_deref()))
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +260,26 @@ mod tests {
         }
         let missing = Credentials::load(Path::new("/nonexistent/maintd-rapi")).unwrap_err();
         assert!(missing.to_string().contains("/nonexistent/maintd-rapi"));
+    }
+
+    #[test]
+    fn trust_errors_name_the_file_at_fault() {
+        let pinned = Path::new("rapi.pem");
+        let ca = Path::new("ca.pem");
+        let named = |error| match trust_error(error, Some(pinned), Some(ca)) {
+            RapiSetupError::Certificate { path, .. } => path,
+            other => other.to_string(),
+        };
+        assert_eq!(named(TlsError::Pin), "rapi.pem");
+        assert_eq!(named(TlsError::Ca("x".into())), "ca.pem");
+        assert_eq!(
+            trust_error(TlsError::NoTrust, None, None),
+            RapiSetupError::NoTrust
+        );
+        assert!(matches!(
+            tls_config(vec![CertificateDer::from(vec![0x30, 0x00])], None),
+            Err(RapiSetupError::Certificate { path, .. }) if path == "(pinned)"
+        ));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{
     error::{error_message, excerpt},
-    setup::{load_certificates, tls_config, validate_url, Credentials, RapiConfig},
+    setup::{validate_url, Credentials, RapiConfig},
     RapiError, RapiSetupError,
 };
 use crate::backend::tls::https_client;
@@ -50,30 +50,7 @@ impl RapiClient {
     pub fn new(config: &RapiConfig) -> Result<Self, RapiSetupError> {
         let base = validate_url(&config.url)?;
         let credentials = Credentials::load(&config.credentials)?;
-        let pinned = match &config.pinned_certificate {
-            Some(path) => load_certificates(path)?,
-            None => Vec::new(),
-        };
-        let ca = config.ca.as_deref().map(load_certificates).transpose()?;
-        let tls = tls_config(pinned, ca).map_err(|e| match (e, &config.ca) {
-            (RapiSetupError::Certificate { path, reason }, Some(ca)) if path == "(CA)" => {
-                RapiSetupError::Certificate {
-                    path: ca.display().to_string(),
-                    reason,
-                }
-            }
-            (RapiSetupError::Certificate { path, reason }, _) if path == "(pinned)" => {
-                RapiSetupError::Certificate {
-                    path: config
-                        .pinned_certificate
-                        .as_deref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or(path),
-                    reason,
-                }
-            }
-            (other, _) => other,
-        })?;
+        let tls = config.tls()?;
         Ok(Self::with_tls(
             base,
             credentials,
