@@ -53,6 +53,7 @@ pub mod diagnose;
 pub mod repair;
 pub mod replica;
 pub mod run;
+pub mod signed_request;
 pub mod whitelist;
 
 use serde_json::{json, Value};

@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
-use super::run::{RunEnd, RunOutcome};
-use crate::signing::{self, HmacKey, SignatureError, SignedMessage};
+use super::{
+    run::{RunEnd, RunOutcome},
+    signed_request::{open_signed_request, SignedRequestError},
+};
+use crate::signing::{self, HmacKey};
 
 /// Maximum skew of a repair request's time salt, in seconds (confd's).
 pub const REPAIR_MAX_SKEW_SECS: u64 = signing::MAX_CLOCK_SKEW_SECS;
@@ -48,15 +51,9 @@ pub enum RequestError {
     /// The agent has no key, so it cannot authenticate anyone.
     #[error("repair requests need the cluster HMAC key")]
     NoKey,
-    /// The body is not a signed message.
-    #[error("the body is not a signed message: {0}")]
-    NotSigned(String),
-    /// The signature is wrong.
-    #[error("bad signature: {0}")]
-    Signature(SignatureError),
-    /// The time salt is not within the allowed skew.
-    #[error("stale or future request: {0}")]
-    Time(SignatureError),
+    /// The body is not a fresh message signed with the cluster key.
+    #[error(transparent)]
+    Signed(#[from] SignedRequestError),
     /// The signed message is not a repair request.
     #[error("the signed message is not a repair request: {0}")]
     BadRequest(String),
@@ -78,13 +75,9 @@ impl RequestError {
     /// malformed requests.
     pub fn http_status(&self) -> u16 {
         match self {
-            RequestError::NoKey
-            | RequestError::Signature(_)
-            | RequestError::Time(_)
-            | RequestError::WrongNode { .. } => 403,
-            RequestError::NotSigned(_)
-            | RequestError::BadRequest(_)
-            | RequestError::BadIncident(_) => 400,
+            RequestError::Signed(e) => e.http_status(),
+            RequestError::NoKey | RequestError::WrongNode { .. } => 403,
+            RequestError::BadRequest(_) | RequestError::BadIncident(_) => 400,
         }
     }
 }
@@ -100,11 +93,7 @@ pub fn authenticate(
     now_secs: u64,
 ) -> Result<AcceptedRequest, RequestError> {
     let key = key.ok_or(RequestError::NoKey)?;
-    let signed: SignedMessage =
-        serde_json::from_slice(body).map_err(|e| RequestError::NotSigned(e.to_string()))?;
-    signing::verify(key, &signed).map_err(RequestError::Signature)?;
-    signing::check_time_salt(&signed.salt, now_secs, REPAIR_MAX_SKEW_SECS)
-        .map_err(RequestError::Time)?;
+    let signed = open_signed_request(key, body, now_secs, REPAIR_MAX_SKEW_SECS)?;
     let request: RepairRequest =
         serde_json::from_str(&signed.msg).map_err(|e| RequestError::BadRequest(e.to_string()))?;
     if request.node != node_name {
@@ -439,7 +428,7 @@ pub fn combined_output(outcome: &RunOutcome, max_output: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::sign;
+    use crate::signing::{sign, SignatureError};
 
     const NOW: u64 = 1_700_000_000;
     const INCIDENT: &str = "0b5b7d0e-55a4-4f0b-9a57-7c0e1f7d2a10";
@@ -486,7 +475,7 @@ mod tests {
         let err = refuse(Some(&key()), &serde_json::to_vec(&forged).unwrap());
         assert!(matches!(
             err,
-            RequestError::Signature(SignatureError::Mismatch)
+            RequestError::Signed(SignedRequestError::Signature(SignatureError::Mismatch))
         ));
         assert_eq!(err.http_status(), 403);
         let other_key = HmacKey::from_bytes(b"other\n".to_vec()).unwrap();
@@ -495,7 +484,10 @@ mod tests {
         assert_eq!(err.http_status(), 403);
         for salt in ["1699999000", "1700001000", "abc"] {
             let err = refuse(Some(&key()), &body(salt, &good));
-            assert!(matches!(err, RequestError::Time(_)), "{salt}: {err}");
+            assert!(
+                matches!(err, RequestError::Signed(SignedRequestError::Time(_))),
+                "{salt}: {err}"
+            );
             assert!(err.to_string().starts_with("stale or future request"));
             assert_eq!(err.http_status(), 403);
         }
@@ -515,7 +507,10 @@ mod tests {
         assert!(matches!(err, RequestError::BadRequest(_)));
         assert_eq!(err.http_status(), 400);
         let err = refuse(Some(&key()), b"{\"msg\":1}");
-        assert!(matches!(err, RequestError::NotSigned(_)));
+        assert!(matches!(
+            err,
+            RequestError::Signed(SignedRequestError::NotSigned(_))
+        ));
         assert_eq!(err.http_status(), 400);
     }
 

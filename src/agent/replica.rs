@@ -14,8 +14,9 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use tracing::warn;
 
+use super::signed_request::{open_signed_request, SignedRequestError};
 use crate::{
-    signing::{self, HmacKey, SignatureError, SignedMessage},
+    signing::{self, HmacKey},
     store::{JsonStore, StoreError},
 };
 
@@ -241,15 +242,9 @@ pub enum PushError {
     /// The agent has no key, so it cannot authenticate anyone.
     #[error("maintd state pushes need the cluster HMAC key")]
     NoKey,
-    /// The body is not a signed message.
-    #[error("the body is not a signed message: {0}")]
-    NotSigned(String),
-    /// The signature is wrong.
-    #[error("bad signature: {0}")]
-    Signature(SignatureError),
-    /// The time salt is not within the allowed skew.
-    #[error("stale or future request: {0}")]
-    Time(SignatureError),
+    /// The body is not a fresh message signed with the cluster key.
+    #[error(transparent)]
+    Signed(#[from] SignedRequestError),
     /// The signed message is not a push of maintd's state.
     #[error("the signed message is not a maintd state push: {0}")]
     BadPush(String),
@@ -259,8 +254,9 @@ impl PushError {
     /// 403 for anything about authenticity, 400 for malformed pushes.
     pub fn http_status(&self) -> u16 {
         match self {
-            PushError::NoKey | PushError::Signature(_) | PushError::Time(_) => 403,
-            PushError::NotSigned(_) | PushError::BadPush(_) => 400,
+            PushError::Signed(e) => e.http_status(),
+            PushError::NoKey => 403,
+            PushError::BadPush(_) => 400,
         }
     }
 }
@@ -275,11 +271,7 @@ pub fn authenticate_push(
     now_secs: u64,
 ) -> Result<AcceptedPush, PushError> {
     let key = key.ok_or(PushError::NoKey)?;
-    let signed: SignedMessage =
-        serde_json::from_slice(body).map_err(|e| PushError::NotSigned(e.to_string()))?;
-    signing::verify(key, &signed).map_err(PushError::Signature)?;
-    signing::check_time_salt(&signed.salt, now_secs, PUSH_MAX_SKEW_SECS)
-        .map_err(PushError::Time)?;
+    let signed = open_signed_request(key, body, now_secs, PUSH_MAX_SKEW_SECS)?;
     let push: Push =
         serde_json::from_str(&signed.msg).map_err(|e| PushError::BadPush(e.to_string()))?;
     if push.master.is_empty() {
@@ -444,17 +436,17 @@ mod tests {
         let other = HmacKey::from_bytes(b"other\n".to_vec()).unwrap();
         assert!(matches!(
             refusal(Some(&key()), &body(&other, "1700000000", &msg)),
-            (403, PushError::Signature(_))
+            (403, PushError::Signed(SignedRequestError::Signature(_)))
         ));
         for stale in ["1699999000", "1700001000", "yesterday"] {
             assert!(matches!(
                 refusal(Some(&key()), &body(&key(), stale, &msg)),
-                (403, PushError::Time(_))
+                (403, PushError::Signed(SignedRequestError::Time(_)))
             ));
         }
         assert!(matches!(
             refusal(Some(&key()), msg.to_string().as_bytes()),
-            (400, PushError::NotSigned(_))
+            (400, PushError::Signed(SignedRequestError::NotSigned(_)))
         ));
         for bad in [
             json!({"serial": 9, "master": "node1", "state": [1]}),

@@ -11,10 +11,7 @@
 //!
 //! awc is `!Send` and needs the actix runtime: build the client inside it.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use awc::{http::header, Client};
 use futures_util::StreamExt;
@@ -22,7 +19,7 @@ use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use thiserror::Error;
 
-use super::tls::{https_client, pem_certificates, pinned_client_config};
+use super::tls::{client_config, https_client, pem_certificates, TlsError};
 
 /// noded's default port (`ganeti-noded` in /etc/services overrides it in Ganeti).
 pub const DEFAULT_PORT: u16 = 1811;
@@ -114,8 +111,10 @@ impl NodedClient {
         let pinned = certificates(server_pem)?;
         let chain = certificates(client_pem)?;
         let key = private_key(client_pem)?;
-        let tls = pinned_client_config(pinned, Some((chain, key)))
-            .map_err(|reason| file_error(&PathBuf::from(client_pem), reason))?;
+        let tls = client_config(pinned, None, Some((chain, key))).map_err(|e| match e {
+            TlsError::ClientKey(_) => file_error(client_pem, e.to_string()),
+            _ => file_error(server_pem, e.to_string()),
+        })?;
         let client = https_client(tls, timeout);
         Ok(NodedClient {
             client,

@@ -1,4 +1,7 @@
-//! Checking a server's certificate by pinning: exactly the pinned certificates are
+//! maintd's TLS clients, all built here ([`client_config`], [`https_client`]): the RAPI
+//! backend and the noded RPC client.
+//!
+//! A server's certificate is checked by pinning: exactly the pinned certificates are
 //! accepted, whatever name they carry and whatever their dates, optionally alongside a CA.
 //! Ganeti's own certificates (`rapi.pem`, `server.pem`) are self-signed X.509 version 1
 //! certificates, which webpki refuses outright; so the public key is read from the DER
@@ -15,8 +18,9 @@ use rustls::{
     },
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime},
     sign::CertifiedKey,
-    CertificateError, DigitallySignedStruct, SignatureScheme,
+    CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
+use thiserror::Error;
 use x509_parser::{
     der_parser::asn1_rs::{Any, FromDer},
     prelude::X509Certificate,
@@ -224,36 +228,72 @@ impl ResolvesClientCert for FixedClientCertificate {
     }
 }
 
-/// A rustls client configuration that accepts exactly the `pinned` server certificates
-/// and, with `client`, presents that certificate chain and key (noded wants the cluster's
-/// client certificate).
-pub fn pinned_client_config(
+/// Why a TLS client configuration could not be built. The caller knows which file each
+/// part came from, and names it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TlsError {
+    /// Neither a certificate to pin nor a CA: nothing to check the server with.
+    #[error("no certificate to pin and no CA to check the server with")]
+    NoTrust,
+    /// A certificate to pin has no usable public key.
+    #[error("not an X.509 certificate with a public key")]
+    Pin,
+    /// The CA certificates cannot check a server.
+    #[error("unusable CA certificate: {0}")]
+    Ca(String),
+    /// The client's private key cannot sign.
+    #[error("unusable private key: {0}")]
+    ClientKey(String),
+    /// rustls refused the protocol versions.
+    #[error("TLS setup: {0}")]
+    Protocol(String),
+}
+
+/// A rustls client configuration accepting the `pinned` server certificates and, with
+/// `ca`, any certificate those CAs vouch for under the server's name; with `client`,
+/// presenting that certificate chain and key (noded wants the cluster's client
+/// certificate). Every TLS client of maintd is configured here.
+pub fn client_config(
     pinned: Vec<CertificateDer<'static>>,
+    ca: Option<Vec<CertificateDer<'static>>>,
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-) -> Result<rustls::ClientConfig, String> {
-    let pins = pinned
-        .into_iter()
-        .map(|certificate| {
-            Pin::new(certificate)
-                .ok_or_else(|| "not an X.509 certificate with a public key".to_owned())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if pins.is_empty() {
-        return Err("no certificate to pin".into());
+) -> Result<rustls::ClientConfig, TlsError> {
+    if pinned.is_empty() && ca.is_none() {
+        return Err(TlsError::NoTrust);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca = match ca {
+        Some(certificates) => {
+            let mut roots = RootCertStore::empty();
+            for certificate in certificates {
+                roots
+                    .add(certificate)
+                    .map_err(|e| TlsError::Ca(e.to_string()))?;
+            }
+            let verifier =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| TlsError::Ca(e.to_string()))?;
+            Some(verifier)
+        }
+        None => None,
+    };
+    let pins = pinned
+        .into_iter()
+        .map(|certificate| Pin::new(certificate).ok_or(TlsError::Pin))
+        .collect::<Result<Vec<_>, _>>()?;
     let key_provider = provider.key_provider;
-    let verifier = PinnedVerifier::new(pins, None, provider.clone());
+    let verifier = PinnedVerifier::new(pins, ca, provider.clone());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| TlsError::Protocol(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match client {
         Some((chain, key)) => {
             let signer = key_provider
                 .load_private_key(key)
-                .map_err(|e| format!("unusable private key: {e}"))?;
+                .map_err(|e| TlsError::ClientKey(e.to_string()))?;
             builder.with_client_cert_resolver(Arc::new(FixedClientCertificate(Arc::new(
                 CertifiedKey::new(chain, signer),
             ))))
@@ -334,10 +374,14 @@ mod tests {
         let key = PrivateKeyDer::from_pem_slice(bytes).unwrap();
         assert_eq!(certificates.len(), 1);
         assert!(Pin::new(certificates[0].clone()).is_some());
-        let config = pinned_client_config(certificates.clone(), Some((certificates, key))).unwrap();
+        let config = client_config(certificates.clone(), None, Some((certificates, key))).unwrap();
         assert!(config.client_auth_cert_resolver.has_certs());
-        assert!(pinned_client_config(Vec::new(), None)
-            .unwrap_err()
-            .contains("no certificate"));
+        let error = client_config(Vec::new(), None, None).unwrap_err();
+        assert_eq!(error, TlsError::NoTrust);
+        assert!(error.to_string().contains("no certificate"));
+        assert_eq!(
+            client_config(vec![CertificateDer::from(vec![0x30, 0x00])], None, None).unwrap_err(),
+            TlsError::Pin
+        );
     }
 }
