@@ -10,7 +10,12 @@
 //! authentication is required, credentials sent anyway are checked, and a known user
 //! without the option a request needs is refused (403, not 401).
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use base64::Engine as _;
 use md5::{Digest, Md5};
@@ -291,6 +296,89 @@ pub fn authorize(
     }
 }
 
+/// Brakes on password guessing: a client with `max_failures` failed logins within a
+/// `window` is refused without a check (429) until the window ends. Plain Rust with the
+/// time passed in; bounded to `max_peers` clients (the oldest window goes first).
+#[derive(Debug, Clone)]
+pub struct LoginGuard {
+    max_failures: u32,
+    window: Duration,
+    max_peers: usize,
+    peers: HashMap<IpAddr, FailedLogins>,
+}
+
+/// One client's failed logins in its current window.
+#[derive(Debug, Clone, Copy)]
+struct FailedLogins {
+    since: Instant,
+    count: u32,
+}
+
+impl Default for LoginGuard {
+    /// Ten failures a minute per client, 4096 clients tracked.
+    fn default() -> Self {
+        LoginGuard::new(10, Duration::from_secs(60), 4096)
+    }
+}
+
+impl LoginGuard {
+    /// At most `max_failures` failed logins per client and `window`.
+    pub fn new(max_failures: u32, window: Duration, max_peers: usize) -> Self {
+        LoginGuard {
+            max_failures: max_failures.max(1),
+            window,
+            max_peers: max_peers.max(1),
+            peers: HashMap::new(),
+        }
+    }
+
+    /// Whether `peer` must wait before its credentials are checked again; the time left.
+    pub fn blocked(&self, peer: IpAddr, now: Instant) -> Option<Duration> {
+        let failed = self.peers.get(&peer)?;
+        let ends = failed.since + self.window;
+        (failed.count >= self.max_failures && now < ends).then(|| ends - now)
+    }
+
+    /// Count a failed login of `peer`.
+    pub fn failed(&mut self, peer: IpAddr, now: Instant) {
+        let window = self.window;
+        if !self.peers.contains_key(&peer) && self.peers.len() >= self.max_peers {
+            self.peers.retain(|_, f| now < f.since + window);
+            if self.peers.len() >= self.max_peers {
+                let oldest = self
+                    .peers
+                    .iter()
+                    .min_by_key(|(_, f)| f.since)
+                    .map(|(p, _)| *p);
+                if let Some(oldest) = oldest {
+                    self.peers.remove(&oldest);
+                }
+            }
+        }
+        let failed = self.peers.entry(peer).or_insert(FailedLogins {
+            since: now,
+            count: 0,
+        });
+        if now >= failed.since + window {
+            *failed = FailedLogins {
+                since: now,
+                count: 0,
+            };
+        }
+        failed.count = failed.count.saturating_add(1);
+    }
+
+    /// A successful login of `peer` clears its failures.
+    pub fn succeeded(&mut self, peer: IpAddr) {
+        self.peers.remove(&peer);
+    }
+
+    /// Clients tracked now.
+    pub fn tracked(&self) -> usize {
+        self.peers.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,5 +491,46 @@ eve {sha256}abc write
             assert!(Credentials::from_basic_header(bad).is_err(), "{bad}");
         }
         assert!(!format!("{:?}", creds("alice", "s3cret")).contains("s3cret"));
+    }
+
+    #[test]
+    fn a_guessing_client_waits_out_its_window_and_others_are_not_held() {
+        let t0 = Instant::now();
+        let mut guard = LoginGuard::new(3, Duration::from_secs(60), 2);
+        let (guesser, other, third): (IpAddr, IpAddr, IpAddr) = (
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            "192.0.2.3".parse().unwrap(),
+        );
+        for i in 0..3 {
+            assert_eq!(
+                guard.blocked(guesser, t0),
+                None,
+                "failure {i} still checked"
+            );
+            guard.failed(guesser, t0 + Duration::from_secs(i));
+        }
+        assert_eq!(
+            guard.blocked(guesser, t0 + Duration::from_secs(10)),
+            Some(Duration::from_secs(50))
+        );
+        assert_eq!(guard.blocked(other, t0), None);
+        assert_eq!(guard.blocked(guesser, t0 + Duration::from_secs(60)), None);
+        // A success clears the count.
+        let later = t0 + Duration::from_secs(5);
+        guard.failed(other, later);
+        guard.failed(other, later);
+        guard.succeeded(other);
+        guard.failed(other, later);
+        guard.failed(other, later);
+        assert_eq!(
+            guard.blocked(other, later),
+            None,
+            "two failures since the success"
+        );
+        // Bounded: a third client pushes out the oldest window.
+        guard.failed(third, t0 + Duration::from_secs(30));
+        assert_eq!(guard.tracked(), 2);
+        assert_eq!(guard.blocked(guesser, t0 + Duration::from_secs(30)), None);
     }
 }
