@@ -5,7 +5,7 @@
 
 mod harness;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use actix_web::http::StatusCode;
 use harness::{maintd_reasons, run_paused, Harness};
@@ -200,7 +200,7 @@ fn cancel_stops_action_and_forgets_once_unobserved() {
         let mut h = Harness::start(6, 12, 0.2).await;
         // A long round delay: the incident is noted but no round starts before the cancel.
         h.stop_daemon().await;
-        h.settings.rounds.round_delay = 1000.0;
+        h.settings.rounds.round_delay = Duration::from_secs(1000);
         h.start_daemon().await;
         harness::advance(2.0).await;
         let node = h.busiest_node();

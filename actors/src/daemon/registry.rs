@@ -36,8 +36,8 @@ pub struct RegistryConfig {
     pub policy: StatePolicy,
     /// Submit nothing, set no tag.
     pub dry_run: bool,
-    /// Seconds a job may wait or run (`rounds.job_timeout`).
-    pub job_timeout: f64,
+    /// How long a job may wait or run (`rounds.job_timeout`).
+    pub job_timeout: std::time::Duration,
 }
 
 impl Default for RegistryConfig {
@@ -46,7 +46,7 @@ impl Default for RegistryConfig {
             limits: SafetyLimits::default(),
             policy: StatePolicy::default(),
             dry_run: false,
-            job_timeout: 3600.0,
+            job_timeout: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -552,12 +552,12 @@ impl Handler<JobStatusesSeen> for EventRegistry {
         }
         let (cancel, stuck) = self
             .state
-            .apply_job_timeout(self.config.job_timeout, msg.at);
+            .apply_job_timeout(self.config.job_timeout.as_secs_f64(), msg.at);
         for (job, incident) in &stuck {
-            warn!(target: "maintd::registry", %job, incident = ?incident, timeout = self.config.job_timeout, "job running past rounds.job_timeout: its incident is stuck; other incidents go on");
+            warn!(target: "maintd::registry", %job, incident = ?incident, timeout = ?self.config.job_timeout, "job running past rounds.job_timeout: its incident is stuck; other incidents go on");
         }
         for job in &cancel {
-            warn!(target: "maintd::registry", %job, timeout = self.config.job_timeout, "job waiting past rounds.job_timeout: canceling it");
+            warn!(target: "maintd::registry", %job, timeout = ?self.config.job_timeout, "job waiting past rounds.job_timeout: canceling it");
         }
         if changed || !cancel.is_empty() || !stuck.is_empty() {
             self.persist();
