@@ -13,6 +13,7 @@ use maintd::{
         replica::{CandidateSource, ReplicaClient},
         ClusterBackend, DiagnoseSource, LoadSource,
     },
+    backoff::Backoff,
     clock::Clock,
     config::{BackendKind, PlannerEngine, RepairMethod, Settings},
     model::incident::{MaintenanceState, StatePolicy},
@@ -84,8 +85,10 @@ pub fn supervisor_deps(
         link,
         poll: PollTiming {
             interval: settings.monitoring.poll_interval,
-            backoff_initial: settings.monitoring.backoff_initial,
-            backoff_max: settings.monitoring.backoff_max,
+            backoff: Backoff::new(
+                settings.monitoring.backoff_initial,
+                settings.monitoring.backoff_max,
+            ),
         },
         rounds: RoundTiming {
             round_delay: settings.rounds.round_delay,
