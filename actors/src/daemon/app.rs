@@ -263,6 +263,7 @@ pub fn serve(
                     state_file: PathBuf::from(&settings.daemon.state_dir)
                         .join(agent_repair::STATE_FILE),
                 },
+                clock,
             )?;
             Rc::new(repairs)
         }
@@ -275,7 +276,7 @@ pub fn serve(
     .map_err(|e| e.to_string())?;
     if let Some(key) = key {
         info!(target: "maintd", key = %settings.cluster.hmac_key, "diagnose reports must be signed with the cluster's HMAC key");
-        diagnose = diagnose.verified_with(key, settings.monitoring.max_report_age);
+        diagnose = diagnose.verified_with(key, settings.monitoring.max_report_age, clock);
     }
     let wiring = Wiring {
         backend,

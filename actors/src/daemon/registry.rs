@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use actix::{prelude::*, WeakRecipient};
 use maintd::{
+    clock::Clock,
     model::{
         incident::{MaintenanceState, Observed, RoundPlan, StatePolicy},
         replication::next_serial,
@@ -72,23 +73,22 @@ pub struct EventRegistry {
     durability: Option<WeakRecipient<AwaitDurable>>,
     /// The copies on the master candidates, as the replicator last told.
     replication: Option<maintd::model::replication::ReplicationView>,
-}
-
-/// Now, in Unix seconds (for serials, which must grow across restarts and masters,
-/// whatever the daemon's clock source).
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    /// Dates the serials, which grow with time across restarts and masters: the daemon's
+    /// clock is anchored at the system's time when it starts.
+    clock: Clock,
 }
 
 /// How often a failed save is retried.
 const SAVE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl EventRegistry {
-    /// A registry over `state`, persisting to `store`.
-    pub fn new(mut state: MaintenanceState, store: JsonStore, config: RegistryConfig) -> Self {
+    /// A registry over `state`, persisting to `store`, its serials dated by `clock`.
+    pub fn new(
+        mut state: MaintenanceState,
+        store: JsonStore,
+        config: RegistryConfig,
+        clock: Clock,
+    ) -> Self {
         state.policy = config.policy.clone();
         EventRegistry {
             state,
@@ -102,6 +102,7 @@ impl EventRegistry {
             replicator: None,
             durability: None,
             replication: None,
+            clock,
         }
     }
 
@@ -151,7 +152,7 @@ impl EventRegistry {
     /// a save succeeds no round starts, so nothing is submitted on unsaved state.
     /// Returns whether the state is on disk.
     fn persist(&mut self) -> bool {
-        self.state.serial = next_serial(self.state.serial, unix_now());
+        self.state.serial = next_serial(self.state.serial, self.clock.now());
         match self.store.save(&self.state) {
             Ok(()) => {
                 if self.unsaved.take().is_some() {
