@@ -1,5 +1,8 @@
 //! Settings. `config/default.toml` is the documented reference and is compiled in as the
-//! base layer, so the documented defaults are the defaults.
+//! base layer, so the documented defaults are the defaults. Durations are
+//! [`Duration`]s, written as seconds or with a unit (see [`duration`]).
+
+pub mod duration;
 
 use std::{path::Path, time::Duration};
 
@@ -55,13 +58,16 @@ pub struct ReplicationSettings {
     pub enabled: bool,
     /// The master candidates; empty: Ganeti's `ssconf_master_candidates`.
     pub candidates: Vec<String>,
-    /// Seconds per push or fetch to one agent.
-    pub timeout: f64,
-    /// Seconds a planned round waits for its state to reach a majority before its jobs
+    /// Time limit of one push or fetch to one agent.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+    /// How long a planned round waits for its state to reach a majority before its jobs
     /// are dropped unsubmitted.
-    pub wait: f64,
-    /// Seconds between pushes to candidates that lag behind.
-    pub retry_interval: f64,
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub wait: Duration,
+    /// Time between pushes to candidates that lag behind.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub retry_interval: Duration,
 }
 
 /// `[safety]`.
@@ -160,14 +166,17 @@ pub struct AgentSettings {
     pub diagnose_dir: String,
     /// Diagnose command name; empty: the built-in diagnose.
     pub diagnose_command: String,
-    /// Seconds between diagnose runs.
-    pub interval: f64,
-    /// Time limit of one diagnose run, seconds.
-    pub diagnose_timeout: f64,
+    /// Time between diagnose runs.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub interval: Duration,
+    /// Time limit of one diagnose run.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub diagnose_timeout: Duration,
     /// Whitelist directory of repair commands.
     pub repair_dir: String,
-    /// Time limit of one repair command, seconds.
-    pub repair_timeout: f64,
+    /// Time limit of one repair command.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub repair_timeout: Duration,
     /// Output bytes kept per repair execution.
     pub max_output_bytes: usize,
     /// Repair executions remembered.
@@ -181,17 +190,14 @@ pub struct AgentSettings {
 impl AgentSettings {
     /// Check ranges and the listen address.
     fn validate(&self) -> Result<(), ConfigError> {
-        for (name, value) in [
-            ("agent.interval", self.interval),
-            ("agent.diagnose_timeout", self.diagnose_timeout),
-            ("agent.repair_timeout", self.repair_timeout),
-        ] {
-            if !(value.is_finite() && value > 0.0) {
-                return Err(ConfigError::Invalid(format!(
-                    "{name} must be a positive number of seconds, not {value}"
-                )));
-            }
-        }
+        check_durations(
+            &[
+                ("agent.interval", self.interval),
+                ("agent.diagnose_timeout", self.diagnose_timeout),
+                ("agent.repair_timeout", self.repair_timeout),
+            ],
+            &[],
+        )?;
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::Invalid(format!(
                 "agent.listen must be ADDR:PORT (e.g. 0.0.0.0:1817), not {:?}",
@@ -220,8 +226,9 @@ pub struct RepairSettings {
     pub method: RepairMethod,
     /// The node agent's base URL with `{node}`.
     pub agent_url: String,
-    /// Seconds per request to an agent.
-    pub agent_timeout: f64,
+    /// Time limit of one request to an agent.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub agent_timeout: Duration,
 }
 
 /// Where live-repair commands run.
@@ -246,8 +253,9 @@ pub struct DaemonSettings {
     pub port: u16,
     /// State directory.
     pub state_dir: String,
-    /// Seconds between master checks.
-    pub master_check_interval: f64,
+    /// Time between master checks.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub master_check_interval: Duration,
     /// Most API connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
 }
@@ -266,14 +274,17 @@ pub struct ClusterSettings {
     pub voting: bool,
     /// noded's port, for the vote.
     pub noded_port: u16,
-    /// Seconds per noded request.
-    pub noded_timeout: f64,
+    /// Time limit of one noded request.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub noded_timeout: Duration,
     /// Ganeti's HMAC key file; empty or missing: none.
     pub hmac_key: String,
-    /// Seconds per Luxi request.
-    pub luxi_timeout: f64,
-    /// Seconds between node-list refreshes.
-    pub node_refresh_interval: f64,
+    /// Time limit of one Luxi request.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub luxi_timeout: Duration,
+    /// Time between node-list refreshes.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub node_refresh_interval: Duration,
     /// RAPI base URL (`https://host:5080`).
     pub rapi_url: String,
     /// File with the RAPI `user password`.
@@ -282,8 +293,9 @@ pub struct ClusterSettings {
     pub rapi_certificate: String,
     /// PEM file with the CA certificates for the RAPI; empty: none.
     pub rapi_ca: String,
-    /// Seconds per RAPI request.
-    pub rapi_timeout: f64,
+    /// Time limit of one RAPI request.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub rapi_timeout: Duration,
 }
 
 /// How maintd talks to the cluster.
@@ -323,7 +335,7 @@ impl ClusterSettings {
                     .into(),
             ));
         }
-        if planner.harep && planner.harep_job_delay > 0.0 {
+        if planner.harep && !planner.harep_job_delay.is_zero() {
             return Err(ConfigError::Invalid(
                 "RAPI has no OP_TEST_DELAY: with cluster.backend = \"rapi\" and planner.harep, \
                  set planner.harep_job_delay = 0"
@@ -342,33 +354,42 @@ pub struct MonitoringSettings {
     pub diagnose_url: String,
     /// URL of each node's `cpu-avg-load` report, with `{node}`.
     pub load_url: String,
-    /// Seconds between polls of one node.
-    pub poll_interval: f64,
-    /// Seconds per request.
-    pub timeout: f64,
+    /// Time between polls of one node.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub poll_interval: Duration,
+    /// Time limit of one report request.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
     /// Report size limit in bytes.
     pub max_report_bytes: usize,
-    /// First restart backoff, seconds.
-    pub backoff_initial: f64,
-    /// Backoff cap, seconds.
-    pub backoff_max: f64,
-    /// Oldest signed report accepted, seconds.
-    pub max_report_age: f64,
+    /// First restart backoff.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub backoff_initial: Duration,
+    /// Backoff cap.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub backoff_max: Duration,
+    /// Age of the oldest signed report accepted.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_report_age: Duration,
 }
 
 /// `[rounds]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RoundSettings {
-    /// Seconds between round starts.
-    pub round_delay: f64,
-    /// Seconds between job status queries.
-    pub job_poll_interval: f64,
-    /// Extra seconds after a failed round.
-    pub error_backoff: f64,
-    /// Seconds a job may wait or run before maintd cancels it (queued, waiting) or
+    /// Time between round starts.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub round_delay: Duration,
+    /// Time between job status queries.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub job_poll_interval: Duration,
+    /// Extra wait after a failed round.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub error_backoff: Duration,
+    /// How long a job may wait or run before maintd cancels it (queued, waiting) or
     /// marks its incident stuck (running).
-    pub job_timeout: f64,
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub job_timeout: Duration,
     /// Retry an `evacuate` incident's failed live migration as a failover.
     pub escalate_to_failover: bool,
 }
@@ -381,8 +402,9 @@ pub struct PlannerSettings {
     pub engine: PlannerEngine,
     /// Do harep's work.
     pub harep: bool,
-    /// Seconds of delay before each harep repair.
-    pub harep_job_delay: f64,
+    /// Delay (`OP_TEST_DELAY`) before each harep repair.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub harep_job_delay: Duration,
     /// Balance untouched nodes.
     pub balance: bool,
     /// Minimum gain of a balancing step.
@@ -410,7 +432,7 @@ impl PlannerSettings {
     pub fn htools(&self) -> crate::planner::HtoolsSettings {
         crate::planner::HtoolsSettings {
             harep: self.harep,
-            harep_job_delay: self.harep_job_delay,
+            harep_job_delay: self.harep_job_delay.as_secs_f64(),
             balance: self.balance,
             balance_threshold: self.balance_threshold,
             balance_max_steps: (self.balance_max_steps > 0).then_some(self.balance_max_steps),
@@ -428,6 +450,16 @@ impl Settings {
 
     /// Like [`Settings::load`] with extra built-in layers (e.g. [`SIM_TOML`]) over the defaults.
     pub fn load_layered(layers: &[&str], file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_environment(layers, file, None)
+    }
+
+    /// The layers, then `environment` (`MAINTD__...` names and their values) in place of
+    /// the process's environment when given, so that tests need not change the latter.
+    fn load_with_environment(
+        layers: &[&str],
+        file: Option<&Path>,
+        environment: Option<config::Map<String, String>>,
+    ) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_TOML,
             config::FileFormat::Toml,
@@ -445,7 +477,9 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("replication.candidates")
-                    .try_parsing(true),
+                    // Numbers, booleans and lists; a duration with a unit stays a string.
+                    .try_parsing(true)
+                    .source(environment),
             )
             .build()?
             .try_deserialize()?;
@@ -499,24 +533,18 @@ impl Settings {
                 self.replication.retry_interval,
             ),
         ];
-        for (name, value) in positive {
-            if !(value.is_finite() && value > 0.0) {
-                return Err(ConfigError::Invalid(format!(
-                    "{name} must be a positive number of seconds, not {value}"
-                )));
-            }
-        }
-        for (name, value) in [
+        // Zero is meaningful here: no pause between rounds, no harep delay.
+        let zero_allowed = [
             ("rounds.round_delay", self.rounds.round_delay),
             ("rounds.error_backoff", self.rounds.error_backoff),
             ("planner.harep_job_delay", self.planner.harep_job_delay),
-            ("planner.balance_threshold", self.planner.balance_threshold),
-        ] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(ConfigError::Invalid(format!(
-                    "{name} must be zero or more seconds, not {value}"
-                )));
-            }
+        ];
+        check_durations(&positive, &zero_allowed)?;
+        let threshold = self.planner.balance_threshold;
+        if !(threshold.is_finite() && threshold >= 0.0) {
+            return Err(ConfigError::Invalid(format!(
+                "planner.balance_threshold must be a score gain of zero or more, not {threshold}"
+            )));
         }
         if !self.monitoring.diagnose_url.contains("{node}") {
             return Err(ConfigError::Invalid(format!(
@@ -536,9 +564,31 @@ impl Settings {
     }
 }
 
-/// Seconds (as configured) to a `Duration`; callers validated the value.
-pub fn seconds(value: f64) -> Duration {
-    Duration::from_secs_f64(value.max(0.0))
+/// Check durations set after loading (flags, code): `positive` ones must be above zero,
+/// and none may pass [`duration::MAX`]. Loading itself refuses negative, NaN and
+/// malformed values, naming the key.
+fn check_durations(
+    positive: &[(&str, Duration)],
+    zero_allowed: &[(&str, Duration)],
+) -> Result<(), ConfigError> {
+    for &(name, value) in positive {
+        if value.is_zero() {
+            return Err(ConfigError::Invalid(format!(
+                "{name} must be longer than zero, not {}",
+                humantime::format_duration(value)
+            )));
+        }
+    }
+    for &(name, value) in positive.iter().chain(zero_allowed) {
+        if value > duration::MAX {
+            return Err(ConfigError::Invalid(format!(
+                "{name} must be at most {}, not {}",
+                humantime::format_duration(duration::MAX),
+                humantime::format_duration(value)
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -552,7 +602,7 @@ mod tests {
         let settings = Settings::defaults();
         settings.validate().unwrap();
         assert_eq!(settings.daemon.port, 1816);
-        assert_eq!(settings.rounds.round_delay, 300.0);
+        assert_eq!(settings.rounds.round_delay, Duration::from_secs(300));
         assert_eq!(
             settings.cluster.luxi_socket,
             "/var/run/ganeti/socket/ganeti-query"
@@ -564,7 +614,7 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "[rounds]\nround_delay = 7").unwrap();
         let settings = Settings::load(Some(file.path())).unwrap();
-        assert_eq!(settings.rounds.round_delay, 7.0);
+        assert_eq!(settings.rounds.round_delay, Duration::from_secs(7));
         assert_eq!(settings.daemon.port, 1816);
 
         let mut bad = tempfile::NamedTempFile::new().unwrap();
@@ -575,7 +625,7 @@ mod tests {
     #[test]
     fn sim_layer_overrides_defaults() {
         let settings = Settings::load_layered(&[SIM_TOML], None).unwrap();
-        assert_eq!(settings.monitoring.poll_interval, 1.0);
+        assert_eq!(settings.monitoring.poll_interval, Duration::from_secs(1));
         assert_eq!(settings.daemon.port, 1816);
     }
 
@@ -583,7 +633,7 @@ mod tests {
     fn rapi_settings_are_checked_when_chosen() {
         let defaults = Settings::defaults();
         assert_eq!(defaults.cluster.backend, BackendKind::Luxi);
-        assert_eq!(defaults.cluster.rapi_timeout, 60.0);
+        assert_eq!(defaults.cluster.rapi_timeout, Duration::from_secs(60));
 
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(
@@ -612,11 +662,11 @@ mod tests {
         assert!(refused(&|s| s.cluster.rapi_url = "http://c:5080".into()).contains("https"));
         assert!(refused(&|s| s.cluster.rapi_credentials.clear()).contains("rapi_credentials"));
         assert!(refused(&|s| s.cluster.rapi_certificate.clear()).contains("rapi_ca"));
-        assert!(refused(&|s| s.cluster.rapi_timeout = 0.0).contains("rapi_timeout"));
+        assert!(refused(&|s| s.cluster.rapi_timeout = Duration::ZERO).contains("rapi_timeout"));
         assert!(refused(&|s| s.planner.harep = true).contains("harep_job_delay"));
         let mut harep = settings.clone();
         harep.planner.harep = true;
-        harep.planner.harep_job_delay = 0.0;
+        harep.planner.harep_job_delay = Duration::ZERO;
         harep.validate().unwrap();
         // With Luxi, the RAPI keys are not needed.
         let mut luxi = settings.clone();
@@ -630,8 +680,8 @@ mod tests {
         let defaults = Settings::defaults();
         assert_eq!(defaults.agent.listen, "0.0.0.0:1817");
         assert_eq!(defaults.agent.hmac_key, DEFAULT_HMAC_KEY);
-        assert_eq!(defaults.agent.interval, 10.0);
-        assert_eq!(defaults.agent.repair_timeout, 300.0);
+        assert_eq!(defaults.agent.interval, Duration::from_secs(10));
+        assert_eq!(defaults.agent.repair_timeout, Duration::from_secs(300));
         assert_eq!(defaults.agent.max_output_bytes, 65536);
         assert_eq!(defaults.agent.state_dir, "/var/lib/ganeti/maintd-agent");
         let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -642,14 +692,14 @@ mod tests {
         .unwrap();
         let settings = Settings::load(Some(file.path())).unwrap();
         assert_eq!(settings.agent.diagnose_command, "hw-check");
-        assert_eq!(settings.agent.interval, 3.0);
+        assert_eq!(settings.agent.interval, Duration::from_secs(3));
         let refused = |change: &dyn Fn(&mut Settings)| {
             let mut s = Settings::defaults();
             change(&mut s);
             s.validate().unwrap_err().to_string()
         };
         assert!(refused(&|s| s.agent.listen = "1817".into()).contains("agent.listen"));
-        assert!(refused(&|s| s.agent.interval = 0.0).contains("agent.interval"));
+        assert!(refused(&|s| s.agent.interval = Duration::ZERO).contains("agent.interval"));
         assert!(refused(&|s| s.agent.diagnose_command = "../sh".into()).contains("slash"));
         assert!(refused(&|s| s.agent.keep_executions = 0).contains("keep_executions"));
     }
@@ -660,8 +710,129 @@ mod tests {
         settings.monitoring.diagnose_url = "http://x/".into();
         assert!(settings.validate().is_err());
         let mut settings = Settings::defaults();
-        settings.monitoring.poll_interval = 0.0;
+        settings.monitoring.poll_interval = Duration::ZERO;
         assert!(settings.validate().is_err());
+    }
+
+    /// The settings from a config file holding `toml` and the environment `env`.
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "{toml}").unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::load_with_environment(&[], Some(file.path()), Some(env))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn durations_are_seconds_or_carry_a_unit() {
+        let settings = load(
+            "[rounds]\nround_delay = 0.5\njob_timeout = \"2h\"\nerror_backoff = 0\n\
+             [monitoring]\npoll_interval = \"500ms\"\ntimeout = \"3\"\n\
+             [replication]\nwait = \"5m\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(settings.rounds.round_delay, Duration::from_millis(500));
+        assert_eq!(settings.rounds.job_timeout, Duration::from_secs(7200));
+        assert_eq!(settings.rounds.error_backoff, Duration::ZERO);
+        assert_eq!(
+            settings.monitoring.poll_interval,
+            Duration::from_millis(500)
+        );
+        assert_eq!(settings.monitoring.timeout, Duration::from_secs(3));
+        assert_eq!(settings.replication.wait, Duration::from_secs(300));
+        assert_eq!(
+            settings.planner.htools().harep_job_delay,
+            10.0,
+            "the planner still takes seconds"
+        );
+    }
+
+    #[test]
+    fn environment_durations_are_numbers_or_carry_a_unit() {
+        let settings = load(
+            "[rounds]\nround_delay = 7",
+            &[
+                ("MAINTD__ROUNDS__ROUND_DELAY", "5"),
+                ("MAINTD__ROUNDS__JOB_POLL_INTERVAL", "0.25"),
+                ("MAINTD__MONITORING__BACKOFF_MAX", "2m"),
+                ("MAINTD__AGENT__REPAIR_TIMEOUT", "90s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.rounds.round_delay, Duration::from_secs(5));
+        assert_eq!(
+            settings.rounds.job_poll_interval,
+            Duration::from_millis(250)
+        );
+        assert_eq!(settings.monitoring.backoff_max, Duration::from_secs(120));
+        assert_eq!(settings.agent.repair_timeout, Duration::from_secs(90));
+        let why = load("", &[("MAINTD__ROUNDS__JOB_TIMEOUT", "-5")]).unwrap_err();
+        assert!(
+            why.contains("rounds.job_timeout") && why.contains("negative"),
+            "{why}"
+        );
+        let why = load("", &[("MAINTD__REPLICATION__WAIT", "later")]).unwrap_err();
+        assert!(
+            why.contains("replication.wait") && why.contains("not a duration"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn bad_durations_are_refused_naming_the_key() {
+        for (toml, key, why) in [
+            (
+                "[rounds]\nround_delay = -1",
+                "rounds.round_delay",
+                "negative",
+            ),
+            (
+                "[rounds]\nerror_backoff = -0.5",
+                "rounds.error_backoff",
+                "negative",
+            ),
+            ("[monitoring]\ntimeout = nan", "monitoring.timeout", "NaN"),
+            ("[agent]\ninterval = inf", "agent.interval", "too long"),
+            (
+                "[cluster]\nluxi_timeout = \"5 fortnights\"",
+                "cluster.luxi_timeout",
+                "not a duration",
+            ),
+            (
+                "[planner]\nharep_job_delay = true",
+                "planner.harep_job_delay",
+                "seconds",
+            ),
+            (
+                "[rounds]\njob_timeout = 0",
+                "rounds.job_timeout",
+                "longer than zero",
+            ),
+            (
+                "[agent]\ndiagnose_timeout = \"0s\"",
+                "agent.diagnose_timeout",
+                "longer than zero",
+            ),
+        ] {
+            let error = load(toml, &[]).unwrap_err();
+            assert!(
+                error.contains(key) && error.contains(why),
+                "{toml}: {error}"
+            );
+        }
+        // Set after loading (flags, code), the range is checked by validate.
+        let mut settings = Settings::defaults();
+        settings.rounds.round_delay = duration::MAX + Duration::from_secs(1);
+        let why = settings.validate().unwrap_err().to_string();
+        assert!(why.contains("rounds.round_delay"), "{why}");
+        let mut settings = Settings::defaults();
+        settings.planner.balance_threshold = -0.1;
+        let why = settings.validate().unwrap_err().to_string();
+        assert!(why.contains("planner.balance_threshold"), "{why}");
     }
 
     #[test]

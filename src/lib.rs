@@ -19,6 +19,7 @@
 //! - [`store`]: crash-safe persistence of the daemon's state.
 //! - [`config`]: settings, with `config/default.toml` as the documented reference.
 //! - [`clock`]: wall-clock time that follows the runtime's (possibly virtual) clock.
+//! - [`backoff`]: capped exponential backoff for restarts and retries.
 //! - [`limits`]: the process's open-file limit.
 //! - [`ratelimit`]: per-peer rate limiting of log lines.
 
@@ -27,6 +28,7 @@
 pub mod agent;
 pub mod auth;
 pub mod backend;
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod htools;

@@ -10,6 +10,7 @@ use maintd::{
         http_diagnose::{HttpDiagnose, TemplateError},
         DiagnoseSource, FetchError,
     },
+    clock::Clock,
     model::diagnose::{report_envelope, RepairAction, ReportError},
     signing::{self, HmacKey},
 };
@@ -74,6 +75,17 @@ async fn signed(query: web::Query<SaltQuery>) -> HttpResponse {
     HttpResponse::Ok().json(signing::sign(&test_key(), &salt, &report))
 }
 
+/// When [`signed_at_a_fixed_time`] made its report, Unix seconds.
+const FIXED_TIME: i64 = 1_750_000_000;
+
+/// A maintd agent's signed answer, made at [`FIXED_TIME`] whenever it is asked.
+async fn signed_at_a_fixed_time(query: web::Query<SaltQuery>) -> HttpResponse {
+    let data = json!({"status": "evacuate", "details": query.node});
+    let report = report_envelope(&data, FIXED_TIME * 1_000_000_000).to_string();
+    let salt = query.salt.clone().unwrap_or_default();
+    HttpResponse::Ok().json(signing::sign(&test_key(), &salt, &report))
+}
+
 /// A signed answer recorded earlier: right key, wrong salt.
 async fn replayed() -> HttpResponse {
     let report = report_envelope(&json!({"status": "evacuate"}), now_ns()).to_string();
@@ -103,6 +115,10 @@ impl Server {
                 .route("/announced-huge/{node}", web::get().to(announced_huge))
                 .route("/stalled/{node}", web::get().to(stalled))
                 .route("/signed", web::get().to(signed))
+                .route(
+                    "/signed-at-a-fixed-time",
+                    web::get().to(signed_at_a_fixed_time),
+                )
                 .route("/replayed/{node}", web::get().to(replayed))
         })
         .workers(1)
@@ -243,7 +259,7 @@ async fn with_a_key_only_signed_answers_to_this_request_are_accepted() {
             CAP,
         )
         .expect("template")
-        .verified_with(key, Duration::from_secs(300))
+        .verified_with(key, Duration::from_secs(300), Clock::new())
     };
     // The salt is added to a template that already has a query.
     let diagnose = source("/signed?node={node}", test_key())
@@ -269,4 +285,41 @@ async fn with_a_key_only_signed_answers_to_this_request_are_accepted() {
     );
     assert!(why.contains("does not match"), "{why}");
     server.handle.stop(false).await;
+}
+
+#[actix_rt::test]
+async fn a_report_s_age_is_judged_by_the_injected_clock() {
+    let server = Server::start();
+    let at = |now: i64| {
+        HttpDiagnose::new(
+            &format!(
+                "http://127.0.0.1:{}/signed-at-a-fixed-time?node={{node}}",
+                server.port
+            ),
+            GENEROUS,
+            CAP,
+        )
+        .expect("template")
+        .verified_with(
+            test_key(),
+            Duration::from_secs(300),
+            Clock::starting_at(now as f64),
+        )
+    };
+    // Made 100 s before the clock's now: fresh, whatever the machine's time.
+    let diagnose = at(FIXED_TIME + 100)
+        .fetch("node1")
+        .await
+        .expect("a fresh report is accepted");
+    assert_eq!(diagnose.action, RepairAction::Evacuate);
+    let refused = |result: Result<_, FetchError>| match result {
+        Err(FetchError::Report(ReportError::Signature(why))) => why,
+        other => panic!("expected a refused report, got {other:?}"),
+    };
+    // The same report, judged an hour later or an hour earlier.
+    let why = refused(at(FIXED_TIME + 3600).fetch("node1").await);
+    assert!(why.contains("stale") && why.contains("3600 s ago"), "{why}");
+    let why = refused(at(FIXED_TIME - 3600).fetch("node1").await);
+    assert!(why.contains("from the future"), "{why}");
+    server.stop().await;
 }

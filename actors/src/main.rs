@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use maintd::clock::Clock;
 use maintd_actors::{
     agent,
     cli::{client, plan, state, Cli, Command, StateAction},
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
         } => state::check(&args),
         Command::State {
             action: StateAction::Reset(args),
-        } => state::reset(&args),
+        } => state::reset(&args, &Clock::new()),
         Command::Plan(args) => plan::run(&args),
         Command::Daemon(args) => daemon::command::run(args),
         Command::Agent(args) => agent::command::run(args),

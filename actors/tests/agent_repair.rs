@@ -21,6 +21,7 @@ use maintd::{
         agent_repair::{AgentRepairSettings, AgentRepairs, AGENT_JOB_ID_BASE},
         BackendError, ClusterBackend, Submission,
     },
+    clock::Clock,
     model::{
         cluster::ClusterSnapshot,
         job::{JobId, JobStatus},
@@ -152,6 +153,11 @@ impl Node {
 
     /// maintd's repair routing with `key`, its id record in this node's directory.
     fn repairs(&self, queue: &Queue, key: Option<&[u8]>) -> AgentRepairs {
+        self.repairs_at(queue, key, Clock::new())
+    }
+
+    /// Like [`Node::repairs`], dating its requests by `clock`.
+    fn repairs_at(&self, queue: &Queue, key: Option<&[u8]>, clock: Clock) -> AgentRepairs {
         AgentRepairs::new(
             Rc::new(queue.clone()),
             AgentRepairSettings {
@@ -161,6 +167,7 @@ impl Node {
                 timeout: Duration::from_secs(30),
                 state_file: self.path("agent-repairs.json"),
             },
+            clock,
         )
         .expect("repairs")
     }
@@ -289,5 +296,28 @@ async fn without_the_right_key_no_repair_is_sent() {
         .await;
     let refusal = forged.expect("answered")[0].clone().expect_err("refused");
     assert!(refusal.contains("refused the repair (403"), "{refusal}");
+    assert_eq!(node.stdin_log(), "", "nothing ran");
+}
+
+#[actix_rt::test]
+async fn a_request_dated_by_a_clock_far_from_the_agent_s_is_refused() {
+    let node = Node::start();
+    let queue = Queue::default();
+    let now = Clock::new().now();
+    // The request's salt is maintd's clock's time; the agent allows 300 s of skew.
+    for (clock, why) in [
+        (Clock::starting_at(now - 3600.0), "stale request"),
+        (Clock::starting_at(now + 3600.0), "from the future"),
+    ] {
+        let answer = node
+            .repairs_at(&queue, Some(KEY), clock)
+            .submit_jobs(vec![repair_job(Uuid::new_v4(), "fix", "{}")])
+            .await;
+        let refusal = answer.expect("answered")[0].clone().expect_err("refused");
+        assert!(
+            refusal.contains("refused the repair (403") && refusal.contains(why),
+            "{refusal}"
+        );
+    }
     assert_eq!(node.stdin_log(), "", "nothing ran");
 }

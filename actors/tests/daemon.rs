@@ -5,7 +5,7 @@
 
 mod harness;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use actix_web::http::StatusCode;
 use harness::{captured_log::Captured, maintd_reasons, run_paused, Harness};
@@ -17,6 +17,7 @@ use maintd::{
     },
     sim::MonitoringBehaviour,
 };
+use maintd_actors::daemon::registry::STATE_FILE;
 use serde_json::{json, Value};
 
 fn uuid_of(incident: &Value) -> String {
@@ -262,7 +263,7 @@ fn cancel_stops_action_and_forgets_once_unobserved() {
         let mut h = Harness::start(6, 12, 0.2).await;
         // A long round delay: the incident is noted but no round starts before the cancel.
         h.stop_daemon().await;
-        h.settings.rounds.round_delay = 1000.0;
+        h.settings.rounds.round_delay = Duration::from_secs(1000);
         h.start_daemon().await;
         harness::advance(2.0).await;
         let node = h.busiest_node();
@@ -494,6 +495,29 @@ fn failing_poller_backs_off_without_disturbing_others() {
             .cloned()
             .unwrap();
         assert_eq!(node3["consecutive_failures"], 0);
+    });
+}
+
+#[test]
+fn state_serials_are_dated_by_the_daemon_s_clock() {
+    run_paused(|| async {
+        let h = Harness::start(4, 8, 0.2).await;
+        harness::advance(100.0).await;
+        let node = h.busiest_node();
+        h.report(&node, json!({"status": "evacuate"}));
+        h.wait_incident_on(&node, 10.0).await;
+        let text = std::fs::read_to_string(h.dir.path().join(STATE_FILE)).unwrap();
+        let serial = serde_json::from_str::<Value>(&text).unwrap()["serial"]
+            .as_u64()
+            .unwrap();
+        // The harness's clock starts at 1_800_000_000 s, far from the machine's time: the
+        // serial (Unix milliseconds, or one more than the last when that is not higher)
+        // follows it, after the 100 s of virtual time.
+        let now_ms = (h.clock.now() * 1000.0) as u64;
+        assert!(
+            (1_800_000_100_000..=now_ms + 1000).contains(&serial),
+            "serial {serial}, clock {now_ms} ms"
+        );
     });
 }
 

@@ -60,9 +60,9 @@ fn first_polls_are_spread_evenly_over_the_interval() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::load_layered(&[SIM_TOML], None).expect("settings");
         settings.daemon.state_dir = dir.path().display().to_string();
-        settings.monitoring.poll_interval = interval.as_secs_f64();
+        settings.monitoring.poll_interval = interval;
         // No refresh adds pollers later in this test.
-        settings.cluster.node_refresh_interval = 3600.0;
+        settings.cluster.node_refresh_interval = Duration::from_secs(3600);
         let fetches = Rc::new(RefCell::new(BTreeMap::new()));
         let wiring = Wiring {
             backend: Rc::new(SimBackend::new(sim.sim.clone(), clock)),

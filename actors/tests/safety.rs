@@ -7,7 +7,7 @@
 
 mod harness;
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Duration};
 
 use actix_web::http::StatusCode;
 use harness::{maintd_reasons, run_paused, Harness};
@@ -534,7 +534,7 @@ fn a_hung_job_marks_its_incident_stuck_while_other_incidents_go_on() {
     run_paused(|| async {
         let h = Harness::start_with(8, 24, 0.2, |s| {
             loose(s);
-            s.rounds.job_timeout = 60.0;
+            s.rounds.job_timeout = Duration::from_secs(60);
         })
         .await;
         h.sim.lock().inject_hang("OP_NODE_SET_PARAMS", 1);
@@ -579,7 +579,7 @@ fn a_job_waiting_past_the_timeout_is_canceled_and_its_step_planned_again() {
     run_paused(|| async {
         let h = Harness::start_with(8, 24, 0.2, |s| {
             loose(s);
-            s.rounds.job_timeout = 30.0;
+            s.rounds.job_timeout = Duration::from_secs(30);
         })
         .await;
         // An operator's job on node5 hangs and holds the node.

@@ -30,6 +30,7 @@ use uuid::Uuid;
 use super::{BackendError, CancelOutcome, ClusterBackend, Submission};
 use crate::{
     agent::repair::{Execution, ExecutionState, RepairRequest},
+    clock::Clock,
     model::{
         cluster::ClusterSnapshot,
         job::{JobId, JobStatus},
@@ -207,6 +208,8 @@ pub struct AgentRepairSettings {
 
 struct Shared {
     settings: AgentRepairSettings,
+    /// Dates the repair requests: the agent refuses one whose time is far from its own.
+    clock: Clock,
     client: Client,
     jobs: RefCell<AgentJobs>,
     /// Why failed executions failed, by id, for the incident's message.
@@ -277,7 +280,7 @@ impl Shared {
             input,
         };
         let msg = serde_json::to_string(&request).map_err(|e| e.to_string())?;
-        let salt = signing::unix_salt(unix_now());
+        let salt = signing::unix_salt(self.clock.now().max(0.0) as u64);
         let body =
             serde_json::to_vec(&signing::sign(key, &salt, &msg)).map_err(|e| e.to_string())?;
         let url = self.url(&node, "/1/repair");
@@ -363,10 +366,12 @@ pub struct AgentRepairs {
 }
 
 impl AgentRepairs {
-    /// Wrap `inner`; reads the id record. Must be called inside the actix runtime.
+    /// Wrap `inner`, dating requests by `clock`; reads the id record. Must be called
+    /// inside the actix runtime.
     pub fn new(
         inner: Rc<dyn ClusterBackend>,
         settings: AgentRepairSettings,
+        clock: Clock,
     ) -> Result<Self, String> {
         let jobs = AgentJobs::load(&settings.state_file)?;
         let client = Client::builder().timeout(settings.timeout).finish();
@@ -374,18 +379,13 @@ impl AgentRepairs {
             inner,
             shared: Rc::new(Shared {
                 settings,
+                clock,
                 client,
                 jobs: RefCell::new(jobs),
                 failures: RefCell::new(BTreeMap::new()),
             }),
         })
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl ClusterBackend for AgentRepairs {
@@ -564,6 +564,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 state_file: dir.path().join(STATE_FILE),
             },
+            clock,
         )
         .unwrap();
         let tag = |t: &str| OpBody::tag_node("node2", t).with_reason("t".into(), 1);

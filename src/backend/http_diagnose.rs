@@ -16,6 +16,7 @@ use futures_util::{
 use thiserror::Error;
 
 use super::{DiagnoseSource, FetchError, LoadSource};
+use crate::clock::Clock;
 use crate::model::diagnose::{
     open_signed_report, parse_report, Diagnose, ReportError, DEFAULT_MAX_REPORT_BYTES,
 };
@@ -65,6 +66,8 @@ pub struct HttpDiagnose {
 struct Verification {
     key: HmacKey,
     max_age: Duration,
+    /// What "now" is when a report's timestamp is judged.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for HttpDiagnose {
@@ -106,9 +109,13 @@ impl HttpDiagnose {
     }
 
     /// Accept only reports signed with `key`, answering this very request (each fetch
-    /// sends a fresh `salt`) and made at most `max_age` ago.
-    pub fn verified_with(mut self, key: HmacKey, max_age: Duration) -> Self {
-        self.verification = Some(Arc::new(Verification { key, max_age }));
+    /// sends a fresh `salt`) and made at most `max_age` before (or after) `clock`'s now.
+    pub fn verified_with(mut self, key: HmacKey, max_age: Duration, clock: Clock) -> Self {
+        self.verification = Some(Arc::new(Verification {
+            key,
+            max_age,
+            clock,
+        }));
         self
     }
 
@@ -177,9 +184,7 @@ async fn fetch_report(
         max_body_bytes,
     )
     .await?;
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let now_ns = verification.clock.now_ns();
     let max_age_ns = i64::try_from(verification.max_age.as_nanos()).unwrap_or(i64::MAX);
     let report = open_signed_report(
         &body,

@@ -16,7 +16,7 @@ use actix::prelude::*;
 use maintd::{
     agent::{repair::RepairBook, replica::ReplicaStore, whitelist::Whitelist},
     clock::Clock,
-    config::{seconds, AgentSettings},
+    config::AgentSettings,
     signing::HmacKey,
     store::JsonStore,
 };
@@ -73,8 +73,8 @@ pub fn start(
         CollectorConfig {
             whitelist: Whitelist::new(&settings.diagnose_dir),
             command: settings.diagnose_command.clone(),
-            interval: seconds(settings.interval),
-            timeout: seconds(settings.diagnose_timeout),
+            interval: settings.interval,
+            timeout: settings.diagnose_timeout,
         },
         clock,
     )
@@ -84,7 +84,7 @@ pub fn start(
         store,
         RepairConfig {
             whitelist: Whitelist::new(&settings.repair_dir),
-            timeout: seconds(settings.repair_timeout),
+            timeout: settings.repair_timeout,
             max_output: settings.max_output_bytes,
         },
         clock,

@@ -5,10 +5,10 @@ pub mod incident_list;
 pub mod plan;
 pub mod state;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use maintd::config::{BackendKind, Settings};
+use maintd::config::{duration, BackendKind, Settings};
 
 use crate::telemetry::LogFormat;
 
@@ -113,12 +113,12 @@ pub struct CommonArgs {
     /// Directory of maintd's state.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Minimum seconds between round starts.
-    #[arg(long, value_name = "SECONDS")]
-    pub round_delay: Option<f64>,
-    /// Seconds between two polls of a node's diagnose report.
-    #[arg(long, value_name = "SECONDS")]
-    pub poll_interval: Option<f64>,
+    /// Minimum time between round starts: seconds, or with a unit (`500ms`, `5m`).
+    #[arg(long, value_name = "SECONDS", value_parser = duration::parse)]
+    pub round_delay: Option<Duration>,
+    /// Time between two polls of a node's diagnose report: seconds, or with a unit.
+    #[arg(long, value_name = "SECONDS", value_parser = duration::parse)]
+    pub poll_interval: Option<Duration>,
     /// Observe and plan, but submit no job and set no tag (GET /1/plan shows the plan).
     #[arg(long)]
     pub dry_run: bool,
@@ -190,9 +190,9 @@ pub struct AgentArgs {
     /// The cluster's HMAC key file (must be readable when given).
     #[arg(long, value_name = "FILE")]
     pub hmac_key: Option<String>,
-    /// Seconds between diagnose runs.
-    #[arg(long, value_name = "SECONDS")]
-    pub interval: Option<f64>,
+    /// Time between diagnose runs: seconds, or with a unit (`500ms`, `5m`).
+    #[arg(long, value_name = "SECONDS", value_parser = duration::parse)]
+    pub interval: Option<Duration>,
     /// This node's name (default: the host name).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
@@ -430,7 +430,7 @@ mod tests {
         assert_eq!(args.listen.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(args.diagnose_command.as_deref(), Some("hw"));
         assert_eq!(args.hmac_key.as_deref(), Some("/k"));
-        assert_eq!(args.interval, Some(2.5));
+        assert_eq!(args.interval, Some(Duration::from_millis(2500)));
         assert_eq!(args.node_name.as_deref(), Some("node1"));
         assert_eq!(args.state_dir.as_deref(), Some("/s"));
     }
@@ -462,7 +462,37 @@ mod tests {
             panic!("not sim")
         };
         assert_eq!((args.nodes, args.instances, args.seed), (8, 24, 1));
-        assert_eq!(args.common.round_delay, Some(1.0));
+        assert_eq!(args.common.round_delay, Some(Duration::from_secs(1)));
         assert_eq!(args.job_seconds, 0.2);
+    }
+
+    #[test]
+    fn duration_flags_take_seconds_or_a_unit() {
+        let parse = |flag: &str, value: &str| {
+            let arg = format!("{flag}={value}");
+            Cli::try_parse_from(["maintd", "sim", arg.as_str()]).map(|cli| match cli.command {
+                Command::Sim(args) => (args.common.round_delay, args.common.poll_interval),
+                _ => (None, None),
+            })
+        };
+        assert_eq!(
+            parse("--round-delay", "500ms").unwrap(),
+            (Some(Duration::from_millis(500)), None)
+        );
+        assert_eq!(
+            parse("--poll-interval", "2.5").unwrap(),
+            (None, Some(Duration::from_millis(2500)))
+        );
+        assert_eq!(
+            parse("--round-delay", "5m").unwrap().0,
+            Some(Duration::from_secs(300))
+        );
+        for bad in ["-1", "NaN", "soon"] {
+            let why = parse("--round-delay", bad).unwrap_err().to_string();
+            assert!(
+                why.contains("--round-delay") && why.contains(bad),
+                "{bad}: {why}"
+            );
+        }
     }
 }

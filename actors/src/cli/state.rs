@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use maintd::{
+    clock::Clock,
     config::Settings,
     model::{incident::MaintenanceState, replication::next_serial},
     store::JsonStore,
@@ -68,15 +69,12 @@ pub fn check(args: &StateArgs) -> Result<u8, String> {
 }
 
 /// `maintd state reset`: archive the state file, whatever it holds, and put an empty state
-/// in its place, so maintd starts empty. The empty state's serial is the time now: newer
-/// than every copy the master candidates' agents keep, so maintd takes it over them and
-/// replaces them with it.
-pub fn reset(args: &StateArgs) -> Result<u8, String> {
+/// in its place, so maintd starts empty. The empty state's serial is `clock`'s time now:
+/// newer than every copy the master candidates' agents keep, so maintd takes it over them
+/// and replaces them with it.
+pub fn reset(args: &StateArgs, clock: &Clock) -> Result<u8, String> {
     let store = store(args)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let now = clock.now();
     let archived = store
         .archive(&format!("reset-{}", now as u64))
         .map_err(|e| e.to_string())?;
@@ -97,4 +95,38 @@ pub fn reset(args: &StateArgs) -> Result<u8, String> {
         ),
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_dates_the_archive_and_the_serial_by_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = StateArgs {
+            config: None,
+            state_dir: Some(dir.path().to_owned()),
+        };
+        let store = JsonStore::open(dir.path(), STATE_FILE).unwrap();
+        store
+            .save(&MaintenanceState {
+                serial: 42,
+                ..MaintenanceState::new()
+            })
+            .unwrap();
+        let clock = Clock::starting_at(1_750_000_000.0);
+        assert_eq!(reset(&args, &clock), Ok(0));
+        assert!(dir
+            .path()
+            .join(format!("{STATE_FILE}.reset-1750000000"))
+            .is_file());
+        let empty: MaintenanceState = store.load().unwrap().unwrap();
+        assert!(empty.incidents.is_empty());
+        let serial = empty.serial;
+        assert!(
+            (1_750_000_000_000..1_750_000_010_000).contains(&serial),
+            "{serial}"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! The single place that wires the daemon's actor graph: from the settings ([`serve`],
 //! for `maintd daemon` and `maintd sim`) or from parts the tests provide ([`start`]).
 
-use std::{path::PathBuf, rc::Rc, time::Duration};
+use std::{path::PathBuf, rc::Rc};
 
 use actix::prelude::*;
 use maintd::{
@@ -13,8 +13,9 @@ use maintd::{
         replica::{CandidateSource, ReplicaClient},
         ClusterBackend, DiagnoseSource, LoadSource,
     },
+    backoff::Backoff,
     clock::Clock,
-    config::{seconds, BackendKind, PlannerEngine, RepairMethod, Settings},
+    config::{BackendKind, PlannerEngine, RepairMethod, Settings},
     model::incident::{MaintenanceState, StatePolicy},
     planner::{HtoolsPlanner, Planner, SimplePlanner},
     signing::KeySource,
@@ -86,16 +87,18 @@ pub fn supervisor_deps(
         store,
         link,
         poll: PollTiming {
-            interval: seconds(settings.monitoring.poll_interval),
-            backoff_initial: seconds(settings.monitoring.backoff_initial),
-            backoff_max: seconds(settings.monitoring.backoff_max),
+            interval: settings.monitoring.poll_interval,
+            backoff: Backoff::new(
+                settings.monitoring.backoff_initial,
+                settings.monitoring.backoff_max,
+            ),
         },
         rounds: RoundTiming {
-            round_delay: seconds(settings.rounds.round_delay),
-            error_backoff: seconds(settings.rounds.error_backoff),
+            round_delay: settings.rounds.round_delay,
+            error_backoff: settings.rounds.error_backoff,
         },
-        job_poll_interval: seconds(settings.rounds.job_poll_interval),
-        node_refresh_interval: seconds(settings.cluster.node_refresh_interval),
+        job_poll_interval: settings.rounds.job_poll_interval,
+        node_refresh_interval: settings.cluster.node_refresh_interval,
         clock: wiring.clock,
         registry: registry_config(settings),
         replication: wiring.replication.clone(),
@@ -162,7 +165,7 @@ pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StartError> 
     })?;
     check_state(&deps.store, dir)?;
     let save_faults = deps.store.save_fault_switch();
-    let interval: Duration = seconds(settings.daemon.master_check_interval);
+    let interval = settings.daemon.master_check_interval;
     let election = MasterElection::new(
         wiring.backend.clone(),
         wiring.master_check.clone(),
@@ -211,7 +214,7 @@ pub fn serve(
     let backend: Rc<dyn ClusterBackend> = match settings.cluster.backend {
         BackendKind::Luxi => {
             let luxi = LuxiConfig {
-                request_timeout: seconds(settings.cluster.luxi_timeout),
+                request_timeout: settings.cluster.luxi_timeout,
                 ..LuxiConfig::new(PathBuf::from(&settings.cluster.luxi_socket))
             };
             info!(target: "maintd", socket = %settings.cluster.luxi_socket, "cluster backend: Luxi");
@@ -240,14 +243,14 @@ pub fn serve(
             ReplicaClient::new(
                 settings.repair.agent_url.clone(),
                 key,
-                seconds(settings.replication.timeout),
+                settings.replication.timeout,
                 clock,
             )
         }),
         candidates: identity.candidates,
         me: identity.node_name,
-        wait: seconds(settings.replication.wait),
-        retry: seconds(settings.replication.retry_interval),
+        wait: settings.replication.wait,
+        retry: settings.replication.retry_interval,
         clock,
     });
     let backend: Rc<dyn ClusterBackend> = match settings.repair.method {
@@ -261,23 +264,24 @@ pub fn serve(
                 AgentRepairSettings {
                     url_template: settings.repair.agent_url.clone(),
                     key: key.clone(),
-                    timeout: seconds(settings.repair.agent_timeout),
+                    timeout: settings.repair.agent_timeout,
                     state_file: PathBuf::from(&settings.daemon.state_dir)
                         .join(agent_repair::STATE_FILE),
                 },
+                clock,
             )?;
             Rc::new(repairs)
         }
     };
     let mut diagnose = HttpDiagnose::new(
         &settings.monitoring.diagnose_url,
-        seconds(settings.monitoring.timeout),
+        settings.monitoring.timeout,
         settings.monitoring.max_report_bytes,
     )
     .map_err(|e| e.to_string())?;
     if let Some(key) = key {
         info!(target: "maintd", key = %settings.cluster.hmac_key, "diagnose reports must be signed with the cluster's HMAC key");
-        diagnose = diagnose.verified_with(key, seconds(settings.monitoring.max_report_age));
+        diagnose = diagnose.verified_with(key, settings.monitoring.max_report_age, clock);
     }
     let wiring = Wiring {
         backend,
@@ -307,7 +311,7 @@ pub fn serve(
 pub fn http_load_source(settings: &Settings) -> Result<Rc<dyn LoadSource>, String> {
     let source = HttpLoad::new(
         &settings.monitoring.load_url,
-        seconds(settings.monitoring.timeout),
+        settings.monitoring.timeout,
         settings.monitoring.max_report_bytes,
     )
     .map_err(|e| format!("monitoring.load_url: {e}"))?;

@@ -1,9 +1,7 @@
 //! `maintd daemon`: the settings from the flags, this node's identity (how mastership is
 //! established, where the master candidates are listed), then the daemon until a signal.
 
-use maintd::{
-    backend::replica::CandidateSource, clock::Clock, config::seconds, config::BackendKind,
-};
+use maintd::{backend::replica::CandidateSource, clock::Clock, config::BackendKind};
 use tracing::warn;
 
 use super::{
@@ -44,7 +42,7 @@ pub fn run(args: DaemonArgs) -> Result<u8, String> {
             vote: settings.cluster.voting.then(|| VoteSettings {
                 data_dir: settings.cluster.ssconf_dir.clone().into(),
                 port: settings.cluster.noded_port,
-                timeout: seconds(settings.cluster.noded_timeout),
+                timeout: settings.cluster.noded_timeout,
             }),
         }
     };

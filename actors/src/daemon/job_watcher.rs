@@ -9,6 +9,7 @@ use std::{collections::BTreeSet, rc::Rc, time::Duration};
 use actix::{prelude::*, WeakAddr, WeakRecipient};
 use maintd::{
     backend::ClusterBackend,
+    backoff::Backoff,
     clock::Clock,
     model::{
         incident::submission_marker,
@@ -65,11 +66,16 @@ impl JobWatcher {
         }
     }
 
+    /// poll_interval × 2^attempt: two poll intervals after the first restart, doubling up
+    /// to 64 of them and never more than 300 s.
     fn backoff(&self) -> Duration {
-        let factor = 2u32.saturating_pow(self.attempt.min(6));
-        self.poll_interval
-            .saturating_mul(factor)
-            .min(Duration::from_secs(300))
+        Backoff::new(
+            self.poll_interval,
+            self.poll_interval
+                .saturating_mul(64)
+                .min(Duration::from_secs(300)),
+        )
+        .delay(self.attempt.saturating_add(1))
     }
 
     /// Re-read unfinished jobs from the registry and resolve unconfirmed submissions.

@@ -8,6 +8,7 @@ use std::{rc::Rc, time::Duration};
 use actix::{prelude::*, WeakRecipient};
 use maintd::{
     backend::{DiagnoseSource, LoadSource},
+    backoff::Backoff,
     clock::Clock,
 };
 use tracing::debug;
@@ -19,20 +20,9 @@ use crate::daemon::messages::{ChildRestarted, NodeLoadSeen, NodeObserved, Shutdo
 pub struct PollTiming {
     /// Between two successful polls.
     pub interval: Duration,
-    /// First backoff after a failure.
-    pub backoff_initial: Duration,
-    /// Backoff cap.
-    pub backoff_max: Duration,
-}
-
-impl PollTiming {
-    /// Backoff after `attempt` consecutive failures (1-based): initial × 2^(attempt-1), capped.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
-        self.backoff_initial
-            .saturating_mul(factor)
-            .min(self.backoff_max)
-    }
+    /// Delay before polling again after consecutive failures (`monitoring.backoff_initial`
+    /// doubling up to `monitoring.backoff_max`).
+    pub backoff: Backoff,
 }
 
 /// The first-poll delay of the node at `position` (0-based) among `count` nodes: the
@@ -141,7 +131,7 @@ impl Actor for NodePoller {
         let delay = if self.attempt == 0 {
             self.offset
         } else {
-            self.timing.backoff(self.attempt)
+            self.timing.backoff.delay(self.attempt)
         };
         debug!(target: "maintd::poller", node = %self.node, ?delay, "poller started");
         ctx.run_later(delay, Self::poll);
@@ -155,7 +145,7 @@ impl Supervised for NodePoller {
             restarts.do_send(ChildRestarted {
                 child: format!("poller:{}", self.node),
                 attempt: self.attempt,
-                backoff: self.timing.backoff(self.attempt),
+                backoff: self.timing.backoff.delay(self.attempt),
             });
         }
     }
@@ -177,12 +167,11 @@ mod tests {
     fn backoff_doubles_and_is_capped() {
         let t = PollTiming {
             interval: Duration::from_secs(5),
-            backoff_initial: Duration::from_secs(5),
-            backoff_max: Duration::from_secs(60),
+            backoff: Backoff::new(Duration::from_secs(5), Duration::from_secs(60)),
         };
-        let got: Vec<u64> = (1..=6).map(|a| t.backoff(a).as_secs()).collect();
+        let got: Vec<u64> = (1..=6).map(|a| t.backoff.delay(a).as_secs()).collect();
         assert_eq!(got, vec![5, 10, 20, 40, 60, 60]);
-        assert_eq!(t.backoff(u32::MAX), Duration::from_secs(60));
+        assert_eq!(t.backoff.delay(u32::MAX), Duration::from_secs(60));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use actix::{prelude::*, WeakRecipient};
 use maintd::{
+    clock::Clock,
     model::{
         incident::{MaintenanceState, Observed, RoundPlan, StatePolicy},
         job::JobStatus,
@@ -38,8 +39,8 @@ pub struct RegistryConfig {
     pub policy: StatePolicy,
     /// Submit nothing, set no tag.
     pub dry_run: bool,
-    /// Seconds a job may wait or run (`rounds.job_timeout`).
-    pub job_timeout: f64,
+    /// How long a job may wait or run (`rounds.job_timeout`).
+    pub job_timeout: std::time::Duration,
 }
 
 impl Default for RegistryConfig {
@@ -48,7 +49,7 @@ impl Default for RegistryConfig {
             limits: SafetyLimits::default(),
             policy: StatePolicy::default(),
             dry_run: false,
-            job_timeout: 3600.0,
+            job_timeout: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -76,23 +77,22 @@ pub struct EventRegistry {
     replication: Option<maintd::model::replication::ReplicationView>,
     /// Incident statuses as last saved: each save logs the changes since.
     saved_statuses: StatusBook,
-}
-
-/// Now, in Unix seconds (for serials, which must grow across restarts and masters,
-/// whatever the daemon's clock source).
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    /// Dates the serials, which grow with time across restarts and masters: the daemon's
+    /// clock is anchored at the system's time when it starts.
+    clock: Clock,
 }
 
 /// How often a failed save is retried.
 const SAVE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl EventRegistry {
-    /// A registry over `state`, persisting to `store`.
-    pub fn new(mut state: MaintenanceState, store: JsonStore, config: RegistryConfig) -> Self {
+    /// A registry over `state`, persisting to `store`, its serials dated by `clock`.
+    pub fn new(
+        mut state: MaintenanceState,
+        store: JsonStore,
+        config: RegistryConfig,
+        clock: Clock,
+    ) -> Self {
         state.policy = config.policy.clone();
         EventRegistry {
             saved_statuses: StatusBook::of(&state),
@@ -107,6 +107,7 @@ impl EventRegistry {
             replicator: None,
             durability: None,
             replication: None,
+            clock,
         }
     }
 
@@ -154,7 +155,7 @@ impl EventRegistry {
     /// a save succeeds no round starts, so nothing is submitted on unsaved state.
     /// Returns whether the state is on disk.
     fn persist(&mut self) -> bool {
-        self.state.serial = next_serial(self.state.serial, unix_now());
+        self.state.serial = next_serial(self.state.serial, self.clock.now());
         match self.store.save(&self.state) {
             Ok(()) => {
                 if self.unsaved.take().is_some() {
@@ -591,12 +592,12 @@ impl Handler<JobStatusesSeen> for EventRegistry {
         }
         let (cancel, stuck) = self
             .state
-            .apply_job_timeout(self.config.job_timeout, msg.at);
+            .apply_job_timeout(self.config.job_timeout.as_secs_f64(), msg.at);
         for (job, incident) in &stuck {
-            warn!(target: "maintd::registry", %job, incident = ?incident, timeout = self.config.job_timeout, "job running past rounds.job_timeout: its incident is stuck; other incidents go on");
+            warn!(target: "maintd::registry", %job, incident = ?incident, timeout = ?self.config.job_timeout, "job running past rounds.job_timeout: its incident is stuck; other incidents go on");
         }
         for job in &cancel {
-            warn!(target: "maintd::registry", %job, timeout = self.config.job_timeout, "job waiting past rounds.job_timeout: canceling it");
+            warn!(target: "maintd::registry", %job, timeout = ?self.config.job_timeout, "job waiting past rounds.job_timeout: canceling it");
         }
         if changed || !cancel.is_empty() || !stuck.is_empty() {
             self.persist();

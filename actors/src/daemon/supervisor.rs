@@ -130,8 +130,12 @@ impl Actor for ClusterSupervisor {
             }
         };
         info!(target: "maintd::supervisor", path = %self.deps.store.path().display(), incidents = state.incidents.len(), "starting maintenance work");
-        let registry =
-            EventRegistry::new(state, self.deps.store.clone(), self.deps.registry.clone());
+        let registry = EventRegistry::new(
+            state,
+            self.deps.store.clone(),
+            self.deps.registry.clone(),
+            self.deps.clock,
+        );
         let replication = self.deps.replication.clone();
         let mut replicator = None;
         let registry = EventRegistry::create(|ctx| match replication {

@@ -88,7 +88,7 @@ impl Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::load_layered(&[SIM_TOML], None).expect("settings");
         settings.daemon.state_dir = dir.path().display().to_string();
-        settings.rounds.round_delay = 1.0;
+        settings.rounds.round_delay = Duration::from_secs(1);
         configure(&mut settings);
         let mut harness = Harness {
             sim,

@@ -143,7 +143,7 @@ impl RapiConfig {
         RapiConfig {
             pinned_certificate: file(&cluster.rapi_certificate),
             ca: file(&cluster.rapi_ca),
-            timeout: crate::config::seconds(cluster.rapi_timeout),
+            timeout: cluster.rapi_timeout,
             ..RapiConfig::new(&cluster.rapi_url, &cluster.rapi_credentials)
         }
     }
