@@ -5,5 +5,7 @@
 //! | module | decides for the actor |
 //! | --- | --- |
 //! | [`cycle`] | `RoundPlanner`: one step of the round cycle, and when the next round is due |
+//! | [`watch`] | `JobWatcher`: recovery after a restart, submission outcomes, status polls |
 
 pub mod cycle;
+pub mod watch;

@@ -17,7 +17,10 @@ use maintd::{
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use maintd::daemon::cycle::{JobToSubmit, PlanContext, Planned};
+pub use maintd::daemon::{
+    cycle::{JobToSubmit, PlanContext, Planned},
+    watch::Recovery,
+};
 
 /// A poller fetched (or failed to fetch) a node's diagnose report. Poller → registry.
 #[derive(Message, Debug)]
@@ -158,15 +161,6 @@ pub struct JobStatusesSeen {
 #[derive(Message, Debug)]
 #[rtype(result = "Recovery")]
 pub struct GetRecovery;
-
-/// Jobs to keep watching and submissions to confirm.
-#[derive(Debug, Clone, Default)]
-pub struct Recovery {
-    /// Submitted, not finalized.
-    pub unfinished: Vec<JobId>,
-    /// Planned, id never recorded.
-    pub unconfirmed: Vec<String>,
-}
 
 /// Why a cancel was not done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
