@@ -6,6 +6,8 @@
 //! | --- | --- |
 //! | [`cycle`] | `RoundPlanner`: one step of the round cycle, and when the next round is due |
 //! | [`watch`] | `JobWatcher`: recovery after a restart, submission outcomes, status polls |
+//! | [`mastership`] | `MasterElection`: whether this node is master, and what follows |
 
 pub mod cycle;
+pub mod mastership;
 pub mod watch;
