@@ -13,6 +13,8 @@
 //! - [`planner`]: turns open incidents and a cluster snapshot into the jobs of one round.
 //! - [`backend`]: how maintd talks to a cluster: Luxi for jobs and configuration, HTTP for
 //!   diagnose reports, and in-process adapters for the simulator.
+//! - [`daemon`]: the daemon's decisions: the round cycle, job recovery and polling,
+//!   mastership.
 //! - [`sim`]: the built-in simulated Ganeti cluster, driven by the time its caller passes in.
 //! - [`auth`]: who may use maintd's API, from Ganeti's RAPI users file.
 //! - [`signing`]: confd-style HMAC signing with the cluster's `hmac.key`.
@@ -31,6 +33,7 @@ pub mod backend;
 pub mod backoff;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod htools;
 pub mod limits;
 pub mod model;

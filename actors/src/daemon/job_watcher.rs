@@ -3,18 +3,20 @@
 //! restarted watcher (or daemon) picks them up again from there; a submission whose id was
 //! never recorded is looked up in the queue by its key before anything else happens, so no
 //! job is ever submitted twice.
+//!
+//! What recovery finds, what a submission's answer means and what a poll changes are the
+//! domain's ([`maintd::daemon::watch`]); this actor holds the timers, queues submissions
+//! until recovery is done, and carries the answers to the registry.
 
-use std::{collections::BTreeSet, rc::Rc, time::Duration};
+use std::{rc::Rc, time::Duration};
 
 use actix::{prelude::*, WeakAddr, WeakRecipient};
 use maintd::{
     backend::ClusterBackend,
     backoff::Backoff,
     clock::Clock,
-    model::{
-        incident::submission_marker,
-        job::{JobId, JobStatus},
-    },
+    daemon::watch::{self, AfterFailure, JobWatch, RecoveryError},
+    model::job::JobId,
 };
 use tracing::{error, info, warn};
 
@@ -24,9 +26,6 @@ use crate::daemon::messages::{
 };
 use crate::daemon::registry::EventRegistry;
 
-/// Consecutive failed status queries before the watcher restarts itself with backoff.
-const FAILURES_BEFORE_RESTART: u32 = 3;
-
 /// The job-watcher actor.
 pub struct JobWatcher {
     backend: Rc<dyn ClusterBackend>,
@@ -35,11 +34,11 @@ pub struct JobWatcher {
     restarts: Option<WeakRecipient<ChildRestarted>>,
     poll_interval: Duration,
     clock: Clock,
-    watching: BTreeSet<JobId>,
+    /// The jobs followed, and how status queries go.
+    watch: JobWatch,
     /// Recovery must finish before new submissions, so that old keys are resolved first.
     recovered: bool,
     queued: Vec<SubmitJobs>,
-    failures: u32,
     attempt: u32,
 }
 
@@ -58,10 +57,9 @@ impl JobWatcher {
             restarts,
             poll_interval,
             clock,
-            watching: BTreeSet::new(),
+            watch: JobWatch::default(),
             recovered: false,
             queued: Vec::new(),
-            failures: 0,
             attempt: 0,
         }
     }
@@ -88,29 +86,34 @@ impl JobWatcher {
         let backend = self.backend.clone();
         let clock = self.clock;
         async move {
-            let recovery = registry.send(GetRecovery).await.map_err(|e| e.to_string())?;
-            let mut found = Vec::new();
-            for key in recovery.unconfirmed {
-                let ids = backend
-                    .find_jobs_by_reason(submission_marker(&key))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match ids.first() {
-                    Some(id) => found.push((key, Ok(*id))),
-                    None => registry.do_send(SubmissionLost { key }),
-                }
+            let recovery = registry
+                .send(GetRecovery)
+                .await
+                .map_err(|e| RecoveryError::Registry(e.to_string()))?;
+            let recovered =
+                watch::recover(recovery, |marker| backend.find_jobs_by_reason(marker)).await?;
+            for key in recovered.lost {
+                registry.do_send(SubmissionLost { key });
             }
-            let adopted: Vec<JobId> = found.iter().filter_map(|(_, r)| r.as_ref().ok().copied()).collect();
-            if !found.is_empty() {
-                info!(target: "maintd::watcher", jobs = ?adopted, "adopted jobs submitted before a restart");
-                registry.do_send(JobsSubmitted { results: found, at: clock.now() });
+            if !recovered.adopted.is_empty() {
+                let jobs: Vec<JobId> = recovered.adopted.iter().map(|(_, id)| *id).collect();
+                info!(target: "maintd::watcher", ?jobs, "adopted jobs submitted before a restart");
+                let results = recovered
+                    .adopted
+                    .into_iter()
+                    .map(|(key, id)| (key, Ok(id)))
+                    .collect();
+                registry.do_send(JobsSubmitted {
+                    results,
+                    at: clock.now(),
+                });
             }
-            Ok::<_, String>(recovery.unfinished.into_iter().chain(adopted).collect::<Vec<_>>())
+            Ok::<_, RecoveryError>(recovered.watch)
         }
         .into_actor(self)
         .map(|result, act, ctx| match result {
             Ok(ids) => {
-                act.watching.extend(ids);
+                act.watch.watch(ids);
                 act.recovered = true;
                 for batch in std::mem::take(&mut act.queued) {
                     act.submit(batch, ctx);
@@ -135,23 +138,24 @@ impl JobWatcher {
         submission
             .into_actor(self)
             .map(move |result, act, ctx| {
-                let results: Vec<_> = match result {
-                    Ok(results) if results.len() == keys.len() => keys.into_iter().zip(results).collect(),
-                    Ok(results) => {
-                        error!(target: "maintd::watcher", sent = keys.len(), answered = results.len(), "queue answered a different number of jobs");
-                        // Unknown outcome: leave the keys unconfirmed and let recovery look them up.
+                let results = match watch::submitted(keys, result) {
+                    Ok(results) => results,
+                    Err(unconfirmed) => {
+                        // Unknown outcome: the keys stay unconfirmed, and the restarted
+                        // watcher's recovery looks them up by key.
+                        match &unconfirmed {
+                            watch::Unconfirmed::Miscounted { sent, answered } => {
+                                error!(target: "maintd::watcher", sent, answered, "queue answered a different number of jobs")
+                            }
+                            watch::Unconfirmed::Interrupted(e) => {
+                                warn!(target: "maintd::watcher", error = %e, "submission interrupted; will look the jobs up")
+                            }
+                        }
                         ctx.stop();
                         return;
                     }
-                    Err(e) if e.is_retryable() => {
-                        // The jobs may or may not be in the queue: recovery finds out by key.
-                        warn!(target: "maintd::watcher", error = %e, "submission interrupted; will look the jobs up");
-                        ctx.stop();
-                        return;
-                    }
-                    Err(e) => keys.into_iter().map(|k| (k, Err(e.to_string()))).collect(),
                 };
-                act.watching.extend(results.iter().filter_map(|(_, r)| r.as_ref().ok().copied()));
+                act.watch.watch(results.iter().filter_map(|(_, r)| r.as_ref().ok().copied()));
                 if let Some(registry) = act.registry.upgrade() {
                     registry.do_send(JobsSubmitted { results, at: act.clock.now() });
                 }
@@ -179,27 +183,20 @@ impl JobWatcher {
     }
 
     fn poll_statuses(&mut self, ctx: &mut Context<Self>) {
-        if self.watching.is_empty() {
+        let ids = self.watch.to_query();
+        if ids.is_empty() {
             return;
         }
-        let ids: Vec<JobId> = self.watching.iter().copied().collect();
         self.backend
             .job_statuses(ids.clone())
             .into_actor(self)
             .map(move |result, act, ctx| match result {
                 Ok(statuses) => {
-                    act.failures = 0;
                     act.attempt = 0;
-                    let statuses: Vec<_> = ids.into_iter().zip(statuses).collect();
-                    for (id, status) in &statuses {
-                        if status.is_none_or(|s| s.is_finalized()) {
-                            act.watching.remove(id);
-                        }
-                    }
-                    let failure_details = statuses
-                        .iter()
-                        .filter(|(_, status)| *status == Some(JobStatus::Error))
-                        .filter_map(|(id, _)| act.backend.failure_detail(*id).map(|d| (*id, d)))
+                    let (statuses, failed) = act.watch.seen(ids, statuses);
+                    let failure_details = failed
+                        .into_iter()
+                        .filter_map(|id| act.backend.failure_detail(id).map(|d| (id, d)))
                         .collect();
                     let Some(registry) = act.registry.upgrade() else {
                         return;
@@ -217,9 +214,10 @@ impl JobWatcher {
                     );
                 }
                 Err(e) => {
-                    act.failures += 1;
-                    warn!(target: "maintd::watcher", error = %e, failures = act.failures, "could not query job statuses");
-                    if act.failures >= FAILURES_BEFORE_RESTART {
+                    let after = act.watch.query_failed();
+                    let (AfterFailure::Retry { failures } | AfterFailure::Restart { failures }) = after;
+                    warn!(target: "maintd::watcher", error = %e, failures, "could not query job statuses");
+                    if let AfterFailure::Restart { .. } = after {
                         ctx.stop();
                     }
                 }
@@ -233,7 +231,8 @@ impl Actor for JobWatcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.recovered = false;
-        self.watching.clear();
+        // A fresh start: the registry's state says what to follow.
+        self.watch = JobWatch::default();
         let delay = if self.attempt == 0 {
             Duration::ZERO
         } else {
@@ -246,7 +245,6 @@ impl Actor for JobWatcher {
 impl Supervised for JobWatcher {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.attempt = self.attempt.saturating_add(1);
-        self.failures = 0;
         if let Some(restarts) = self.restarts.as_ref().and_then(WeakRecipient::upgrade) {
             restarts.do_send(ChildRestarted {
                 child: "job-watcher".into(),

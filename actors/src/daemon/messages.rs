@@ -2,8 +2,6 @@
 //! commands are imperative, queries start with `Get`. Times are Unix seconds from the
 //! daemon's clock, carried as data so that handlers never read the clock themselves.
 
-use std::collections::BTreeMap;
-
 use actix::prelude::*;
 use maintd::{
     backend::{FetchError, Submission},
@@ -18,6 +16,11 @@ use maintd::{
 };
 use serde::Serialize;
 use uuid::Uuid;
+
+pub use maintd::daemon::{
+    cycle::{JobToSubmit, PlanContext, Planned},
+    watch::Recovery,
+};
 
 /// A poller fetched (or failed to fetch) a node's diagnose report. Poller → registry.
 #[derive(Message, Debug)]
@@ -64,19 +67,6 @@ pub struct Reconcile {
     pub at: f64,
 }
 
-/// The registry's view for planning one round.
-#[derive(Debug, Clone)]
-pub struct PlanContext {
-    /// Every incident not yet forgotten.
-    pub incidents: Vec<Incident>,
-    /// Prefix for this round's submission keys.
-    pub key_prefix: String,
-    /// The latest `cpu-avg-load` total of each node that reported one.
-    pub node_loads: BTreeMap<String, f64>,
-    /// What the safety layer allows this round.
-    pub gate: maintd::model::safety::SafetyGate,
-}
-
 /// Ask whether every job of the current round is finalized. Round planner → registry.
 #[derive(Message, Debug)]
 #[rtype(result = "bool")]
@@ -100,16 +90,6 @@ pub struct StartRound {
 pub struct ExtendRound {
     /// Reason-trail timestamp, nanoseconds.
     pub now_ns: i64,
-}
-
-/// The registry's answer to [`StartRound`] and [`ExtendRound`]: the jobs to submit, saved
-/// in the state of `serial`, which must be durable before they are submitted.
-#[derive(Debug, Clone, Default)]
-pub struct Planned {
-    /// The jobs (none: nothing to submit).
-    pub jobs: Vec<JobToSubmit>,
-    /// The serial of the save that recorded them.
-    pub serial: u64,
 }
 
 /// The state of `serial` is saved. Registry → state replicator.
@@ -137,15 +117,6 @@ pub struct AwaitDurable {
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct ReplicationChanged(pub maintd::model::replication::ReplicationView);
-
-/// One job ready for submission, identified by its submission key.
-#[derive(Debug, Clone)]
-pub struct JobToSubmit {
-    /// Submission key (also in the reason trail).
-    pub key: String,
-    /// The opcodes.
-    pub ops: Vec<Opcode>,
-}
 
 /// Submit these jobs at once. Round planner → job watcher.
 #[derive(Message, Debug)]
@@ -190,15 +161,6 @@ pub struct JobStatusesSeen {
 #[derive(Message, Debug)]
 #[rtype(result = "Recovery")]
 pub struct GetRecovery;
-
-/// Jobs to keep watching and submissions to confirm.
-#[derive(Debug, Clone, Default)]
-pub struct Recovery {
-    /// Submitted, not finalized.
-    pub unfinished: Vec<JobId>,
-    /// Planned, id never recorded.
-    pub unconfirmed: Vec<String>,
-}
 
 /// Why a cancel was not done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

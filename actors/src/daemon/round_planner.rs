@@ -1,17 +1,25 @@
 //! RoundPlanner: starts a round when the previous round's jobs are all finalized and the
 //! round delay has passed. Level-triggered: each round takes a fresh snapshot, lets the
 //! registry reconcile it, asks the domain planner for the jobs and hands them to the watcher.
+//!
+//! The sequence and the timing are the domain's ([`maintd::daemon::cycle`]); this actor
+//! holds the timer, keeps one step at a time, carries the steps to the registry and the
+//! state replicator, and submits what a step hands out.
 
-use std::{collections::BTreeMap, rc::Rc, time::Duration};
+use std::rc::Rc;
 
 use actix::{prelude::*, WeakAddr};
 use maintd::{
     backend::ClusterBackend,
     clock::Clock,
-    planner::{PlanInput, Planner},
+    daemon::cycle::{self, Batch, CycleError, PlanContext, Progress, RoundSteps},
+    model::{cluster::ClusterSnapshot, incident::RoundPlan},
+    planner::Planner,
 };
 use tokio::time::Instant;
 use tracing::{info, warn};
+
+pub use maintd::daemon::cycle::RoundTiming;
 
 use crate::{
     daemon::job_watcher::JobWatcher,
@@ -22,31 +30,6 @@ use crate::{
     daemon::registry::EventRegistry,
     daemon::state_replicator::StateReplicator,
 };
-
-/// Round timing.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RoundTiming {
-    /// Minimum time between round starts.
-    pub round_delay: Duration,
-    /// Extra wait after a round that could not be planned.
-    pub error_backoff: Duration,
-}
-
-impl RoundTiming {
-    /// How often the planner checks whether a round is due: a quarter of the delay,
-    /// between 50 ms and 5 s.
-    pub fn tick(&self) -> Duration {
-        (self.round_delay / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
-    }
-}
-
-/// What a tick achieved.
-enum Progress {
-    /// Follow-up jobs of the running round.
-    FollowUps(Vec<JobToSubmit>),
-    /// A new round (possibly without jobs).
-    Round(Vec<JobToSubmit>),
-}
 
 /// The round-planner actor.
 pub struct RoundPlanner {
@@ -116,125 +99,109 @@ impl RoundPlanner {
             ctx.stop();
             return;
         };
+        let steps = Steps {
+            registry,
+            replicator: self.replicator.as_ref().and_then(WeakAddr::upgrade),
+        };
         let backend = self.backend.clone();
         let planner = self.planner.clone();
         let clock = self.clock;
-        let replicator = self.replicator.as_ref().and_then(WeakAddr::upgrade);
-        async move {
-            // Follow-ups first: a round is not finished while it still needs some.
-            let follow_ups = registry
-                .send(ExtendRound {
-                    now_ns: clock.now_ns(),
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            if !follow_ups.jobs.is_empty() {
-                let jobs = durable_jobs(follow_ups, replicator.as_ref(), &registry).await;
-                return Ok(Some(Progress::FollowUps(jobs)));
-            }
-            if !registry
-                .send(GetRoundFinished)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                return Ok(None);
-            }
-            let cluster = backend.snapshot().await.map_err(|e| e.to_string())?;
-            let context = registry
-                .send(Reconcile {
-                    cluster: cluster.clone(),
-                    at: clock.now(),
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            let wanted = planner.jobs_to_query(&cluster);
-            let job_statuses: BTreeMap<_, _> = if wanted.is_empty() {
-                BTreeMap::new()
-            } else {
-                let statuses = backend
-                    .job_statuses(wanted.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                wanted
-                    .into_iter()
-                    .zip(statuses)
-                    .filter_map(|(id, status)| Some((id, status?)))
-                    .collect()
-            };
-            let plan = planner.plan(PlanInput {
-                cluster: &cluster,
-                incidents: &context.incidents,
-                key_prefix: &context.key_prefix,
-                now_ns: clock.now_ns(),
-                job_statuses: &job_statuses,
-                node_loads: &context.node_loads,
-                gate: &context.gate,
-            });
-            let planned = registry
-                .send(StartRound {
-                    plan,
-                    at: clock.now(),
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            let jobs = durable_jobs(planned, replicator.as_ref(), &registry).await;
-            Ok::<_, String>(Some(Progress::Round(jobs)))
-        }
-        .into_actor(self)
-        .map(|result, act, _| {
-            act.busy = false;
-            match result {
-                // Previous round still running: check again next tick.
-                Ok(None) => {}
-                Ok(Some(Progress::FollowUps(jobs))) if jobs.is_empty() => {}
-                Ok(Some(Progress::FollowUps(jobs))) => {
-                    info!(target: "maintd::planner", jobs = jobs.len(), "submitting follow-up jobs");
-                    act.submit(jobs);
-                }
-                Ok(Some(Progress::Round(jobs))) => {
-                    act.next_due = Instant::now() + act.timing.round_delay;
-                    if !jobs.is_empty() {
-                        info!(target: "maintd::planner", jobs = jobs.len(), "submitting round");
-                        act.submit(jobs);
+        async move { cycle::step(&steps, &*backend, &*planner, clock).await }
+            .into_actor(self)
+            .map(|result, act, _| {
+                act.busy = false;
+                act.next_due = act.timing.next_due(&result, Instant::now(), act.next_due);
+                match result {
+                    // Previous round still running: check again next tick.
+                    Ok(Progress::Waiting) => {}
+                    Ok(Progress::FollowUps(batch)) => {
+                        let jobs = act.jobs_of(batch);
+                        if !jobs.is_empty() {
+                            info!(target: "maintd::planner", jobs = jobs.len(), "submitting follow-up jobs");
+                            act.submit(jobs);
+                        }
+                    }
+                    Ok(Progress::Round(batch)) => {
+                        let jobs = act.jobs_of(batch);
+                        if !jobs.is_empty() {
+                            info!(target: "maintd::planner", jobs = jobs.len(), "submitting round");
+                            act.submit(jobs);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(target: "maintd::planner", error = %e, "could not plan a round")
                     }
                 }
-                Err(e) => {
-                    warn!(target: "maintd::planner", error = %e, "could not plan a round");
-                    act.next_due =
-                        Instant::now() + act.timing.round_delay + act.timing.error_backoff;
-                }
-            }
-        })
-        .spawn(ctx);
+            })
+            .spawn(ctx);
+    }
+
+    /// The jobs of `batch`, after logging why its jobs were dropped, if they were.
+    fn jobs_of(&self, batch: Batch) -> Vec<JobToSubmit> {
+        if let Some(dropped) = batch.not_durable {
+            warn!(target: "maintd::planner", jobs = dropped.jobs, reason = %dropped.reason, "jobs not submitted: their state is not on a majority of the master candidates");
+        }
+        batch.jobs
     }
 }
 
-/// The jobs of `planned` once the save recording them is durable; none if it does not
-/// become durable in time: they are dropped from the state unsubmitted (a later round
-/// plans them again), so no job runs that a new master could not know of.
-async fn durable_jobs(
-    planned: Planned,
-    replicator: Option<&Addr<StateReplicator>>,
-    registry: &Addr<EventRegistry>,
-) -> Vec<JobToSubmit> {
-    let Some(replicator) = replicator.filter(|_| !planned.jobs.is_empty()) else {
-        return planned.jobs;
-    };
-    let durable = replicator
-        .send(AwaitDurable {
-            serial: planned.serial,
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-    match durable {
-        Ok(()) => planned.jobs,
-        Err(why) => {
-            warn!(target: "maintd::planner", jobs = planned.jobs.len(), reason = %why, "jobs not submitted: their state is not on a majority of the master candidates");
-            for job in planned.jobs {
-                registry.do_send(SubmissionLost { key: job.key });
-            }
-            Vec::new()
-        }
+/// The registry and the state replicator, as a step of the round cycle reaches them.
+struct Steps {
+    registry: Addr<EventRegistry>,
+    /// `None`: replication off (or the replicator stopping with everything else): every
+    /// save counts as durable.
+    replicator: Option<Addr<StateReplicator>>,
+}
+
+fn unanswered(e: MailboxError) -> CycleError {
+    CycleError::Registry(e.to_string())
+}
+
+impl RoundSteps for Steps {
+    async fn extend_round(&self, now_ns: i64) -> Result<Planned, CycleError> {
+        self.registry
+            .send(ExtendRound { now_ns })
+            .await
+            .map_err(unanswered)
+    }
+
+    async fn round_finished(&self) -> Result<bool, CycleError> {
+        self.registry
+            .send(GetRoundFinished)
+            .await
+            .map_err(unanswered)
+    }
+
+    async fn reconcile(
+        &self,
+        cluster: ClusterSnapshot,
+        at: f64,
+    ) -> Result<PlanContext, CycleError> {
+        self.registry
+            .send(Reconcile { cluster, at })
+            .await
+            .map_err(unanswered)
+    }
+
+    async fn start_round(&self, plan: RoundPlan, at: f64) -> Result<Planned, CycleError> {
+        self.registry
+            .send(StartRound { plan, at })
+            .await
+            .map_err(unanswered)
+    }
+
+    async fn await_durable(&self, serial: u64) -> Result<(), String> {
+        let Some(replicator) = &self.replicator else {
+            return Ok(());
+        };
+        replicator
+            .send(AwaitDurable { serial })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    }
+
+    fn submission_lost(&self, key: String) {
+        self.registry.do_send(SubmissionLost { key });
     }
 }
 
