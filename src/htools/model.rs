@@ -16,6 +16,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
+/// The disk templates are maintd's own (the snapshot's); htools reads and writes their
+/// Ganeti names.
+pub use crate::model::cluster::{DiskTemplate, MirrorType};
+
 /// A node group's allocation policy (used by allocation only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllocPolicy {
@@ -99,94 +103,6 @@ impl InstanceStatus {
             .iter()
             .find(|(s, _)| *s == self)
             .map_or("running", |(_, n)| n)
-    }
-}
-
-/// Ganeti disk templates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DiskTemplate {
-    /// `diskless`.
-    Diskless,
-    /// `file`.
-    File,
-    /// `sharedfile`.
-    SharedFile,
-    /// `plain` (LVM).
-    Plain,
-    /// `blockdev`.
-    Blockdev,
-    /// `drbd` (internally mirrored).
-    Drbd,
-    /// `rbd`.
-    Rbd,
-    /// `ext`.
-    Ext,
-    /// `gluster`.
-    Gluster,
-}
-
-/// How an instance's disks are mirrored, which decides the moves it can make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorType {
-    /// Not mirrored (`plain`, `file`): never moved by balancing or evacuation.
-    None,
-    /// Mirrored between primary and secondary (`drbd`).
-    Internal,
-    /// Storage reachable from any node (`diskless`, shared storage).
-    External,
-}
-
-impl DiskTemplate {
-    /// Every template with its text-format name.
-    const NAMES: [(Self, &'static str); 9] = [
-        (Self::Diskless, "diskless"),
-        (Self::File, "file"),
-        (Self::SharedFile, "sharedfile"),
-        (Self::Plain, "plain"),
-        (Self::Blockdev, "blockdev"),
-        (Self::Drbd, "drbd"),
-        (Self::Rbd, "rbd"),
-        (Self::Ext, "ext"),
-        (Self::Gluster, "gluster"),
-    ];
-
-    /// Parses the text-format name.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::NAMES
-            .iter()
-            .find(|(_, n)| *n == text)
-            .map(|(t, _)| *t)
-    }
-
-    /// The text-format name.
-    pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(t, _)| *t == self)
-            .map_or("diskless", |(_, n)| n)
-    }
-
-    /// The mirror type (htools' `templateMirrorType`).
-    pub fn mirror(self) -> MirrorType {
-        match self {
-            Self::Drbd => MirrorType::Internal,
-            Self::Plain | Self::File => MirrorType::None,
-            _ => MirrorType::External,
-        }
-    }
-
-    /// Whether the disks are LVM volumes on the nodes, the only ones the disk and spindle
-    /// model accounts (`file` disks live outside LVM and are invisible to it).
-    pub fn local_storage(self) -> bool {
-        matches!(self, Self::Plain | Self::Drbd)
-    }
-
-    /// Whether hbal may move instances of this template at all (`diskless` may not).
-    pub fn movable(self) -> bool {
-        matches!(
-            self,
-            Self::Drbd | Self::Blockdev | Self::SharedFile | Self::Gluster | Self::Rbd | Self::Ext
-        )
     }
 }
 
@@ -275,7 +191,7 @@ impl Default for IPolicy {
         IPolicy {
             std: min,
             minmax: vec![(min, max)],
-            disk_templates: DiskTemplate::NAMES.iter().map(|(t, _)| *t).collect(),
+            disk_templates: DiskTemplate::all().collect(),
             vcpu_ratio: 4.0,
             spindle_ratio: 32.0,
         }

@@ -5,24 +5,9 @@
 use std::collections::HashMap;
 
 use crate::htools::model::{
-    AllocPolicy, Cluster, DiskTemplate, Group, IPolicy, Instance, InstanceStatus, NodeData,
+    AllocPolicy, Cluster, Group, IPolicy, Instance, InstanceStatus, NodeData,
 };
-use crate::model::cluster::{self, ClusterSnapshot};
-
-/// The htools template of a maintd disk template.
-pub fn disk_template(template: cluster::DiskTemplate) -> DiskTemplate {
-    match template {
-        cluster::DiskTemplate::Drbd => DiskTemplate::Drbd,
-        cluster::DiskTemplate::Plain => DiskTemplate::Plain,
-        cluster::DiskTemplate::Diskless => DiskTemplate::Diskless,
-        cluster::DiskTemplate::File => DiskTemplate::File,
-        cluster::DiskTemplate::Sharedfile => DiskTemplate::SharedFile,
-        cluster::DiskTemplate::Blockdev => DiskTemplate::Blockdev,
-        cluster::DiskTemplate::Rbd => DiskTemplate::Rbd,
-        cluster::DiskTemplate::Ext => DiskTemplate::Ext,
-        cluster::DiskTemplate::Gluster => DiskTemplate::Gluster,
-    }
-}
+use crate::model::cluster::ClusterSnapshot;
 
 /// Loads `snapshot` into the htools model. Groups, nodes and instances keep the snapshot's
 /// order (Luxi's, as htools sees it). As htools' Luxi loader does, a node that is offline
@@ -114,7 +99,7 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
                 auto_balance: i.auto_balance,
                 pnode,
                 snode,
-                dt: disk_template(i.disk_template),
+                dt: i.disk_template,
                 tags: i.tags.iter().cloned().collect(),
                 spindle_use: i64::from(i.spindle_use),
                 spindles: None,
@@ -139,6 +124,7 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::htools::model::DiskTemplate;
     use crate::model::cluster::{Group as SGroup, Instance as SInstance, Node as SNode};
 
     fn snapshot() -> ClusterSnapshot {
@@ -174,7 +160,7 @@ mod tests {
                 name: "inst1".into(),
                 primary: "node1".into(),
                 secondaries: vec!["node2".into()],
-                disk_template: cluster::DiskTemplate::Drbd,
+                disk_template: DiskTemplate::Drbd,
                 memory: 1024,
                 disk: 10_000,
                 vcpus: 2,

@@ -441,10 +441,7 @@ impl SimCluster {
                 }
             }
         } else {
-            let template = serde_json::to_value(instance.disk_template)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let template = instance.disk_template;
             return Err(OpFailure::prereq(
                 format!("Instance's disk layout '{template}' is not mirrored, cannot {verb}"),
                 codes::WRONG_STATE,
