@@ -1017,6 +1017,44 @@ pub struct MoveOutcome {
     pub nodes: Vec<(usize, Node)>,
 }
 
+/// Loaded parts that do not form a cluster: a node or an instance refers to a group or
+/// node that is not there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// A node's group is not in the snapshot.
+    #[error("node {node} is in unknown group {group}")]
+    UnknownGroup {
+        /// The node.
+        node: String,
+        /// The group UUID it names.
+        group: String,
+    },
+    /// An instance's primary or secondary node is not in the snapshot.
+    #[error("instance {instance} is on unknown node {node}")]
+    UnknownNode {
+        /// The instance.
+        instance: String,
+        /// The node name it names.
+        node: String,
+    },
+    /// A node's group index is out of range.
+    #[error("node {node} has an unknown group (index {index})")]
+    GroupIndex {
+        /// The node.
+        node: String,
+        /// Its group index.
+        index: usize,
+    },
+    /// An instance's primary or secondary node index is out of range.
+    #[error("instance {instance} has an unknown node (index {index})")]
+    NodeIndex {
+        /// The instance.
+        instance: String,
+        /// The node index.
+        index: usize,
+    },
+}
+
 /// A loaded cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
@@ -1064,15 +1102,25 @@ impl Cluster {
         instances: Vec<Instance>,
         cluster_tags: Vec<String>,
         cluster_ipolicy: Option<IPolicy>,
-    ) -> Result<Cluster, String> {
+    ) -> Result<Cluster, LoadError> {
         for n in &nodes {
             if n.group >= groups.len() {
-                return Err(format!("node {} has an unknown group", n.name));
+                return Err(LoadError::GroupIndex {
+                    node: n.name.clone(),
+                    index: n.group,
+                });
             }
         }
         for i in &instances {
-            if i.pnode >= nodes.len() || i.snode.is_some_and(|s| s >= nodes.len()) {
-                return Err(format!("instance {} has an unknown node", i.name));
+            let bad = [Some(i.pnode), i.snode]
+                .into_iter()
+                .flatten()
+                .find(|&n| n >= nodes.len());
+            if let Some(index) = bad {
+                return Err(LoadError::NodeIndex {
+                    instance: i.name.clone(),
+                    index,
+                });
             }
         }
         let mut tags = TagMeanings::from_cluster_tags(&cluster_tags);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::htools::model::{
-    AllocPolicy, Cluster, Group, IPolicy, Instance, InstanceStatus, NodeData,
+    AllocPolicy, Cluster, Group, IPolicy, Instance, InstanceStatus, LoadError, NodeData,
 };
 use crate::model::cluster::ClusterSnapshot;
 
@@ -14,7 +14,7 @@ use crate::model::cluster::ClusterSnapshot;
 /// or not vm_capable has no resources, and offline, drained and non-vm_capable nodes are
 /// all htools-offline. An unknown instance status counts as running (its memory stays
 /// reserved). Fails on a node of an unknown group or an instance on an unknown node.
-pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
+pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, LoadError> {
     let group_index: HashMap<&str, usize> = snapshot
         .groups
         .iter()
@@ -44,9 +44,12 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
         .nodes
         .iter()
         .map(|n| {
-            let group = *group_index
-                .get(n.group.as_str())
-                .ok_or_else(|| format!("node {} is in unknown group {}", n.name, n.group))?;
+            let Some(&group) = group_index.get(n.group.as_str()) else {
+                return Err(LoadError::UnknownGroup {
+                    node: n.name.clone(),
+                    group: n.group.clone(),
+                });
+            };
             let live = !n.offline && n.vm_capable;
             let res = |v: u64| if live { v } else { 0 };
             Ok(NodeData {
@@ -68,7 +71,7 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
                 cpu_speed: 1.0,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, LoadError>>()?;
     let node_index: HashMap<&str, usize> = snapshot
         .nodes
         .iter()
@@ -79,7 +82,10 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
         node_index
             .get(name)
             .copied()
-            .ok_or_else(|| format!("instance {instance} is on unknown node {name}"))
+            .ok_or_else(|| LoadError::UnknownNode {
+                instance: instance.to_owned(),
+                node: name.to_owned(),
+            })
     };
     let instances = snapshot
         .instances
@@ -111,7 +117,7 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
                 loc_score: 0,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, LoadError>>()?;
     Cluster::new(
         groups,
         nodes,
@@ -198,9 +204,19 @@ mod tests {
     fn unknown_nodes_and_groups_are_errors() {
         let mut bad = snapshot();
         bad.instances[0].secondaries = vec!["node9".into()];
-        assert!(load(&bad).unwrap_err().contains("node9"));
+        let err = load(&bad).unwrap_err();
+        assert!(err.to_string().contains("node9"), "{err}");
+        assert_eq!(
+            err,
+            LoadError::UnknownNode {
+                instance: "inst1".into(),
+                node: "node9".into()
+            }
+        );
         let mut bad = snapshot();
         bad.nodes[0].group = "nope".into();
-        assert!(load(&bad).unwrap_err().contains("unknown group"));
+        let err = load(&bad).unwrap_err();
+        assert!(err.to_string().contains("unknown group"), "{err}");
+        assert!(matches!(err, LoadError::UnknownGroup { .. }), "{err:?}");
     }
 }

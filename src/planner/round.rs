@@ -239,8 +239,8 @@ impl<'a> Round<'a> {
             }
             let unstarted = incident.status == RepairStatus::Noted && !incident.started();
             if unstarted {
-                if let Err(message) = self.slots.check(&node.group) {
-                    self.plan.notes.push((incident.uuid, message));
+                if let Err(refusal) = self.slots.check(&node.group) {
+                    self.plan.notes.push((incident.uuid, refusal.to_string()));
                     continue;
                 }
             }
