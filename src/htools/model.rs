@@ -16,9 +16,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
-/// The disk templates are maintd's own (the snapshot's); htools reads and writes their
-/// Ganeti names.
-pub use crate::model::cluster::{DiskTemplate, MirrorType};
+/// Disk templates and instance statuses are maintd's own (the snapshot's); htools reads
+/// and writes their Ganeti names.
+pub use crate::model::cluster::{DiskTemplate, InstanceStatus, MirrorType};
 
 /// A node group's allocation policy (used by allocation only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,60 +49,6 @@ impl AllocPolicy {
             Self::LastResort => "last_resort",
             Self::Unallocable => "unallocable",
         }
-    }
-}
-
-/// An instance's run state as htools sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InstanceStatus {
-    /// `running`.
-    Running,
-    /// `ERROR_up`.
-    ErrorUp,
-    /// `ADMIN_down`.
-    AdminDown,
-    /// `ERROR_down`.
-    ErrorDown,
-    /// `USER_down`.
-    UserDown,
-    /// `ADMIN_offline`.
-    AdminOffline,
-    /// `ERROR_nodedown`.
-    ErrorNodeDown,
-    /// `ERROR_nodeoffline`.
-    ErrorNodeOffline,
-    /// `ERROR_wrongnode`.
-    ErrorWrongNode,
-}
-
-impl InstanceStatus {
-    /// Every status with its text-format name.
-    const NAMES: [(Self, &'static str); 9] = [
-        (Self::Running, "running"),
-        (Self::ErrorUp, "ERROR_up"),
-        (Self::AdminDown, "ADMIN_down"),
-        (Self::ErrorDown, "ERROR_down"),
-        (Self::UserDown, "USER_down"),
-        (Self::AdminOffline, "ADMIN_offline"),
-        (Self::ErrorNodeDown, "ERROR_nodedown"),
-        (Self::ErrorNodeOffline, "ERROR_nodeoffline"),
-        (Self::ErrorWrongNode, "ERROR_wrongnode"),
-    ];
-
-    /// Parses the text-format name.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::NAMES
-            .iter()
-            .find(|(_, n)| *n == text)
-            .map(|(s, _)| *s)
-    }
-
-    /// The text-format name.
-    pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(s, _)| *s == self)
-            .map_or("running", |(_, n)| n)
     }
 }
 

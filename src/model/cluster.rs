@@ -160,6 +160,71 @@ impl From<DiskTemplate> for &'static str {
     }
 }
 
+/// An instance's run state: Ganeti's instance `status` (in RAPI, Luxi and the htools text
+/// format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceStatus {
+    /// `running`.
+    Running,
+    /// `ERROR_up`: running although it should be stopped.
+    ErrorUp,
+    /// `ADMIN_down`: stopped on purpose.
+    AdminDown,
+    /// `ERROR_down`: not running although it should.
+    ErrorDown,
+    /// `USER_down`: shut down by its user.
+    UserDown,
+    /// `ADMIN_offline`: offline, using no resources.
+    AdminOffline,
+    /// `ERROR_nodedown`: its primary node is down.
+    ErrorNodeDown,
+    /// `ERROR_nodeoffline`: its primary node is marked offline.
+    ErrorNodeOffline,
+    /// `ERROR_wrongnode`: running, but not on its primary node.
+    ErrorWrongNode,
+}
+
+impl InstanceStatus {
+    /// Every status.
+    const ALL: [Self; 9] = [
+        Self::Running,
+        Self::ErrorUp,
+        Self::AdminDown,
+        Self::ErrorDown,
+        Self::UserDown,
+        Self::AdminOffline,
+        Self::ErrorNodeDown,
+        Self::ErrorNodeOffline,
+        Self::ErrorWrongNode,
+    ];
+
+    /// The status called `name` (Ganeti's name), if there is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Ganeti's name of the status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::ErrorUp => "ERROR_up",
+            Self::AdminDown => "ADMIN_down",
+            Self::ErrorDown => "ERROR_down",
+            Self::UserDown => "USER_down",
+            Self::AdminOffline => "ADMIN_offline",
+            Self::ErrorNodeDown => "ERROR_nodedown",
+            Self::ErrorNodeOffline => "ERROR_nodeoffline",
+            Self::ErrorWrongNode => "ERROR_wrongnode",
+        }
+    }
+}
+
+impl fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 fn one() -> u32 {
     1
 }
@@ -281,7 +346,8 @@ pub struct Instance {
     /// The `spindle_use` backend parameter.
     #[serde(default = "one")]
     pub spindle_use: u32,
-    /// Ganeti's `status` field (`running`, `ADMIN_down`, `ERROR_down`, ...).
+    /// Ganeti's `status` field (`running`, `ADMIN_down`, `ERROR_down`, ...: the names of
+    /// [`InstanceStatus`]), as the backend read it.
     pub status: String,
     /// The instance's tags.
     pub tags: BTreeSet<String>,
@@ -380,6 +446,23 @@ mod tests {
         assert_eq!(err.to_string(), "unknown disk template \"lvm\"");
         assert!(serde_json::from_value::<DiskTemplate>(serde_json::json!("lvm")).is_err());
         assert!(serde_json::from_value::<DiskTemplate>(serde_json::json!(3)).is_err());
+    }
+
+    #[test]
+    fn instance_status_names_are_ganetis() {
+        for status in InstanceStatus::ALL {
+            assert_eq!(InstanceStatus::parse(status.name()), Some(status));
+            assert_eq!(status.to_string(), status.name());
+        }
+        assert_eq!(
+            InstanceStatus::parse("running"),
+            Some(InstanceStatus::Running)
+        );
+        assert_eq!(
+            InstanceStatus::parse("ERROR_nodeoffline"),
+            Some(InstanceStatus::ErrorNodeOffline)
+        );
+        assert_eq!(InstanceStatus::parse("RUNNING"), None);
     }
 
     #[test]

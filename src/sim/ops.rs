@@ -741,7 +741,7 @@ mod tests {
         run(&mut sim, OpBody::failover(&inst.name, Some(target))).expect("fails over");
         let after = sim.instance(&inst.name).expect("exists");
         assert_eq!(after.primary, target);
-        assert_eq!(sim.instance_status(after), "running");
+        assert_eq!(sim.instance_status(after).name(), "running");
     }
 
     #[test]
