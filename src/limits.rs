@@ -5,6 +5,7 @@
 //! the Luxi connection and the state files at once, so it raises the soft limit to the
 //! hard one at start (`LimitNOFILE=` in the systemd unit sets the hard one).
 
+use rustix::io::Errno;
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 /// The open-file limits (`None`: unlimited).
@@ -18,9 +19,21 @@ pub struct NofileLimit {
     pub hard: Option<u64>,
 }
 
+/// The kernel refused to raise the soft open-file limit; the limits are unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot raise the open-file limit from {} to {}: {source}", show(*.soft), show(*.hard))]
+pub struct RaiseNofileError {
+    /// The soft limit, still in force.
+    pub soft: Option<u64>,
+    /// The hard limit it was to be raised to.
+    pub hard: Option<u64>,
+    /// Why `setrlimit(2)` failed.
+    pub source: Errno,
+}
+
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit. On failure the limits are unchanged
 /// and the error says what they are.
-pub fn raise_nofile_limit() -> Result<NofileLimit, String> {
+pub fn raise_nofile_limit() -> Result<NofileLimit, RaiseNofileError> {
     let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
     if current == maximum {
         return Ok(NofileLimit {
@@ -36,12 +49,10 @@ pub fn raise_nofile_limit() -> Result<NofileLimit, String> {
             maximum,
         },
     )
-    .map_err(|e| {
-        format!(
-            "cannot raise the open-file limit from {} to {}: {e}",
-            show(current),
-            show(maximum)
-        )
+    .map_err(|source| RaiseNofileError {
+        soft: current,
+        hard: maximum,
+        source,
     })?;
     Ok(NofileLimit {
         before: current,
@@ -67,5 +78,20 @@ mod tests {
         // A second call changes nothing.
         let again = raise_nofile_limit().expect("idempotent");
         assert_eq!(again.before, again.soft);
+    }
+
+    #[test]
+    fn a_refusal_names_both_limits_and_the_reason() {
+        let err = RaiseNofileError {
+            soft: Some(1024),
+            hard: None,
+            source: Errno::PERM,
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot raise the open-file limit from 1024 to unlimited: "),
+            "{text}"
+        );
+        assert!(std::error::Error::source(&err).is_some());
     }
 }

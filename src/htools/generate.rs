@@ -640,7 +640,7 @@ impl Generated {
             self.cluster_tags.clone(),
             Some(policy()),
         )
-        .map_err(GenError::Model)
+        .map_err(|e| GenError::Model(e.to_string()))
     }
 
     /// The cluster in the htools text format.

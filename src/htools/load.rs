@@ -7,13 +7,22 @@
 
 use crate::htools::model::Cluster;
 
+/// An online node that hosts primaries has reported no CPU load, so no instance's share
+/// can be known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no cpu-avg-load figure for {node}")]
+pub struct MissingCpuLoad {
+    /// The node without a figure.
+    pub node: String,
+}
+
 /// Replace instance utilisations by their share of their primary node's measured CPU
 /// load. `node_load(n)` is node `n`'s `cpu-avg-load` total; an offline node counts 0.
 /// Fails, changing nothing, when an online node that hosts primaries has no figure.
 pub fn apply_cpu_loads(
     cluster: &mut Cluster,
     node_load: impl Fn(&str) -> Option<f64>,
-) -> Result<(), String> {
+) -> Result<(), MissingCpuLoad> {
     let mut loads = Vec::with_capacity(cluster.nodes.len());
     for node in &cluster.nodes {
         let load = if node.offline() {
@@ -21,8 +30,9 @@ pub fn apply_cpu_loads(
         } else if node.primaries().len() == 0 {
             node_load(node.name()).unwrap_or(0.0)
         } else {
-            node_load(node.name())
-                .ok_or_else(|| format!("no cpu-avg-load figure for {}", node.name()))?
+            node_load(node.name()).ok_or_else(|| MissingCpuLoad {
+                node: node.name().to_owned(),
+            })?
         };
         loads.push(load);
     }
@@ -108,7 +118,8 @@ mod tests {
         let mut c = cluster();
         let before = c.clone();
         let err = apply_cpu_loads(&mut c, |_| None).unwrap_err();
-        assert!(err.contains("n1"), "{err}");
+        assert!(err.to_string().contains("n1"), "{err}");
+        assert_eq!(err.node, "n1");
         assert_eq!(c, before);
     }
 }

@@ -16,6 +16,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
+/// Disk templates and instance statuses are maintd's own (the snapshot's); htools reads
+/// and writes their Ganeti names.
+pub use crate::model::cluster::{DiskTemplate, InstanceStatus, MirrorType};
+
 /// A node group's allocation policy (used by allocation only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllocPolicy {
@@ -45,148 +49,6 @@ impl AllocPolicy {
             Self::LastResort => "last_resort",
             Self::Unallocable => "unallocable",
         }
-    }
-}
-
-/// An instance's run state as htools sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InstanceStatus {
-    /// `running`.
-    Running,
-    /// `ERROR_up`.
-    ErrorUp,
-    /// `ADMIN_down`.
-    AdminDown,
-    /// `ERROR_down`.
-    ErrorDown,
-    /// `USER_down`.
-    UserDown,
-    /// `ADMIN_offline`.
-    AdminOffline,
-    /// `ERROR_nodedown`.
-    ErrorNodeDown,
-    /// `ERROR_nodeoffline`.
-    ErrorNodeOffline,
-    /// `ERROR_wrongnode`.
-    ErrorWrongNode,
-}
-
-impl InstanceStatus {
-    /// Every status with its text-format name.
-    const NAMES: [(Self, &'static str); 9] = [
-        (Self::Running, "running"),
-        (Self::ErrorUp, "ERROR_up"),
-        (Self::AdminDown, "ADMIN_down"),
-        (Self::ErrorDown, "ERROR_down"),
-        (Self::UserDown, "USER_down"),
-        (Self::AdminOffline, "ADMIN_offline"),
-        (Self::ErrorNodeDown, "ERROR_nodedown"),
-        (Self::ErrorNodeOffline, "ERROR_nodeoffline"),
-        (Self::ErrorWrongNode, "ERROR_wrongnode"),
-    ];
-
-    /// Parses the text-format name.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::NAMES
-            .iter()
-            .find(|(_, n)| *n == text)
-            .map(|(s, _)| *s)
-    }
-
-    /// The text-format name.
-    pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(s, _)| *s == self)
-            .map_or("running", |(_, n)| n)
-    }
-}
-
-/// Ganeti disk templates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DiskTemplate {
-    /// `diskless`.
-    Diskless,
-    /// `file`.
-    File,
-    /// `sharedfile`.
-    SharedFile,
-    /// `plain` (LVM).
-    Plain,
-    /// `blockdev`.
-    Blockdev,
-    /// `drbd` (internally mirrored).
-    Drbd,
-    /// `rbd`.
-    Rbd,
-    /// `ext`.
-    Ext,
-    /// `gluster`.
-    Gluster,
-}
-
-/// How an instance's disks are mirrored, which decides the moves it can make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorType {
-    /// Not mirrored (`plain`, `file`): never moved by balancing or evacuation.
-    None,
-    /// Mirrored between primary and secondary (`drbd`).
-    Internal,
-    /// Storage reachable from any node (`diskless`, shared storage).
-    External,
-}
-
-impl DiskTemplate {
-    /// Every template with its text-format name.
-    const NAMES: [(Self, &'static str); 9] = [
-        (Self::Diskless, "diskless"),
-        (Self::File, "file"),
-        (Self::SharedFile, "sharedfile"),
-        (Self::Plain, "plain"),
-        (Self::Blockdev, "blockdev"),
-        (Self::Drbd, "drbd"),
-        (Self::Rbd, "rbd"),
-        (Self::Ext, "ext"),
-        (Self::Gluster, "gluster"),
-    ];
-
-    /// Parses the text-format name.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::NAMES
-            .iter()
-            .find(|(_, n)| *n == text)
-            .map(|(t, _)| *t)
-    }
-
-    /// The text-format name.
-    pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(t, _)| *t == self)
-            .map_or("diskless", |(_, n)| n)
-    }
-
-    /// The mirror type (htools' `templateMirrorType`).
-    pub fn mirror(self) -> MirrorType {
-        match self {
-            Self::Drbd => MirrorType::Internal,
-            Self::Plain | Self::File => MirrorType::None,
-            _ => MirrorType::External,
-        }
-    }
-
-    /// Whether the disks are LVM volumes on the nodes, the only ones the disk and spindle
-    /// model accounts (`file` disks live outside LVM and are invisible to it).
-    pub fn local_storage(self) -> bool {
-        matches!(self, Self::Plain | Self::Drbd)
-    }
-
-    /// Whether hbal may move instances of this template at all (`diskless` may not).
-    pub fn movable(self) -> bool {
-        matches!(
-            self,
-            Self::Drbd | Self::Blockdev | Self::SharedFile | Self::Gluster | Self::Rbd | Self::Ext
-        )
     }
 }
 
@@ -275,7 +137,7 @@ impl Default for IPolicy {
         IPolicy {
             std: min,
             minmax: vec![(min, max)],
-            disk_templates: DiskTemplate::NAMES.iter().map(|(t, _)| *t).collect(),
+            disk_templates: DiskTemplate::all().collect(),
             vcpu_ratio: 4.0,
             spindle_ratio: 32.0,
         }
@@ -1101,6 +963,44 @@ pub struct MoveOutcome {
     pub nodes: Vec<(usize, Node)>,
 }
 
+/// Loaded parts that do not form a cluster: a node or an instance refers to a group or
+/// node that is not there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// A node's group is not in the snapshot.
+    #[error("node {node} is in unknown group {group}")]
+    UnknownGroup {
+        /// The node.
+        node: String,
+        /// The group UUID it names.
+        group: String,
+    },
+    /// An instance's primary or secondary node is not in the snapshot.
+    #[error("instance {instance} is on unknown node {node}")]
+    UnknownNode {
+        /// The instance.
+        instance: String,
+        /// The node name it names.
+        node: String,
+    },
+    /// A node's group index is out of range.
+    #[error("node {node} has an unknown group (index {index})")]
+    GroupIndex {
+        /// The node.
+        node: String,
+        /// Its group index.
+        index: usize,
+    },
+    /// An instance's primary or secondary node index is out of range.
+    #[error("instance {instance} has an unknown node (index {index})")]
+    NodeIndex {
+        /// The instance.
+        instance: String,
+        /// The node index.
+        index: usize,
+    },
+}
+
 /// A loaded cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
@@ -1148,15 +1048,25 @@ impl Cluster {
         instances: Vec<Instance>,
         cluster_tags: Vec<String>,
         cluster_ipolicy: Option<IPolicy>,
-    ) -> Result<Cluster, String> {
+    ) -> Result<Cluster, LoadError> {
         for n in &nodes {
             if n.group >= groups.len() {
-                return Err(format!("node {} has an unknown group", n.name));
+                return Err(LoadError::GroupIndex {
+                    node: n.name.clone(),
+                    index: n.group,
+                });
             }
         }
         for i in &instances {
-            if i.pnode >= nodes.len() || i.snode.is_some_and(|s| s >= nodes.len()) {
-                return Err(format!("instance {} has an unknown node", i.name));
+            let bad = [Some(i.pnode), i.snode]
+                .into_iter()
+                .flatten()
+                .find(|&n| n >= nodes.len());
+            if let Some(index) = bad {
+                return Err(LoadError::NodeIndex {
+                    instance: i.name.clone(),
+                    index,
+                });
             }
         }
         let mut tags = TagMeanings::from_cluster_tags(&cluster_tags);

@@ -5,31 +5,16 @@
 use std::collections::HashMap;
 
 use crate::htools::model::{
-    AllocPolicy, Cluster, DiskTemplate, Group, IPolicy, Instance, InstanceStatus, NodeData,
+    AllocPolicy, Cluster, Group, IPolicy, Instance, InstanceStatus, LoadError, NodeData,
 };
-use crate::model::cluster::{self, ClusterSnapshot};
-
-/// The htools template of a maintd disk template.
-pub fn disk_template(template: cluster::DiskTemplate) -> DiskTemplate {
-    match template {
-        cluster::DiskTemplate::Drbd => DiskTemplate::Drbd,
-        cluster::DiskTemplate::Plain => DiskTemplate::Plain,
-        cluster::DiskTemplate::Diskless => DiskTemplate::Diskless,
-        cluster::DiskTemplate::File => DiskTemplate::File,
-        cluster::DiskTemplate::Sharedfile => DiskTemplate::SharedFile,
-        cluster::DiskTemplate::Blockdev => DiskTemplate::Blockdev,
-        cluster::DiskTemplate::Rbd => DiskTemplate::Rbd,
-        cluster::DiskTemplate::Ext => DiskTemplate::Ext,
-        cluster::DiskTemplate::Gluster => DiskTemplate::Gluster,
-    }
-}
+use crate::model::cluster::ClusterSnapshot;
 
 /// Loads `snapshot` into the htools model. Groups, nodes and instances keep the snapshot's
 /// order (Luxi's, as htools sees it). As htools' Luxi loader does, a node that is offline
 /// or not vm_capable has no resources, and offline, drained and non-vm_capable nodes are
 /// all htools-offline. An unknown instance status counts as running (its memory stays
 /// reserved). Fails on a node of an unknown group or an instance on an unknown node.
-pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
+pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, LoadError> {
     let group_index: HashMap<&str, usize> = snapshot
         .groups
         .iter()
@@ -59,9 +44,12 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
         .nodes
         .iter()
         .map(|n| {
-            let group = *group_index
-                .get(n.group.as_str())
-                .ok_or_else(|| format!("node {} is in unknown group {}", n.name, n.group))?;
+            let Some(&group) = group_index.get(n.group.as_str()) else {
+                return Err(LoadError::UnknownGroup {
+                    node: n.name.clone(),
+                    group: n.group.clone(),
+                });
+            };
             let live = !n.offline && n.vm_capable;
             let res = |v: u64| if live { v } else { 0 };
             Ok(NodeData {
@@ -83,7 +71,7 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
                 cpu_speed: 1.0,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, LoadError>>()?;
     let node_index: HashMap<&str, usize> = snapshot
         .nodes
         .iter()
@@ -94,7 +82,10 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
         node_index
             .get(name)
             .copied()
-            .ok_or_else(|| format!("instance {instance} is on unknown node {name}"))
+            .ok_or_else(|| LoadError::UnknownNode {
+                instance: instance.to_owned(),
+                node: name.to_owned(),
+            })
     };
     let instances = snapshot
         .instances
@@ -114,7 +105,7 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
                 auto_balance: i.auto_balance,
                 pnode,
                 snode,
-                dt: disk_template(i.disk_template),
+                dt: i.disk_template,
                 tags: i.tags.iter().cloned().collect(),
                 spindle_use: i64::from(i.spindle_use),
                 spindles: None,
@@ -126,7 +117,7 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
                 loc_score: 0,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, LoadError>>()?;
     Cluster::new(
         groups,
         nodes,
@@ -139,6 +130,7 @@ pub fn load(snapshot: &ClusterSnapshot) -> Result<Cluster, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::htools::model::DiskTemplate;
     use crate::model::cluster::{Group as SGroup, Instance as SInstance, Node as SNode};
 
     fn snapshot() -> ClusterSnapshot {
@@ -174,7 +166,7 @@ mod tests {
                 name: "inst1".into(),
                 primary: "node1".into(),
                 secondaries: vec!["node2".into()],
-                disk_template: cluster::DiskTemplate::Drbd,
+                disk_template: DiskTemplate::Drbd,
                 memory: 1024,
                 disk: 10_000,
                 vcpus: 2,
@@ -212,9 +204,19 @@ mod tests {
     fn unknown_nodes_and_groups_are_errors() {
         let mut bad = snapshot();
         bad.instances[0].secondaries = vec!["node9".into()];
-        assert!(load(&bad).unwrap_err().contains("node9"));
+        let err = load(&bad).unwrap_err();
+        assert!(err.to_string().contains("node9"), "{err}");
+        assert_eq!(
+            err,
+            LoadError::UnknownNode {
+                instance: "inst1".into(),
+                node: "node9".into()
+            }
+        );
         let mut bad = snapshot();
         bad.nodes[0].group = "nope".into();
-        assert!(load(&bad).unwrap_err().contains("unknown group"));
+        let err = load(&bad).unwrap_err();
+        assert!(err.to_string().contains("unknown group"), "{err}");
+        assert!(matches!(err, LoadError::UnknownGroup { .. }), "{err:?}");
     }
 }

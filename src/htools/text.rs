@@ -336,8 +336,10 @@ pub fn parse(input: &str) -> Result<Cluster, TextError> {
             }
         }
     }
-    Cluster::new(groups, nodes, instances, cluster_tags, cluster_ipolicy)
-        .map_err(|message| TextError { line: 0, message })
+    Cluster::new(groups, nodes, instances, cluster_tags, cluster_ipolicy).map_err(|e| TextError {
+        line: 0,
+        message: e.to_string(),
+    })
 }
 
 /// Haskell's `show` for a double, as htools writes policy ratios (`4.0`, `0.25`,

@@ -1,31 +1,228 @@
 //! A consistent view of a Ganeti cluster, as the planner consumes it.
 
 use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Storage layout of an instance's disks.
+/// Storage layout of an instance's disks (Ganeti's disk template).
+///
+/// The one vocabulary of maintd: snapshots from RAPI and Luxi, the simulator, the
+/// planners and the htools engines all use it. Its names ([`DiskTemplate::name`]) are
+/// Ganeti's, the same in RAPI, Luxi and the htools text format; serde reads and writes
+/// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum DiskTemplate {
-    /// Network-mirrored between a primary and one secondary node.
+    /// `drbd`: network-mirrored between a primary and one secondary node.
     Drbd,
-    /// Local LVM volumes on the primary only.
+    /// `plain`: local LVM volumes on the primary only.
     Plain,
-    /// No disks at all.
+    /// `diskless`: no disks at all.
     Diskless,
-    /// Files on the primary.
+    /// `file`: files on the primary.
     File,
-    /// Files on storage shared by all nodes.
-    Sharedfile,
-    /// Pre-existing block devices.
+    /// `sharedfile`: files on storage shared by all nodes.
+    SharedFile,
+    /// `blockdev`: pre-existing block devices.
     Blockdev,
-    /// Ceph RBD (externally mirrored).
+    /// `rbd`: Ceph RBD (externally mirrored).
     Rbd,
-    /// External storage provider (externally mirrored).
+    /// `ext`: an external storage provider (externally mirrored).
     Ext,
-    /// Gluster (externally mirrored).
+    /// `gluster`: Gluster (externally mirrored).
     Gluster,
+}
+
+/// How an instance's disks are mirrored, which decides the moves it can make (htools'
+/// `MirrorType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorType {
+    /// Not mirrored (`plain`, `file`): never moved by balancing or evacuation.
+    None,
+    /// Mirrored between primary and secondary (`drbd`).
+    Internal,
+    /// Storage reachable from any node (`diskless`, shared storage).
+    External,
+}
+
+/// A disk template name that Ganeti does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown disk template {0:?}")]
+pub struct UnknownDiskTemplate(pub String);
+
+impl DiskTemplate {
+    /// Every template, in Ganeti's order.
+    const ALL: [Self; 9] = [
+        Self::Diskless,
+        Self::File,
+        Self::SharedFile,
+        Self::Plain,
+        Self::Blockdev,
+        Self::Drbd,
+        Self::Rbd,
+        Self::Ext,
+        Self::Gluster,
+    ];
+
+    /// Every template, in Ganeti's order (`diskless` first, `gluster` last).
+    pub fn all() -> impl Iterator<Item = Self> {
+        Self::ALL.into_iter()
+    }
+
+    /// The template called `name` (Ganeti's name), if there is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::all().find(|t| t.name() == name)
+    }
+
+    /// Ganeti's name of the template.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Drbd => "drbd",
+            Self::Plain => "plain",
+            Self::Diskless => "diskless",
+            Self::File => "file",
+            Self::SharedFile => "sharedfile",
+            Self::Blockdev => "blockdev",
+            Self::Rbd => "rbd",
+            Self::Ext => "ext",
+            Self::Gluster => "gluster",
+        }
+    }
+
+    /// The mirror type (htools' `templateMirrorType`).
+    pub fn mirror(self) -> MirrorType {
+        match self {
+            Self::Drbd => MirrorType::Internal,
+            Self::Plain | Self::File => MirrorType::None,
+            Self::Diskless
+            | Self::SharedFile
+            | Self::Blockdev
+            | Self::Rbd
+            | Self::Ext
+            | Self::Gluster => MirrorType::External,
+        }
+    }
+
+    /// Mirrored by DRBD: has a secondary node, migrates only to it.
+    pub fn is_internally_mirrored(self) -> bool {
+        self.mirror() == MirrorType::Internal
+    }
+
+    /// Storage reachable from any node: the simulator and the simple planner migrate such
+    /// an instance to any node. Unlike [`DiskTemplate::mirror`] (htools) this leaves
+    /// `blockdev` out, so neither moves a `blockdev` instance.
+    pub fn is_externally_mirrored(self) -> bool {
+        self.mirror() == MirrorType::External && self != Self::Blockdev
+    }
+
+    /// Whether the disks are LVM volumes on the nodes, the only ones the htools disk and
+    /// spindle model accounts (`file` disks live outside LVM and are invisible to it).
+    pub fn local_storage(self) -> bool {
+        matches!(self, Self::Plain | Self::Drbd)
+    }
+
+    /// Whether hbal may move instances of this template at all (`diskless` may not).
+    pub fn movable(self) -> bool {
+        matches!(
+            self,
+            Self::Drbd | Self::Blockdev | Self::SharedFile | Self::Gluster | Self::Rbd | Self::Ext
+        )
+    }
+}
+
+impl fmt::Display for DiskTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DiskTemplate {
+    type Err = UnknownDiskTemplate;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::parse(name).ok_or_else(|| UnknownDiskTemplate(name.to_owned()))
+    }
+}
+
+impl TryFrom<String> for DiskTemplate {
+    type Error = UnknownDiskTemplate;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        Self::parse(&name).ok_or(UnknownDiskTemplate(name))
+    }
+}
+
+impl From<DiskTemplate> for &'static str {
+    fn from(template: DiskTemplate) -> Self {
+        template.name()
+    }
+}
+
+/// An instance's run state: Ganeti's instance `status` (in RAPI, Luxi and the htools text
+/// format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceStatus {
+    /// `running`.
+    Running,
+    /// `ERROR_up`: running although it should be stopped.
+    ErrorUp,
+    /// `ADMIN_down`: stopped on purpose.
+    AdminDown,
+    /// `ERROR_down`: not running although it should.
+    ErrorDown,
+    /// `USER_down`: shut down by its user.
+    UserDown,
+    /// `ADMIN_offline`: offline, using no resources.
+    AdminOffline,
+    /// `ERROR_nodedown`: its primary node is down.
+    ErrorNodeDown,
+    /// `ERROR_nodeoffline`: its primary node is marked offline.
+    ErrorNodeOffline,
+    /// `ERROR_wrongnode`: running, but not on its primary node.
+    ErrorWrongNode,
+}
+
+impl InstanceStatus {
+    /// Every status.
+    const ALL: [Self; 9] = [
+        Self::Running,
+        Self::ErrorUp,
+        Self::AdminDown,
+        Self::ErrorDown,
+        Self::UserDown,
+        Self::AdminOffline,
+        Self::ErrorNodeDown,
+        Self::ErrorNodeOffline,
+        Self::ErrorWrongNode,
+    ];
+
+    /// The status called `name` (Ganeti's name), if there is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Ganeti's name of the status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::ErrorUp => "ERROR_up",
+            Self::AdminDown => "ADMIN_down",
+            Self::ErrorDown => "ERROR_down",
+            Self::UserDown => "USER_down",
+            Self::AdminOffline => "ADMIN_offline",
+            Self::ErrorNodeDown => "ERROR_nodedown",
+            Self::ErrorNodeOffline => "ERROR_nodeoffline",
+            Self::ErrorWrongNode => "ERROR_wrongnode",
+        }
+    }
+}
+
+impl fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 fn one() -> u32 {
@@ -34,25 +231,6 @@ fn one() -> u32 {
 
 fn yes() -> bool {
     true
-}
-
-impl DiskTemplate {
-    /// Mirrored by DRBD: has a secondary node, migrates only to it.
-    pub fn is_internally_mirrored(self) -> bool {
-        self == DiskTemplate::Drbd
-    }
-
-    /// Storage reachable from any node: migrates to any node.
-    pub fn is_externally_mirrored(self) -> bool {
-        matches!(
-            self,
-            DiskTemplate::Sharedfile
-                | DiskTemplate::Rbd
-                | DiskTemplate::Ext
-                | DiskTemplate::Gluster
-                | DiskTemplate::Diskless
-        )
-    }
 }
 
 /// A node group.
@@ -168,7 +346,8 @@ pub struct Instance {
     /// The `spindle_use` backend parameter.
     #[serde(default = "one")]
     pub spindle_use: u32,
-    /// Ganeti's `status` field (`running`, `ADMIN_down`, `ERROR_down`, ...).
+    /// Ganeti's `status` field (`running`, `ADMIN_down`, `ERROR_down`, ...: the names of
+    /// [`InstanceStatus`]), as the backend read it.
     pub status: String,
     /// The instance's tags.
     pub tags: BTreeSet<String>,
@@ -232,5 +411,81 @@ impl ClusterSnapshot {
         self.instances
             .iter()
             .filter(move |i| i.secondaries.iter().any(|s| s == node))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_template_names_are_ganetis_in_text_and_json() {
+        for template in DiskTemplate::all() {
+            let name = template.name();
+            assert_eq!(DiskTemplate::parse(name), Some(template));
+            assert_eq!(name.parse::<DiskTemplate>(), Ok(template));
+            assert_eq!(template.to_string(), name);
+            let json = serde_json::to_value(template).expect("serializes");
+            assert_eq!(json, serde_json::Value::from(name));
+            assert_eq!(
+                serde_json::from_value::<DiskTemplate>(json).ok(),
+                Some(template)
+            );
+        }
+        let distinct: std::collections::HashSet<_> = DiskTemplate::all().collect();
+        assert_eq!(distinct.len(), 9);
+        assert_eq!(DiskTemplate::SharedFile.name(), "sharedfile");
+        assert_eq!(DiskTemplate::Blockdev.name(), "blockdev");
+    }
+
+    #[test]
+    fn an_unknown_disk_template_is_an_error() {
+        assert_eq!(DiskTemplate::parse("DRBD"), None);
+        let err = "lvm".parse::<DiskTemplate>().unwrap_err();
+        assert_eq!(err, UnknownDiskTemplate("lvm".into()));
+        assert_eq!(err.to_string(), "unknown disk template \"lvm\"");
+        assert!(serde_json::from_value::<DiskTemplate>(serde_json::json!("lvm")).is_err());
+        assert!(serde_json::from_value::<DiskTemplate>(serde_json::json!(3)).is_err());
+    }
+
+    #[test]
+    fn instance_status_names_are_ganetis() {
+        for status in InstanceStatus::ALL {
+            assert_eq!(InstanceStatus::parse(status.name()), Some(status));
+            assert_eq!(status.to_string(), status.name());
+        }
+        assert_eq!(
+            InstanceStatus::parse("running"),
+            Some(InstanceStatus::Running)
+        );
+        assert_eq!(
+            InstanceStatus::parse("ERROR_nodeoffline"),
+            Some(InstanceStatus::ErrorNodeOffline)
+        );
+        assert_eq!(InstanceStatus::parse("RUNNING"), None);
+    }
+
+    #[test]
+    fn mirroring_as_the_simulator_and_htools_see_it() {
+        let internal: Vec<_> = DiskTemplate::all()
+            .filter(|t| t.is_internally_mirrored())
+            .collect();
+        assert_eq!(internal, [DiskTemplate::Drbd]);
+        let external: Vec<_> = DiskTemplate::all()
+            .filter(|t| t.is_externally_mirrored())
+            .collect();
+        assert_eq!(
+            external,
+            [
+                DiskTemplate::Diskless,
+                DiskTemplate::SharedFile,
+                DiskTemplate::Rbd,
+                DiskTemplate::Ext,
+                DiskTemplate::Gluster,
+            ]
+        );
+        // htools counts blockdev as externally mirrored; the simulator does not move it.
+        assert_eq!(DiskTemplate::Blockdev.mirror(), MirrorType::External);
+        assert_eq!(DiskTemplate::File.mirror(), MirrorType::None);
     }
 }

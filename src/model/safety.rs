@@ -283,6 +283,28 @@ impl SafetyGate {
     }
 }
 
+/// Why a node may not enter repair now: a cap is reached. Its text is the incident's
+/// waiting note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SlotRefusal {
+    /// The cluster-wide cap (`safety.max_nodes_in_repair`) is reached.
+    #[error("waiting: {used} of {limit} nodes already in repair (safety.max_nodes_in_repair)")]
+    Cluster {
+        /// Nodes in repair.
+        used: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// The node group's cap (`safety.max_percent_in_repair`) is reached.
+    #[error("waiting: {used} of {limit} nodes of its group already in repair (safety.max_percent_in_repair)")]
+    Group {
+        /// Nodes of the group in repair.
+        used: usize,
+        /// The group's cap.
+        limit: usize,
+    },
+}
+
 /// The blast-radius cap: how many more nodes may enter repair, overall and per node group.
 ///
 /// A node is in repair while it is drained for an open evacuation incident or a live
@@ -332,30 +354,28 @@ impl RepairSlots {
         *self.group_used.entry(group.to_owned()).or_default() += 1;
     }
 
-    /// Whether a node of group `group` may enter repair now; if not, the waiting message
-    /// ("waiting: 1 of 1 nodes already in repair").
-    pub fn check(&self, group: &str) -> Result<(), String> {
+    /// Whether a node of group `group` may enter repair now; if not, which cap is reached
+    /// (its text is the waiting message, "waiting: 1 of 1 nodes already in repair ...").
+    pub fn check(&self, group: &str) -> Result<(), SlotRefusal> {
         if let Some(limit) = self.global_limit {
             if self.global_used >= limit {
-                return Err(format!(
-                    "waiting: {} of {limit} nodes already in repair (safety.max_nodes_in_repair)",
-                    self.global_used
-                ));
+                return Err(SlotRefusal::Cluster {
+                    used: self.global_used,
+                    limit,
+                });
             }
         }
         if let Some(&limit) = self.group_limit.get(group) {
             let used = self.group_used.get(group).copied().unwrap_or(0);
             if used >= limit {
-                return Err(format!(
-                    "waiting: {used} of {limit} nodes of its group already in repair (safety.max_percent_in_repair)"
-                ));
+                return Err(SlotRefusal::Group { used, limit });
             }
         }
         Ok(())
     }
 
     /// Take a slot for a node of group `group`; the same refusal as [`RepairSlots::check`].
-    pub fn take(&mut self, group: &str) -> Result<(), String> {
+    pub fn take(&mut self, group: &str) -> Result<(), SlotRefusal> {
         self.check(group)?;
         self.count(group);
         Ok(())
@@ -379,13 +399,20 @@ mod tests {
         let groups = BTreeMap::from([("g1".to_owned(), 1), ("g2".to_owned(), 5)]);
         let mut slots = RepairSlots::new(Some(2), groups, [("node1", "g1")]);
         let refused = slots.take("g1").unwrap_err();
-        assert!(refused.contains("1 of 1 nodes of its group"), "{refused}");
+        assert!(
+            refused.to_string().contains("1 of 1 nodes of its group"),
+            "{refused}"
+        );
+        assert_eq!(refused, SlotRefusal::Group { used: 1, limit: 1 });
         slots.take("g2").unwrap();
         let refused = slots.take("g2").unwrap_err();
         assert!(
-            refused.contains("2 of 2 nodes already in repair"),
+            refused
+                .to_string()
+                .contains("2 of 2 nodes already in repair"),
             "{refused}"
         );
+        assert_eq!(refused, SlotRefusal::Cluster { used: 2, limit: 2 });
     }
 
     #[test]
@@ -538,7 +565,7 @@ mod state_tests {
         assert!(plan.jobs.iter().all(|j| j.incident != Some(excluded)));
         // n3 is in repair: the one slot is taken.
         assert_eq!(s.in_repair(), BTreeSet::from(["n3".to_owned()]));
-        let refused = gate.slots.check("g1").unwrap_err();
+        let refused = gate.slots.check("g1").unwrap_err().to_string();
         assert!(
             refused.starts_with("waiting: 1 of 1 nodes already in repair"),
             "{refused}"
@@ -559,6 +586,7 @@ mod state_tests {
         assert!(slots
             .take("g1")
             .unwrap_err()
+            .to_string()
             .contains("2 of 2 nodes of its group"));
     }
 

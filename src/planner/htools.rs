@@ -214,7 +214,7 @@ fn evacuation_step<'a>(
     let step = match evac::next_step(&mut trial, inst, idx, &ex) {
         Ok(step) => step,
         Err(why) => {
-            round.blocked(incident, NoMove::Wait(why));
+            round.blocked(incident, NoMove::Wait(why.note()));
             return;
         }
     };
@@ -276,11 +276,50 @@ fn exclusions(round: &Round<'_>, work: &Cluster) -> evac::Exclusions {
     }
 }
 
+/// Why an evacuation is not admitted before its drain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum AdmissionRefusal {
+    /// The node's instances cannot all be moved elsewhere.
+    #[error("the instances of {node} do not fit elsewhere: {why}")]
+    DoesNotFit {
+        /// The node to evacuate.
+        node: String,
+        /// Why its evacuation, played out, stops.
+        why: evac::StepError,
+    },
+    /// Afterwards a node of the group would newly fail N+1.
+    #[error(
+        "evacuating {node} would leave group {group} without N+1 redundancy ({})",
+        n1_detail(.failing, .peer.as_deref())
+    )]
+    BreaksN1 {
+        /// The node to evacuate.
+        node: String,
+        /// Its group.
+        group: String,
+        /// The node that would fail N+1.
+        failing: String,
+        /// The primary node whose failover `failing` could not absorb.
+        peer: Option<String>,
+    },
+}
+
+fn n1_detail(failing: &str, peer: Option<&str>) -> String {
+    match peer {
+        Some(peer) => format!("{failing} could not absorb {peer}'s failover"),
+        None => format!("{failing} fails N+1"),
+    }
+}
+
 /// N+1 admission of an evacuation before its drain: the whole evacuation of the node
 /// fits (played as the rounds will play it, on top of the evacuations in progress and
 /// those admitted this round) and no node of its group newly fails N+1 afterwards. On
 /// success the projection includes this evacuation.
-fn admit(round: &Round<'_>, admission: &mut Admission, incident: &Incident) -> Result<(), String> {
+fn admit(
+    round: &Round<'_>,
+    admission: &mut Admission,
+    incident: &Incident,
+) -> Result<(), AdmissionRefusal> {
     let unusable: Vec<bool> = admission
         .initial
         .nodes
@@ -314,22 +353,19 @@ fn admit(round: &Round<'_>, admission: &mut Admission, incident: &Incident) -> R
     let mut after = projected.clone();
     evac::mark_drained(&mut after, idx);
     evac::simulate_evacuation(&mut after, idx, &unusable).map_err(|why| {
-        format!(
-            "the instances of {} do not fit elsewhere: {why}",
-            incident.node
-        )
+        AdmissionRefusal::DoesNotFit {
+            node: incident.node.clone(),
+            why,
+        }
     })?;
     let group = after.nodes[idx].data.group;
-    if let Some((node, peer)) = evac::new_n1_failure(&admission.initial, &after, group) {
-        let group_name = &after.groups[group].name;
-        let detail = match peer {
-            Some(peer) => format!("{node} could not absorb {peer}'s failover"),
-            None => format!("{node} fails N+1"),
-        };
-        return Err(format!(
-            "evacuating {} would leave group {group_name} without N+1 redundancy ({detail})",
-            incident.node
-        ));
+    if let Some((failing, peer)) = evac::new_n1_failure(&admission.initial, &after, group) {
+        return Err(AdmissionRefusal::BreaksN1 {
+            node: incident.node.clone(),
+            group: after.groups[group].name.clone(),
+            failing,
+            peer,
+        });
     }
     *projected = after;
     Ok(())

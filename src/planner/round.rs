@@ -28,6 +28,32 @@ pub(super) struct Round<'a> {
     pub(super) plan: RoundPlan,
 }
 
+/// Why a job may not join the round; it waits for a later one. Its text is the waiting
+/// note.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum JobRefusal {
+    /// A node the job touches is used by another job of this round, or by a job of an
+    /// earlier round that still runs.
+    #[error("waiting: {node} is busy ({})", busy_reason(*.earlier_round))]
+    Busy {
+        /// The busy node.
+        node: String,
+        /// A job of an earlier round (not of this round) uses it.
+        earlier_round: bool,
+    },
+    /// A target may not receive anything: why ([`Round::target_refusal`]).
+    #[error("waiting: cannot move onto {0}")]
+    Target(String),
+}
+
+fn busy_reason(earlier_round: bool) -> &'static str {
+    if earlier_round {
+        "a job of an earlier round still runs there"
+    } else {
+        "another job of this round uses it"
+    }
+}
+
 /// Why an instance cannot be moved this round.
 pub(super) enum NoMove {
     /// Retry later (targets busy or full).
@@ -115,18 +141,16 @@ impl<'a> Round<'a> {
         &self,
         nodes: &BTreeSet<String>,
         targets: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), JobRefusal> {
         if let Some(node) = nodes.iter().find(|n| self.touched.contains(*n)) {
-            let why = if self.input.gate.busy_nodes.contains(node) {
-                "a job of an earlier round still runs there"
-            } else {
-                "another job of this round uses it"
-            };
-            return Err(format!("waiting: {node} is busy ({why})"));
+            return Err(JobRefusal::Busy {
+                node: node.clone(),
+                earlier_round: self.input.gate.busy_nodes.contains(node),
+            });
         }
         for target in targets {
             if let Some(why) = self.target_refusal(target) {
-                return Err(format!("waiting: cannot move onto {why}"));
+                return Err(JobRefusal::Target(why));
             }
         }
         Ok(())
@@ -239,8 +263,8 @@ impl<'a> Round<'a> {
             }
             let unstarted = incident.status == RepairStatus::Noted && !incident.started();
             if unstarted {
-                if let Err(message) = self.slots.check(&node.group) {
-                    self.plan.notes.push((incident.uuid, message));
+                if let Err(refusal) = self.slots.check(&node.group) {
+                    self.plan.notes.push((incident.uuid, refusal.to_string()));
                     continue;
                 }
             }
@@ -396,7 +420,7 @@ impl<'a> Round<'a> {
             .collect();
         if let Err(why) = self.check_job(&nodes, &targets) {
             if incident.status.is_open() {
-                self.plan.notes.push((incident.uuid, why));
+                self.plan.notes.push((incident.uuid, why.to_string()));
             }
             return false;
         }

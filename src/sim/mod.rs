@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use crate::clock::Clock;
-use crate::model::cluster::{ClusterSnapshot, DiskTemplate, Group, Instance, Node};
+use crate::model::cluster::{ClusterSnapshot, DiskTemplate, Group, Instance, InstanceStatus, Node};
 use crate::model::diagnose::report_envelope;
 use crate::model::job::JobId;
 
@@ -403,7 +403,7 @@ impl SimCluster {
                     memory: i.memory,
                     disk: i.disk,
                     vcpus: i.vcpus,
-                    status: self.instance_status(i).to_owned(),
+                    status: self.instance_status(i).name().to_owned(),
                     tags: i.tags.clone(),
                     ..Instance::default()
                 })
@@ -670,13 +670,13 @@ impl SimCluster {
     }
 
     /// Ganeti's instance `status`, derived from the admin state and the primary's state.
-    pub(crate) fn instance_status(&self, instance: &SimInstance) -> &'static str {
+    pub(crate) fn instance_status(&self, instance: &SimInstance) -> InstanceStatus {
         let primary_offline = self.node(&instance.primary).is_none_or(|n| n.offline);
         match instance.admin_state {
-            AdminState::Offline => "ADMIN_offline",
-            _ if primary_offline => "ERROR_nodeoffline",
-            AdminState::Up => "running",
-            AdminState::Down => "ADMIN_down",
+            AdminState::Offline => InstanceStatus::AdminOffline,
+            _ if primary_offline => InstanceStatus::ErrorNodeOffline,
+            AdminState::Up => InstanceStatus::Running,
+            AdminState::Down => InstanceStatus::AdminDown,
         }
     }
 

@@ -430,7 +430,7 @@ impl SimCluster {
             "admin_up" => json!(instance.admin_state == super::AdminState::Up),
             "oper_state" | "oper_ram" | "oper_vcpus" if primary_offline => return Cell::Offline,
             "oper_state" => json!(running),
-            "status" => json!(self.instance_status(instance)),
+            "status" => json!(self.instance_status(instance).name()),
             "disk_template" => json!(instance.disk_template),
             "disk_usage" => json!(if instance.uses_local_disk() {
                 instance.disk

@@ -166,7 +166,7 @@ impl SimCluster {
                 memory: instance.memory,
                 disk: instance.disk,
                 vcpus: instance.vcpus,
-                status: self.instance_status(instance).to_owned(),
+                status: self.instance_status(instance).name().to_owned(),
                 tags: instance.tags.iter().cloned().collect(),
             })
             .collect()

@@ -672,7 +672,7 @@ fn healthy_instances_and_other_templates_are_not_broken() {
     for template in [
         DiskTemplate::Diskless,
         DiskTemplate::File,
-        DiskTemplate::Sharedfile,
+        DiskTemplate::SharedFile,
         DiskTemplate::Blockdev,
         DiskTemplate::Rbd,
         DiskTemplate::Ext,

@@ -10,10 +10,102 @@
 //! `all` mode, one per round.
 
 use crate::htools::{
-    evacuate::{evacuate_in_place_excluding, EvacMode},
+    evacuate::{evacuate_in_place_excluding, EvacError, EvacMode},
     model::{Cluster, MirrorType, Move},
 };
 use crate::model::opcode::OpBody;
+
+/// Why the next step of an instance's evacuation cannot be taken, or why a whole
+/// evacuation does not play out. [`StepError::note`] is the incident's note.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum StepError {
+    /// The instance's other node is used by another job of this round.
+    #[error("the {role} {node} of {instance} is busy this round")]
+    Busy {
+        /// `primary` or `secondary`.
+        role: &'static str,
+        /// The busy node.
+        node: String,
+        /// The instance.
+        instance: String,
+    },
+    /// No usable node of the group has room for a copy of an unmirrored instance.
+    #[error("no node of its group has room for {instance} ({memory} MiB memory, {disk} MiB disk)")]
+    NoRoom {
+        /// The instance.
+        instance: String,
+        /// Its memory, MiB.
+        memory: i64,
+        /// Its disk, MiB.
+        disk: i64,
+    },
+    /// A DRBD instance without a secondary node.
+    #[error("{instance} has no secondary node")]
+    NoSecondary {
+        /// The instance.
+        instance: String,
+    },
+    /// The instance has neither role on the evacuated node.
+    #[error("{instance} has no role on {node}")]
+    NoRole {
+        /// The instance.
+        instance: String,
+        /// The evacuated node.
+        node: String,
+    },
+    /// The DRBD secondary may not receive the instance (offline, drained, under
+    /// evacuation, excluded).
+    #[error("its secondary {node} cannot take it")]
+    SecondaryUnusable {
+        /// The secondary.
+        node: String,
+    },
+    /// hail refuses the move, with its reason.
+    #[error("hail cannot move {instance}: {reason}")]
+    Hail {
+        /// The instance.
+        instance: String,
+        /// hail's reason.
+        reason: String,
+    },
+    /// hail's evacuation could not be run at all.
+    #[error(transparent)]
+    Evacuation(#[from] EvacError),
+    /// A DRBD instance can neither fail over to its secondary nor get a new secondary
+    /// that could take the failover later.
+    #[error("{failover}; {new_secondary} (no node can take its secondary, then its primary)")]
+    Stranded {
+        /// Why it cannot fail over.
+        failover: Box<StepError>,
+        /// Why no new secondary.
+        new_secondary: Box<StepError>,
+    },
+    /// A played-out evacuation still finds the instance on the node after every step it
+    /// could need.
+    #[error("{instance} does not leave the node")]
+    Stuck {
+        /// The instance.
+        instance: String,
+    },
+}
+
+impl StepError {
+    /// Whether the step only waits for this round's other jobs or for room, rather than
+    /// being refused.
+    fn waits(&self) -> bool {
+        matches!(self, StepError::Busy { .. } | StepError::NoRoom { .. })
+    }
+
+    /// The incident's note: "waiting: " before the steps that wait for other jobs or for
+    /// room.
+    pub(super) fn note(&self) -> String {
+        if self.waits() {
+            format!("waiting: {self}")
+        } else {
+            self.to_string()
+        }
+    }
+}
 
 /// Nodes (by index in the model) that may not receive anything.
 #[derive(Debug, Clone)]
@@ -89,13 +181,14 @@ fn hail_one(
     inst: usize,
     mode: EvacMode,
     excluded: &[usize],
-) -> Result<Vec<OpBody>, String> {
-    let name = work.instances[inst].name.clone();
+) -> Result<Vec<OpBody>, StepError> {
     let mut trial = work.clone();
-    let result = evacuate_in_place_excluding(&mut trial, &[inst], mode, true, excluded)
-        .map_err(|e| e.to_string())?;
+    let result = evacuate_in_place_excluding(&mut trial, &[inst], mode, true, excluded)?;
     if let Some((_, reason)) = result.failed.first() {
-        return Err(format!("hail cannot move {name}: {reason}"));
+        return Err(StepError::Hail {
+            instance: work.instances[inst].name.clone(),
+            reason: reason.clone(),
+        });
     }
     *work = trial;
     Ok(result
@@ -108,13 +201,13 @@ fn hail_one(
 
 /// Decides the next job for instance `inst`, which has a role on the evacuated node
 /// `node`, with targets kept out of `ex`. On success `work` holds the state after the
-/// job; on failure it is unchanged and the message says why the step waits.
+/// job; on failure it is unchanged and the error says why the step waits.
 pub(super) fn next_step(
     work: &mut Cluster,
     inst: usize,
     node: usize,
     ex: &Exclusions,
-) -> Result<EvacStep, String> {
+) -> Result<EvacStep, StepError> {
     let old = placement(work, inst);
     let name = work.instances[inst].name.clone();
     let node_name = |w: &Cluster, n: usize| w.nodes[n].name().to_owned();
@@ -130,27 +223,31 @@ pub(super) fn next_step(
             ),
             MirrorType::Internal => {
                 let Some(secondary) = old.1 else {
-                    return Err(format!("{name} has no secondary node"));
+                    return Err(StepError::NoSecondary { instance: name });
                 };
                 if ex.busy.get(secondary).copied().unwrap_or(true) {
-                    return Err(format!(
-                        "waiting: the secondary {} of {name} is busy this round",
-                        node_name(work, secondary)
-                    ));
+                    return Err(StepError::Busy {
+                        role: "secondary",
+                        node: node_name(work, secondary),
+                        instance: name,
+                    });
                 }
-                let failover = if ex.unusable[secondary] {
-                    Err(format!(
-                        "its secondary {} cannot take it",
-                        node_name(work, secondary)
-                    ))
+                let failover = if ex.unusable.get(secondary).copied().unwrap_or(true) {
+                    Err(StepError::SecondaryUnusable {
+                        node: node_name(work, secondary),
+                    })
                 } else {
                     hail_one(work, inst, EvacMode::PrimaryOnly, &[])
                 };
                 match failover {
                     Ok(ops) => (ops, StepKind::Primary, None),
                     Err(why) => (
-                        new_secondary_first(work, inst, ex)
-                            .map_err(|more| format!("{why}; {more}"))?,
+                        new_secondary_first(work, inst, ex).map_err(|more| {
+                            StepError::Stranded {
+                                failover: Box::new(why),
+                                new_secondary: Box::new(more),
+                            }
+                        })?,
                         StepKind::Secondary,
                         Some(secondary),
                     ),
@@ -159,10 +256,11 @@ pub(super) fn next_step(
         }
     } else if old.1 == Some(node) {
         if ex.busy.get(old.0).copied().unwrap_or(true) {
-            return Err(format!(
-                "waiting: the primary {} of {name} is busy this round",
-                node_name(work, old.0)
-            ));
+            return Err(StepError::Busy {
+                role: "primary",
+                node: node_name(work, old.0),
+                instance: name,
+            });
         }
         (
             hail_one(work, inst, EvacMode::SecondaryOnly, &ex.targets_excluded())?,
@@ -170,7 +268,10 @@ pub(super) fn next_step(
             Some(old.0),
         )
     } else {
-        return Err(format!("{name} has no role on {}", node_name(work, node)));
+        return Err(StepError::NoRole {
+            instance: name,
+            node: node_name(work, node),
+        });
     };
     let new = placement(work, inst);
     let targets: Vec<String> = new_roles(old, new)
@@ -200,7 +301,7 @@ fn new_secondary_first(
     work: &mut Cluster,
     inst: usize,
     ex: &Exclusions,
-) -> Result<Vec<OpBody>, String> {
+) -> Result<Vec<OpBody>, StepError> {
     let (primary, secondary) = placement(work, inst);
     let group = work.nodes[primary].data.group;
     let mut excluded = ex.targets_excluded();
@@ -217,12 +318,11 @@ fn new_secondary_first(
         }
     }
     hail_one(work, inst, EvacMode::SecondaryOnly, &excluded)
-        .map_err(|why| format!("{why} (no node can take its secondary, then its primary)"))
 }
 
 /// The `OP_INSTANCE_MOVE` fallback: the usable node of the instance's group with the most
 /// free memory (then disk) that can take it; ties go to the first.
-fn plain_move(work: &mut Cluster, inst: usize, ex: &Exclusions) -> Result<Vec<OpBody>, String> {
+fn plain_move(work: &mut Cluster, inst: usize, ex: &Exclusions) -> Result<Vec<OpBody>, StepError> {
     let (primary, _) = placement(work, inst);
     let group = work.nodes[primary].data.group;
     let mut best: Option<((i64, i64), usize, crate::htools::model::MoveOutcome)> = None;
@@ -241,10 +341,11 @@ fn plain_move(work: &mut Cluster, inst: usize, ex: &Exclusions) -> Result<Vec<Op
     }
     let inst_ref = &work.instances[inst];
     let Some((_, target, outcome)) = best else {
-        return Err(format!(
-            "waiting: no node of its group has room for {} ({} MiB memory, {} MiB disk)",
-            inst_ref.name, inst_ref.mem, inst_ref.dsk
-        ));
+        return Err(StepError::NoRoom {
+            instance: inst_ref.name.clone(),
+            memory: inst_ref.mem,
+            disk: inst_ref.dsk,
+        });
     };
     let op = OpBody::instance_move(&inst_ref.name, work.nodes[target].name());
     work.apply_move(outcome);
@@ -265,7 +366,7 @@ pub(super) fn simulate_evacuation(
     work: &mut Cluster,
     node: usize,
     unusable: &[bool],
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let ex = Exclusions {
         unusable: unusable.to_vec(),
         busy: vec![false; unusable.len()],
@@ -275,15 +376,12 @@ pub(super) fn simulate_evacuation(
     let mut budget = 3 * work.instances.len() + 1;
     while let Some(inst) = next_instance(work, node) {
         if budget == 0 {
-            let name = work.instances[inst].name.clone();
-            return Err(format!("{name} does not leave the node"));
+            return Err(StepError::Stuck {
+                instance: work.instances[inst].name.clone(),
+            });
         }
         budget -= 1;
-        next_step(work, inst, node, &ex).map_err(|why| {
-            why.strip_prefix("waiting: ")
-                .map(str::to_owned)
-                .unwrap_or(why)
-        })?;
+        next_step(work, inst, node, &ex)?;
     }
     Ok(())
 }
@@ -325,5 +423,39 @@ mod tests {
         assert_eq!(new_roles((1, Some(2)), (1, Some(3))), vec![3]);
         assert_eq!(new_roles((1, None), (4, None)), vec![4]);
         assert!(new_roles((1, Some(2)), (1, Some(2))).is_empty());
+    }
+
+    #[test]
+    fn only_busy_nodes_and_lack_of_room_are_waiting_notes() {
+        let busy = StepError::Busy {
+            role: "secondary",
+            node: "n2".into(),
+            instance: "i1".into(),
+        };
+        assert_eq!(
+            busy.note(),
+            "waiting: the secondary n2 of i1 is busy this round"
+        );
+        let room = StepError::NoRoom {
+            instance: "i1".into(),
+            memory: 512,
+            disk: 1024,
+        };
+        assert_eq!(
+            room.note(),
+            "waiting: no node of its group has room for i1 (512 MiB memory, 1024 MiB disk)"
+        );
+        let stranded = StepError::Stranded {
+            failover: Box::new(StepError::SecondaryUnusable { node: "n2".into() }),
+            new_secondary: Box::new(StepError::Hail {
+                instance: "i1".into(),
+                reason: "no nodes".into(),
+            }),
+        };
+        assert_eq!(
+            stranded.note(),
+            "its secondary n2 cannot take it; hail cannot move i1: no nodes \
+             (no node can take its secondary, then its primary)"
+        );
     }
 }
