@@ -105,6 +105,23 @@ impl RepairStatus {
     pub fn is_open(self) -> bool {
         matches!(self, RepairStatus::Noted | RepairStatus::Pending)
     }
+
+    /// The status as the API and the design name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepairStatus::Noted => "noted",
+            RepairStatus::Pending => "pending",
+            RepairStatus::Canceled => "canceled",
+            RepairStatus::Failed => "failed",
+            RepairStatus::Completed => "completed",
+        }
+    }
+}
+
+impl std::fmt::Display for RepairStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One repair event: a node's non-Ok diagnose object, from first sight until forgotten.

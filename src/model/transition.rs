@@ -1,7 +1,7 @@
 //! Incident status changes between two looks at the state: what the registry logs at the
 //! level an operator expects (a failure as a warning) once the change is saved.
 
-use std::{collections::BTreeMap, fmt};
+use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
@@ -9,25 +9,6 @@ use super::{
     diagnose::RepairAction,
     incident::{Incident, MaintenanceState, RepairStatus},
 };
-
-impl RepairStatus {
-    /// The status as the API and the design name it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RepairStatus::Noted => "noted",
-            RepairStatus::Pending => "pending",
-            RepairStatus::Canceled => "canceled",
-            RepairStatus::Failed => "failed",
-            RepairStatus::Completed => "completed",
-        }
-    }
-}
-
-impl fmt::Display for RepairStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The status of every open incident at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
