@@ -173,7 +173,7 @@ fn generate(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&completion_dir)?;
     let mut written = Vec::new();
     let pages = all_commands(&cmd);
-    let names: Vec<String> = pages.iter().map(|c| page_name(c)).collect();
+    let names: Vec<String> = pages.iter().map(page_name).collect();
     for page in &pages {
         written.push(write_page(page, &names, &man_dir)?);
     }
