@@ -23,6 +23,9 @@ docs="$target_dir/release/maintd-docs"
 rm -rf "$docs"
 # Release profile: the example shares the library build with the packaged binary.
 cargo run --quiet --locked --release -p maintd-actors --example gen_docs -- "$docs" >/dev/null
+# Debian wants manual pages compressed at the highest level; -n keeps the package
+# reproducible (no name or time stamp in the gzip header).
+gzip -9n "$docs"/man/*.8
 
 # cargo deb prints the path of the package on stdout; its progress goes to stderr.
 deb=$(cargo deb --locked -p maintd-actors "$@" | tail -n 1)

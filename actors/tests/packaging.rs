@@ -78,7 +78,13 @@ fn debian_package_holds_everything_passes_lintian_and_runs() {
     // lintian: no error and no warning (justified overrides in packaging/lintian-overrides).
     let lint = run(
         "lintian",
-        &["--fail-on", "error,warning", "--no-tag-display-limit", &deb],
+        &[
+            "--fail-on",
+            "error,warning",
+            "--tag-display-limit",
+            "0",
+            &deb,
+        ],
         "apt-get install lintian",
     );
     assert!(
