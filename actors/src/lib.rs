@@ -23,6 +23,7 @@ mod captured_log;
 pub mod cli;
 pub mod daemon;
 pub mod http_server;
+pub mod service_manager;
 pub mod sim;
 pub mod startup;
 pub mod telemetry;

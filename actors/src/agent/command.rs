@@ -7,6 +7,7 @@ use tracing::{info, warn};
 use super::app;
 use crate::{
     cli::AgentArgs,
+    service_manager,
     startup::{self, say},
     telemetry,
 };
@@ -36,7 +37,7 @@ pub fn run(args: AgentArgs) -> Result<u8, String> {
     if node_name.is_empty() {
         return Err("cannot tell this node's name; give --node-name".into());
     }
-    startup::run_system(
+    let code = startup::run_system(
         move || {
             let started = app::start(&agent, node_name.clone(), key, Clock::new())?;
             say(format_args!(
@@ -47,8 +48,15 @@ pub fn run(args: AgentArgs) -> Result<u8, String> {
                     .map(|a| a.to_string())
                     .unwrap_or_default()
             ));
+            service_manager::ready();
+            service_manager::start_watchdog();
             Ok(started)
         },
-        |agent| drop(agent.web),
-    )
+        |agent| {
+            service_manager::stopping();
+            drop(agent.web);
+        },
+    );
+    service_manager::stopping();
+    code
 }

@@ -9,7 +9,7 @@ use super::{
     election::{MasterCheck, VoteSettings},
     messages::Shutdown,
 };
-use crate::{cli::DaemonArgs, startup, telemetry};
+use crate::{cli::DaemonArgs, service_manager, startup, telemetry};
 
 /// Run `maintd daemon`; the exit code (11: not the master, as Ganeti's daemons).
 pub fn run(args: DaemonArgs) -> Result<u8, String> {
@@ -51,14 +51,22 @@ pub fn run(args: DaemonArgs) -> Result<u8, String> {
         node_name,
         candidates,
     };
-    startup::run_system(
+    let code = startup::run_system(
         move || {
             let listen = format!("{}:{}", settings.daemon.bind, settings.daemon.port);
-            app::serve(&settings, identity, &listen, Clock::new())
+            let serving = app::serve(&settings, identity, &listen, Clock::new())?;
+            // The API listens: systemd may start what comes after maintd.
+            service_manager::ready();
+            service_manager::start_watchdog();
+            Ok(serving)
         },
         |serving| {
+            service_manager::stopping();
             serving.election.do_send(Shutdown);
             drop(serving.api);
         },
-    )
+    );
+    // Also when maintd stops by itself (not the master: 11, a fatal error: 1).
+    service_manager::stopping();
+    code
 }
