@@ -377,11 +377,16 @@ fn signed_repairs_run_once_and_survive_restarts() {
     );
     assert_eq!(status, 202);
     agent.execution_when(interrupted, |e| e["state"] == "running");
+    // "running" is recorded as the command starts; its pid file follows a moment later.
+    let pid = wait_until(within(10), "the slow command's pid file", || {
+        fs::read_to_string(&slow_pid)
+            .ok()
+            .filter(|pid| pid.ends_with('\n'))
+    });
     let mut agent = agent;
     agent.proc.kill9();
     drop(agent);
     // SIGKILL gave the agent no chance to stop its command: end it here, by its pid.
-    let pid = fs::read_to_string(&slow_pid).unwrap();
     let _ = std::process::Command::new("kill")
         .args(["-KILL", pid.trim()])
         .status();

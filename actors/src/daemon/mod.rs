@@ -11,8 +11,10 @@
 //! | [`round_planner`] | `RoundPlanner`: plans rounds, hands their jobs to the watcher |
 //! | [`job_watcher`] | `JobWatcher`: submits jobs and follows them in Ganeti's queue |
 //! | [`api`] | `WebActor`: the HTTP API on port 1816 |
+//! | [`access`] | who may use the API: users, Host and Origin checks, failed-login brake |
 //! | [`messages`] | every message between them |
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod command;
