@@ -500,6 +500,7 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let mut daemon = spawn_daemon(&sim, dir.path(), "node1", "1000", &[]);
     let api = daemon.wait_serving(deadline);
     let url = format!("http://{api}");
+    let password = path(&api_password_file(dir.path()));
     // Every round persists the state, the first (empty) one too; the next is 1000 s away,
     // so an incident opened now stays noted.
     let state_file = dir.path().join("state").join("state.json");
@@ -571,7 +572,20 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let listed: Value = serde_json::from_str(&stdout).expect("--json prints JSON");
     assert_eq!(listed[0]["uuid"], uuid.as_str(), "{listed}");
 
-    let (status, stdout, stderr) = run(dir.path(), "cancel", &["cancel", &uuid, "--url", &url]);
+    let (status, stdout, stderr) = run(
+        dir.path(),
+        "cancel",
+        &[
+            "cancel",
+            &uuid,
+            "--url",
+            &url,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
+    );
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(stdout, format!("incident {uuid} canceled\n"));
     let canceled = wait_until(deadline, "the incident canceled", || {
@@ -593,7 +607,16 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let (status, _, stderr) = run(
         dir.path(),
         "cancel-again",
-        &["cancel", &uuid, "--url", &url],
+        &[
+            "cancel",
+            &uuid,
+            "--url",
+            &url,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
     );
     assert!(status.success(), "{status}: {stderr}");
 
@@ -601,7 +624,16 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let (status, stdout, stderr) = run(
         dir.path(),
         "cancel-unknown",
-        &["cancel", unknown, "--url", &url],
+        &[
+            "cancel",
+            unknown,
+            "--url",
+            &url,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
     );
     assert!(!status.success(), "{status}; stdout {stdout:?}");
     assert!(
@@ -611,7 +643,16 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let (status, _, stderr) = run(
         dir.path(),
         "cancel-garbage",
-        &["cancel", "not-a-uuid", "--url", &url],
+        &[
+            "cancel",
+            "not-a-uuid",
+            "--url",
+            &url,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
     );
     assert!(!status.success());
     assert!(
@@ -907,6 +948,7 @@ fn a_state_directory_made_read_only_while_running_stops_all_submissions() {
         Daemon::spawn_with_own_state_mount(&sim, dir.path(), &DaemonSpec::on("node1", "0.3"));
     let api = daemon.wait_serving(deadline);
     let url = format!("http://{api}");
+    let password = path(&api_password_file(dir.path()));
     let get = |path: &str| http_ok(&api, "GET", path, None);
     // Every round saves the state, the first (empty) one too.
     wait_until(deadline, "the first round saved", || {
@@ -999,7 +1041,16 @@ fn a_state_directory_made_read_only_while_running_stops_all_submissions() {
     let (status, _, stderr) = run(
         dir.path(),
         "cancel-read-only",
-        &["cancel", &uuid, "--url", &url],
+        &[
+            "cancel",
+            &uuid,
+            "--url",
+            &url,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
     );
     assert!(!status.success(), "{status}");
     assert!(
