@@ -423,6 +423,102 @@ fn log_formats_json_and_the_journal() {
     }
 }
 
+/// A fresh self-signed key and certificate in one PEM file, as Ganeti keeps `rapi.pem`;
+/// and the certificate alone.
+fn self_signed_pem() -> (String, String) {
+    let made = rcgen::generate_simple_self_signed(vec!["node1".to_owned()]).expect("a certificate");
+    (
+        format!("{}{}", made.key_pair.serialize_pem(), made.cert.pem()),
+        made.cert.pem(),
+    )
+}
+
+/// Over HTTPS with Ganeti's kind of `rapi.pem` and a users file, through the real
+/// clients (which pin the certificate): a cancel without a user gets 401, with a read
+/// user 403, with a write user 200; reads stay open; a wrong certificate is refused by
+/// the client.
+#[test]
+fn cancel_over_https_needs_a_write_user() {
+    let deadline = within(60);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pem = dir.path().join("rapi.pem");
+    std::fs::write(&pem, self_signed_pem().0).expect("pem");
+    let sim = start_sim(dir.path());
+    let spec = DaemonSpec {
+        env: vec![
+            ("MAINTD__API__SSL", "true".to_owned()),
+            ("MAINTD__API__CERTIFICATE", path(&pem)),
+        ],
+        ..DaemonSpec::on("node1", "1000")
+    };
+    let mut daemon = Daemon::spawn(&sim, dir.path(), &spec);
+    let api = daemon
+        .proc
+        .line("maintd API:", deadline)
+        .trim_start_matches("https://")
+        .to_owned();
+    let url = format!("https://{api}");
+    let (node, _, _) = busiest_node(&sim);
+    sim.report(&node, &json!({"status": "evacuate"}));
+    let certificate = path(&pem);
+    let client = |name: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--url", &url, "--certificate", &certificate]);
+        run(dir.path(), name, &all)
+    };
+    let uuid = wait_until(deadline, "the incident listed over HTTPS", || {
+        let (status, stdout, _) = client("status", &["status", "-o", "uuid", "--no-headers"]);
+        status
+            .success()
+            .then(|| stdout.trim().to_owned())
+            .filter(|uuid| !uuid.is_empty())
+    });
+
+    let (status, _, stderr) = client("cancel-anonymous", &["cancel", &uuid]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    let reader = dir.path().join("reader-password");
+    std::fs::write(&reader, "reader-secret\n").expect("password");
+    let (status, _, stderr) = client(
+        "cancel-reader",
+        &[
+            "cancel",
+            &uuid,
+            "--user",
+            "reader",
+            "--password-file",
+            &path(&reader),
+        ],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("403"), "{stderr}");
+    let password = path(&api_password_file(dir.path()));
+    let (status, stdout, stderr) = client(
+        "cancel-writer",
+        &[
+            "cancel",
+            &uuid,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
+    );
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stdout, format!("incident {uuid} canceled\n"));
+
+    // A client pinning another certificate does not talk to this maintd.
+    let other = dir.path().join("other.pem");
+    std::fs::write(&other, self_signed_pem().1).expect("pem");
+    let (status, _, stderr) = run(
+        dir.path(),
+        "status-wrong-certificate",
+        &["status", "--url", &url, "--certificate", &path(&other)],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach maintd"), "{stderr}");
+}
+
 #[test]
 fn daemon_exits_11_when_not_master() {
     let dir = tempfile::tempdir().expect("tempdir");
