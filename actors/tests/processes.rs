@@ -506,6 +506,23 @@ fn cancel_over_https_needs_a_write_user() {
     );
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(stdout, format!("incident {uuid} canceled\n"));
+    // The history names the user who canceled.
+    let (status, stdout, stderr) = client("info", &["info", &uuid, "--json"]);
+    assert!(status.success(), "{status}: {stderr}");
+    let detail: Value = serde_json::from_str(&stdout).expect("JSON");
+    let canceled_by = detail["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .find(|entry| entry["event"] == "canceled")
+        .map(|entry| entry["by"].clone());
+    assert!(
+        canceled_by
+            .as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|by| by.starts_with(&format!("user {API_USER} (api client 127.0.0.1"))),
+        "{detail:#}"
+    );
 
     // A client pinning another certificate does not talk to this maintd.
     let other = dir.path().join("other.pem");
@@ -517,6 +534,63 @@ fn cancel_over_https_needs_a_write_user() {
     );
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot reach maintd"), "{stderr}");
+}
+
+/// A missing users file or an unusable certificate stops the daemon at start: exit 1,
+/// one line naming the setting, no panic.
+#[test]
+fn a_missing_users_file_or_a_bad_certificate_exits_1_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_pem = dir.path().join("not-a.pem");
+    std::fs::write(&not_a_pem, "garbage").expect("file");
+    let cases = [
+        (
+            "missing-users",
+            vec![(
+                "MAINTD__API__USERS_FILE",
+                path(&dir.path().join("no-such-users")),
+            )],
+            "api.users_file",
+        ),
+        (
+            "bad-certificate",
+            vec![
+                ("MAINTD__API__SSL", "true".to_owned()),
+                ("MAINTD__API__CERTIFICATE", path(&not_a_pem)),
+            ],
+            "api.certificate",
+        ),
+    ];
+    for (name, env, setting) in cases {
+        let args: Vec<String> = [
+            "daemon",
+            "-f",
+            "--no-voting",
+            "--yes-do-it",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--luxi-socket",
+            &path(&dir.path().join("no-socket")),
+            "--state-dir",
+            &path(&dir.path().join(name)),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut proc =
+            Proc::spawn_with_env(name, &args, &env, &dir.path().join(format!("{name}.log")));
+        let status = proc.wait_exit(within(60));
+        let log = proc.log_text();
+        assert_eq!(status.code(), Some(1), "{name}: {log}");
+        let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("maintd: ")).collect();
+        assert_eq!(lines.len(), 1, "{name}: {log}");
+        assert!(lines[0].contains(setting), "{name}: {log}");
+        assert!(
+            !log.contains("panic") && !log.contains("starting maintenance work"),
+            "{log}"
+        );
+    }
 }
 
 #[test]
