@@ -217,12 +217,16 @@ fn api_access(
     let api = &settings.api;
     let users = UsersFile::open(std::path::Path::new(&api.users_file))
         .map_err(|e| format!("api.users_file: {e}"))?;
+    // This node's names and the cluster's (a browser reaches the master by either).
     let short = node_name.split('.').next().unwrap_or(node_name).to_owned();
+    let cluster =
+        maintd::backend::ssconf::cluster_name(std::path::Path::new(&settings.cluster.ssconf_dir));
     let hosts = AllowedHosts::new(
         api.allowed_hosts
             .iter()
             .cloned()
-            .chain([node_name.to_owned(), short]),
+            .chain([node_name.to_owned(), short])
+            .chain(cluster),
     );
     let listeners = if api.ssl {
         let tls = maintd::backend::tls::server_config(std::path::Path::new(&api.certificate))
