@@ -423,15 +423,8 @@ fn log_formats_json_and_the_journal() {
     }
 }
 
-/// A fresh self-signed key and certificate in one PEM file, as Ganeti keeps `rapi.pem`;
-/// and the certificate alone.
-fn self_signed_pem() -> (String, String) {
-    let made = rcgen::generate_simple_self_signed(vec!["node1".to_owned()]).expect("a certificate");
-    (
-        format!("{}{}", made.key_pair.serialize_pem(), made.cert.pem()),
-        made.cert.pem(),
-    )
-}
+/// Key and X.509 version 1 certificate in one PEM file, as Ganeti makes `rapi.pem`.
+const RAPI_PEM: &str = include_str!("../../src/backend/testdata/ganeti-v1.pem");
 
 /// Over HTTPS with Ganeti's kind of `rapi.pem` and a users file, through the real
 /// clients (which pin the certificate): a cancel without a user gets 401, with a read
@@ -442,7 +435,7 @@ fn cancel_over_https_needs_a_write_user() {
     let deadline = within(60);
     let dir = tempfile::tempdir().expect("tempdir");
     let pem = dir.path().join("rapi.pem");
-    std::fs::write(&pem, self_signed_pem().0).expect("pem");
+    std::fs::write(&pem, RAPI_PEM).expect("pem");
     let sim = start_sim(dir.path());
     let spec = DaemonSpec {
         env: vec![
@@ -526,7 +519,8 @@ fn cancel_over_https_needs_a_write_user() {
 
     // A client pinning another certificate does not talk to this maintd.
     let other = dir.path().join("other.pem");
-    std::fs::write(&other, self_signed_pem().1).expect("pem");
+    let made = rcgen::generate_simple_self_signed(vec!["node1".to_owned()]).expect("a certificate");
+    std::fs::write(&other, made.cert.pem()).expect("pem");
     let (status, _, stderr) = run(
         dir.path(),
         "status-wrong-certificate",

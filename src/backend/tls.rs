@@ -318,14 +318,38 @@ pub fn server_config(pem: &std::path::Path) -> Result<rustls::ServerConfig, TlsE
     let key = PrivateKeyDer::from_pem_file(pem)
         .map_err(|e| unusable(format!("no usable private key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| unusable(format!("unusable private key: {e}")))?;
+    // rustls's own check parses the certificate with webpki, which refuses the version 1
+    // certificates Ganeti makes: compare the public keys here instead.
+    let certificate_key = certificate_public_key(chain[0].as_ref()).map(|(spki, _, _)| spki);
+    let signer_key = signer.public_key().map(|spki| spki.as_ref().to_vec());
+    if certificate_key.is_none() || certificate_key != signer_key {
+        return Err(unusable(
+            "the private key does not fit the certificate".into(),
+        ));
+    }
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Protocol(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| unusable(format!("the key does not fit the certificate: {e}")))?;
+        .with_cert_resolver(Arc::new(FixedServerCertificate(Arc::new(
+            CertifiedKey::new(chain, signer),
+        ))));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The one certificate maintd's API presents, whatever name the client asks for.
+#[derive(Debug)]
+struct FixedServerCertificate(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedServerCertificate {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
 }
 
 /// The certificates of the PEM file at `path` (other sections, such as a key, are
