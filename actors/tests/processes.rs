@@ -998,6 +998,11 @@ fn a_full_or_closed_log_and_stdout_never_crash_the_daemon() {
             .args(["--luxi-socket", &path(&dir.path().join("no-socket"))])
             .env("RUST_LOG", "debug")
             .env("MAINTD__CLUSTER__HMAC_KEY", "")
+            .env("MAINTD__API__SSL", "false")
+            .env(
+                "MAINTD__API__USERS_FILE",
+                api_users_file(&dir.path().join("log")),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(full.try_clone().expect("dup"))
             .stderr(full)
