@@ -48,6 +48,26 @@ pub struct Settings {
     pub safety: SafetySettings,
     /// `[replication]`: copies of the state on the master candidates.
     pub replication: ReplicationSettings,
+    /// `[api]`: who may use maintd's HTTP API, and how it is served.
+    pub api: ApiSettings,
+}
+
+/// `[api]`: authentication and TLS of maintd's HTTP API, the way ganeti-rapi does them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Ganeti's RAPI users file: the users who may write (and, with
+    /// `require_authentication`, read).
+    pub users_file: String,
+    /// Reads need a user too (ganeti-rapi's `--require-authentication`).
+    pub require_authentication: bool,
+    /// Serve HTTPS (ganeti-rapi's default; `--no-ssl` turns it off).
+    pub ssl: bool,
+    /// Key and certificate in one PEM file, as Ganeti keeps `rapi.pem`.
+    pub certificate: String,
+    /// Host names a browser may use to reach the API besides this node's names and
+    /// `localhost` (IP addresses are always allowed): the cluster name, a DNS alias.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[replication]`.

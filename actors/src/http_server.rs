@@ -59,6 +59,8 @@ pub struct Listeners {
     /// What was asked for, for messages.
     pub addr: String,
     sockets: Vec<TcpListener>,
+    /// Serve HTTPS with this configuration.
+    tls: Option<rustls::ServerConfig>,
 }
 
 impl Listeners {
@@ -84,7 +86,19 @@ impl Listeners {
         Ok(Listeners {
             addr: addr.to_owned(),
             sockets,
+            tls: None,
         })
+    }
+
+    /// Serve HTTPS on these sockets with `tls`.
+    pub fn with_tls(mut self, tls: rustls::ServerConfig) -> Listeners {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Whether they serve HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The bound addresses (with the port chosen for port 0).
@@ -147,7 +161,10 @@ impl HttpServerActor {
             .disable_signals()
             .shutdown_timeout(5);
         for socket in listeners.sockets {
-            server = server.listen(socket)?;
+            server = match &listeners.tls {
+                Some(tls) => server.listen_rustls_0_23(socket, tls.clone())?,
+                None => server.listen(socket)?,
+            };
         }
         let addrs = server.addrs();
         let server = server.run();

@@ -53,6 +53,7 @@ async fn clients_beyond_the_cap_wait_for_a_free_slot() {
         api::RegistryLink::default(),
         Clock::new(),
         limits,
+        std::sync::Arc::new(maintd_actors::daemon::access::ApiAccess::open()),
     )
     .expect("bind");
     let addr = server.addrs[0];
@@ -90,6 +91,7 @@ async fn idle_clients_over_the_cap_do_not_lock_out_a_fresh_request() {
         api::RegistryLink::default(),
         Clock::new(),
         limits,
+        std::sync::Arc::new(maintd_actors::daemon::access::ApiAccess::open()),
     )
     .expect("bind");
     let addr = server.addrs[0];

@@ -182,12 +182,15 @@ impl Lab {
         env: &[(&str, String)],
         log: &Path,
     ) -> Proc {
-        // gx clears the environment, so variables are passed through env(1).
+        // gx clears the environment, so variables are passed through env(1). The API is
+        // plain HTTP on the node's loopback, with the test's own users file.
         let mut command: Vec<String> = vec![
             "-n".into(),
             node.split('.').next().unwrap_or(node).to_owned(),
             "env".into(),
             "RUST_LOG=info".into(),
+            "MAINTD__API__SSL=false".into(),
+            format!("MAINTD__API__USERS_FILE={}", path(&api_users_file(log))),
         ];
         command.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
         command.push(BIN.into());
@@ -1450,8 +1453,10 @@ impl<'a> RestartLoop<'a> {
     fn start(lab: &'a Lab, node: &str, dir: &Path, port: u16) -> RestartLoop<'a> {
         std::fs::create_dir_all(dir).expect("daemon dir");
         let state = path(&dir.join("state"));
+        let users = path(&api_users_file(&dir.join("maintd.log")));
         let script = format!(
             "while :; do RUST_LOG=info MAINTD__ROUNDS__JOB_POLL_INTERVAL=0.5 \
+             MAINTD__API__SSL=false MAINTD__API__USERS_FILE={users} \
              MAINTD__DAEMON__MASTER_CHECK_INTERVAL=1 {BIN} daemon -f --state-dir {state} \
              -b 127.0.0.1 -p {port} --round-delay 15 --poll-interval 0.5; code=$?; \
              echo \"maintd exited with code $code\" >&2; \

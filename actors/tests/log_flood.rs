@@ -83,6 +83,7 @@ async fn a_garbage_flood_costs_a_few_lines_and_a_count() {
         api::RegistryLink::default(),
         Clock::new(),
         HttpLimits::new(16),
+        std::sync::Arc::new(maintd_actors::daemon::access::ApiAccess::open()),
     )
     .expect("bind");
     let addr = server.addrs[0];

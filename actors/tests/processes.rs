@@ -423,6 +423,170 @@ fn log_formats_json_and_the_journal() {
     }
 }
 
+/// Key and X.509 version 1 certificate in one PEM file, as Ganeti makes `rapi.pem`.
+const RAPI_PEM: &str = include_str!("../../src/backend/testdata/ganeti-v1.pem");
+
+/// Over HTTPS with Ganeti's kind of `rapi.pem` and a users file, through the real
+/// clients (which pin the certificate): a cancel without a user gets 401, with a read
+/// user 403, with a write user 200; reads stay open; a wrong certificate is refused by
+/// the client.
+#[test]
+fn cancel_over_https_needs_a_write_user() {
+    let deadline = within(60);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pem = dir.path().join("rapi.pem");
+    std::fs::write(&pem, RAPI_PEM).expect("pem");
+    let sim = start_sim(dir.path());
+    let spec = DaemonSpec {
+        env: vec![
+            ("MAINTD__API__SSL", "true".to_owned()),
+            ("MAINTD__API__CERTIFICATE", path(&pem)),
+        ],
+        ..DaemonSpec::on("node1", "1000")
+    };
+    let mut daemon = Daemon::spawn(&sim, dir.path(), &spec);
+    let api = daemon
+        .proc
+        .line("maintd API:", deadline)
+        .trim_start_matches("https://")
+        .to_owned();
+    let url = format!("https://{api}");
+    let (node, _, _) = busiest_node(&sim);
+    sim.report(&node, &json!({"status": "evacuate"}));
+    let certificate = path(&pem);
+    let client = |name: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--url", &url, "--certificate", &certificate]);
+        run(dir.path(), name, &all)
+    };
+    let uuid = wait_until(deadline, "the incident listed over HTTPS", || {
+        let (status, stdout, _) = client("status", &["status", "-o", "uuid", "--no-headers"]);
+        status
+            .success()
+            .then(|| stdout.trim().to_owned())
+            .filter(|uuid| !uuid.is_empty())
+    });
+
+    let (status, _, stderr) = client("cancel-anonymous", &["cancel", &uuid]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    let reader = dir.path().join("reader-password");
+    std::fs::write(&reader, "reader-secret\n").expect("password");
+    let (status, _, stderr) = client(
+        "cancel-reader",
+        &[
+            "cancel",
+            &uuid,
+            "--user",
+            "reader",
+            "--password-file",
+            &path(&reader),
+        ],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("403"), "{stderr}");
+    let password = path(&api_password_file(dir.path()));
+    let (status, stdout, stderr) = client(
+        "cancel-writer",
+        &[
+            "cancel",
+            &uuid,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
+    );
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stdout, format!("incident {uuid} canceled\n"));
+    // The history names the user who canceled.
+    let (status, stdout, stderr) = client("info", &["info", &uuid, "--json"]);
+    assert!(status.success(), "{status}: {stderr}");
+    let detail: Value = serde_json::from_str(&stdout).expect("JSON");
+    let canceled_by = detail["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .find(|entry| entry["event"] == "canceled")
+        .map(|entry| entry["by"].clone());
+    assert!(
+        canceled_by
+            .as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|by| by.starts_with(&format!("user {API_USER} (api client 127.0.0.1"))),
+        "{detail:#}"
+    );
+
+    // A client pinning another certificate does not talk to this maintd.
+    let other = dir.path().join("other.pem");
+    let made = rcgen::generate_simple_self_signed(vec!["node1".to_owned()]).expect("a certificate");
+    std::fs::write(&other, made.cert.pem()).expect("pem");
+    let (status, _, stderr) = run(
+        dir.path(),
+        "status-wrong-certificate",
+        &["status", "--url", &url, "--certificate", &path(&other)],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach maintd"), "{stderr}");
+}
+
+/// A missing users file or an unusable certificate stops the daemon at start: exit 1,
+/// one line naming the setting, no panic.
+#[test]
+fn a_missing_users_file_or_a_bad_certificate_exits_1_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_pem = dir.path().join("not-a.pem");
+    std::fs::write(&not_a_pem, "garbage").expect("file");
+    let cases = [
+        (
+            "missing-users",
+            vec![(
+                "MAINTD__API__USERS_FILE",
+                path(&dir.path().join("no-such-users")),
+            )],
+            "api.users_file",
+        ),
+        (
+            "bad-certificate",
+            vec![
+                ("MAINTD__API__SSL", "true".to_owned()),
+                ("MAINTD__API__CERTIFICATE", path(&not_a_pem)),
+            ],
+            "api.certificate",
+        ),
+    ];
+    for (name, env, setting) in cases {
+        let args: Vec<String> = [
+            "daemon",
+            "-f",
+            "--no-voting",
+            "--yes-do-it",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--luxi-socket",
+            &path(&dir.path().join("no-socket")),
+            "--state-dir",
+            &path(&dir.path().join(name)),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut proc =
+            Proc::spawn_with_env(name, &args, &env, &dir.path().join(format!("{name}.log")));
+        let status = proc.wait_exit(within(60));
+        let log = proc.log_text();
+        assert_eq!(status.code(), Some(1), "{name}: {log}");
+        let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("maintd: ")).collect();
+        assert_eq!(lines.len(), 1, "{name}: {log}");
+        assert!(lines[0].contains(setting), "{name}: {log}");
+        assert!(
+            !log.contains("panic") && !log.contains("starting maintenance work"),
+            "{log}"
+        );
+    }
+}
+
 #[test]
 fn daemon_exits_11_when_not_master() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -500,6 +664,7 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let mut daemon = spawn_daemon(&sim, dir.path(), "node1", "1000", &[]);
     let api = daemon.wait_serving(deadline);
     let url = format!("http://{api}");
+    let password = path(&api_password_file(dir.path()));
     // Every round persists the state, the first (empty) one too; the next is 1000 s away,
     // so an incident opened now stays noted.
     let state_file = dir.path().join("state").join("state.json");
@@ -571,7 +736,20 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let listed: Value = serde_json::from_str(&stdout).expect("--json prints JSON");
     assert_eq!(listed[0]["uuid"], uuid.as_str(), "{listed}");
 
-    let (status, stdout, stderr) = run(dir.path(), "cancel", &["cancel", &uuid, "--url", &url]);
+    let (status, stdout, stderr) = run(
+        dir.path(),
+        "cancel",
+        &[
+            "cancel",
+            &uuid,
+            "--url",
+            &url,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
+    );
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(stdout, format!("incident {uuid} canceled\n"));
     let canceled = wait_until(deadline, "the incident canceled", || {
@@ -593,7 +771,16 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let (status, _, stderr) = run(
         dir.path(),
         "cancel-again",
-        &["cancel", &uuid, "--url", &url],
+        &[
+            "cancel",
+            &uuid,
+            "--url",
+            &url,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
     );
     assert!(status.success(), "{status}: {stderr}");
 
@@ -601,7 +788,16 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let (status, stdout, stderr) = run(
         dir.path(),
         "cancel-unknown",
-        &["cancel", unknown, "--url", &url],
+        &[
+            "cancel",
+            unknown,
+            "--url",
+            &url,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
     );
     assert!(!status.success(), "{status}; stdout {stdout:?}");
     assert!(
@@ -611,7 +807,16 @@ fn status_and_cancel_commands_talk_to_the_running_daemon() {
     let (status, _, stderr) = run(
         dir.path(),
         "cancel-garbage",
-        &["cancel", "not-a-uuid", "--url", &url],
+        &[
+            "cancel",
+            "not-a-uuid",
+            "--url",
+            &url,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
     );
     assert!(!status.success());
     assert!(
@@ -793,6 +998,11 @@ fn a_full_or_closed_log_and_stdout_never_crash_the_daemon() {
             .args(["--luxi-socket", &path(&dir.path().join("no-socket"))])
             .env("RUST_LOG", "debug")
             .env("MAINTD__CLUSTER__HMAC_KEY", "")
+            .env("MAINTD__API__SSL", "false")
+            .env(
+                "MAINTD__API__USERS_FILE",
+                api_users_file(&dir.path().join("log")),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(full.try_clone().expect("dup"))
             .stderr(full)
@@ -907,6 +1117,7 @@ fn a_state_directory_made_read_only_while_running_stops_all_submissions() {
         Daemon::spawn_with_own_state_mount(&sim, dir.path(), &DaemonSpec::on("node1", "0.3"));
     let api = daemon.wait_serving(deadline);
     let url = format!("http://{api}");
+    let password = path(&api_password_file(dir.path()));
     let get = |path: &str| http_ok(&api, "GET", path, None);
     // Every round saves the state, the first (empty) one too.
     wait_until(deadline, "the first round saved", || {
@@ -999,7 +1210,16 @@ fn a_state_directory_made_read_only_while_running_stops_all_submissions() {
     let (status, _, stderr) = run(
         dir.path(),
         "cancel-read-only",
-        &["cancel", &uuid, "--url", &url],
+        &[
+            "cancel",
+            &uuid,
+            "--url",
+            &url,
+            "--user",
+            API_USER,
+            "--password-file",
+            &password,
+        ],
     );
     assert!(!status.success(), "{status}");
     assert!(

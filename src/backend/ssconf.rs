@@ -26,6 +26,16 @@ pub fn master_node(dir: &Path) -> Result<Option<String>, String> {
     }
 }
 
+/// The file naming the cluster (the DNS name of the master's IP address).
+pub const CLUSTER_NAME_FILE: &str = "ssconf_cluster_name";
+
+/// The cluster's name from the ssconf copy in `dir`; `None` when there is none.
+pub fn cluster_name(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(CLUSTER_NAME_FILE)).ok()?;
+    let name = text.trim();
+    (!name.is_empty() && !name.contains(char::is_whitespace)).then(|| name.to_owned())
+}
+
 /// The file listing the master candidates, one per line.
 pub const MASTER_CANDIDATES_FILE: &str = "ssconf_master_candidates";
 
@@ -69,6 +79,16 @@ mod tests {
         assert!(master_node(dir.path())
             .unwrap_err()
             .contains("no node name"));
+    }
+
+    #[test]
+    fn reads_the_cluster_name() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(cluster_name(dir.path()), None);
+        std::fs::write(dir.path().join(CLUSTER_NAME_FILE), "cluster.example.com\n").unwrap();
+        assert_eq!(cluster_name(dir.path()), Some("cluster.example.com".into()));
+        std::fs::write(dir.path().join(CLUSTER_NAME_FILE), "two words\n").unwrap();
+        assert_eq!(cluster_name(dir.path()), None);
     }
 
     #[test]

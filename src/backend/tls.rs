@@ -1,5 +1,6 @@
-//! maintd's TLS clients, all built here ([`client_config`], [`https_client`]): the RAPI
-//! backend and the noded RPC client.
+//! maintd's TLS configurations, all built here: its clients ([`client_config`],
+//! [`https_client`]: the RAPI backend and the noded RPC client) and its HTTPS API
+//! ([`server_config`], with Ganeti's `rapi.pem`).
 //!
 //! A server's certificate is checked by pinning: exactly the pinned certificates are
 //! accepted, whatever name they carry and whatever their dates, optionally alongside a CA.
@@ -244,6 +245,9 @@ pub enum TlsError {
     /// The client's private key cannot sign.
     #[error("unusable private key: {0}")]
     ClientKey(String),
+    /// The server's key and certificate file cannot be used.
+    #[error("unusable key and certificate {0}")]
+    ServerPem(String),
     /// rustls refused the protocol versions.
     #[error("TLS setup: {0}")]
     Protocol(String),
@@ -302,6 +306,50 @@ pub fn client_config(
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// A rustls server configuration presenting the key and certificate chain of one PEM
+/// file, as Ganeti keeps `rapi.pem`: maintd's HTTPS API serves with the same certificate
+/// as Ganeti's RAPI.
+pub fn server_config(pem: &std::path::Path) -> Result<rustls::ServerConfig, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let unusable = |why: String| TlsError::ServerPem(format!("{}: {why}", pem.display()));
+    let chain = pem_certificates(pem).map_err(unusable)?;
+    let key = PrivateKeyDer::from_pem_file(pem)
+        .map_err(|e| unusable(format!("no usable private key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| unusable(format!("unusable private key: {e}")))?;
+    // rustls's own check parses the certificate with webpki, which refuses the version 1
+    // certificates Ganeti makes: compare the public keys here instead.
+    let certificate_key = certificate_public_key(chain[0].as_ref()).map(|(spki, _, _)| spki);
+    let signer_key = signer.public_key().map(|spki| spki.as_ref().to_vec());
+    if certificate_key.is_none() || certificate_key != signer_key {
+        return Err(unusable(
+            "the private key does not fit the certificate".into(),
+        ));
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Protocol(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(FixedServerCertificate(Arc::new(
+            CertifiedKey::new(chain, signer),
+        ))));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The one certificate maintd's API presents, whatever name the client asks for.
+#[derive(Debug)]
+struct FixedServerCertificate(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedServerCertificate {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
 }
 
 /// The certificates of the PEM file at `path` (other sections, such as a key, are
@@ -383,5 +431,31 @@ mod tests {
             client_config(vec![CertificateDer::from(vec![0x30, 0x00])], None, None).unwrap_err(),
             TlsError::Pin
         );
+    }
+
+    #[test]
+    fn the_api_serves_with_a_ganeti_style_pem_and_bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = dir.path().join("rapi.pem");
+        std::fs::write(&both, GANETI_STYLE_PEM).unwrap();
+        let config = server_config(&both).unwrap();
+        assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+
+        let certificate_only = dir.path().join("cert.pem");
+        let text: String = GANETI_STYLE_PEM
+            .split_inclusive('\n')
+            .skip_while(|line| !line.starts_with("-----BEGIN CERTIFICATE"))
+            .take_while(|line| !line.starts_with("-----BEGIN") || line.contains("CERTIFICATE"))
+            .collect();
+        std::fs::write(&certificate_only, text).unwrap();
+        let error = server_config(&certificate_only).unwrap_err().to_string();
+        assert!(
+            error.contains("cert.pem") && error.contains("private key"),
+            "{error}"
+        );
+        let error = server_config(&dir.path().join("missing.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("missing.pem"), "{error}");
     }
 }

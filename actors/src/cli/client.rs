@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use maintd::clock::Clock;
+use maintd::{auth::Credentials, backend::tls, clock::Clock};
 
 use crate::cli::{
     incident_list::{render_incident, render_incidents, IncidentField, ListStyle},
@@ -20,6 +20,9 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The client's own settings are unusable (certificate, password file).
+    #[error("{0}")]
+    Setup(String),
     /// maintd answered with an error.
     #[error("maintd answered {status}: {message}")]
     Api {
@@ -30,25 +33,70 @@ pub enum ClientError {
     },
 }
 
-async fn request(method: awc::http::Method, url: String) -> Result<Value, ClientError> {
-    request_with(method, url, None).await
+async fn request(
+    args: &ClientArgs,
+    method: awc::http::Method,
+    path: &str,
+) -> Result<Value, ClientError> {
+    request_with(args, method, path, None).await
+}
+
+/// How long a request may take.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The HTTP client `args` ask for: over HTTPS, maintd's certificate must be the pinned
+/// one (Ganeti's `rapi.pem` by default, the certificate maintd serves with).
+fn client(args: &ClientArgs) -> Result<awc::Client, ClientError> {
+    let unusable = |reason: String| ClientError::Setup(reason);
+    if !args.url.starts_with("https://") {
+        return Ok(awc::Client::builder().timeout(TIMEOUT).finish());
+    }
+    let pinned = tls::pem_certificates(&args.certificate)
+        .map_err(|e| unusable(format!("--certificate {}: {e}", args.certificate.display())))?;
+    let config = tls::client_config(pinned, None, None).map_err(|e| unusable(e.to_string()))?;
+    Ok(tls::https_client(config, TIMEOUT))
+}
+
+/// The credentials of `--user` and `--password-file`, if a user is named.
+fn credentials(args: &ClientArgs) -> Result<Option<Credentials>, ClientError> {
+    let Some(user) = &args.user else {
+        return Ok(None);
+    };
+    let Some(file) = &args.password_file else {
+        return Err(ClientError::Setup(
+            "--user needs --password-file (a file holding the password)".into(),
+        ));
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ClientError::Setup(format!("--password-file {}: {e}", file.display())))?;
+    let password = text.lines().next().unwrap_or("").to_owned();
+    Ok(Some(Credentials {
+        user: user.clone(),
+        password,
+    }))
 }
 
 async fn request_with(
+    args: &ClientArgs,
     method: awc::http::Method,
-    url: String,
+    path: &str,
     body: Option<Value>,
 ) -> Result<Value, ClientError> {
-    let client = awc::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .finish();
+    let url = format!("{}{path}", base(args));
+    let client = client(args)?;
+    let credentials = credentials(args)?;
     let unreachable = |reason: String| ClientError::Unreachable {
         url: url.clone(),
         reason,
     };
+    let mut request = client.request(method, &url);
+    if let Some(credentials) = credentials {
+        request =
+            request.insert_header((awc::http::header::AUTHORIZATION, credentials.basic_header()));
+    }
     let sent = match body {
-        Some(body) => client.request(method, &url).send_json(&body).await,
-        None => client.request(method, &url).send().await,
+        Some(body) => request.send_json(&body).await,
+        None => request.send().await,
     };
     let mut response = sent.map_err(|e| unreachable(e.to_string()))?;
     let body = response
@@ -74,11 +122,7 @@ async fn request_with(
 
 /// `maintd status`.
 pub async fn status(args: &StatusArgs) -> Result<String, ClientError> {
-    let value = request(
-        awc::http::Method::GET,
-        format!("{}/1/status", base(&args.client)),
-    )
-    .await?;
+    let value = request(&args.client, awc::http::Method::GET, "/1/status").await?;
     if args.client.json {
         return Ok(format!("{value:#}\n"));
     }
@@ -105,8 +149,9 @@ pub async fn status(args: &StatusArgs) -> Result<String, ClientError> {
 /// `maintd info <uuid>`.
 pub async fn info(args: &ClientArgs, uuid: &str) -> Result<String, ClientError> {
     let value = request(
+        args,
         awc::http::Method::GET,
-        format!("{}/1/incidents/{uuid}", base(args)),
+        &format!("/1/incidents/{uuid}"),
     )
     .await?;
     Ok(if args.json {
@@ -118,11 +163,12 @@ pub async fn info(args: &ClientArgs, uuid: &str) -> Result<String, ClientError> 
 
 /// `maintd cancel <uuid>`.
 pub async fn cancel(args: &ClientArgs, uuid: &str) -> Result<String, ClientError> {
-    let url = format!(
-        "{}/1/incidents/{uuid}/cancel",
-        args.url.trim_end_matches('/')
-    );
-    let value = request(awc::http::Method::POST, url).await?;
+    let value = request(
+        args,
+        awc::http::Method::POST,
+        &format!("/1/incidents/{uuid}/cancel"),
+    )
+    .await?;
     Ok(if args.json {
         format!("{value:#}\n")
     } else {
@@ -194,12 +240,7 @@ fn base(args: &ClientArgs) -> &str {
 /// `maintd pause [--reason TEXT]`.
 pub async fn pause(args: &ClientArgs, reason: Option<String>) -> Result<String, ClientError> {
     let body = serde_json::json!({ "reason": reason });
-    let value = request_with(
-        awc::http::Method::POST,
-        format!("{}/1/pause", base(args)),
-        Some(body),
-    )
-    .await?;
+    let value = request_with(args, awc::http::Method::POST, "/1/pause", Some(body)).await?;
     Ok(if args.json {
         format!("{value:#}\n")
     } else {
@@ -209,7 +250,7 @@ pub async fn pause(args: &ClientArgs, reason: Option<String>) -> Result<String, 
 
 /// `maintd resume`.
 pub async fn resume(args: &ClientArgs) -> Result<String, ClientError> {
-    let value = request(awc::http::Method::POST, format!("{}/1/resume", base(args))).await?;
+    let value = request(args, awc::http::Method::POST, "/1/resume").await?;
     Ok(if args.json {
         format!("{value:#}\n")
     } else {
@@ -219,7 +260,7 @@ pub async fn resume(args: &ClientArgs) -> Result<String, ClientError> {
 
 /// `maintd safety`.
 pub async fn safety(args: &ClientArgs) -> Result<String, ClientError> {
-    let value = request(awc::http::Method::GET, format!("{}/1/safety", base(args))).await?;
+    let value = request(args, awc::http::Method::GET, "/1/safety").await?;
     Ok(if args.json {
         format!("{value:#}\n")
     } else {

@@ -155,6 +155,12 @@ pub struct DaemonArgs {
     /// This node's name (default: the host name).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Serve plain HTTP instead of HTTPS (api.ssl = false), as ganeti-rapi's --no-ssl.
+    #[arg(long)]
+    pub no_ssl: bool,
+    /// Reads need a user too (api.require_authentication), as ganeti-rapi's flag.
+    #[arg(long)]
+    pub require_authentication: bool,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -240,12 +246,22 @@ pub struct SimArgs {
 /// Where a client finds maintd.
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
-    /// Base URL of maintd's HTTP API.
-    #[arg(long, default_value = "http://127.0.0.1:1816")]
+    /// Base URL of maintd's HTTP API (http:// when it runs with --no-ssl or as `maintd sim`).
+    #[arg(long, default_value = "https://127.0.0.1:1816")]
     pub url: String,
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
+    /// User of Ganeti's RAPI users file (cancel, pause and resume need one with the write
+    /// option).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// File whose first line is the user's password.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// The certificate maintd's HTTPS API must present (pinned; Ganeti's by default).
+    #[arg(long, value_name = "FILE", default_value = "/var/lib/ganeti/rapi.pem")]
+    pub certificate: PathBuf,
 }
 
 /// `maintd status`.
@@ -313,6 +329,12 @@ impl DaemonArgs {
         }
         if let Some(url) = &self.diagnose_url {
             settings.monitoring.diagnose_url.clone_from(url);
+        }
+        if self.no_ssl {
+            settings.api.ssl = false;
+        }
+        if self.require_authentication {
+            settings.api.require_authentication = true;
         }
         settings.validate().map_err(|e| e.to_string())?;
         Ok(settings)

@@ -296,8 +296,11 @@ impl Refused {
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        let mut response =
-            response.json(json!({"code": self.status.as_u16(), "message": self.why}));
+        // The shape of every error of the API.
+        let mut response = response.json(json!({
+            "error": self.status.canonical_reason().unwrap_or("error"),
+            "message": self.why,
+        }));
         // For the refusal log (with the client's address, rate-limited per client).
         response.extensions_mut().insert(Refusal(self.why));
         response
@@ -424,7 +427,7 @@ mod tests {
         assert_eq!(answers[5].1["user"], "reader");
         let challenge = format!("Basic realm=\"{REALM}\"");
         assert_eq!(answers[1].2.as_deref(), Some(challenge.as_str()));
-        assert_eq!(answers[1].1["code"], 401);
+        assert_eq!(answers[1].1["error"], "Unauthorized");
         assert!(answers[3].1["message"]
             .as_str()
             .unwrap()

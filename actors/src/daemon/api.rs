@@ -8,7 +8,7 @@ use actix::{prelude::*, WeakAddr};
 use actix_web::{
     http::StatusCode,
     web::{self, Bytes, Data, Path, Query},
-    App, HttpRequest, HttpResponse,
+    App, HttpMessage, HttpRequest, HttpResponse,
 };
 use maintd::{
     clock::Clock,
@@ -19,6 +19,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
+    daemon::access::{check_access, ApiAccess, ApiUserName},
     daemon::messages::{
         CancelIncident, CancelRefused, GetHistory, GetIncident, GetPlan, GetSafety, GetStatus,
         Pause, Resume, StatusView,
@@ -197,11 +198,16 @@ async fn incident(link: Data<RegistryLink>, uuid: Path<String>) -> Result<HttpRe
     }))
 }
 
-/// Who made an API request, for history entries: the client's address.
+/// Who made an API request, for history entries: the user (when authenticated) and the
+/// client's address.
 fn client_of(request: &HttpRequest) -> String {
-    match request.peer_addr() {
+    let address = match request.peer_addr() {
         Some(addr) => format!("api client {}", addr.ip()),
         None => "api client (unknown address)".into(),
+    };
+    match request.extensions().get::<ApiUserName>() {
+        Some(ApiUserName(user)) => format!("user {user} ({address})"),
+        None => address,
     }
 }
 
@@ -385,10 +391,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/1/resume", web::post().to(resume));
 }
 
-/// The app as served, for the server and for tests.
+/// The app as served, for the server and for tests: every request passes `access`.
 pub fn app(
     link: RegistryLink,
     clock: Clock,
+    access: Arc<ApiAccess>,
 ) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -406,8 +413,11 @@ pub fn app(
             web::JsonConfig::default()
                 .error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()),
         )
+        .app_data(Data::from(access))
         .configure(configure)
         .default_service(web::to(not_found))
+        // Inside the refusal log, so that refused logins are logged with the client.
+        .wrap(actix_web::middleware::from_fn(check_access))
         .wrap(actix_web::middleware::from_fn(log_refusals))
 }
 
@@ -420,8 +430,9 @@ pub fn serve(
     link: RegistryLink,
     clock: Clock,
     limits: HttpLimits,
+    access: Arc<ApiAccess>,
 ) -> std::io::Result<WebActor> {
     HttpServerActor::serve(listeners, "maintd API", limits, move || {
-        app(link.clone(), clock)
+        app(link.clone(), clock, access.clone())
     })
 }

@@ -33,6 +33,7 @@ use super::{
     supervisor::SupervisorDeps,
 };
 use crate::{
+    daemon::access::{AllowedHosts, ApiAccess, UsersFile, UsersSource},
     http_server::{HttpLimits, Listeners},
     startup,
 };
@@ -189,6 +190,57 @@ pub struct Identity {
     pub node_name: String,
     /// Where the list of master candidates comes from.
     pub candidates: CandidateSource,
+    /// Who may use the API.
+    pub api: ApiMode,
+}
+
+/// Who may use the API, and how it is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiMode {
+    /// As `[api]` says: users from Ganeti's RAPI users file, HTTPS with its certificate.
+    Configured,
+    /// Everyone, over plain HTTP: `maintd sim`, which listens on loopback.
+    Open,
+}
+
+/// The access rules and listening sockets of the API under `mode`: the errors name the
+/// setting at fault, so that maintd stops at start with one clear line.
+fn api_access(
+    settings: &Settings,
+    mode: ApiMode,
+    node_name: &str,
+    listeners: Listeners,
+) -> Result<(ApiAccess, Listeners), String> {
+    if mode == ApiMode::Open {
+        return Ok((ApiAccess::open(), listeners));
+    }
+    let api = &settings.api;
+    let users = UsersFile::open(std::path::Path::new(&api.users_file))
+        .map_err(|e| format!("api.users_file: {e}"))?;
+    // This node's names and the cluster's (a browser reaches the master by either).
+    let short = node_name.split('.').next().unwrap_or(node_name).to_owned();
+    let cluster =
+        maintd::backend::ssconf::cluster_name(std::path::Path::new(&settings.cluster.ssconf_dir));
+    let hosts = AllowedHosts::new(
+        api.allowed_hosts
+            .iter()
+            .cloned()
+            .chain([node_name.to_owned(), short])
+            .chain(cluster),
+    );
+    let listeners = if api.ssl {
+        let tls = maintd::backend::tls::server_config(std::path::Path::new(&api.certificate))
+            .map_err(|e| format!("api.certificate: {e}"))?;
+        listeners.with_tls(tls)
+    } else {
+        listeners
+    };
+    let access = ApiAccess::new(
+        UsersSource::File(users),
+        api.require_authentication,
+        Some(hosts),
+    );
+    Ok((access, listeners))
 }
 
 /// The daemon and its HTTP API, running.
@@ -209,8 +261,11 @@ pub fn serve(
     listen: &str,
     clock: Clock,
 ) -> Result<Serving, String> {
-    // First: a taken port stops maintd before it acts on the cluster.
+    // First: a taken port, a missing users file or an unusable certificate stops maintd
+    // before it acts on the cluster.
     let listeners = Listeners::bind(listen).map_err(|e| e.to_string())?;
+    let (access, listeners) = api_access(settings, identity.api, &identity.node_name, listeners)?;
+    let scheme = if listeners.is_tls() { "https" } else { "http" };
     let backend: Rc<dyn ClusterBackend> = match settings.cluster.backend {
         BackendKind::Luxi => {
             let luxi = LuxiConfig {
@@ -294,10 +349,16 @@ pub fn serve(
     };
     let daemon = start(settings, wiring).map_err(|e| e.to_string())?;
     let limits = HttpLimits::new(settings.daemon.max_connections);
-    let web = api::serve(listeners, daemon.link.clone(), clock, limits)
-        .map_err(|e| format!("cannot serve on {listen}: {e}"))?;
+    let web = api::serve(
+        listeners,
+        daemon.link.clone(),
+        clock,
+        limits,
+        std::sync::Arc::new(access),
+    )
+    .map_err(|e| format!("cannot serve on {listen}: {e}"))?;
     startup::say(format_args!(
-        "maintd API:       http://{}",
+        "maintd API:       {scheme}://{}",
         web.addrs.first().map(|a| a.to_string()).unwrap_or_default()
     ));
     Ok(Serving {

@@ -5,7 +5,7 @@ use maintd::{backend::replica::CandidateSource, clock::Clock, config::BackendKin
 use tracing::warn;
 
 use super::{
-    app::{self, Identity},
+    app::{self, ApiMode, Identity},
     election::{MasterCheck, VoteSettings},
     messages::Shutdown,
 };
@@ -50,6 +50,7 @@ pub fn run(args: DaemonArgs) -> Result<u8, String> {
         master_check,
         node_name,
         candidates,
+        api: ApiMode::Configured,
     };
     let code = startup::run_system(
         move || {

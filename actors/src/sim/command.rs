@@ -13,7 +13,7 @@ use super::serve;
 use crate::{
     cli::SimArgs,
     daemon::{
-        app::{self, Identity},
+        app::{self, ApiMode, Identity},
         election::MasterCheck,
         messages::Shutdown,
     },
@@ -101,8 +101,13 @@ pub fn run(args: SimArgs) -> Result<u8, String> {
                 // The simulator's nodes have no agents: copies only where the settings
                 // list them.
                 candidates: CandidateSource::Listed(settings.replication.candidates.clone()),
+                // The simulator listens on loopback: rehearsals stay one command.
+                api: ApiMode::Open,
             };
             let serving = app::serve(&settings, identity, &args.listen, clock)?;
+            say(format_args!(
+                "  (maintd's API is open and plain HTTP here: no users, no TLS, loopback only)"
+            ));
             say(format_args!(
                 "  state dir:      {}",
                 settings.daemon.state_dir

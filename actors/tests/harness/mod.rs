@@ -141,7 +141,12 @@ impl Harness {
     /// Call maintd's HTTP API with a request body: (status, JSON body).
     pub async fn api_with_body(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
         let link = self.daemon.as_ref().expect("daemon running").link.clone();
-        let app = web_test::init_service(api::app(link, self.clock)).await;
+        let app = web_test::init_service(api::app(
+            link,
+            self.clock,
+            std::sync::Arc::new(maintd_actors::daemon::access::ApiAccess::open()),
+        ))
+        .await;
         let request = match method {
             "GET" => web_test::TestRequest::get(),
             "POST" => web_test::TestRequest::post(),

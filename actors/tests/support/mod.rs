@@ -32,6 +32,27 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// Reason-trail source of maintd's jobs.
 pub const MAINTD_SOURCE: &str = "gnt:daemon:maintd";
 pub const SIGKILL: i32 = 9;
+/// The API user every test daemon knows (with the write option), and its password.
+pub const API_USER: &str = "operator";
+pub const API_PASSWORD: &str = "maintd-test-secret";
+
+/// A users file naming [`API_USER`] with the write option, next to `log`; its path.
+pub fn api_users_file(log: &Path) -> PathBuf {
+    let users = log.with_file_name("api-users");
+    std::fs::write(
+        &users,
+        format!("{API_USER} {API_PASSWORD} write\nreader reader-secret read\n"),
+    )
+    .expect("users file");
+    users
+}
+
+/// A file holding [`API_PASSWORD`], for the clients' `--password-file`; its path.
+pub fn api_password_file(dir: &Path) -> PathBuf {
+    let file = dir.join("api-password");
+    std::fs::write(&file, format!("{API_PASSWORD}\n")).expect("password file");
+    file
+}
 
 // ----- waiting -----
 
@@ -95,6 +116,10 @@ impl Proc {
                 "MAINTD__CLUSTER__SSCONF_DIR",
                 "/nonexistent/maintd-tests/ssconf",
             )
+            // The API over plain HTTP on loopback, with a users file of the test's own
+            // (a test that wants HTTPS or other users overrides these).
+            .env("MAINTD__API__SSL", "false")
+            .env("MAINTD__API__USERS_FILE", api_users_file(log))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -252,9 +277,14 @@ pub fn http_text(
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or_default();
+    let credentials = maintd::auth::Credentials {
+        user: API_USER.into(),
+        password: API_PASSWORD.into(),
+    };
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        credentials.basic_header(),
         body.len()
     )?;
     let mut raw = Vec::new();

@@ -217,10 +217,12 @@ fn trust_error(error: TlsError, pinned: Option<&Path>, ca: Option<&Path>) -> Rap
             path: file(ca, "(CA)"),
             reason,
         },
-        TlsError::ClientKey(_) | TlsError::Protocol(_) => RapiSetupError::Certificate {
-            path: "(TLS)".into(),
-            reason,
-        },
+        TlsError::ClientKey(_) | TlsError::ServerPem(_) | TlsError::Protocol(_) => {
+            RapiSetupError::Certificate {
+                path: "(TLS)".into(),
+                reason,
+            }
+        }
     }
 }
 
