@@ -278,22 +278,7 @@ fn a_taken_port_exits_1_with_one_line_and_nothing_started() {
     let commands: [(&str, Vec<String>); 3] = [
         (
             "daemon",
-            [
-                "daemon",
-                "-f",
-                "--no-voting",
-                "--yes-do-it",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "--luxi-socket",
-                &state("no-socket"),
-                "--state-dir",
-                &state("daemon"),
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+            clusterless_daemon_args(base, &port, &base.join("daemon")),
         ),
         (
             "agent",
@@ -365,22 +350,8 @@ fn log_formats_json_and_the_journal() {
         let log = dir.path().join(format!("{name}.log"));
         std::fs::write(&log, "").expect("log file");
         let meta = std::fs::metadata(&log).expect("log file");
-        let mut args: Vec<String> = [
-            "daemon",
-            "-f",
-            "--no-voting",
-            "--yes-do-it",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "--luxi-socket",
-            &path(&dir.path().join("no-socket")),
-            "--state-dir",
-            &path(&dir.path().join(name)),
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let mut args: Vec<String> =
+            clusterless_daemon_args(dir.path(), "0", &dir.path().join(name));
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let env: Vec<(&str, String)> = match journal {
             Some("this") => vec![("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))],
@@ -556,22 +527,7 @@ fn a_missing_users_file_or_a_bad_certificate_exits_1_naming_the_setting() {
         ),
     ];
     for (name, env, setting) in cases {
-        let args: Vec<String> = [
-            "daemon",
-            "-f",
-            "--no-voting",
-            "--yes-do-it",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "--luxi-socket",
-            &path(&dir.path().join("no-socket")),
-            "--state-dir",
-            &path(&dir.path().join(name)),
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let args: Vec<String> = clusterless_daemon_args(dir.path(), "0", &dir.path().join(name));
         let mut proc =
             Proc::spawn_with_env(name, &args, &env, &dir.path().join(format!("{name}.log")));
         let status = proc.wait_exit(within(60));

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{http, path, within, Proc};
+use support::{clusterless_daemon_args, http, path, within, Proc};
 
 /// The test's end of `NOTIFY_SOCKET`.
 struct NotifySocket {
@@ -70,22 +70,7 @@ fn signal(proc: &Proc, signal: &str) {
 
 /// A daemon that needs no cluster: it serves its API on a free loopback port.
 fn daemon_args(dir: &Path) -> Vec<String> {
-    [
-        "daemon",
-        "-f",
-        "--no-voting",
-        "--yes-do-it",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        "0",
-        "--luxi-socket",
-        &path(&dir.join("no-socket")),
-        "--state-dir",
-        &path(&dir.join("state")),
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    clusterless_daemon_args(dir, "0", &dir.join("state"))
 }
 
 /// Run `args` with a notify socket and a 300 ms watchdog; check READY=1 (once `label`'s

@@ -259,6 +259,28 @@ pub fn http_ok(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Va
     }
 }
 
+/// `maintd daemon` without a cluster (its Luxi socket `dir/no-socket` does not exist)
+/// on loopback `port`, its state in `state`, the master check skipped: it serves its API
+/// all the same, which is all some tests need.
+pub fn clusterless_daemon_args(dir: &Path, port: &str, state: &Path) -> Vec<String> {
+    [
+        "daemon",
+        "-f",
+        "--no-voting",
+        "--yes-do-it",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        port,
+        "--luxi-socket",
+        &path(&dir.join("no-socket")),
+        "--state-dir",
+        &path(state),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// A path as a command-line argument.
 pub fn path(p: &Path) -> String {
     p.display().to_string()
