@@ -40,14 +40,9 @@ async fn idle_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     idle
 }
 
-#[actix_rt::test]
-async fn clients_beyond_the_cap_wait_for_a_free_slot() {
-    // Idle clients are never timed out here: only freeing a slot can let a request in.
-    let limits = HttpLimits {
-        max_connections: 3,
-        client_request_timeout: Duration::from_secs(600),
-        keep_alive: Duration::from_secs(600),
-    };
+/// maintd's API, open to all, on a free loopback port within `limits`: its address, and
+/// the server (stopped when dropped).
+fn serve_open_api(limits: HttpLimits) -> (SocketAddr, actix::Addr<api::WebActor>) {
     let server = api::serve(
         Listeners::bind("127.0.0.1:0").expect("a free port"),
         api::RegistryLink::default(),
@@ -57,7 +52,18 @@ async fn clients_beyond_the_cap_wait_for_a_free_slot() {
     )
     .expect("bind");
     let addr = server.addrs[0];
-    let _server = server.start();
+    (addr, server.start())
+}
+
+#[actix_rt::test]
+async fn clients_beyond_the_cap_wait_for_a_free_slot() {
+    // Idle clients are never timed out here: only freeing a slot can let a request in.
+    let limits = HttpLimits {
+        max_connections: 3,
+        client_request_timeout: Duration::from_secs(600),
+        keep_alive: Duration::from_secs(600),
+    };
+    let (addr, _server) = serve_open_api(limits);
 
     let mut idle = idle_connections(addr, 3).await;
     let request = get_root(addr);
@@ -86,16 +92,7 @@ async fn idle_clients_over_the_cap_do_not_lock_out_a_fresh_request() {
         client_request_timeout: Duration::from_secs(1),
         keep_alive: Duration::from_secs(1),
     };
-    let server = api::serve(
-        Listeners::bind("127.0.0.1:0").expect("a free port"),
-        api::RegistryLink::default(),
-        Clock::new(),
-        limits,
-        std::sync::Arc::new(maintd_actors::daemon::access::ApiAccess::open()),
-    )
-    .expect("bind");
-    let addr = server.addrs[0];
-    let _server = server.start();
+    let (addr, _server) = serve_open_api(limits);
 
     // Three times the cap in clients that connect and say nothing.
     let _idle = idle_connections(addr, 12).await;
