@@ -52,6 +52,26 @@ impl HttpLimits {
 /// Connections a listening socket queues before they are accepted (actix-web's default).
 const BACKLOG: i32 = 1024;
 
+/// An address to listen on and the setting that chose it, which a start error names so
+/// that the operator knows what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddress {
+    /// `host:port`.
+    pub address: String,
+    /// The setting or flag it came from, e.g. `agent.listen`.
+    pub setting: &'static str,
+}
+
+impl ListenAddress {
+    /// `address`, chosen by `setting`.
+    pub fn new(address: impl Into<String>, setting: &'static str) -> Self {
+        ListenAddress {
+            address: address.into(),
+            setting,
+        }
+    }
+}
+
 /// The listening sockets of a server, bound before anything else starts: a taken port
 /// then stops the program before it has done anything.
 #[derive(Debug)]
@@ -88,6 +108,11 @@ impl Listeners {
             sockets,
             tls: None,
         })
+    }
+
+    /// Bind `listen`; the error is one line that names its setting and the address.
+    pub fn bind_setting(listen: &ListenAddress) -> Result<Listeners, String> {
+        Listeners::bind(&listen.address).map_err(|e| format!("{}: {e}", listen.setting))
     }
 
     /// Serve HTTPS on these sockets with `tls`.

@@ -262,7 +262,7 @@ fn kill_9_at_any_instant_loses_nothing_and_submits_nothing_twice() {
 }
 
 /// A taken port stops the daemon, the agent and the simulator at once: exit code 1, one
-/// line naming the address, no panic, and neither maintd's work nor the agent's started
+/// line naming the setting and the address, no panic, and neither maintd's work nor the agent's started
 /// before it (the simulator serves its simulated cluster first).
 #[test]
 fn a_taken_port_exits_1_with_one_line_and_nothing_started() {
@@ -275,13 +275,15 @@ fn a_taken_port_exits_1_with_one_line_and_nothing_started() {
         .unwrap_or_default();
     let base = dir.path();
     let state = |name: &str| path(&base.join(name));
-    let commands: [(&str, Vec<String>); 3] = [
+    let commands: [(&str, &str, Vec<String>); 3] = [
         (
             "daemon",
+            "daemon.bind, daemon.port: ",
             clusterless_daemon_args(base, &port, &base.join("daemon")),
         ),
         (
             "agent",
+            "agent.listen: ",
             [
                 "agent",
                 "--listen",
@@ -296,6 +298,7 @@ fn a_taken_port_exits_1_with_one_line_and_nothing_started() {
         ),
         (
             "sim",
+            "--listen: ",
             [
                 "sim",
                 "--listen",
@@ -311,7 +314,7 @@ fn a_taken_port_exits_1_with_one_line_and_nothing_started() {
             .to_vec(),
         ),
     ];
-    for (name, args) in &commands {
+    for (name, setting, args) in &commands {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (status, _, log) = run(base, name, &args);
         assert_eq!(status.code(), Some(1), "{name}: {status}; log:\n{log}");
@@ -321,6 +324,10 @@ fn a_taken_port_exits_1_with_one_line_and_nothing_started() {
             .collect();
         assert_eq!(lines.len(), 1, "{name}: one line names the address: {log}");
         assert!(lines[0].contains(&at), "{name}: {log}");
+        assert!(
+            lines[0].contains(&format!("{setting}cannot listen on {at}")),
+            "{name}: the line names the setting {setting:?}: {log}"
+        );
         assert!(!log.contains("panic"), "{name} panicked: {log}");
         for started in ["starting maintenance work", "diagnose result"] {
             assert!(

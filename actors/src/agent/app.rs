@@ -26,7 +26,7 @@ use crate::{
     agent::api::{AgentContext, AgentWeb},
     agent::diagnose_collector::{CollectorConfig, DiagnoseCollector},
     agent::repair_executor::{RepairConfig, RepairExecutor, EXECUTIONS_FILE},
-    http_server::{HttpLimits, Listeners},
+    http_server::{HttpLimits, ListenAddress, Listeners},
 };
 
 /// The running agent.
@@ -49,7 +49,7 @@ pub fn start(
     clock: Clock,
 ) -> Result<Agent, String> {
     // First: a taken port stops the agent before it restores or runs anything.
-    let listeners = Listeners::bind(&settings.listen).map_err(|e| e.to_string())?;
+    let listeners = Listeners::bind_setting(&ListenAddress::new(&settings.listen, "agent.listen"))?;
     let store = JsonStore::open(&PathBuf::from(&settings.state_dir), EXECUTIONS_FILE)
         .map_err(|e| e.to_string())?;
     let document = store.load().map_err(|e| e.to_string())?;

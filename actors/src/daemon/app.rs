@@ -34,7 +34,7 @@ use super::{
 };
 use crate::{
     daemon::access::{AllowedHosts, ApiAccess, UsersFile, UsersSource},
-    http_server::{HttpLimits, Listeners},
+    http_server::{HttpLimits, ListenAddress, Listeners},
     startup,
 };
 
@@ -258,12 +258,12 @@ pub struct Serving {
 pub fn serve(
     settings: &Settings,
     identity: Identity,
-    listen: &str,
+    listen: &ListenAddress,
     clock: Clock,
 ) -> Result<Serving, String> {
     // First: a taken port, a missing users file or an unusable certificate stops maintd
     // before it acts on the cluster.
-    let listeners = Listeners::bind(listen).map_err(|e| e.to_string())?;
+    let listeners = Listeners::bind_setting(listen)?;
     let (access, listeners) = api_access(settings, identity.api, &identity.node_name, listeners)?;
     let scheme = if listeners.is_tls() { "https" } else { "http" };
     let backend: Rc<dyn ClusterBackend> = match settings.cluster.backend {
@@ -356,7 +356,7 @@ pub fn serve(
         limits,
         std::sync::Arc::new(access),
     )
-    .map_err(|e| format!("cannot serve on {listen}: {e}"))?;
+    .map_err(|e| format!("cannot serve on {}: {e}", listen.address))?;
     startup::say(format_args!(
         "maintd API:       {scheme}://{}",
         web.addrs.first().map(|a| a.to_string()).unwrap_or_default()

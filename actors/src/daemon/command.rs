@@ -9,7 +9,7 @@ use super::{
     election::{MasterCheck, VoteSettings},
     messages::Shutdown,
 };
-use crate::{cli::DaemonArgs, service_manager, startup, telemetry};
+use crate::{cli::DaemonArgs, http_server::ListenAddress, service_manager, startup, telemetry};
 
 /// Run `maintd daemon`; the exit code (11: not the master, as Ganeti's daemons).
 pub fn run(args: DaemonArgs) -> Result<u8, String> {
@@ -54,7 +54,10 @@ pub fn run(args: DaemonArgs) -> Result<u8, String> {
     };
     let code = startup::run_system(
         move || {
-            let listen = format!("{}:{}", settings.daemon.bind, settings.daemon.port);
+            let listen = ListenAddress::new(
+                format!("{}:{}", settings.daemon.bind, settings.daemon.port),
+                "daemon.bind, daemon.port",
+            );
             let serving = app::serve(&settings, identity, &listen, Clock::new())?;
             // The API listens: systemd may start what comes after maintd.
             service_manager::ready();

@@ -17,6 +17,7 @@ use crate::{
         election::MasterCheck,
         messages::Shutdown,
     },
+    http_server::ListenAddress,
     startup::{self, say},
     telemetry,
 };
@@ -104,7 +105,12 @@ pub fn run(args: SimArgs) -> Result<u8, String> {
                 // The simulator listens on loopback: rehearsals stay one command.
                 api: ApiMode::Open,
             };
-            let serving = app::serve(&settings, identity, &args.listen, clock)?;
+            let serving = app::serve(
+                &settings,
+                identity,
+                &ListenAddress::new(&args.listen, "--listen"),
+                clock,
+            )?;
             say(format_args!(
                 "  (maintd's API is open and plain HTTP here: no users, no TLS, loopback only)"
             ));

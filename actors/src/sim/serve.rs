@@ -60,7 +60,12 @@ pub fn serve_signed(
     if let Some(dir) = luxi_socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let listener = UnixListener::bind(&luxi_socket)?;
+    let listener = UnixListener::bind(&luxi_socket).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}: {e}", luxi_socket.display()),
+        )
+    })?;
     actix::spawn(luxi_server::serve(
         listener,
         sim.clone(),
@@ -77,7 +82,8 @@ pub fn serve_signed(
     })
     .workers(1)
     .disable_signals()
-    .bind(http_listen)?;
+    .bind(http_listen)
+    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {http_listen}: {e}")))?;
     let http = server
         .addrs()
         .first()
