@@ -262,3 +262,49 @@ fn prometheus_gets_openmetrics() {
         assert!(body.contains("# TYPE maintd_polls counter"), "{body}");
     });
 }
+
+#[actix_rt::test]
+async fn with_required_authentication_a_scrape_needs_a_user() {
+    use actix_web::test as web_test;
+    use maintd_actors::daemon::{
+        access::{ApiAccess, UsersFile, UsersSource},
+        api,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "prometheus scrape-secret read\n").unwrap();
+    let access = ApiAccess::new(
+        UsersSource::File(UsersFile::open(&users).unwrap()),
+        true,
+        None,
+    );
+    let app = web_test::init_service(api::app(
+        api::RegistryLink::default(),
+        maintd::clock::Clock::new(),
+        std::sync::Arc::new(access),
+        std::sync::Arc::new(maintd::metrics::Metrics::new()),
+    ))
+    .await;
+    let scrape = |authorization: Option<String>| {
+        let mut request = web_test::TestRequest::get()
+            .uri("/metrics")
+            .peer_addr("127.0.0.9:40000".parse().unwrap());
+        if let Some(value) = authorization {
+            request = request.insert_header(("Authorization", value));
+        }
+        request.to_request()
+    };
+    let refused = web_test::call_service(&app, scrape(None)).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let credentials = maintd::auth::Credentials {
+        user: "prometheus".into(),
+        password: "scrape-secret".into(),
+    };
+    let served = web_test::call_service(&app, scrape(Some(credentials.basic_header()))).await;
+    assert_eq!(served.status(), StatusCode::OK);
+    let body = actix_web::body::to_bytes(served.into_body()).await.unwrap();
+    let samples = maintd::metrics::parse_exposition(&String::from_utf8_lossy(&body)).unwrap();
+    // Not master: the registry is not there.
+    assert_eq!(value(&samples, "maintd_is_master", &[]), 0.0);
+}
