@@ -19,11 +19,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+// The scrape's state gauges (GET /metrics).
+use crate::daemon::messages::GetMetricsState;
 use crate::{
     daemon::access::{check_access, ApiAccess, ApiUserName},
     daemon::messages::{
-        CancelIncident, CancelRefused, GetHistory, GetIncident, GetMetricsState, GetPlan,
-        GetSafety, GetStatus, Pause, Resume, StatusView,
+        CancelIncident, CancelRefused, GetHistory, GetIncident, GetPlan, GetSafety, GetStatus,
+        Pause, Resume, StatusView,
     },
     daemon::registry::EventRegistry,
     http_server::{log_refusals, HttpLimits, HttpServerActor, Listeners, PeerLog},

@@ -22,12 +22,13 @@ use tracing::{error, info, warn};
 
 use crate::daemon::messages::{
     AwaitDurable, BreakerView, CancelIncident, CancelRefused, ExtendRound, GetHistory, GetIncident,
-    GetMetricsState, GetPlan, GetRecovery, GetRoundFinished, GetSafety, GetStatus, IncidentNote,
-    JobStatusesSeen, JobToSubmit, JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView,
-    NotDurable, Pause, PlanContext, PlanView, Planned, PlannedJobView, Reconcile, Recovery,
-    ReplicationChanged, Resume, SafetyView, Shutdown, StartRound, StateSaved, StatusView,
-    SubmissionLost,
+    GetPlan, GetRecovery, GetRoundFinished, GetSafety, GetStatus, IncidentNote, JobStatusesSeen,
+    JobToSubmit, JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, NotDurable, Pause,
+    PlanContext, PlanView, Planned, PlannedJobView, Reconcile, Recovery, ReplicationChanged,
+    Resume, SafetyView, Shutdown, StartRound, StateSaved, StatusView, SubmissionLost,
 };
+// The scrape's state gauges (GET /metrics).
+use crate::daemon::messages::GetMetricsState;
 
 /// Name of the state file inside the state directory.
 pub const STATE_FILE: &str = "state.json";
