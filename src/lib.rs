@@ -19,6 +19,7 @@
 //! - [`auth`]: who may use maintd's API, from Ganeti's RAPI users file.
 //! - [`signing`]: confd-style HMAC signing with the cluster's `hmac.key`.
 //! - [`store`]: crash-safe persistence of the daemon's state.
+//! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
 //! - [`config`]: settings, with `config/default.toml` as the documented reference.
 //! - [`clock`]: wall-clock time that follows the runtime's (possibly virtual) clock.
 //! - [`backoff`]: capped exponential backoff for restarts and retries.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod daemon;
 pub mod htools;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod planner;
 pub mod protocol;

@@ -49,6 +49,7 @@ fn serve_open_api(limits: HttpLimits) -> (SocketAddr, actix::Addr<api::WebActor>
         Clock::new(),
         limits,
         std::sync::Arc::new(maintd_actors::daemon::access::ApiAccess::open()),
+        std::sync::Arc::new(maintd::metrics::Metrics::new()),
     )
     .expect("bind");
     let addr = server.addrs[0];

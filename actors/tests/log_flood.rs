@@ -84,6 +84,7 @@ async fn a_garbage_flood_costs_a_few_lines_and_a_count() {
         Clock::new(),
         HttpLimits::new(16),
         std::sync::Arc::new(maintd_actors::daemon::access::ApiAccess::open()),
+        std::sync::Arc::new(maintd::metrics::Metrics::new()),
     )
     .expect("bind");
     let addr = server.addrs[0];

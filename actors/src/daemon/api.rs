@@ -12,12 +12,15 @@ use actix_web::{
 };
 use maintd::{
     clock::Clock,
+    metrics::{Exposition, Metrics},
     model::incident::{CancelError, Incident},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+// The scrape's state gauges (GET /metrics).
+use crate::daemon::messages::GetMetricsState;
 use crate::{
     daemon::access::{check_access, ApiAccess, ApiUserName},
     daemon::messages::{
@@ -365,6 +368,28 @@ async fn cancel(
     }
 }
 
+/// `GET /metrics`: Prometheus' scrape, in the format the client asks for; the state
+/// gauges come from the registry at each scrape, and only while this node is master.
+async fn metrics(
+    request: HttpRequest,
+    link: Data<RegistryLink>,
+    metrics: Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let state = match link.ask(GetMetricsState).await {
+        Ok(state) => Some(state),
+        Err(ApiError::NotMaster) => None,
+        Err(e) => return Err(e),
+    };
+    let accept = request
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = Exposition::from_accept(accept);
+    Ok(HttpResponse::Ok()
+        .content_type(format.content_type())
+        .body(metrics.encode(state.as_ref(), format)))
+}
+
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such resource".into()))
 }
@@ -374,10 +399,11 @@ fn parse_uuid(text: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("{text:?} is not an incident uuid")))
 }
 
-/// The API's routes; `link` and `clock` must be registered as app data.
+/// The API's routes; `link`, `clock` and the [`Metrics`] must be registered as app data.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(versions))
         .route("/1", web::get().to(version_root))
+        .route("/metrics", web::get().to(metrics))
         .route("/1/status", web::get().to(status))
         .route("/1/jobs", web::get().to(jobs))
         .route("/1/evacuated", web::get().to(evacuated))
@@ -391,11 +417,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/1/resume", web::post().to(resume));
 }
 
-/// The app as served, for the server and for tests: every request passes `access`.
+/// The app as served, for the server and for tests: every request passes `access`;
+/// `/metrics` serves `metrics`.
 pub fn app(
     link: RegistryLink,
     clock: Clock,
     access: Arc<ApiAccess>,
+    metrics: Arc<Metrics>,
 ) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -414,6 +442,7 @@ pub fn app(
                 .error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()),
         )
         .app_data(Data::from(access))
+        .app_data(Data::from(metrics))
         .configure(configure)
         .default_service(web::to(not_found))
         // Inside the refusal log, so that refused logins are logged with the client.
@@ -431,8 +460,9 @@ pub fn serve(
     clock: Clock,
     limits: HttpLimits,
     access: Arc<ApiAccess>,
+    metrics: Arc<Metrics>,
 ) -> std::io::Result<WebActor> {
     HttpServerActor::serve(listeners, "maintd API", limits, move || {
-        app(link.clone(), clock, access.clone())
+        app(link.clone(), clock, access.clone(), metrics.clone())
     })
 }

@@ -1,7 +1,7 @@
 //! The single place that wires the daemon's actor graph: from the settings ([`serve`],
 //! for `maintd daemon` and `maintd sim`) or from parts the tests provide ([`start`]).
 
-use std::{path::PathBuf, rc::Rc};
+use std::{path::PathBuf, rc::Rc, sync::Arc};
 
 use actix::prelude::*;
 use maintd::{
@@ -16,6 +16,7 @@ use maintd::{
     backoff::Backoff,
     clock::Clock,
     config::{BackendKind, PlannerEngine, RepairMethod, Settings},
+    metrics::{Metrics, TimedPlanner},
     model::incident::{MaintenanceState, StatePolicy},
     planner::{HtoolsPlanner, Planner, SimplePlanner},
     signing::KeySource,
@@ -64,19 +65,23 @@ pub struct Daemon {
     pub link: RegistryLink,
     /// While on, every save of the state fails (fault drills and tests).
     pub save_faults: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The metrics `GET /metrics` serves, shared with the actors that count events.
+    pub metrics: Arc<Metrics>,
 }
 
-/// The supervisor's dependencies from settings.
+/// The supervisor's dependencies from settings; events are counted in `metrics`.
 pub fn supervisor_deps(
     settings: &Settings,
     wiring: &Wiring,
     link: RegistryLink,
+    metrics: Arc<Metrics>,
 ) -> Result<SupervisorDeps, StoreError> {
     let store = JsonStore::open(&PathBuf::from(&settings.daemon.state_dir), STATE_FILE)?;
     let planner: Rc<dyn Planner> = match settings.planner.engine {
         PlannerEngine::Htools => Rc::new(HtoolsPlanner::new(settings.planner.htools())),
         PlannerEngine::Simple => Rc::new(SimplePlanner),
     };
+    let planner = Rc::new(TimedPlanner::new(planner, metrics.clone()));
     Ok(SupervisorDeps {
         backend: wiring.backend.clone(),
         diagnose: wiring.diagnose.clone(),
@@ -103,6 +108,7 @@ pub fn supervisor_deps(
         clock: wiring.clock,
         registry: registry_config(settings),
         replication: wiring.replication.clone(),
+        metrics,
     })
 }
 
@@ -157,13 +163,15 @@ pub fn check_state(store: &JsonStore, dir: &str) -> Result<(), StartError> {
 /// [`check_state`].
 pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StartError> {
     let link = RegistryLink::default();
+    let metrics = Arc::new(Metrics::new());
     let dir = &settings.daemon.state_dir;
-    let deps = supervisor_deps(settings, &wiring, link.clone()).map_err(|source| {
-        StartError::StateDir {
-            dir: dir.clone(),
-            source,
-        }
-    })?;
+    let deps =
+        supervisor_deps(settings, &wiring, link.clone(), metrics.clone()).map_err(|source| {
+            StartError::StateDir {
+                dir: dir.clone(),
+                source,
+            }
+        })?;
     check_state(&deps.store, dir)?;
     let save_faults = deps.store.save_fault_switch();
     let interval = settings.daemon.master_check_interval;
@@ -179,6 +187,7 @@ pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StartError> 
         election,
         link,
         save_faults,
+        metrics,
     })
 }
 
@@ -355,6 +364,7 @@ pub fn serve(
         clock,
         limits,
         std::sync::Arc::new(access),
+        daemon.metrics.clone(),
     )
     .map_err(|e| format!("cannot serve on {}: {e}", listen.address))?;
     startup::say(format_args!(

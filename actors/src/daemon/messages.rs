@@ -385,6 +385,11 @@ pub struct NodesListed {
     pub nodes: Vec<String>,
 }
 
+/// The state gauges of a `/metrics` scrape. Web → registry.
+#[derive(Message, Debug)]
+#[rtype(result = "maintd::metrics::StateSample")]
+pub struct GetMetricsState;
+
 /// Stop all work; sent when mastership is lost or the process shuts down.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]

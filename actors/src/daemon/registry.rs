@@ -2,11 +2,12 @@
 //! applies every change through the domain's state machine and persists it before
 //! answering.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use actix::{prelude::*, WeakRecipient};
 use maintd::{
     clock::Clock,
+    metrics::{Metrics, StateSample},
     model::{
         incident::{MaintenanceState, Observed, RoundPlan, StatePolicy},
         job::JobStatus,
@@ -26,6 +27,8 @@ use crate::daemon::messages::{
     PlanContext, PlanView, Planned, PlannedJobView, Reconcile, Recovery, ReplicationChanged,
     Resume, SafetyView, Shutdown, StartRound, StateSaved, StatusView, SubmissionLost,
 };
+// The scrape's state gauges (GET /metrics).
+use crate::daemon::messages::GetMetricsState;
 
 /// Name of the state file inside the state directory.
 pub const STATE_FILE: &str = "state.json";
@@ -80,18 +83,22 @@ pub struct EventRegistry {
     /// Dates the serials, which grow with time across restarts and masters: the daemon's
     /// clock is anchored at the system's time when it starts.
     clock: Clock,
+    /// Counts polls, jobs and failed saves for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 /// How often a failed save is retried.
 const SAVE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl EventRegistry {
-    /// A registry over `state`, persisting to `store`, its serials dated by `clock`.
+    /// A registry over `state`, persisting to `store`, its serials dated by `clock`,
+    /// counting its events in `metrics`.
     pub fn new(
         mut state: MaintenanceState,
         store: JsonStore,
         config: RegistryConfig,
         clock: Clock,
+        metrics: Arc<Metrics>,
     ) -> Self {
         state.policy = config.policy.clone();
         EventRegistry {
@@ -108,6 +115,7 @@ impl EventRegistry {
             durability: None,
             replication: None,
             clock,
+            metrics,
         }
     }
 
@@ -172,6 +180,7 @@ impl EventRegistry {
                 true
             }
             Err(e) => {
+                self.metrics.record_save_failure();
                 let why = e.to_string();
                 if self.unsaved.as_ref() != Some(&why) {
                     error!(target: "maintd::registry", error = %why, "could not save the maintenance state: nothing is submitted until it can be saved");
@@ -319,6 +328,7 @@ impl Handler<NodeObserved> for EventRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: NodeObserved, _: &mut Context<Self>) {
+        self.metrics.record_poll(&msg.node, msg.report.is_ok());
         let poll = self
             .polls
             .entry(msg.node.clone())
@@ -548,6 +558,8 @@ impl Handler<JobsSubmitted> for EventRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: JobsSubmitted, _: &mut Context<Self>) {
+        self.metrics
+            .record_jobs_submitted(msg.results.iter().filter(|(_, r)| r.is_ok()).count());
         for (key, result) in msg.results {
             match &result {
                 Ok(id) => info!(target: "maintd::registry", %key, job = %id, "job submitted"),
@@ -573,6 +585,8 @@ impl Handler<JobStatusesSeen> for EventRegistry {
     type Result = MessageResult<JobStatusesSeen>;
 
     fn handle(&mut self, msg: JobStatusesSeen, _: &mut Context<Self>) -> Self::Result {
+        let round_was_running = !self.state.round_finished();
+        self.metrics.record_job_statuses(&msg.statuses);
         let mut changed = false;
         for (id, status) in msg.statuses {
             match status {
@@ -598,6 +612,12 @@ impl Handler<JobStatusesSeen> for EventRegistry {
         }
         for job in &cancel {
             warn!(target: "maintd::registry", %job, timeout = ?self.config.job_timeout, "job waiting past rounds.job_timeout: canceling it");
+        }
+        self.metrics
+            .record_jobs_timed_out(cancel.len() + stuck.len());
+        if round_was_running && self.state.round_finished() {
+            self.metrics
+                .observe_round(msg.at - self.state.round.started_at);
         }
         if changed || !cancel.is_empty() || !stuck.is_empty() {
             self.persist();
@@ -725,6 +745,24 @@ impl Handler<GetStatus> for EventRegistry {
             nodes: self.polls.values().cloned().collect(),
             round: self.state.round.number,
         })
+    }
+}
+
+impl Handler<GetMetricsState> for EventRegistry {
+    type Result = MessageResult<GetMetricsState>;
+
+    fn handle(&mut self, _: GetMetricsState, _: &mut Context<Self>) -> Self::Result {
+        let reports = self
+            .polls
+            .values()
+            .map(|poll| (poll.node.as_str(), poll.last_report_at));
+        MessageResult(StateSample::of(
+            &self.state,
+            reports,
+            self.paused_by_tag,
+            self.unsaved.is_some(),
+            self.clock.now(),
+        ))
     }
 }
 

@@ -16,12 +16,13 @@
 //! (`telemetry::exit_on_panic`), and the service manager starts it again from the saved
 //! state, which is the restart every piece is built to survive.
 
-use std::{collections::BTreeMap, rc::Rc, time::Duration};
+use std::{collections::BTreeMap, rc::Rc, sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use maintd::{
     backend::{ClusterBackend, DiagnoseSource, LoadSource},
     clock::Clock,
+    metrics::Metrics,
     model::incident::MaintenanceState,
     planner::Planner,
     store::JsonStore,
@@ -67,6 +68,8 @@ pub struct SupervisorDeps {
     pub registry: RegistryConfig,
     /// Copies of the state on the master candidates; `None`: off.
     pub replication: Option<ReplicationDeps>,
+    /// The process's metrics, which the registry counts events in.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The supervisor actor.
@@ -135,6 +138,7 @@ impl Actor for ClusterSupervisor {
             self.deps.store.clone(),
             self.deps.registry.clone(),
             self.deps.clock,
+            self.deps.metrics.clone(),
         );
         let replication = self.deps.replication.clone();
         let mut replicator = None;

@@ -140,11 +140,12 @@ impl Harness {
 
     /// Call maintd's HTTP API with a request body: (status, JSON body).
     pub async fn api_with_body(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
-        let link = self.daemon.as_ref().expect("daemon running").link.clone();
+        let daemon = self.daemon.as_ref().expect("daemon running");
         let app = web_test::init_service(api::app(
-            link,
+            daemon.link.clone(),
             self.clock,
             std::sync::Arc::new(maintd_actors::daemon::access::ApiAccess::open()),
+            daemon.metrics.clone(),
         ))
         .await;
         let request = match method {
@@ -161,6 +162,47 @@ impl Harness {
         let body = to_bytes(response.into_body()).await.unwrap_or_default();
         let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         (status, value)
+    }
+
+    /// `GET /metrics` with `accept` as the Accept header: (status, content type, body).
+    pub async fn scrape(&self, accept: Option<&str>) -> (StatusCode, String, String) {
+        let daemon = self.daemon.as_ref().expect("daemon running");
+        let app = web_test::init_service(api::app(
+            daemon.link.clone(),
+            self.clock,
+            std::sync::Arc::new(maintd_actors::daemon::access::ApiAccess::open()),
+            daemon.metrics.clone(),
+        ))
+        .await;
+        let mut request = web_test::TestRequest::get()
+            .uri("/metrics")
+            .peer_addr("127.0.0.9:40000".parse().expect("address"));
+        if let Some(accept) = accept {
+            request = request.insert_header(("Accept", accept));
+        }
+        let response = web_test::call_service(&app, request.to_request()).await;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = to_bytes(response.into_body()).await.unwrap_or_default();
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    /// The samples of `GET /metrics` (OpenMetrics, as Prometheus asks).
+    pub async fn metrics(&self) -> Vec<maintd::metrics::Sample> {
+        let (status, _, body) = self
+            .scrape(Some("application/openmetrics-text; version=1.0.0"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        maintd::metrics::parse_exposition(&body).expect("a valid exposition")
     }
 
     /// `/1/status`, or `None` while maintd is idle (not master).
