@@ -62,6 +62,7 @@ fn debian_package_holds_everything_passes_lintian_and_runs() {
         "./usr/share/zsh/vendor-completions/_maintd",
         "./usr/share/fish/vendor_completions.d/maintd.fish",
         "./usr/share/doc/maintd/copyright",
+        "./usr/share/doc/maintd/examples/maintd-alerts.yml",
     ] {
         assert!(
             listing.lines().any(|line| line.ends_with(file)),
