@@ -18,6 +18,8 @@
 //! - [`sim`]: the built-in simulated Ganeti cluster, driven by the time its caller passes in.
 //! - [`auth`]: who may use maintd's API, from Ganeti's RAPI users file.
 //! - [`signing`]: confd-style HMAC signing with the cluster's `hmac.key`.
+//! - [`notify`]: webhook notifications of incident transitions: payload, signature,
+//!   the persisted queue and the retry policy.
 //! - [`store`]: crash-safe persistence of the daemon's state.
 //! - [`config`]: settings, with `config/default.toml` as the documented reference.
 //! - [`clock`]: wall-clock time that follows the runtime's (possibly virtual) clock.
@@ -37,6 +39,7 @@ pub mod daemon;
 pub mod htools;
 pub mod limits;
 pub mod model;
+pub mod notify;
 pub mod planner;
 pub mod protocol;
 pub mod ratelimit;

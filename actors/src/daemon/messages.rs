@@ -385,6 +385,11 @@ pub struct NodesListed {
     pub nodes: Vec<String>,
 }
 
+/// Incident statuses changed, and the change is saved. Registry → notifier.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TransitionsSaved(pub Vec<maintd::notify::Transition>);
+
 /// Stop all work; sent when mastership is lost or the process shuts down.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
