@@ -242,7 +242,7 @@ fn evacuate_to_completion(sim: &Sim, daemon: &mut Daemon) -> (String, String) {
         daemon
             .try_all_incidents()?
             .iter()
-            .find(|i| i["node"] == node.as_str() && i["status"] == "completed")
+            .find(|i| i["node"] == node.as_str() && i["repair-status"] == "completed")
             .map(|i| i["uuid"].as_str().unwrap().to_owned())
     });
     (uuid, node)
