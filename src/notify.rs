@@ -188,7 +188,7 @@ impl NotifyQueue {
     }
 
     /// The oldest event, now in flight; `None` if there is none.
-    pub fn next(&mut self) -> Option<&Event> {
+    pub fn begin(&mut self) -> Option<&Event> {
         let event = self.events.front()?;
         self.in_flight = Some(event.seq);
         Some(event)
@@ -366,20 +366,20 @@ mod tests {
         for n in 1..=3 {
             assert_eq!(queue.push(transition(n)), 0);
         }
-        let first = queue.next().unwrap().clone();
+        let first = queue.begin().unwrap().clone();
         assert_eq!((first.seq, first.transition.node.as_str()), (1, "node1"));
         assert_eq!(first.stream, queue.stream());
         // Not delivered: the same event comes again.
         queue.release();
-        assert_eq!(queue.next().unwrap().seq, 1);
+        assert_eq!(queue.begin().unwrap().seq, 1);
         assert!(queue.settle(1));
         assert!(!queue.settle(1), "already gone");
-        assert_eq!(queue.next().unwrap().seq, 2);
+        assert_eq!(queue.begin().unwrap().seq, 2);
         assert!(queue.settle(2));
         assert_eq!(queue.len(), 1);
-        assert_eq!(queue.next().unwrap().seq, 3);
+        assert_eq!(queue.begin().unwrap().seq, 3);
         assert!(queue.settle(3));
-        assert!(queue.is_empty() && queue.next().is_none());
+        assert!(queue.is_empty() && queue.begin().is_none());
     }
 
     #[test]
@@ -404,7 +404,7 @@ mod tests {
         let mut queue = NotifyQueue::new(2);
         queue.push(transition(1));
         queue.push(transition(2));
-        assert_eq!(queue.next().unwrap().seq, 1);
+        assert_eq!(queue.begin().unwrap().seq, 1);
         assert_eq!(
             queue.push(transition(3)),
             0,
@@ -419,7 +419,7 @@ mod tests {
         // A limit of one still delivers in order.
         let mut single = NotifyQueue::new(0);
         single.push(transition(1));
-        single.next();
+        single.begin();
         single.push(transition(2));
         single.push(transition(3));
         assert_eq!(seqs(&single), [(1, 0), (3, 1)]);
@@ -440,7 +440,7 @@ mod tests {
         for n in 1..=4 {
             queue.push(transition(n));
         }
-        queue.next();
+        queue.begin();
         queue.settle(1);
         store.save(&queue).unwrap();
 
@@ -474,7 +474,7 @@ mod tests {
     fn the_payload_is_flat_json() {
         let mut queue = NotifyQueue::new(5);
         queue.push(transition(7));
-        let event = queue.next().unwrap().clone();
+        let event = queue.begin().unwrap().clone();
         let body: serde_json::Value = serde_json::from_slice(&event.body()).unwrap();
         assert_eq!(
             body,

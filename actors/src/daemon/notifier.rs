@@ -103,7 +103,7 @@ impl Notifier {
         if self.busy {
             return;
         }
-        let Some(event) = self.queue.next() else {
+        let Some(event) = self.queue.begin() else {
             return;
         };
         let (seq, body) = (event.seq, event.body());
