@@ -1,18 +1,18 @@
 //! Webhook notifications end to end: `maintd daemon` against `maintd sim --cluster-only`
-//! posts an incident's transitions to a receiver on loopback that refuses them (503)
-//! until the test lets it take them; every transition arrives, in order, signed, also
-//! across a restart of the daemon while the receiver is down.
+//! posts an incident's transitions to a receiver on loopback that does not answer, then
+//! refuses them (503), until the test lets it take them; every transition arrives, in
+//! order, signed, also across a restart of the daemon while the receiver is down.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod support;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, ErrorKind, Read, Write},
     net::{TcpListener, TcpStream},
     path::Path,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU16, Ordering},
         Arc, Mutex,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -22,12 +22,18 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use support::{
-    clusterless_daemon_args, path, wait_until, within, Daemon, DaemonSpec, Proc, Sim, SimSpec,
+    clusterless_daemon_args, path, wait_until, within, Daemon, DaemonSpec, Proc, Sim, SimSpec, POLL,
 };
 
 const SECRET: &str = "webhook-test-secret";
 
-/// One request the receiver got, and what it answered.
+/// What the receiver answers: an HTTP status, or [`HANG`].
+type Mode = Arc<AtomicU16>;
+
+/// Never answer: read the request and hold the connection until the client gives up.
+const HANG: u16 = 0;
+
+/// One request the receiver got, and what it answered ([`HANG`]: nothing).
 #[derive(Debug, Clone)]
 struct Received {
     status: u16,
@@ -36,11 +42,11 @@ struct Received {
     body: Vec<u8>,
 }
 
-/// A webhook receiver on 127.0.0.1: answers 503 until told to accept, then 200; keeps
+/// A webhook receiver on 127.0.0.1, answering as its mode says (503 at first); keeps
 /// every request.
 struct Receiver {
     addr: String,
-    accepting: Arc<AtomicBool>,
+    mode: Mode,
     requests: Arc<Mutex<Vec<Received>>>,
 }
 
@@ -48,25 +54,20 @@ impl Receiver {
     fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let accepting = Arc::new(AtomicBool::new(false));
+        let mode = Arc::new(AtomicU16::new(503));
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let (accept, log) = (accepting.clone(), requests.clone());
+        let (serving, log) = (mode.clone(), requests.clone());
         // Serves until the test process ends.
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let status = if accept.load(Ordering::SeqCst) {
-                    200
-                } else {
-                    503
-                };
-                if let Some(received) = answer(stream, status) {
+                if let Some(received) = answer(stream, &serving) {
                     log.lock().unwrap().push(received);
                 }
             }
         });
         Receiver {
             addr,
-            accepting,
+            mode,
             requests,
         }
     }
@@ -75,12 +76,21 @@ impl Receiver {
         format!("http://{}/hooks/maintd", self.addr)
     }
 
-    fn accept(&self) {
-        self.accepting.store(true, Ordering::SeqCst);
+    /// Answer `status` from now on ([`HANG`]: no answer at all).
+    fn answer_with(&self, status: u16) {
+        self.mode.store(status, Ordering::SeqCst);
     }
 
     fn requests(&self) -> Vec<Received> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// How many requests got `status`.
+    fn answered(&self, status: u16) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.status == status)
+            .count()
     }
 
     /// The bodies it answered with 200, in order.
@@ -93,8 +103,10 @@ impl Receiver {
     }
 }
 
-/// Read one HTTP/1.1 POST from `stream` and answer `status`, closing the connection.
-fn answer(stream: TcpStream, status: u16) -> Option<Received> {
+/// Read one HTTP/1.1 POST from `stream` and answer it as `mode` says, closing the
+/// connection; in [`HANG`] mode, hold it unanswered until the client closes it or the
+/// mode changes.
+fn answer(stream: TcpStream, mode: &Mode) -> Option<Received> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
@@ -124,23 +136,38 @@ fn answer(stream: TcpStream, status: u16) -> Option<Received> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
-    let reason = if status == 200 {
+    let received = Received {
+        status: mode.load(Ordering::SeqCst),
+        timestamp,
+        signature,
+        body,
+    };
+    if received.status == HANG {
+        // Until maintd gives up on it (end of stream) or the test changes the mode.
+        stream.set_read_timeout(Some(POLL)).ok()?;
+        let mut byte = [0; 1];
+        while mode.load(Ordering::SeqCst) == HANG {
+            match (&stream).read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        return Some(received);
+    }
+    let reason = if received.status == 200 {
         "OK"
     } else {
         "Service Unavailable"
     };
-    let mut stream = stream;
     write!(
-        stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        &stream,
+        "HTTP/1.1 {} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        received.status
     )
     .ok()?;
-    Some(Received {
-        status,
-        timestamp,
-        signature,
-        body,
-    })
+    Some(received)
 }
 
 /// Every request carries a fresh timestamp and the HMAC-SHA256 of `"<timestamp>.<body>"`
@@ -210,8 +237,9 @@ fn assert_transitions(delivered: &[Value], uuid: &str, node: &str) -> String {
     stream
 }
 
-/// The daemon on node1, notifying `receiver` with quick retries.
-fn spec(receiver: &Receiver, dir: &Path) -> DaemonSpec {
+/// The daemon on node1, notifying `receiver` with quick retries, each delivery within
+/// `timeout` seconds.
+fn spec(receiver: &Receiver, dir: &Path, timeout: &str) -> DaemonSpec {
     let secret = dir.join("webhook.secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     DaemonSpec {
@@ -221,7 +249,7 @@ fn spec(receiver: &Receiver, dir: &Path) -> DaemonSpec {
             ("MAINTD__NOTIFY__SECRET_FILE", path(&secret)),
             ("MAINTD__NOTIFY__RETRY_INITIAL", "0.1".into()),
             ("MAINTD__NOTIFY__RETRY_MAX", "0.5".into()),
-            ("MAINTD__NOTIFY__TIMEOUT", "5".into()),
+            ("MAINTD__NOTIFY__TIMEOUT", timeout.into()),
         ],
         ..DaemonSpec::on("node1", "0.5")
     }
@@ -258,25 +286,37 @@ fn queued(dir: &Path) -> Vec<Value> {
 }
 
 #[test]
-fn a_receiver_that_fails_then_recovers_gets_every_transition_in_order() {
+fn a_receiver_that_hangs_then_fails_then_recovers_gets_every_transition_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
     let sim = Sim::start(base, &SimSpec::new(4, 8));
     let receiver = Receiver::start();
-    let mut daemon = Daemon::spawn(&sim, base, &spec(&receiver, base));
+    receiver.answer_with(HANG);
+    let mut daemon = Daemon::spawn(&sim, base, &spec(&receiver, base, "1"));
     daemon.wait_serving(within(60));
 
-    // The whole incident happens while the receiver refuses everything.
+    // The whole incident happens while the receiver never answers: maintd gives up on
+    // each request after notify.timeout and tries again, and the repair goes on.
     let (uuid, node) = evacuate_to_completion(&sim, &mut daemon);
-    wait_until(within(60), "notifications to be refused", || {
-        (receiver.requests().len() >= 3).then_some(())
-    });
-    assert!(receiver.delivered().is_empty());
     wait_until(within(60), "all three transitions queued", || {
         (queued(base).len() == 3).then_some(())
     });
+    wait_until(within(60), "requests to time out", || {
+        (receiver.answered(HANG) >= 2).then_some(())
+    });
+    // Then it answers 503 for a while.
+    receiver.answer_with(503);
+    wait_until(within(60), "notifications to be refused", || {
+        (receiver.answered(503) >= 3).then_some(())
+    });
+    assert!(receiver.delivered().is_empty());
+    assert_eq!(
+        queued(base).len(),
+        3,
+        "nothing leaves the queue undelivered"
+    );
 
-    receiver.accept();
+    receiver.answer_with(200);
     let delivered = wait_until(within(60), "the completion to be delivered", || {
         let delivered = receiver.delivered();
         delivered
@@ -285,9 +325,7 @@ fn a_receiver_that_fails_then_recovers_gets_every_transition_in_order() {
             .then_some(delivered)
     });
     assert_transitions(&delivered, &uuid, &node);
-    let requests = receiver.requests();
-    assert!(requests.iter().any(|r| r.status == 503));
-    assert_signed(&requests);
+    assert_signed(&receiver.requests());
     // Delivered means gone from the queue.
     wait_until(within(30), "the queue to empty", || {
         queued(base).is_empty().then_some(())
@@ -300,7 +338,7 @@ fn queued_notifications_survive_a_restart_while_the_receiver_is_down() {
     let base = dir.path();
     let sim = Sim::start(base, &SimSpec::new(4, 8));
     let receiver = Receiver::start();
-    let spec = spec(&receiver, base);
+    let spec = spec(&receiver, base, "5");
     let mut daemon = Daemon::spawn(&sim, base, &spec);
     daemon.wait_serving(within(60));
     let (uuid, node) = evacuate_to_completion(&sim, &mut daemon);
@@ -308,13 +346,16 @@ fn queued_notifications_survive_a_restart_while_the_receiver_is_down() {
         let events = queued(base);
         (events.len() == 3).then_some(events)
     });
+    wait_until(within(60), "notifications to be refused", || {
+        (receiver.answered(503) >= 1).then_some(())
+    });
     // Killed outright: what was queued is on disk already.
     daemon.proc.kill9();
     drop(daemon);
 
     let mut daemon = Daemon::spawn(&sim, base, &spec);
     daemon.wait_serving(within(60));
-    receiver.accept();
+    receiver.answer_with(200);
     let delivered = wait_until(within(60), "the completion to be delivered", || {
         let delivered = receiver.delivered();
         delivered
@@ -332,29 +373,44 @@ fn queued_notifications_survive_a_restart_while_the_receiver_is_down() {
 }
 
 #[test]
-fn an_unreadable_secret_stops_the_daemon_at_start_naming_the_setting() {
+fn unusable_notify_settings_stop_the_daemon_at_start_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
-    let args = clusterless_daemon_args(base, "0", &base.join("state"));
-    let env = [
+    let secret = base.join("webhook.secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let cases = [
         (
-            "MAINTD__NOTIFY__WEBHOOK_URL",
-            "http://127.0.0.1:9/hooks/maintd".to_owned(),
+            "http://127.0.0.1:9/hooks/maintd",
+            base.join("no-such-secret"),
+            base.join("no-such-ca"),
+            "maintd: notify.secret_file: cannot read ",
+            "no-such-secret",
         ),
         (
-            "MAINTD__NOTIFY__SECRET_FILE",
-            path(&base.join("no-such-secret")),
+            "https://127.0.0.1:9/hooks/maintd",
+            secret,
+            base.join("no-such-ca"),
+            "maintd: notify.ca_file: ",
+            "no-such-ca",
         ),
     ];
-    let mut proc = Proc::spawn_with_env("daemon", &args, &env, &base.join("daemon.log"));
-    let status = proc.wait_exit(within(30));
-    assert_eq!(status.code(), Some(1), "{}", proc.log_text());
-    let log = proc.log_text();
-    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("maintd: ")).collect();
-    assert_eq!(errors.len(), 1, "{log}");
-    assert!(
-        errors[0].starts_with("maintd: notify.secret_file: cannot read ")
-            && errors[0].contains("no-such-secret"),
-        "{log}"
-    );
+    for (n, (url, secret, ca, error, named)) in cases.into_iter().enumerate() {
+        let args = clusterless_daemon_args(base, "0", &base.join("state"));
+        let env = [
+            ("MAINTD__NOTIFY__WEBHOOK_URL", url.to_owned()),
+            ("MAINTD__NOTIFY__SECRET_FILE", path(&secret)),
+            ("MAINTD__NOTIFY__CA_FILE", path(&ca)),
+        ];
+        let log = base.join(format!("daemon-{n}.log"));
+        let mut proc = Proc::spawn_with_env("daemon", &args, &env, &log);
+        let status = proc.wait_exit(within(30));
+        let log = proc.log_text();
+        assert_eq!(status.code(), Some(1), "{log}");
+        let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("maintd: ")).collect();
+        assert_eq!(errors.len(), 1, "{log}");
+        assert!(
+            errors[0].starts_with(error) && errors[0].contains(named),
+            "{log}"
+        );
+    }
 }
