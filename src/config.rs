@@ -50,6 +50,79 @@ pub struct Settings {
     pub replication: ReplicationSettings,
     /// `[api]`: who may use maintd's HTTP API, and how it is served.
     pub api: ApiSettings,
+    /// `[notify]`: webhook notifications of incident transitions.
+    pub notify: NotifySettings,
+}
+
+/// `[notify]`: where and how each incident transition is POSTed (see [`crate::notify`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// The receiver, `http://` or `https://`; empty: no notifications.
+    pub webhook_url: String,
+    /// The file holding the shared secret that signs each notification.
+    pub secret_file: String,
+    /// Time limit of one delivery: connecting, sending, the answer.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+    /// Notifications kept while the receiver does not take them; beyond, the oldest are
+    /// dropped.
+    pub queue_limit: usize,
+    /// Wait after the first failed delivery; doubled after each further one.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub retry_initial: Duration,
+    /// Longest wait between deliveries of the same notification.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub retry_max: Duration,
+    /// CA certificates (PEM) that vouch for an `https://` receiver.
+    pub ca_file: String,
+}
+
+impl NotifySettings {
+    /// Notifications are on.
+    pub fn enabled(&self) -> bool {
+        !self.webhook_url.is_empty()
+    }
+
+    /// The retry delays as a [`crate::backoff::Backoff`].
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff::new(self.retry_initial, self.retry_max)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_durations(
+            &[
+                ("notify.timeout", self.timeout),
+                ("notify.retry_initial", self.retry_initial),
+                ("notify.retry_max", self.retry_max),
+            ],
+            &[],
+        )?;
+        if self.queue_limit == 0 {
+            return Err(ConfigError::Invalid(
+                "notify.queue_limit must be at least 1".into(),
+            ));
+        }
+        if !self.enabled() {
+            return Ok(());
+        }
+        let uri: Option<awc::http::Uri> = self.webhook_url.parse().ok();
+        let usable = uri.as_ref().is_some_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+        });
+        if !usable {
+            return Err(ConfigError::Invalid(format!(
+                "notify.webhook_url must be an http:// or https:// URL, not {:?}",
+                self.webhook_url
+            )));
+        }
+        if self.secret_file.is_empty() {
+            return Err(ConfigError::Invalid(
+                "notify.secret_file is needed with notify.webhook_url: notifications are always signed".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[api]`: authentication and TLS of maintd's HTTP API, the way ganeti-rapi does them.
@@ -580,6 +653,7 @@ impl Settings {
         self.cluster.validate_rapi(&self.planner)?;
         self.agent.validate()?;
         self.safety.validate()?;
+        self.notify.validate()?;
         Ok(())
     }
 }
@@ -732,6 +806,42 @@ mod tests {
         let mut settings = Settings::defaults();
         settings.monitoring.poll_interval = Duration::ZERO;
         assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn notify_settings() {
+        let defaults = Settings::defaults();
+        assert!(!defaults.notify.enabled(), "off by default");
+        assert_eq!(defaults.notify.queue_limit, 1000);
+        let settings = load(
+            "[notify]\nwebhook_url = \"https://hooks.example.com/maintd\"\nretry_max = \"2m\"",
+            &[("MAINTD__NOTIFY__QUEUE_LIMIT", "50")],
+        )
+        .unwrap();
+        assert!(settings.notify.enabled());
+        assert_eq!(settings.notify.queue_limit, 50);
+        assert_eq!(
+            settings.notify.backoff().delay(20),
+            Duration::from_secs(120)
+        );
+        for (toml, named) in [
+            ("webhook_url = \"hooks.example.com\"", "notify.webhook_url"),
+            (
+                "webhook_url = \"ftp://hooks.example.com/\"",
+                "notify.webhook_url",
+            ),
+            ("webhook_url = \"http:///x\"", "notify.webhook_url"),
+            (
+                "webhook_url = \"http://h/\"\nsecret_file = \"\"",
+                "notify.secret_file",
+            ),
+            ("queue_limit = 0", "notify.queue_limit"),
+            ("timeout = 0", "notify.timeout"),
+            ("retry_initial = 0", "notify.retry_initial"),
+        ] {
+            let err = load(&format!("[notify]\n{toml}"), &[]).unwrap_err();
+            assert!(err.contains(named), "{toml}: {err}");
+        }
     }
 
     /// The settings from a config file holding `toml` and the environment `env`.

@@ -18,6 +18,8 @@
 //! - [`sim`]: the built-in simulated Ganeti cluster, driven by the time its caller passes in.
 //! - [`auth`]: who may use maintd's API, from Ganeti's RAPI users file.
 //! - [`signing`]: confd-style HMAC signing with the cluster's `hmac.key`.
+//! - [`notify`]: webhook notifications of incident transitions: payload, signature,
+//!   the persisted queue and the retry policy.
 //! - [`store`]: crash-safe persistence of the daemon's state.
 //! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
 //! - [`config`]: settings, with `config/default.toml` as the documented reference.
@@ -39,6 +41,7 @@ pub mod htools;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod planner;
 pub mod protocol;
 pub mod ratelimit;

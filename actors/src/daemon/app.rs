@@ -18,6 +18,7 @@ use maintd::{
     config::{BackendKind, PlannerEngine, RepairMethod, Settings},
     metrics::{Metrics, TimedPlanner},
     model::incident::{MaintenanceState, StatePolicy},
+    notify::QUEUE_FILE,
     planner::{HtoolsPlanner, Planner, SimplePlanner},
     signing::KeySource,
     store::{JsonStore, StoreError},
@@ -27,6 +28,7 @@ use tracing::{info, warn};
 use super::{
     api::{self, RegistryLink, WebActor},
     election::{MasterCheck, MasterElection},
+    notifier::NotifyDeps,
     poller::PollTiming,
     registry::{RegistryConfig, STATE_FILE},
     round_planner::RoundTiming,
@@ -109,7 +111,48 @@ pub fn supervisor_deps(
         registry: registry_config(settings),
         replication: wiring.replication.clone(),
         metrics,
+        notify: None,
     })
+}
+
+/// The notifier's dependencies from `[notify]`; `None` when it is off. The errors name
+/// the setting at fault, so that maintd stops at start with one clear line rather than
+/// run without the notifications it was asked for.
+pub fn notify_deps(settings: &Settings, clock: Clock) -> Result<Option<NotifyDeps>, String> {
+    let notify = &settings.notify;
+    if !notify.enabled() {
+        return Ok(None);
+    }
+    let secret = maintd::notify::load_secret(std::path::Path::new(&notify.secret_file))
+        .map_err(|e| format!("notify.secret_file: {e}"))?;
+    let client = if notify.webhook_url.starts_with("https://") {
+        let ca = std::path::Path::new(&notify.ca_file);
+        let tls = maintd::backend::tls::pem_certificates(ca)
+            .and_then(|certificates| {
+                maintd::backend::tls::client_config(Vec::new(), Some(certificates), None)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("notify.ca_file: {}: {e}", ca.display()))?;
+        maintd::backend::tls::https_client(tls, notify.timeout)
+    } else {
+        awc::Client::builder()
+            .timeout(notify.timeout)
+            .disable_redirects()
+            .finish()
+    };
+    let store = JsonStore::open(&PathBuf::from(&settings.daemon.state_dir), QUEUE_FILE)
+        .map_err(|e| format!("daemon.state_dir: {e}"))?;
+    info!(target: "maintd", url = %notify.webhook_url, "incident transitions are posted to the webhook");
+    Ok(Some(NotifyDeps {
+        url: notify.webhook_url.clone(),
+        client,
+        secret,
+        store,
+        queue_limit: notify.queue_limit,
+        timeout: notify.timeout,
+        backoff: notify.backoff(),
+        clock,
+    }))
 }
 
 /// The registry's settings: the brakes and the job timeout.
@@ -142,6 +185,10 @@ pub enum StartError {
     /// The state file cannot be read or is not valid; it is left untouched.
     #[error("{0}")]
     StateFile(#[source] StoreError),
+    /// `[notify]` asks for notifications that cannot be made (the message names the
+    /// setting).
+    #[error("{0}")]
+    Notify(String),
 }
 
 /// Check, before any work, that the state directory takes files and that the state file,
@@ -165,7 +212,7 @@ pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StartError> 
     let link = RegistryLink::default();
     let metrics = Arc::new(Metrics::new());
     let dir = &settings.daemon.state_dir;
-    let deps =
+    let mut deps =
         supervisor_deps(settings, &wiring, link.clone(), metrics.clone()).map_err(|source| {
             StartError::StateDir {
                 dir: dir.clone(),
@@ -173,6 +220,7 @@ pub fn start(settings: &Settings, wiring: Wiring) -> Result<Daemon, StartError> 
             }
         })?;
     check_state(&deps.store, dir)?;
+    deps.notify = notify_deps(settings, wiring.clock).map_err(StartError::Notify)?;
     let save_faults = deps.store.save_fault_switch();
     let interval = settings.daemon.master_check_interval;
     let election = MasterElection::new(

@@ -390,6 +390,11 @@ pub struct NodesListed {
 #[rtype(result = "maintd::metrics::StateSample")]
 pub struct GetMetricsState;
 
+/// Incident statuses changed, and the change is saved. Registry → notifier.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TransitionsSaved(pub Vec<maintd::notify::Transition>);
+
 /// Stop all work; sent when mastership is lost or the process shuts down.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]

@@ -10,6 +10,7 @@
 //! | [`state_replicator`] | `StateReplicator`: copies each save to the master candidates |
 //! | [`round_planner`] | `RoundPlanner`: plans rounds, hands their jobs to the watcher |
 //! | [`job_watcher`] | `JobWatcher`: submits jobs and follows them in Ganeti's queue |
+//! | [`notifier`] | `Notifier`: posts each saved incident transition to the webhook |
 //! | [`api`] | `WebActor`: the HTTP API on port 1816 |
 //! | [`access`] | who may use the API: users, Host and Origin checks, failed-login brake |
 //! | [`messages`] | every message between them |
@@ -21,6 +22,7 @@ pub mod command;
 pub mod election;
 pub mod job_watcher;
 pub mod messages;
+pub mod notifier;
 pub mod poller;
 pub mod registry;
 pub mod round_planner;

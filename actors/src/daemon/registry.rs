@@ -15,6 +15,7 @@ use maintd::{
         safety::{SafetyLimits, PAUSE_TAG},
         transition::{StatusBook, StatusChange},
     },
+    notify::Transition,
     planner::pending_tag_jobs,
     store::JsonStore,
 };
@@ -26,6 +27,7 @@ use crate::daemon::messages::{
     JobToSubmit, JobsSubmitted, NodeLoadSeen, NodeObserved, NodePollView, NotDurable, Pause,
     PlanContext, PlanView, Planned, PlannedJobView, Reconcile, Recovery, ReplicationChanged,
     Resume, SafetyView, Shutdown, StartRound, StateSaved, StatusView, SubmissionLost,
+    TransitionsSaved,
 };
 // The scrape's state gauges (GET /metrics).
 use crate::daemon::messages::GetMetricsState;
@@ -80,6 +82,8 @@ pub struct EventRegistry {
     replication: Option<maintd::model::replication::ReplicationView>,
     /// Incident statuses as last saved: each save logs the changes since.
     saved_statuses: StatusBook,
+    /// Who posts the saved changes to the webhook (`[notify]`), when it is on.
+    notifier: Option<WeakRecipient<TransitionsSaved>>,
     /// Dates the serials, which grow with time across restarts and masters: the daemon's
     /// clock is anchored at the system's time when it starts.
     clock: Clock,
@@ -103,6 +107,7 @@ impl EventRegistry {
         state.policy = config.policy.clone();
         EventRegistry {
             saved_statuses: StatusBook::of(&state),
+            notifier: None,
             state,
             store,
             config,
@@ -130,6 +135,13 @@ impl EventRegistry {
         // Weak: the supervisor owns the replicator, and it holds the registry's address.
         self.replicator = Some(replicator.downgrade());
         self.durability = Some(durability.downgrade());
+        self
+    }
+
+    /// Tell `notifier` every saved change of an incident's status.
+    pub fn notifying(mut self, notifier: Recipient<TransitionsSaved>) -> Self {
+        // Weak: the supervisor owns the notifier.
+        self.notifier = Some(notifier.downgrade());
         self
     }
 
@@ -173,8 +185,15 @@ impl EventRegistry {
                 {
                     replicator.do_send(self.saved_message());
                 }
-                for change in self.saved_statuses.changes(&self.state) {
-                    self.log_change(&change);
+                let changes = self.saved_statuses.changes(&self.state);
+                for change in &changes {
+                    self.log_change(change);
+                }
+                let notifier = self.notifier.as_ref().and_then(WeakRecipient::upgrade);
+                if let Some(notifier) = notifier.filter(|_| !changes.is_empty()) {
+                    let at = self.clock.now();
+                    let saved = changes.iter().map(|c| Transition::of(c, &self.state, at));
+                    notifier.do_send(TransitionsSaved(saved.collect()));
                 }
                 self.saved_statuses = StatusBook::of(&self.state);
                 true

@@ -11,6 +11,7 @@
 //! | `EventRegistry` | plain | never (only on `Shutdown`) | none: it owns the state; losing it ends the work |
 //! | `StateReplicator` | plain | never | none |
 //! | `RoundPlanner` | plain | when the registry is gone | none |
+//! | `Notifier` (with `[notify] webhook_url`) | plain | never | none: its queue is saved after each change |
 //!
 //! A panic anywhere is not caught by actix: maintd logs it and exits
 //! (`telemetry::exit_on_panic`), and the service manager starts it again from the saved
@@ -33,6 +34,7 @@ use crate::{
     daemon::api::RegistryLink,
     daemon::job_watcher::JobWatcher,
     daemon::messages::{ChildRestarted, NodeLoadSeen, NodesListed, Shutdown},
+    daemon::notifier::{Notifier, NotifyDeps},
     daemon::poller::{poll_offset, NodePoller, PollTiming},
     daemon::registry::{EventRegistry, RegistryConfig},
     daemon::round_planner::{RoundPlanner, RoundTiming},
@@ -70,6 +72,8 @@ pub struct SupervisorDeps {
     pub replication: Option<ReplicationDeps>,
     /// The process's metrics, which the registry counts events in.
     pub metrics: Arc<Metrics>,
+    /// Webhook notifications of incident transitions; `None`: off.
+    pub notify: Option<NotifyDeps>,
 }
 
 /// The supervisor actor.
@@ -79,6 +83,7 @@ pub struct ClusterSupervisor {
     watcher: Option<Addr<JobWatcher>>,
     planner: Option<Addr<RoundPlanner>>,
     replicator: Option<Addr<StateReplicator>>,
+    notifier: Option<Addr<Notifier>>,
     pollers: BTreeMap<String, Addr<NodePoller>>,
 }
 
@@ -91,6 +96,7 @@ impl ClusterSupervisor {
             watcher: None,
             planner: None,
             replicator: None,
+            notifier: None,
             pollers: BTreeMap::new(),
         }
     }
@@ -140,6 +146,16 @@ impl Actor for ClusterSupervisor {
             self.deps.clock,
             self.deps.metrics.clone(),
         );
+        let notifier = self
+            .deps
+            .notify
+            .clone()
+            .map(|deps| Notifier::new(deps).start());
+        let registry = match &notifier {
+            Some(notifier) => registry.notifying(notifier.clone().recipient()),
+            None => registry,
+        };
+        self.notifier = notifier;
         let replication = self.deps.replication.clone();
         let mut replicator = None;
         let registry = EventRegistry::create(|ctx| match replication {
@@ -206,6 +222,9 @@ impl Actor for ClusterSupervisor {
         }
         if let Some(replicator) = self.replicator.take() {
             replicator.do_send(Shutdown);
+        }
+        if let Some(notifier) = self.notifier.take() {
+            notifier.do_send(Shutdown);
         }
         Running::Stop
     }
