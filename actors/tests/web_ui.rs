@@ -59,6 +59,17 @@ impl Answer {
 
 /// One HTTP/1.0 request to loopback `addr`, with Basic credentials when given.
 fn request(addr: &str, method: &str, path: &str, user: Option<(&str, &str)>) -> Answer {
+    request_with(addr, method, path, user, "")
+}
+
+/// [`request`] with further header lines (each ending in CRLF).
+fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    user: Option<(&str, &str)>,
+    headers: &str,
+) -> Answer {
     let socket: SocketAddr = addr.parse().expect("address");
     assert!(socket.ip().is_loopback(), "only loopback: {addr}");
     let mut stream = TcpStream::connect_timeout(&socket, Duration::from_secs(2)).expect("connect");
@@ -76,7 +87,7 @@ fn request(addr: &str, method: &str, path: &str, user: Option<(&str, &str)>) -> 
         .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .expect("request");
     let mut raw = Vec::new();
@@ -135,7 +146,7 @@ fn the_page_shows_incidents_to_all_and_buttons_only_to_a_write_user() {
         !body.contains("data-action="),
         "no buttons without login: {body}"
     );
-    assert!(body.contains("href=\"/ui/login\""), "{body}");
+    assert!(body.contains("href=\"/login\""), "{body}");
 
     let reader = request(&api, "GET", "/ui/", READER);
     assert_eq!(reader.status, 200);
@@ -165,21 +176,37 @@ fn the_page_shows_incidents_to_all_and_buttons_only_to_a_write_user() {
         .contains("data-action=\"cancel\""));
 
     // Logging in: a challenge in the API's realm until credentials come, then the page.
-    let login = request(&api, "GET", "/ui/login", None);
+    // At the top, so that browsers send the credentials to /1/ too.
+    let beside_the_page = request(&api, "GET", "/ui/login", None);
+    assert_eq!(beside_the_page.status, 303);
+    assert_eq!(beside_the_page.header("location"), Some("/login"));
+    let login = request(&api, "GET", "/login", None);
     assert_eq!(login.status, 401);
     assert_eq!(
         login.header("www-authenticate"),
         Some("Basic realm=\"Ganeti Remote API\"")
     );
-    let wrong = request(&api, "GET", "/ui/login", Some((API_USER, "wrong")));
+    let wrong = request(&api, "GET", "/login", Some((API_USER, "wrong")));
     assert_eq!(wrong.status, 401, "a wrong password is refused");
-    let logged_in = request(&api, "GET", "/ui/login", OPERATOR);
+    let logged_in = request(&api, "GET", "/login", OPERATOR);
     assert_eq!(logged_in.status, 303);
     assert_eq!(logged_in.header("location"), Some("/ui/"));
 
-    // The buttons' requests: refused without a write user, served with one.
+    // The buttons' requests: refused without a write user, served with one. The page's
+    // script gets its 401 without a challenge (no password prompt hides the refusal).
     let cancel = format!("/1/incidents/{uuid}/cancel");
-    assert_eq!(request(&api, "POST", &cancel, None).status, 401);
+    let plain = request(&api, "POST", &cancel, None);
+    assert_eq!(plain.status, 401);
+    assert!(plain.header("www-authenticate").is_some());
+    let from_page = request_with(
+        &api,
+        "POST",
+        &cancel,
+        None,
+        "X-Requested-With: maintd-page\r\n",
+    );
+    assert_eq!(from_page.status, 401);
+    assert_eq!(from_page.header("www-authenticate"), None);
     assert_eq!(request(&api, "POST", &cancel, READER).status, 403);
     assert_eq!(request(&api, "POST", &cancel, OPERATOR).status, 200);
     let after = request(&api, "GET", "/ui/", OPERATOR);
@@ -264,7 +291,11 @@ fn a_browser_sees_incidents_live_and_cancels_only_when_logged_in() {
         ],
         &dir.path().join("ui_check.log"),
     );
-    let status = check.wait_exit(within(240));
+    // Its progress lines are read as they come, so that a failure shows how far it got.
+    let status = wait_until(within(240), "ui_check.py to exit", || {
+        check.try_line("ui_check: FAILED");
+        check.child.try_wait().expect("try_wait")
+    });
     let stdout = check.all_stdout();
     println!("{stdout}");
     println!("ui_check.py's log:\n{}", check.log_text());

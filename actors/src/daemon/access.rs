@@ -296,9 +296,10 @@ impl Refused {
         }
     }
 
-    fn response(self) -> HttpResponse {
+    /// The answer; a 401 challenges for Basic credentials when `challenge`.
+    fn response(self, challenge: bool) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.status == StatusCode::UNAUTHORIZED && challenge {
             response.insert_header((header::WWW_AUTHENTICATE, format!("Basic realm=\"{REALM}\"")));
         }
         if let Some(seconds) = self.retry_after {
@@ -365,7 +366,13 @@ pub async fn check_access(
             req.extensions_mut().insert(caller);
             Ok(next.call(req).await?.map_into_boxed_body())
         }
-        Err(refused) => Ok(req.into_response(refused.response())),
+        Err(refused) => {
+            // A script's request (the web page's, which sends `X-Requested-With`) gets
+            // its 401 without a challenge: a browser would otherwise hold it behind a
+            // password prompt, where the page cannot say what was refused.
+            let challenge = !req.headers().contains_key("x-requested-with");
+            Ok(req.into_response(refused.response(challenge)))
+        }
     }
 }
 
@@ -458,11 +465,13 @@ mod tests {
                 request(Method::GET, "node1:1816").insert_header(basic("reader", "r-pass")),
                 request(Method::POST, "node1:1816")
                     .insert_header((header::AUTHORIZATION, "Digest x")),
+                request(Method::POST, "node1:1816").insert_header(("X-Requested-With", "fetch")),
             ],
         )
         .await;
         let statuses: Vec<u16> = answers.iter().map(|a| a.0.as_u16()).collect();
-        assert_eq!(statuses, [200, 401, 200, 403, 401, 200, 401]);
+        assert_eq!(statuses, [200, 401, 200, 403, 401, 200, 401, 401]);
+        assert_eq!(answers[7].2, None, "no challenge to a script's request");
         assert_eq!(answers[0].1["user"], serde_json::Value::Null, "anonymous");
         assert_eq!(answers[2].1["user"], "writer");
         assert_eq!(answers[5].1["user"], "reader");

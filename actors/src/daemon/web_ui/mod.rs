@@ -3,8 +3,8 @@
 //! registry as the JSON handlers do.
 //!
 //! Access is the API's (see [`crate::daemon::access`]): reading needs what `GET /1/status`
-//! needs; `/ui/login` asks the browser for Basic credentials, which it then sends with the
-//! page's requests, and the page shows cancel, pause and resume only to a user with the
+//! needs; `/login` asks the browser for Basic credentials, which it then sends with every
+//! request to maintd, and the page shows cancel, pause and resume only to a user with the
 //! write option (or when the API has no users, as under `maintd sim`). The buttons POST
 //! to the API's own endpoints, so they are refused (401) without such a user, and the
 //! Origin check keeps other sites from posting.
@@ -35,7 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ui", web::get().to(to_page))
         .route("/ui/", web::get().to(full_page))
         .route("/ui/live", web::get().to(live_part))
-        .route("/ui/login", web::get().to(login))
+        .route("/ui/login", web::get().to(to_login))
+        .route("/login", web::get().to(login))
         .route("/ui/style.css", web::get().to(style))
         .route("/ui/ui.js", web::get().to(script));
 }
@@ -109,6 +110,15 @@ async fn live_part(
     let live = gather(&link, now).await?;
     let markup = page::live_part(&viewer(&request), &live, &view::utc_time_of_day(now));
     Ok(html(live_status(&live), markup))
+}
+
+/// Browsers send Basic credentials by themselves only to the directory of the URL that
+/// asked for them and below it: asked at the top (`/login`), they come with the page's
+/// requests and with its POSTs to `/1/` alike.
+async fn to_login() -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/login"))
+        .finish()
 }
 
 /// Ask for credentials until the browser sends valid ones (the access check refuses

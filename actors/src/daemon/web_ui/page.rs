@@ -51,7 +51,7 @@ fn login_state(viewer: &Viewer) -> Markup {
                 }
                 Viewer::LoggedOut => {
                     span.whotext { "Read-only." }
-                    a.button.small href="/ui/login" { "Log in" }
+                    a.button.small href="/login" { "Log in" }
                 }
                 Viewer::Reader(name) => {
                     span.whotext { "Logged in as " b { (name) } " (read-only: no write option)." }
@@ -233,7 +233,7 @@ fn node_table(rows: &[NodeRow]) -> Markup {
     }
 }
 
-/// The answer to `/ui/login` until the browser sends credentials.
+/// The answer to `/login` until the browser sends credentials.
 pub fn login_needed() -> Markup {
     html! {
         (DOCTYPE)
@@ -345,7 +345,7 @@ mod tests {
             assert_eq!(html.contains("data-action=\"pause\""), buttons, "{viewer:?}");
         }
         let logged_out = page(&Viewer::LoggedOut, &live, "now").into_string();
-        assert!(logged_out.contains("href=\"/ui/login\""));
+        assert!(logged_out.contains("href=\"/login\""));
         let open = page(&Viewer::Open, &live, "now").into_string();
         assert!(open.contains("API open"));
     }

@@ -1,12 +1,14 @@
 // maintd's web page: re-fetches the live part (/ui/live) every few seconds and swaps it
 // in, and sends the buttons' requests to the API (/1/...). The browser adds the Basic
-// credentials given at /ui/login; without a user with the write option the API answers
-// 401 or 403, and the notice says so.
+// credentials given at /login; without a user with the write option the API answers 401
+// or 403, and the notice says so. Every request says X-Requested-With, so that maintd
+// answers a 401 without a challenge, which the browser would turn into a password prompt.
 "use strict";
 (function () {
   const live = document.getElementById("live");
   const notice = document.getElementById("notice");
   const every = 1000 * (Number(document.body.dataset.refresh) || 2);
+  const SCRIPT = { "X-Requested-With": "maintd-page" };
   let refreshing = false;
 
   function show(kind, text, loginLink) {
@@ -14,7 +16,7 @@
     notice.textContent = text;
     if (loginLink) {
       const link = document.createElement("a");
-      link.href = "/ui/login";
+      link.href = "/login";
       link.textContent = "Log in";
       notice.append(" ", link);
     }
@@ -40,7 +42,9 @@
       Array.from(live.querySelectorAll("tbody.incident details[open]"), (d) =>
         d.closest("tbody").dataset.uuid));
     try {
-      const answer = await fetch("/ui/live", { credentials: "same-origin", cache: "no-store" });
+      const answer = await fetch("/ui/live", {
+        credentials: "same-origin", cache: "no-store", headers: SCRIPT,
+      });
       const type = answer.headers.get("content-type") || "";
       if (!type.startsWith("text/html")) {
         markStale("not refreshed: HTTP " + answer.status);
@@ -87,7 +91,7 @@
       answer = await fetch(url, {
         method: "POST",
         credentials: "same-origin",
-        headers: body ? { "Content-Type": "application/json" } : {},
+        headers: body ? { ...SCRIPT, "Content-Type": "application/json" } : SCRIPT,
         body: body,
       });
     } catch (e) {
