@@ -124,9 +124,17 @@ fn the_page_shows_incidents_to_all_and_buttons_only_to_a_write_user() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (sim, mut daemon, api) = start(dir.path(), 0.3);
     // Paused, so that the incident stays noted and cancelable.
-    http_ok(&api, "POST", "/1/pause", Some(&json!({"reason": "web page test"})));
+    http_ok(
+        &api,
+        "POST",
+        "/1/pause",
+        Some(&json!({"reason": "web page test"})),
+    );
     let node = other_node(&sim, &[]);
-    sim.report(&node, &json!({"status": "evacuate", "details": {"disk": "sda"}}));
+    sim.report(
+        &node,
+        &json!({"status": "evacuate", "details": {"disk": "sda"}}),
+    );
     let incident = wait_incident(&mut daemon, &node);
     let uuid = incident["uuid"].as_str().expect("uuid");
 
@@ -210,7 +218,11 @@ fn the_page_shows_incidents_to_all_and_buttons_only_to_a_write_user() {
     assert_eq!(request(&api, "POST", &cancel, READER).status, 403);
     assert_eq!(request(&api, "POST", &cancel, OPERATOR).status, 200);
     let after = request(&api, "GET", "/ui/", OPERATOR);
-    assert!(after.body.contains("data-status=\"canceled\""), "{}", after.body);
+    assert!(
+        after.body.contains("data-status=\"canceled\""),
+        "{}",
+        after.body
+    );
     assert!(
         !after.body.contains("data-action=\"cancel\""),
         "a canceled incident has no cancel button: {}",
@@ -220,7 +232,9 @@ fn the_page_shows_incidents_to_all_and_buttons_only_to_a_write_user() {
     // The page's own files, and the way to it.
     let style = request(&api, "GET", "/ui/style.css", None);
     assert_eq!(style.status, 200);
-    assert!(style.header("content-type").is_some_and(|t| t.starts_with("text/css")));
+    assert!(style
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/css")));
     let script = request(&api, "GET", "/ui/ui.js", None);
     assert_eq!(script.status, 200);
     assert!(script.body.contains("/ui/live"));
@@ -233,7 +247,12 @@ fn the_page_shows_incidents_to_all_and_buttons_only_to_a_write_user() {
 fn what_a_node_reports_is_escaped_on_the_page() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (sim, mut daemon, api) = start(dir.path(), 0.3);
-    http_ok(&api, "POST", "/1/pause", Some(&json!({"reason": "<b>reason</b>"})));
+    http_ok(
+        &api,
+        "POST",
+        "/1/pause",
+        Some(&json!({"reason": "<b>reason</b>"})),
+    );
     let node = other_node(&sim, &[]);
     sim.report(
         &node,
@@ -245,9 +264,14 @@ fn what_a_node_reports_is_escaped_on_the_page() {
     // The page's own script element is the only one.
     assert_eq!(page.body.matches("<script").count(), 1, "{}", page.body);
     assert!(!page.body.contains("<b>reason</b>"), "{}", page.body);
-    assert!(page.body.contains("&lt;b&gt;reason&lt;/b&gt;"), "{}", page.body);
     assert!(
-        page.body.contains("&lt;script&gt;alert('sda')&lt;/script&gt;"),
+        page.body.contains("&lt;b&gt;reason&lt;/b&gt;"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("&lt;script&gt;alert('sda')&lt;/script&gt;"),
         "the report, escaped: {}",
         page.body
     );
@@ -304,6 +328,10 @@ fn a_browser_sees_incidents_live_and_cancels_only_when_logged_in() {
     for shot in ["ui-1280-logged-out.png", "ui-1280.png", "ui-390.png"] {
         let file = artifacts.join(shot);
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-        assert!(size > 1000, "screenshot {} missing or empty", file.display());
+        assert!(
+            size > 1000,
+            "screenshot {} missing or empty",
+            file.display()
+        );
     }
 }

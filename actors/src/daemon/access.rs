@@ -475,7 +475,8 @@ mod tests {
         assert_eq!(answers[0].1["user"], serde_json::Value::Null, "anonymous");
         assert_eq!(answers[2].1["user"], "writer");
         assert_eq!(answers[5].1["user"], "reader");
-        let writes: Vec<&serde_json::Value> = [0, 2, 5].iter().map(|&i| &answers[i].1["write"]).collect();
+        let writes: Vec<&serde_json::Value> =
+            [0, 2, 5].iter().map(|&i| &answers[i].1["write"]).collect();
         assert_eq!(writes, [false, true, false], "only the write user may act");
         let challenge = format!("Basic realm=\"{REALM}\"");
         assert_eq!(answers[1].2.as_deref(), Some(challenge.as_str()));

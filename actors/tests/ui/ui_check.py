@@ -64,9 +64,9 @@ def step(text):
     print(f"ui_check: {text}", flush=True)
 
 
-def shot(page, name):
+def shot(page, name, full_page=True):
     path = os.path.join(ARTIFACTS, name)
-    page.screenshot(path=path, full_page=True)
+    page.screenshot(path=path, full_page=full_page)
     step(f"screenshot {path}")
 
 
@@ -130,8 +130,7 @@ def run(browser, page):
     assert answered == 401, f"the page's cancel answered {answered}"
     notice = page.locator("#notice")
     expect(notice).to_be_visible()
-    expect(notice).to_contain_text("Refused (401)")
-    expect(notice).to_contain_text("not logged in")
+    expect(notice).to_contain_text("Refused: you are not logged in (401")
     expect(notice.get_by_role("link", name="Log in")).to_be_visible()
     expect(second).to_have_attribute("data-status", "noted")
     shot(page, "ui-1280-logged-out.png")
@@ -157,7 +156,15 @@ def run(browser, page):
     expect(operator.locator("#notice")).to_contain_text("Incident canceled.")
     expect(second).to_have_attribute("data-status", "canceled", timeout=WAIT_MS)
     expect(cancel).to_have_count(0)
-    step("resumed with the button")
+    step("resumed, paused with a reason and resumed again with the buttons")
+    operator.locator("button[data-action=resume]").click()
+    expect(operator.locator("#safety-state")).to_have_text("Running", timeout=WAIT_MS)
+    operator.locator("#pause-reason").fill("disk firmware <update>")
+    operator.locator("button[data-action=pause]").click()
+    expect(operator.locator("#safety-state")).to_have_text("Paused", timeout=WAIT_MS)
+    expect(operator.locator("#safety")).to_contain_text(
+        "Reason: disk firmware <update>", timeout=WAIT_MS)
+    expect(operator.locator("#safety")).to_contain_text(f"Paused by user {USER}")
     operator.locator("button[data-action=resume]").click()
     expect(operator.locator("#safety-state")).to_have_text("Running", timeout=WAIT_MS)
     # One more refresh, so the screenshots show the page as it refreshes itself.
@@ -167,7 +174,8 @@ def run(browser, page):
     expect(incident(operator, FIRST).locator("details")).to_have_attribute("open", "")
     shot(operator, "ui-1280.png")
     operator.set_viewport_size(PHONE)
-    shot(operator, "ui-390.png")
+    shot(operator, "ui-390.png", full_page=False)
+    shot(operator, "ui-390-full.png")
     page.set_viewport_size(PHONE)
     shot(page, "ui-390-logged-out.png")
     step("all checks passed")

@@ -182,7 +182,7 @@ fn incident_table(rows: &[IncidentRow], act: bool) -> Markup {
                                 details {
                                     summary { "History (" (row.history.len()) ") and report" }
                                     p.report { "Report: " code { (row.report) } }
-                                    ol.events {
+                                    ul.events {
                                         @for entry in &row.history {
                                             li {
                                                 span.when { (entry.ago) }
@@ -207,7 +207,7 @@ fn node_table(rows: &[NodeRow]) -> Markup {
         div.scroll {
             table.nodes {
                 thead {
-                    tr { th { "Node" } th { "Last report" } th { "Reported" } th { "Poll health" } th { "Failed polls" } }
+                    tr { th { "Node" } th { "Last report" } th { "Reported" } th { "Poll health" } th.wide { "Failed polls" } }
                 }
                 tbody {
                     @for row in rows {
@@ -224,7 +224,7 @@ fn node_table(rows: &[NodeRow]) -> Markup {
                                 span.pill.(row.tone.class()) { (row.health) }
                                 @if let Some(error) = &row.last_error { div.error { (error) } }
                             }
-                            td data-label="Failed polls" { (row.total_failures) }
+                            td.wide data-label="Failed polls" { (row.total_failures) }
                         }
                     }
                 }
@@ -322,7 +322,13 @@ mod tests {
         let html = page(&Viewer::Writer("<u>op</u>".into()), &live, "now").into_string();
         // The only script element is the page's own.
         assert_eq!(html.matches("<script").count(), 1, "{html}");
-        for raw in ["<b>fix</b>", "<img", "<i>node</i>", "</td><script>", "<u>op</u>"] {
+        for raw in [
+            "<b>fix</b>",
+            "<img",
+            "<i>node</i>",
+            "</td><script>",
+            "<u>op</u>",
+        ] {
             assert!(!html.contains(raw), "{raw} unescaped in {html}");
         }
         assert!(html.contains("node&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -341,8 +347,16 @@ mod tests {
             (Viewer::LoggedOut, false),
         ] {
             let html = live_part(&viewer, &live, "now").into_string();
-            assert_eq!(html.contains("data-action=\"cancel\""), buttons, "{viewer:?}");
-            assert_eq!(html.contains("data-action=\"pause\""), buttons, "{viewer:?}");
+            assert_eq!(
+                html.contains("data-action=\"cancel\""),
+                buttons,
+                "{viewer:?}"
+            );
+            assert_eq!(
+                html.contains("data-action=\"pause\""),
+                buttons,
+                "{viewer:?}"
+            );
         }
         let logged_out = page(&Viewer::LoggedOut, &live, "now").into_string();
         assert!(logged_out.contains("href=\"/login\""));

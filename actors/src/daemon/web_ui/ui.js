@@ -109,8 +109,8 @@
       const reason = document.getElementById("pause-reason");
       if (reason && action === "pause") reason.value = "";
     } else if (answer.status === 401) {
-      show("error", "Refused (401): you are not logged in. Log in with a user that has " +
-        "the write option. " + message, true);
+      show("error", "Refused: you are not logged in (401" + (message ? ": " + message : "") +
+        "). Log in with a user that has the write option to act.", true);
     } else if (answer.status === 403) {
       show("error", "Refused (403): " + message);
     } else {

@@ -205,6 +205,9 @@ pub fn utc_time_of_day(now: f64) -> String {
 
 /// How long ago `then` was, at `now` (Unix seconds).
 pub fn ago(now: f64, then: f64) -> String {
+    if now - then < 1.0 {
+        return "just now".to_owned();
+    }
     format!("{} ago", duration_text(now - then))
 }
 
@@ -305,7 +308,11 @@ pub fn safety_panel(safety: &SafetyView, now: f64) -> SafetyPanel {
             .since
             .map(|at| format!(" ({})", ago(now, at)))
             .unwrap_or_default();
-        let reason = safety.breaker.reason.as_deref().unwrap_or("no reason given");
+        let reason = safety
+            .breaker
+            .reason
+            .as_deref()
+            .unwrap_or("no reason given");
         facts.push(format!("Circuit breaker tripped{since}: {reason}"));
     }
     if let Some(halted) = &safety.halted {
@@ -320,7 +327,7 @@ pub fn safety_panel(safety: &SafetyView, now: f64) -> SafetyPanel {
         safety.in_repair.join(", ")
     };
     facts.push(format!(
-        "In repair: {in_repair} (at most {} nodes, {}% of a group).",
+        "In repair: {in_repair} (limits: {} at once, {}% of a group).",
         safety.limit, safety.limit_percent
     ));
     if safety.dry_run {
@@ -367,11 +374,7 @@ pub fn live(status: &StatusView, safety: &SafetyView, forgotten: &[Incident], no
 
 #[cfg(test)]
 mod tests {
-    use maintd::model::{
-        diagnose::RepairAction,
-        incident::HistoryEntry,
-        job::JobId,
-    };
+    use maintd::model::{diagnose::RepairAction, incident::HistoryEntry, job::JobId};
     use serde_json::json;
 
     use super::*;
@@ -416,6 +419,8 @@ mod tests {
             assert_eq!(duration_text(seconds), text, "{seconds}");
         }
         assert_eq!(ago(100.0, 40.0), "1 min ago");
+        assert_eq!(ago(100.0, 99.5), "just now");
+        assert_eq!(ago(100.0, 130.0), "just now", "a clock ahead of ours");
         assert_eq!(utc_time_of_day(1_796_630_462.7), "08:01:02 UTC");
         assert_eq!(utc_time_of_day(-1.0), "00:00:00 UTC");
     }
@@ -504,7 +509,10 @@ mod tests {
             ..SafetyView::default()
         };
         let panel = safety_panel(&safety, 0.0);
-        assert_eq!((panel.headline.as_str(), panel.tone), ("Running", Tone::Good));
+        assert_eq!(
+            (panel.headline.as_str(), panel.tone),
+            ("Running", Tone::Good)
+        );
         assert!(!panel.resumable);
         safety.paused = true;
         safety.paused_by = Some("user operator (api client 127.0.0.1)".into());
@@ -522,7 +530,10 @@ mod tests {
         safety.breaker.tripped = true;
         safety.breaker.reason = Some("3 nodes failed within 10 min".into());
         let panel = safety_panel(&safety, 400.0);
-        assert_eq!((panel.headline.as_str(), panel.tone), ("Circuit breaker tripped", Tone::Bad));
+        assert_eq!(
+            (panel.headline.as_str(), panel.tone),
+            ("Circuit breaker tripped", Tone::Bad)
+        );
         assert!(panel
             .facts
             .iter()
