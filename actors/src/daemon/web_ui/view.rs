@@ -374,13 +374,13 @@ pub fn live(status: &StatusView, safety: &SafetyView, forgotten: &[Incident], no
 
 #[cfg(test)]
 mod tests {
-    use maintd::model::{diagnose::RepairAction, incident::HistoryEntry, job::JobId};
+    use maintd::model::{incident::HistoryEntry, job::JobId};
     use serde_json::json;
 
     use super::*;
 
     fn incident(status: RepairStatus) -> Incident {
-        let mut incident: Incident = serde_json::from_value(json!({
+        serde_json::from_value(json!({
             "uuid": "6f0c5e0e-4a0e-4c59-9d1e-0e3f2d0b9a11",
             "node": "node3.example.org",
             "original": {"status": "evacuate", "details": {"disk": "sda"}},
@@ -396,9 +396,7 @@ mod tests {
             "ctime": 1000.0,
             "mtime": 1000.0,
         }))
-        .expect("an incident");
-        incident.action = RepairAction::Evacuate;
-        incident
+        .expect("an incident")
     }
 
     #[test]
