@@ -159,3 +159,43 @@ async fn script() -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(page::SCRIPT)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use actix_web::test;
+
+    use super::*;
+    use crate::daemon::{access::ApiAccess, api};
+
+    #[actix_web::test]
+    async fn a_node_that_is_not_master_answers_503_with_a_page_that_says_so() {
+        // No registry attached: this node is not master.
+        let service = test::init_service(api::app(
+            RegistryLink::default(),
+            Clock::new(),
+            Arc::new(ApiAccess::open()),
+        ))
+        .await;
+        for path in ["/ui/", "/ui/live"] {
+            let response =
+                test::call_service(&service, test::TestRequest::get().uri(path).to_request()).await;
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            let body = test::read_body(response).await;
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.contains("not the master"), "{path}: {text}");
+        }
+        // The API is open: logging in is not needed, so /login goes straight to the page.
+        let login = test::call_service(
+            &service,
+            test::TestRequest::get().uri("/login").to_request(),
+        )
+        .await;
+        assert_eq!(login.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            login.headers().get(header::LOCATION).map(|v| v.as_bytes()),
+            Some(&b"/ui/"[..])
+        );
+    }
+}
