@@ -19,7 +19,9 @@ use actix_web::{
     web::Data,
     HttpMessage, HttpResponse,
 };
-use maintd::auth::{authorize, Credentials, Decision, LoginGuard, Need, Users, UsersError, REALM};
+use maintd::auth::{
+    authorize, Access, Credentials, Decision, LoginGuard, Need, Users, UsersError, REALM,
+};
 use serde_json::json;
 use tracing::warn;
 
@@ -176,8 +178,8 @@ impl ApiAccess {
         self.logins.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The verdict on a request: `Ok` with the user it is served for, or the refusal.
-    fn judge(&self, req: &ServiceRequest) -> Result<Option<String>, Refused> {
+    /// The verdict on a request: `Ok` with who it is served for, or the refusal.
+    fn judge(&self, req: &ServiceRequest) -> Result<ApiCaller, Refused> {
         let host = req
             .headers()
             .get(header::HOST)
@@ -204,7 +206,7 @@ impl ApiAccess {
             }
         }
         let UsersSource::File(file) = &self.users else {
-            return Ok(None);
+            return Ok(ApiCaller::Open);
         };
         let needs = if matches!(*req.method(), Method::GET | Method::HEAD) {
             Need::Nothing
@@ -238,12 +240,18 @@ impl ApiAccess {
             needs,
             self.require_authentication,
         ) {
-            Decision::Anonymous => Ok(None),
+            Decision::Anonymous => Ok(ApiCaller::Anonymous),
             Decision::User(name) => {
                 if let Some(peer) = peer {
                     self.logins().succeeded(peer);
                 }
-                Ok(Some(name))
+                // A read needs no write option, so whether the user has one is asked
+                // separately: the web page shows its buttons only to users who do.
+                let write = credentials
+                    .as_ref()
+                    .and_then(|c| users.check(c))
+                    .is_some_and(|user| user.may(Access::Write));
+                Ok(ApiCaller::User { name, write })
             }
             Decision::Unauthenticated => match credentials {
                 Some(credentials) => {
@@ -288,9 +296,10 @@ impl Refused {
         }
     }
 
-    fn response(self) -> HttpResponse {
+    /// The answer; a 401 challenges for Basic credentials when `challenge`.
+    fn response(self, challenge: bool) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.status == StatusCode::UNAUTHORIZED && challenge {
             response.insert_header((header::WWW_AUTHENTICATE, format!("Basic realm=\"{REALM}\"")));
         }
         if let Some(seconds) = self.retry_after {
@@ -311,6 +320,34 @@ impl Refused {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiUserName(pub String);
 
+/// Who a request is served for and whether they may change anything, for the handlers
+/// (the web page shows its buttons by it). Every served request carries one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiCaller {
+    /// The API has no users (`maintd sim`, on loopback): everyone may read and act.
+    Open,
+    /// No credentials: reads only.
+    Anonymous,
+    /// An authenticated user of the users file.
+    User {
+        /// The user's name.
+        name: String,
+        /// The users file gives them the write option.
+        write: bool,
+    },
+}
+
+impl ApiCaller {
+    /// Whether this caller's writes (cancel, pause, resume) are served.
+    pub fn may_write(&self) -> bool {
+        match self {
+            ApiCaller::Open => true,
+            ApiCaller::Anonymous => false,
+            ApiCaller::User { write, .. } => *write,
+        }
+    }
+}
+
 /// Middleware: serve a request only as the app's [`ApiAccess`] allows (everything, when
 /// the app has none).
 pub async fn check_access(
@@ -319,16 +356,23 @@ pub async fn check_access(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let verdict = match req.app_data::<Data<ApiAccess>>() {
         Some(access) => access.judge(&req),
-        None => Ok(None),
+        None => Ok(ApiCaller::Open),
     };
     match verdict {
-        Ok(user) => {
-            if let Some(name) = user {
-                req.extensions_mut().insert(ApiUserName(name));
+        Ok(caller) => {
+            if let ApiCaller::User { name, .. } = &caller {
+                req.extensions_mut().insert(ApiUserName(name.clone()));
             }
+            req.extensions_mut().insert(caller);
             Ok(next.call(req).await?.map_into_boxed_body())
         }
-        Err(refused) => Ok(req.into_response(refused.response())),
+        Err(refused) => {
+            // A script's request (the web page's, which sends `X-Requested-With`) gets
+            // its 401 without a challenge: a browser would otherwise hold it behind a
+            // password prompt, where the page cannot say what was refused.
+            let challenge = !req.headers().contains_key("x-requested-with");
+            Ok(req.into_response(refused.response(challenge)))
+        }
     }
 }
 
@@ -347,7 +391,11 @@ mod tests {
             .extensions()
             .get::<ApiUserName>()
             .map(|u| u.0.clone());
-        HttpResponse::Ok().json(json!({ "user": user }))
+        let write = request
+            .extensions()
+            .get::<ApiCaller>()
+            .map(ApiCaller::may_write);
+        HttpResponse::Ok().json(json!({ "user": user, "write": write }))
     }
 
     fn basic(user: &str, password: &str) -> (header::HeaderName, String) {
@@ -417,14 +465,19 @@ mod tests {
                 request(Method::GET, "node1:1816").insert_header(basic("reader", "r-pass")),
                 request(Method::POST, "node1:1816")
                     .insert_header((header::AUTHORIZATION, "Digest x")),
+                request(Method::POST, "node1:1816").insert_header(("X-Requested-With", "fetch")),
             ],
         )
         .await;
         let statuses: Vec<u16> = answers.iter().map(|a| a.0.as_u16()).collect();
-        assert_eq!(statuses, [200, 401, 200, 403, 401, 200, 401]);
+        assert_eq!(statuses, [200, 401, 200, 403, 401, 200, 401, 401]);
+        assert_eq!(answers[7].2, None, "no challenge to a script's request");
         assert_eq!(answers[0].1["user"], serde_json::Value::Null, "anonymous");
         assert_eq!(answers[2].1["user"], "writer");
         assert_eq!(answers[5].1["user"], "reader");
+        let writes: Vec<&serde_json::Value> =
+            [0, 2, 5].iter().map(|&i| &answers[i].1["write"]).collect();
+        assert_eq!(writes, [false, true, false], "only the write user may act");
         let challenge = format!("Basic realm=\"{REALM}\"");
         assert_eq!(answers[1].2.as_deref(), Some(challenge.as_str()));
         assert_eq!(answers[1].1["error"], "Unauthorized");

@@ -51,7 +51,7 @@ impl RegistryLink {
     }
 
     /// Send `msg` to the registry and wait for its answer.
-    async fn ask<M>(&self, msg: M) -> Result<M::Result, ApiError>
+    pub(crate) async fn ask<M>(&self, msg: M) -> Result<M::Result, ApiError>
     where
         M: Message + Send + 'static,
         M::Result: Send,
@@ -415,6 +415,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/1/history", web::get().to(history))
         .route("/1/pause", web::post().to(pause))
         .route("/1/resume", web::post().to(resume));
+    // The web page, behind the same access checks.
+    crate::daemon::web_ui::configure(cfg);
 }
 
 /// The app as served, for the server and for tests: every request passes `access`;

@@ -13,6 +13,7 @@
 //! | [`notifier`] | `Notifier`: posts each saved incident transition to the webhook |
 //! | [`api`] | `WebActor`: the HTTP API on port 1816 |
 //! | [`access`] | who may use the API: users, Host and Origin checks, failed-login brake |
+//! | [`web_ui`] | the web page at `/ui/` (handlers of the API's app, not an actor) |
 //! | [`messages`] | every message between them |
 
 pub mod access;
@@ -28,3 +29,4 @@ pub mod registry;
 pub mod round_planner;
 pub mod state_replicator;
 pub mod supervisor;
+pub mod web_ui;
