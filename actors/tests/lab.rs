@@ -656,7 +656,10 @@ fn lab_failed_job_tags_repairfailed_and_stops() {
     let hook = FAILING_HOOK.rsplit('/').next().expect("hook name");
     assert!(message.contains("HooksAbort"), "{message}");
     assert!(message.contains(hook), "{message}");
-    assert!(message.contains("maintd lab test: migrations fail"), "{message}");
+    assert!(
+        message.contains("maintd lab test: migrations fail"),
+        "{message}"
+    );
     let tag = format!("maintd:repairfailed:{uuid}");
     wait_until(within(60), "the repairfailed tag", || {
         lab.nodes()[&node].tags.contains(&tag).then_some(())

@@ -761,7 +761,10 @@ fn excerpt(value: &Value) -> String {
 }
 
 async fn job_failure(client: &LuxiClient, id: JobId) -> Result<Option<JobFailure>, BackendError> {
-    let result = match client.call("QueryJobs", json!([[id], FAILURE_FIELDS])).await {
+    let result = match client
+        .call("QueryJobs", json!([[id], FAILURE_FIELDS]))
+        .await
+    {
         Err(e) if e.exception_name() == Some("JobLost") => return Ok(None),
         other => other?,
     };

@@ -248,7 +248,9 @@ mod tests {
         );
         assert_eq!(
             summary(backend.job_failure(ids[1]).await).as_deref(),
-            Some("OP_NODE_SET_PARAMS node9: OpPrereqError: Node 'node9' not known (unknown_entity)")
+            Some(
+                "OP_NODE_SET_PARAMS node9: OpPrereqError: Node 'node9' not known (unknown_entity)"
+            )
         );
         assert_eq!(summary(backend.job_failure(ids[2]).await), None);
         assert_eq!(summary(backend.job_failure(JobId(99)).await), None);

@@ -125,32 +125,55 @@ pub fn describe_args(class: &str, args: &Value) -> String {
 }
 
 /// `HooksAbort`'s only argument, `[[node, script, output], ...]`, as
-/// `hook SCRIPT on NODE failed: OUTPUT; ...`.
+/// `hook SCRIPT failed on NODES: OUTPUT; ...`, one entry per script and output. Ganeti 3
+/// names the nodes by UUID, which says nothing in a message: those are counted instead.
 fn describe_hooks(items: &[Value]) -> Option<String> {
     let [Value::Array(failures)] = items else {
         return None;
     };
-    let described: Vec<String> = failures
-        .iter()
-        .map(|failure| match failure.as_array().map(Vec::as_slice) {
-            Some([node, script, output]) => {
-                let output = value_as_text(output);
-                let output = output.trim();
-                let output = if output.is_empty() {
-                    "(no output)"
-                } else {
-                    output
-                };
-                format!(
-                    "hook {} on {} failed: {output}",
-                    value_as_text(script),
-                    value_as_text(node)
-                )
+    // (script, output) → nodes, in the order Ganeti lists them.
+    let mut groups: Vec<((String, String), Vec<String>)> = Vec::new();
+    let mut odd = Vec::new();
+    for failure in failures {
+        let Some([node, script, output]) = failure.as_array().map(Vec::as_slice) else {
+            odd.push(value_as_text(failure));
+            continue;
+        };
+        let output = value_as_text(output).trim().to_owned();
+        let key = (value_as_text(script), output);
+        let node = value_as_text(node);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, nodes)) => nodes.push(node),
+            None => groups.push((key, vec![node])),
+        }
+    }
+    let described = groups.into_iter().map(|((script, output), nodes)| {
+        let output = if output.is_empty() {
+            "(no output)".to_owned()
+        } else {
+            output
+        };
+        let on = if nodes.iter().all(|n| looks_like_uuid(n)) {
+            match nodes.len() {
+                1 => "1 node".to_owned(),
+                n => format!("{n} nodes"),
             }
-            _ => value_as_text(failure),
-        })
-        .collect();
+        } else {
+            nodes.join(", ")
+        };
+        format!("hook {script} failed on {on}: {output}")
+    });
+    let described: Vec<String> = described.chain(odd).collect();
     (!described.is_empty()).then(|| described.join("; "))
+}
+
+/// A UUID as Ganeti writes them: 8-4-4-4-12 hexadecimal digits.
+fn looks_like_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// A JSON value as text, without quotes around strings.
@@ -222,7 +245,10 @@ mod tests {
             &json!(["success", "error", "error"]),
             &json!([
                 null,
-                ["OpPrereqError", ["Can't use drained node node6", "wrong_state"]],
+                [
+                    "OpPrereqError",
+                    ["Can't use drained node node6", "wrong_state"]
+                ],
                 ["OpExecError", ["Preceding opcode failed"]]
             ]),
         )
@@ -270,18 +296,61 @@ mod tests {
     #[test]
     fn encoded_errors_of_each_shape_are_described() {
         let table = [
-            (json!(["OpExecError", ["Disk sync failed"]]), "OpExecError: Disk sync failed"),
-            (json!(["OpExecError", "bare message"]), "OpExecError: bare message"),
-            (json!(["OpExecError", []]), "OpExecError"),
-            (json!(["OpPrereqError", ["gone", "unknown_entity"]]), "OpPrereqError: gone (unknown_entity)"),
-            (json!(["HooksFailure", ["Communication Failure"]]), "HooksFailure: Communication Failure"),
             (
-                json!(["HooksAbort", [[["node2.ganeti.test", "50-fail", "no migration today\n"]]]]),
-                "HooksAbort: hook 50-fail on node2.ganeti.test failed: no migration today",
+                json!(["OpExecError", ["Disk sync failed"]]),
+                "OpExecError: Disk sync failed",
             ),
             (
-                json!(["HooksAbort", [[["n1", "a", ""], ["n2", "b", "out"]]]]),
-                "HooksAbort: hook a on n1 failed: (no output); hook b on n2 failed: out",
+                json!(["OpExecError", "bare message"]),
+                "OpExecError: bare message",
+            ),
+            (json!(["OpExecError", []]), "OpExecError"),
+            (
+                json!(["OpPrereqError", ["gone", "unknown_entity"]]),
+                "OpPrereqError: gone (unknown_entity)",
+            ),
+            (
+                json!(["HooksFailure", ["Communication Failure"]]),
+                "HooksFailure: Communication Failure",
+            ),
+            (
+                json!([
+                    "HooksAbort",
+                    [[["node2.ganeti.test", "50-fail", "no migration today\n"]]]
+                ]),
+                "HooksAbort: hook 50-fail failed on node2.ganeti.test: no migration today",
+            ),
+            (
+                json!([
+                    "HooksAbort",
+                    [[["n1", "a", ""], ["n2", "b", "out"], ["n3", "b", "out"]]]
+                ]),
+                "HooksAbort: hook a failed on n1: (no output); hook b failed on n2, n3: out",
+            ),
+            // Ganeti 3.0 names the nodes by UUID: counted.
+            (
+                json!([
+                    "HooksAbort",
+                    [[
+                        [
+                            "6959e113-e2ad-402b-8ccb-2f7cf72364a1",
+                            "instance-migrate-pre.d/00-x",
+                            "no\n"
+                        ],
+                        [
+                            "f5ebc338-cf78-4691-a10e-acf2ee7a988e",
+                            "instance-migrate-pre.d/00-x",
+                            "no\n"
+                        ],
+                        [
+                            "f5ebc338-cf78-4691-a10e-acf2ee7a988e",
+                            "instance-migrate-pre.d/01-y",
+                            ""
+                        ]
+                    ]]
+                ]),
+                "HooksAbort: hook instance-migrate-pre.d/00-x failed on 2 nodes: no; \
+                 hook instance-migrate-pre.d/01-y failed on 1 node: (no output)",
             ),
             (json!(["HooksAbort", [[["n1"]]]]), "HooksAbort: [\"n1\"]"),
             (json!(["OpExecError", [7, null]]), "OpExecError: 7 (null)"),
@@ -300,11 +369,18 @@ mod tests {
         let mut failure = JobFailure::told("repair command fix on n1 failed");
         assert_eq!(failure.summary(), "repair command fix on n1 failed");
         failure.opcode = Some("OP_TEST_DELAY".into());
-        assert_eq!(failure.summary(), "OP_TEST_DELAY: repair command fix on n1 failed");
+        assert_eq!(
+            failure.summary(),
+            "OP_TEST_DELAY: repair command fix on n1 failed"
+        );
         failure.target = Some("n1".into());
-        assert_eq!(failure.summary(), "OP_TEST_DELAY n1: repair command fix on n1 failed");
+        assert_eq!(
+            failure.summary(),
+            "OP_TEST_DELAY n1: repair command fix on n1 failed"
+        );
         // Node and group opcodes are named by their node or group.
-        let op = json!({"OP_ID": "OP_GROUP_ASSIGN_NODES", "group_name": "default", "instance_name": ""});
+        let op =
+            json!({"OP_ID": "OP_GROUP_ASSIGN_NODES", "group_name": "default", "instance_name": ""});
         assert_eq!(opcode_target(&op).as_deref(), Some("default"));
         let op = json!({"OP_ID": "OP_TAGS_DEL", "kind": "node", "name": "node2", "tags": ["a"]});
         assert_eq!(opcode_target(&op).as_deref(), Some("node2"));
@@ -332,7 +408,14 @@ mod tests {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let pick = (*seed >> 33) % if depth == 0 { 5 } else { 7 };
-        let texts = ["", "error", "OpPrereqError", "HooksAbort", "é\n\u{0}x", "  "];
+        let texts = [
+            "",
+            "error",
+            "OpPrereqError",
+            "HooksAbort",
+            "é\n\u{0}x",
+            "  ",
+        ];
         match pick {
             0 => Value::Null,
             1 => json!((*seed >> 40) % 3 == 0),
