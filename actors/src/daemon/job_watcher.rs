@@ -195,6 +195,8 @@ impl JobWatcher {
                     act.attempt = 0;
                     let (statuses, failed) = act.watch.seen(ids, statuses);
                     let at = act.clock.now();
+                    // Why the failed jobs failed is asked before the statuses go on, and
+                    // before the next poll: the incident's message carries it.
                     let backend = act.backend.clone();
                     let details =
                         watch::failure_details(failed, move |id| backend.job_failure(id));
