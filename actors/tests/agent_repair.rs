@@ -268,7 +268,8 @@ async fn failing_and_unlisted_commands_end_the_job_in_error() {
     for submission in submitted {
         let id = submission.expect("accepted, to fail when run");
         assert_eq!(final_status(&repairs, id).await, Some(JobStatus::Error));
-        details.push(repairs.failure_detail(id).expect("why it failed"));
+        let failure = repairs.job_failure(id).await.expect("answered");
+        details.push(failure.expect("why it failed").summary());
     }
     // Why each failed, for the incident's message.
     assert!(details[0].starts_with("repair command fix on node1.example.com failed"));
@@ -278,7 +279,8 @@ async fn failing_and_unlisted_commands_end_the_job_in_error() {
         "{}",
         details[1]
     );
-    assert_eq!(repairs.failure_detail(JobId(7)), None);
+    // A queue job: the queue is asked (this one cannot tell).
+    assert_eq!(repairs.job_failure(JobId(7)).await, Ok(None));
     assert!(queue.submitted.borrow().is_empty());
 }
 

@@ -139,6 +139,50 @@ fn evacuate_failover_fails_instances_over() {
 }
 
 #[test]
+fn a_failed_migration_names_the_opcode_the_instance_and_ganetis_error() {
+    run_paused(|| async {
+        let h = Harness::start(8, 24, 0.2).await;
+        let node = h.busiest_node();
+        let instances = h.node(&node).primary_instances;
+        assert!(!instances.is_empty(), "{node} hosts instances");
+        h.sim.lock().inject_fault("OP_INSTANCE_MIGRATE", 1);
+        h.report(&node, json!({"status": "evacuate", "details": "dimm B2"}));
+        let uuid = uuid_of(&h.wait_incident_on(&node, 10.0).await);
+        h.wait_status(&uuid, "failed", 120.0).await;
+        let (status, detail) = h.api("GET", &format!("/1/incidents/{uuid}")).await;
+        assert_eq!(status, StatusCode::OK, "{detail}");
+        let message = detail["message"].as_str().expect("a message");
+        let failed_job = h
+            .sim
+            .lock()
+            .jobs(h.clock.now())
+            .find(|j| j.status() == JobStatus::Error)
+            .map(|j| j.id)
+            .expect("the failed migration");
+        let instance = instances
+            .iter()
+            .find(|i| message.contains(&format!("OP_INSTANCE_MIGRATE {i}: ")))
+            .unwrap_or_else(|| panic!("an instance of {node} named: {message}"));
+        assert_eq!(
+            message,
+            format!(
+                "job {failed_job} ended error: OP_INSTANCE_MIGRATE {instance}: OpExecError: \
+                 Injected fault: OP_INSTANCE_MIGRATE failed (simulated)"
+            )
+        );
+        // The history tells the same.
+        assert!(
+            detail["history"]
+                .as_array()
+                .expect("history")
+                .iter()
+                .any(|e| e["detail"].as_str() == Some(message)),
+            "{detail}"
+        );
+    });
+}
+
+#[test]
 fn failed_job_fails_incident_tags_failed_and_stops() {
     run_paused(|| async {
         let h = Harness::start(8, 24, 0.2).await;
@@ -149,8 +193,14 @@ fn failed_job_fails_incident_tags_failed_and_stops() {
         let uuid = uuid_of(&h.wait_incident_on(&node, 10.0).await);
         let failed = h.wait_status(&uuid, "failed", 60.0).await;
         assert_eq!(failed["tag"], format!("maintd:repairfailed:{uuid}"));
-        assert!(
-            failed["message"].as_str().unwrap_or("").contains("error"),
+        // The message names the failed opcode, its node and Ganeti's error.
+        let drain_job = job_ids(&failed)[0];
+        assert_eq!(
+            failed["message"],
+            format!(
+                "job {drain_job} ended error: OP_NODE_SET_PARAMS {node}: OpExecError: \
+                 Injected fault: OP_NODE_SET_PARAMS failed (simulated)"
+            ),
             "{failed}"
         );
 

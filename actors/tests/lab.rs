@@ -637,11 +637,29 @@ fn lab_failed_job_tags_repairfailed_and_stops() {
     let diagnose = DiagnoseServer::start();
     let maintd = Maintd::start(&lab, &diagnose, dir.path());
     let node = lab.busiest_node();
+    let instances = lab.nodes()[&node].primaries.clone();
     lab.break_migrations();
 
     diagnose.report(&node, json!({"status": "evacuate"}));
     let failed = maintd.wait_incident(&node, "failed", within(240));
     let uuid = uuid(&failed);
+    // The message says which migration failed and why: Ganeti's hook failure, with the
+    // hook's name and output.
+    let message = failed["message"].as_str().expect("a message");
+    eprintln!("failed incident's message: {message}");
+    assert!(
+        instances
+            .iter()
+            .any(|i| message.contains(&format!("OP_INSTANCE_MIGRATE {i}: "))),
+        "{message}"
+    );
+    let hook = FAILING_HOOK.rsplit('/').next().expect("hook name");
+    assert!(message.contains("HooksAbort"), "{message}");
+    assert!(message.contains(hook), "{message}");
+    assert!(
+        message.contains("maintd lab test: migrations fail"),
+        "{message}"
+    );
     let tag = format!("maintd:repairfailed:{uuid}");
     wait_until(within(60), "the repairfailed tag", || {
         lab.nodes()[&node].tags.contains(&tag).then_some(())
@@ -784,7 +802,7 @@ fn lab_rapi_backend_evacuates_a_node() {
     };
     // Unique per run: earlier runs' jobs stay in the queue.
     let marker = format!("submission lab-rapi-chain-{uuid})");
-    let (last, statuses, found) = actix_rt::System::new().block_on(async {
+    let (last, statuses, found, failure) = actix_rt::System::new().block_on(async {
         use maintd::{
             backend::{rapi::RapiBackend, ClusterBackend},
             model::{
@@ -828,8 +846,17 @@ fn lab_rapi_backend_evacuates_a_node() {
             .find_jobs_by_reason(marker.clone())
             .await
             .expect("lookup");
-        (last, statuses, found)
+        let failure = backend.job_failure(last).await.expect("asked");
+        (last, statuses, found, failure)
     });
+    // Why the chain failed: its third job (the last only depended on it).
+    let failure = failure.expect("a failure").summary();
+    eprintln!("failed chain: {failure}");
+    assert!(
+        failure.starts_with(&format!("OP_TAGS_DEL {node}: OpPrereqError: ")),
+        "{failure}"
+    );
+    assert!(failure.contains("maintd:lab-chain"), "{failure}");
     let statuses: Vec<String> = statuses
         .iter()
         .map(|s| s.map(|s| s.to_string()).unwrap_or_default())

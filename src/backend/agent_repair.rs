@@ -34,6 +34,7 @@ use crate::{
     model::{
         cluster::ClusterSnapshot,
         job::{JobId, JobStatus},
+        job_failure::JobFailure,
         opcode::{OpBody, Opcode},
     },
     signing::{self, HmacKey, SignedMessage},
@@ -483,10 +484,15 @@ impl ClusterBackend for AgentRepairs {
         .boxed_local()
     }
 
-    fn failure_detail(&self, id: JobId) -> Option<String> {
-        match self.shared.failures.borrow().get(&id) {
-            Some(text) => Some(text.clone()),
-            None => self.inner.failure_detail(id),
+    fn job_failure(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<Option<JobFailure>, BackendError>> {
+        let told = self.shared.failures.borrow().get(&id).cloned();
+        match told {
+            // The agent's account: which command, why, and the end of its output.
+            Some(text) => Box::pin(async move { Ok(Some(JobFailure::told(text))) }),
+            None => self.inner.job_failure(id),
         }
     }
 

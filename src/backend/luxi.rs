@@ -20,6 +20,7 @@ use super::{BackendError, CancelOutcome, ClusterBackend, Submission};
 use crate::model::{
     cluster::{ClusterSnapshot, DiskTemplate, Group, Instance, Node},
     job::{JobId, JobStatus},
+    job_failure::{describe_args, one_line, JobFailure},
     opcode::Opcode,
 };
 use crate::protocol::luxi::{write_message, FrameError, MessageReader};
@@ -151,20 +152,8 @@ impl LuxiError {
 
     /// Decode an encoded Ganeti exception `[name, args]`.
     fn from_encoded_exception(name: &str, args: Value) -> Self {
-        let message = match &args {
-            Value::Array(items) => {
-                let texts: Vec<String> = items.iter().map(value_as_text).collect();
-                match texts.split_first() {
-                    // OpPrereqError carries [text, error_code].
-                    Some((first, rest)) if !rest.is_empty() => {
-                        format!("{first} ({})", rest.join(", "))
-                    }
-                    Some((first, _)) => first.clone(),
-                    None => String::new(),
-                }
-            }
-            other => value_as_text(other),
-        };
+        // OpPrereqError carries [text, error_code]: "text (error_code)".
+        let message = describe_args(name, &args);
         LuxiError::Exception {
             name: name.to_owned(),
             message,
@@ -748,6 +737,46 @@ async fn job_statuses(
     Ok(statuses)
 }
 
+/// The `QueryJobs` fields [`decode_failure_row`] reads.
+const FAILURE_FIELDS: [&str; 3] = ["ops", "opstatus", "opresult"];
+
+/// Decode one `QueryJobs` row for [`FAILURE_FIELDS`]: the job's first failed opcode and its
+/// error. An unknown job (a `null` row or a row of `null`s) has none.
+pub fn decode_failure_row(row: &Value) -> Result<Option<JobFailure>, BackendError> {
+    match row {
+        Value::Null => Ok(None),
+        Value::Array(cells) if cells.len() == FAILURE_FIELDS.len() => {
+            Ok(JobFailure::from_job_fields(&cells[0], &cells[1], &cells[2]))
+        }
+        other => Err(BackendError::Protocol(format!(
+            "unexpected QueryJobs row {}",
+            excerpt(other)
+        ))),
+    }
+}
+
+/// The start of a JSON value, for error messages about answers that may be large.
+fn excerpt(value: &Value) -> String {
+    one_line(&value.to_string(), 200)
+}
+
+async fn job_failure(client: &LuxiClient, id: JobId) -> Result<Option<JobFailure>, BackendError> {
+    let result = match client
+        .call("QueryJobs", json!([[id], FAILURE_FIELDS]))
+        .await
+    {
+        Err(e) if e.exception_name() == Some("JobLost") => return Ok(None),
+        other => other?,
+    };
+    match result.as_array().map(Vec::as_slice) {
+        Some([row]) => decode_failure_row(row),
+        _ => Err(BackendError::Protocol(format!(
+            "QueryJobs answered {}",
+            excerpt(&result)
+        ))),
+    }
+}
+
 async fn find_jobs_by_reason(
     client: &LuxiClient,
     marker: String,
@@ -826,6 +855,14 @@ impl ClusterBackend for LuxiBackend {
     ) -> LocalBoxFuture<'static, Result<Vec<JobId>, BackendError>> {
         let client = self.client.clone();
         async move { find_jobs_by_reason(&client, marker).await }.boxed_local()
+    }
+
+    fn job_failure(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<Option<JobFailure>, BackendError>> {
+        let client = self.client.clone();
+        async move { job_failure(&client, id).await }.boxed_local()
     }
 
     fn cancel_job(
@@ -1040,5 +1077,80 @@ mod tests {
             Ok(Some(JobStatus::Running))
         );
         assert!(decode_status_row(&json!(["exploded"])).is_err());
+    }
+
+    #[test]
+    fn decodes_failure_rows() {
+        let row = json!([
+            [{"OP_ID": "OP_INSTANCE_MIGRATE", "instance_name": "inst3"}],
+            ["error"],
+            [["OpPrereqError", ["Can't use drained node node6", "wrong_state"]]]
+        ]);
+        assert_eq!(
+            decode_failure_row(&row).map(|f| f.map(|f| f.summary())),
+            Ok(Some(
+                "OP_INSTANCE_MIGRATE inst3: OpPrereqError: Can't use drained node node6 (wrong_state)"
+                    .into()
+            ))
+        );
+        // A job that succeeded, as a Ganeti 3.0 luxid answered it.
+        let sample = sample_response("luxi-queryjobs-final.json");
+        let real = &sample["result"][0];
+        let row = json!([real[2], real[4], real[3]]);
+        assert_eq!(decode_failure_row(&row), Ok(None));
+        // An unknown job: a null row (masterd) or a row of nulls (luxid).
+        assert_eq!(decode_failure_row(&json!(null)), Ok(None));
+        assert_eq!(decode_failure_row(&json!([null, null, null])), Ok(None));
+        for garbled in [json!([null]), json!("error"), json!({"ops": []})] {
+            assert!(
+                matches!(decode_failure_row(&garbled), Err(BackendError::Protocol(_))),
+                "{garbled}"
+            );
+        }
+    }
+
+    #[actix_rt::test]
+    async fn tells_why_a_job_failed_over_the_socket() {
+        use crate::{
+            clock::Clock,
+            model::opcode::OpBody,
+            sim::{lock_sim, luxi_server::serve, SimHandle, SimSpec},
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ganeti-query");
+        let spec = SimSpec {
+            nodes: 3,
+            instances: 2,
+            seed: 5,
+            job_seconds: 0.0,
+            ..SimSpec::default()
+        };
+        let sim = SimHandle::generate(&spec, Clock::starting_at(100.0));
+        lock_sim(&sim.sim).inject_fault("OP_NODE_SET_PARAMS", 1);
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        actix_rt::spawn(serve(listener, sim, async {
+            let _ = stopped.await;
+        }));
+        let backend = LuxiBackend::new(LuxiConfig::new(&path));
+        let drain = |node: &str| vec![OpBody::drain_node(node).with_reason("r".into(), 1)];
+        let submitted = backend
+            .submit_jobs(vec![drain("node2"), drain("node3")])
+            .await
+            .expect("accepted");
+        let [Ok(failed), Ok(succeeded)] = submitted[..] else {
+            panic!("{submitted:?}")
+        };
+        let failure = backend.job_failure(failed).await.expect("answered");
+        assert_eq!(
+            failure.map(|f| f.summary()).as_deref(),
+            Some(
+                "OP_NODE_SET_PARAMS node2: OpExecError: \
+                 Injected fault: OP_NODE_SET_PARAMS failed (simulated)"
+            )
+        );
+        assert_eq!(backend.job_failure(succeeded).await, Ok(None));
+        assert_eq!(backend.job_failure(JobId(4242)).await, Ok(None));
+        let _ = stop.send(());
     }
 }

@@ -22,6 +22,7 @@ use crate::model::{
     cluster::ClusterSnapshot,
     diagnose::{Diagnose, ReportError},
     job::{JobId, JobStatus},
+    job_failure::JobFailure,
     load::CpuLoad,
     opcode::Opcode,
 };
@@ -81,10 +82,15 @@ pub trait ClusterBackend {
         ids: Vec<JobId>,
     ) -> LocalBoxFuture<'static, Result<Vec<Option<JobStatus>>, BackendError>>;
 
-    /// Why job `id`, last seen ended in error, failed, when the backend knows more than
-    /// the status (a node agent's message and output); `None` otherwise.
-    fn failure_detail(&self, _id: JobId) -> Option<String> {
-        None
+    /// Why job `id`, last seen ended in error, failed: its first failed opcode and Ganeti's
+    /// error (or a node agent's account); `None` when the backend cannot tell.
+    ///
+    /// The default cannot tell.
+    fn job_failure(
+        &self,
+        _id: JobId,
+    ) -> LocalBoxFuture<'static, Result<Option<JobFailure>, BackendError>> {
+        Box::pin(async { Ok(None) })
     }
 
     /// Ids of queued or archived jobs whose reason trail contains `marker` in an entry's text;

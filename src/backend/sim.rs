@@ -5,6 +5,7 @@
 //! They answer synchronously; the futures are ready at once.
 
 use futures_util::future::{ready, FutureExt, LocalBoxFuture};
+use serde_json::{json, Value};
 
 use super::{
     BackendError, CancelOutcome, ClusterBackend, DiagnoseSource, FetchError, LoadSource, Submission,
@@ -13,6 +14,7 @@ use crate::clock::Clock;
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::diagnose::{parse_report, Diagnose, DEFAULT_MAX_REPORT_BYTES};
 use crate::model::job::{JobId, JobStatus};
+use crate::model::job_failure::JobFailure;
 use crate::model::load::{parse_cpu_load, CpuLoad};
 use crate::model::opcode::Opcode;
 use crate::sim::{lock_sim, MonitoringReply, SharedSim, SimError};
@@ -78,6 +80,23 @@ impl ClusterBackend for SimBackend {
     ) -> LocalBoxFuture<'static, Result<Vec<JobId>, BackendError>> {
         let ids = lock_sim(&self.sim).find_jobs_by_reason(&marker, self.clock.now());
         ready(Ok(ids)).boxed_local()
+    }
+
+    fn job_failure(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<Option<JobFailure>, BackendError>> {
+        let now = self.clock.now();
+        let mut sim = lock_sim(&self.sim);
+        // Read like Ganeti's `ops`, `opstatus` and `opresult` fields, which the simulator
+        // fills in Ganeti's shapes.
+        let failure = sim.job(id, now).and_then(|job| {
+            let ops: Vec<Value> = job.ops.iter().map(|op| op.input.clone()).collect();
+            let opstatus: Vec<&str> = job.ops.iter().map(|op| op.status.as_str()).collect();
+            let opresult: Vec<Value> = job.ops.iter().map(|op| op.result.clone()).collect();
+            JobFailure::from_job_fields(&json!(ops), &json!(opstatus), &json!(opresult))
+        });
+        ready(Ok(failure)).boxed_local()
     }
 
     fn cancel_job(
@@ -196,6 +215,45 @@ mod tests {
             backend.submit_jobs(vec![]).await,
             Err(BackendError::Refused(_))
         ));
+    }
+
+    #[actix_rt::test]
+    async fn backend_tells_why_a_job_failed() {
+        let (sim, clock) = shared(0.0);
+        let backend = SimBackend::new(sim.clone(), clock);
+        lock_sim(&sim).inject_fault("OP_NODE_SET_PARAMS", 1);
+        let drain = |node: &str| vec![OpBody::drain_node(node).with_reason("r".into(), 1)];
+        let submitted = backend
+            .submit_jobs(vec![drain("node2"), drain("node9"), drain("node3")])
+            .await
+            .expect("accepted");
+        let ids: Vec<JobId> = submitted.into_iter().map(|s| s.expect("queued")).collect();
+        assert_eq!(
+            backend.job_statuses(ids.clone()).await,
+            Ok(vec![
+                Some(JobStatus::Error),
+                Some(JobStatus::Error),
+                Some(JobStatus::Success)
+            ])
+        );
+        let summary = |failure: Result<Option<JobFailure>, BackendError>| {
+            failure.expect("answered").map(|f| f.summary())
+        };
+        assert_eq!(
+            summary(backend.job_failure(ids[0]).await).as_deref(),
+            Some(
+                "OP_NODE_SET_PARAMS node2: OpExecError: \
+                 Injected fault: OP_NODE_SET_PARAMS failed (simulated)"
+            )
+        );
+        assert_eq!(
+            summary(backend.job_failure(ids[1]).await).as_deref(),
+            Some(
+                "OP_NODE_SET_PARAMS node9: OpPrereqError: Node 'node9' not known (unknown_entity)"
+            )
+        );
+        assert_eq!(summary(backend.job_failure(ids[2]).await), None);
+        assert_eq!(summary(backend.job_failure(JobId(99)).await), None);
     }
 
     #[tokio::test(start_paused = true)]

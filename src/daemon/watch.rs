@@ -6,7 +6,10 @@
 //! Ganeti's queue by the marker its reason trail carries before anything else happens, so
 //! no job is ever submitted twice.
 
-use std::{collections::BTreeSet, future::Future};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+};
 
 use thiserror::Error;
 
@@ -15,6 +18,7 @@ use crate::{
     model::{
         incident::submission_marker,
         job::{JobId, JobStatus},
+        job_failure::JobFailure,
     },
 };
 
@@ -196,6 +200,30 @@ impl JobWatch {
     }
 }
 
+/// Why each of the `failed` jobs failed, in one line each (see [`JobFailure::summary`]),
+/// asking `ask` job by job. A job whose failure cannot be learnt (the backend cannot tell, or
+/// asking failed, which is logged) has no entry: its incident says only that it ended in
+/// error, and is failed all the same.
+pub async fn failure_details<F, Fut>(failed: Vec<JobId>, ask: F) -> BTreeMap<JobId, String>
+where
+    F: Fn(JobId) -> Fut,
+    Fut: Future<Output = Result<Option<JobFailure>, BackendError>>,
+{
+    let mut details = BTreeMap::new();
+    for id in failed {
+        match ask(id).await {
+            Ok(Some(failure)) => {
+                details.insert(id, failure.summary());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(target: "maintd::watcher", job = %id, error = %e, "could not learn why the job failed")
+            }
+        }
+    }
+    details
+}
+
 #[cfg(test)]
 mod tests {
     use std::{cell::RefCell, time::Duration};
@@ -375,5 +403,34 @@ mod tests {
         assert_eq!(watch.query_failed(), AfterFailure::Retry { failures: 1 });
         assert_eq!(watch.query_failed(), AfterFailure::Retry { failures: 2 });
         assert_eq!(watch.query_failed(), AfterFailure::Restart { failures: 3 });
+    }
+
+    #[tokio::test]
+    async fn failure_details_keep_what_could_be_learnt() {
+        let asked = RefCell::new(Vec::new());
+        let details = failure_details(vec![JobId(3), JobId(4), JobId(5)], |id| {
+            asked.borrow_mut().push(id);
+            async move {
+                match id.0 {
+                    3 => Ok(Some(JobFailure {
+                        opcode: Some("OP_INSTANCE_MIGRATE".into()),
+                        target: Some("inst3".into()),
+                        error: "OpPrereqError: Can't use drained node node6\n(wrong_state)".into(),
+                    })),
+                    4 => Err(BackendError::Transient("luxid restarting".into())),
+                    _ => Ok(None),
+                }
+            }
+        })
+        .await;
+        assert_eq!(*asked.borrow(), [JobId(3), JobId(4), JobId(5)]);
+        assert_eq!(
+            details,
+            BTreeMap::from([(
+                JobId(3),
+                "OP_INSTANCE_MIGRATE inst3: OpPrereqError: Can't use drained node node6 (wrong_state)"
+                    .to_owned()
+            )])
+        );
     }
 }

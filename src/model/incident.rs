@@ -888,7 +888,8 @@ impl MaintenanceState {
     }
 
     /// Like [`MaintenanceState::record_job_status`], with the backend's account of why a
-    /// failed job failed (a node agent's message), which becomes part of the incident's.
+    /// failed job failed (the failed opcode and Ganeti's error, or a node agent's message),
+    /// which becomes part of the incident's.
     pub fn record_job_outcome(
         &mut self,
         id: JobId,

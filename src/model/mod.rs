@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod diagnose;
 pub mod incident;
 pub mod job;
+pub mod job_failure;
 pub mod load;
 pub mod opcode;
 pub mod replication;

@@ -4,6 +4,7 @@
 
 use std::{fmt::Write as _, str::FromStr};
 
+use maintd::model::job_failure::one_line;
 use serde_json::Value;
 
 /// A column of `maintd status`.
@@ -263,8 +264,12 @@ pub fn render_table(titles: &[&str], rows: &[Vec<String>], style: &ListStyle) ->
     out
 }
 
+/// Longest message in an aligned list; `maintd info`, `--json` and `--separator` show it
+/// whole. A failed job's account is long enough to push any column after it off screen.
+pub const TABLE_MESSAGE_CHARS: usize = 100;
+
 /// The incidents of `/1/status` as a list of `fields`, their ages taken at `now` (Unix
-/// seconds).
+/// seconds). Aligned, messages are cut to [`TABLE_MESSAGE_CHARS`].
 pub fn render_incidents(
     incidents: &[Value],
     fields: &[IncidentField],
@@ -272,9 +277,18 @@ pub fn render_incidents(
     now: f64,
 ) -> String {
     let titles: Vec<&str> = fields.iter().map(|f| f.title()).collect();
+    let cell = |field: &IncidentField, incident: &Value| {
+        let value = field.value(incident, now);
+        match field {
+            IncidentField::Message if style.separator.is_none() => {
+                one_line(&value, TABLE_MESSAGE_CHARS)
+            }
+            _ => value,
+        }
+    };
     let rows: Vec<Vec<String>> = incidents
         .iter()
-        .map(|incident| fields.iter().map(|f| f.value(incident, now)).collect())
+        .map(|incident| fields.iter().map(|f| cell(f, incident)).collect())
         .collect();
     render_table(&titles, &rows, style)
 }
@@ -396,6 +410,37 @@ mod tests {
         assert!(lines[1].ends_with("waiting for a slot"), "{text}");
         // An empty tag shows as "-".
         assert!(lines[1].contains(" - "), "{text}");
+    }
+
+    #[test]
+    fn long_messages_are_cut_in_the_table_and_whole_elsewhere() {
+        let long = format!(
+            "job 17 ended error: OP_INSTANCE_MIGRATE inst3: HooksAbort: {}done",
+            "hook output ".repeat(40)
+        );
+        let incidents = [
+            incident("node3", "failed", Some(&long)),
+            incident("node4", "pending", Some("waiting for a slot")),
+        ];
+        let fields = parse_fields("message,node,status").expect("fields");
+        let text = render_incidents(&incidents, &fields, &ListStyle::default(), 1000.0);
+        let lines: Vec<&str> = text.lines().collect();
+        // The columns after the message stay in reach and aligned.
+        let at = lines[0].find("Node").expect("Node");
+        assert!(at <= TABLE_MESSAGE_CHARS + 1, "{text}");
+        assert_eq!(&lines[1][at..at + 5], "node3", "{text}");
+        assert_eq!(&lines[2][at..at + 5], "node4", "{text}");
+        assert!(lines[1].starts_with("job 17 ended error: OP_INSTANCE_MIGRATE inst3"));
+        assert!(lines[1].contains("... node3"), "{text}");
+        // With a separator, for scripts, and in `maintd info`, the message is whole.
+        let style = ListStyle {
+            headers: false,
+            separator: Some("|".into()),
+        };
+        let scripted = render_incidents(&incidents, &fields, &style, 1000.0);
+        assert!(scripted.starts_with(&format!("{long}|node3|failed\n")));
+        let info = render_incident(&incidents[0], 1000.0);
+        assert!(info.contains(&long), "{info}");
     }
 
     #[test]

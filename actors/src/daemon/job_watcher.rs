@@ -194,24 +194,28 @@ impl JobWatcher {
                 Ok(statuses) => {
                     act.attempt = 0;
                     let (statuses, failed) = act.watch.seen(ids, statuses);
-                    let failure_details = failed
-                        .into_iter()
-                        .filter_map(|id| act.backend.failure_detail(id).map(|d| (id, d)))
-                        .collect();
-                    let Some(registry) = act.registry.upgrade() else {
-                        return;
-                    };
-                    let seen = registry.send(JobStatusesSeen {
-                        statuses,
-                        failure_details,
-                        at: act.clock.now(),
-                    });
-                    // The registry answers the jobs that waited past rounds.job_timeout.
-                    ctx.spawn(
-                        async move { seen.await.unwrap_or_default() }
-                            .into_actor(act)
-                            .map(|overdue, act, ctx| act.cancel(overdue, ctx)),
-                    );
+                    let at = act.clock.now();
+                    // Why the failed jobs failed is asked before the statuses go on, and
+                    // before the next poll: the incident's message carries it.
+                    let backend = act.backend.clone();
+                    let details =
+                        watch::failure_details(failed, move |id| backend.job_failure(id));
+                    ctx.wait(details.into_actor(act).map(move |failure_details, act, ctx| {
+                        let Some(registry) = act.registry.upgrade() else {
+                            return;
+                        };
+                        let seen = registry.send(JobStatusesSeen {
+                            statuses,
+                            failure_details,
+                            at,
+                        });
+                        // The registry answers the jobs that waited past rounds.job_timeout.
+                        ctx.spawn(
+                            async move { seen.await.unwrap_or_default() }
+                                .into_actor(act)
+                                .map(|overdue, act, ctx| act.cancel(overdue, ctx)),
+                        );
+                    }));
                 }
                 Err(e) => {
                     let after = act.watch.query_failed();

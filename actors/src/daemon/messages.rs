@@ -151,7 +151,8 @@ pub struct SubmissionLost {
 pub struct JobStatusesSeen {
     /// Per job.
     pub statuses: Vec<(JobId, Option<JobStatus>)>,
-    /// Why failed jobs failed, where the backend knows more than the status.
+    /// Why failed jobs failed, in one line each (the failed opcode, what it acted on and
+    /// Ganeti's error, or a node agent's account), for those the backend could tell.
     pub failure_details: std::collections::BTreeMap<JobId, String>,
     /// When.
     pub at: f64,

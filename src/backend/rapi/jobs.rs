@@ -17,6 +17,7 @@ use crate::{
     backend::{BackendError, CancelOutcome, Submission},
     model::{
         job::{JobId, JobStatus},
+        job_failure::JobFailure,
         opcode::Opcode,
     },
 };
@@ -209,13 +210,10 @@ fn chain_predecessor(job: &Value) -> Option<JobId> {
     serde_json::from_value::<JobId>(depends.clone()).ok()
 }
 
-/// The jobs of the chain ending with `last`, first to last, each with its status (`None`:
-/// unknown to the cluster).
-async fn chain_of(
-    client: &RapiClient,
-    last: JobId,
-) -> Result<Vec<(JobId, Option<JobStatus>)>, BackendError> {
-    let mut chain: Vec<(JobId, Option<JobStatus>)> = Vec::new();
+/// The jobs of the chain ending with `last`, first to last, each as `/2/jobs/<id>` answers
+/// it (`null`: unknown to the cluster).
+async fn chain_jobs(client: &RapiClient, last: JobId) -> Result<Vec<(JobId, Value)>, BackendError> {
+    let mut chain: Vec<(JobId, Value)> = Vec::new();
     let mut next = Some(last);
     while let Some(id) = next.take() {
         let path = format!("/2/jobs/{id}");
@@ -224,16 +222,48 @@ async fn chain_of(
             Err(e) if e.status() == Some(404) => Value::Null,
             Err(e) => return Err(e.into()),
         };
-        let status = match &job {
-            Value::Null => None,
-            job => decode_status(job, &path)?,
-        };
-        chain.push((id, status));
         next = chain_predecessor(&job)
-            .filter(|previous| chain.len() < MAX_CHAIN_JOBS && previous < &id);
+            .filter(|previous| chain.len() + 1 < MAX_CHAIN_JOBS && previous < &id);
+        chain.push((id, job));
     }
     chain.reverse();
     Ok(chain)
+}
+
+/// The jobs of the chain ending with `last`, first to last, each with its status (`None`:
+/// unknown to the cluster).
+async fn chain_of(
+    client: &RapiClient,
+    last: JobId,
+) -> Result<Vec<(JobId, Option<JobStatus>)>, BackendError> {
+    chain_jobs(client, last)
+        .await?
+        .into_iter()
+        .map(|(id, job)| {
+            let status = match &job {
+                Value::Null => None,
+                job => decode_status(job, &format!("/2/jobs/{id}"))?,
+            };
+            Ok((id, status))
+        })
+        .collect()
+}
+
+/// Why a `/2/jobs/<id>` answer's job failed: its first failed opcode and Ganeti's error.
+pub(super) fn decode_failure(job: &Value) -> Option<JobFailure> {
+    JobFailure::from_job_fields(job.get("ops")?, job.get("opstatus")?, job.get("opresult")?)
+}
+
+/// Why the maintd job whose chain ends with `last` failed: the first failed job of the chain
+/// (the later ones fail only because they depend on it).
+pub(super) async fn chain_failure(
+    client: &RapiClient,
+    last: JobId,
+) -> Result<Option<JobFailure>, BackendError> {
+    Ok(chain_jobs(client, last)
+        .await?
+        .iter()
+        .find_map(|(_, job)| decode_failure(job)))
 }
 
 /// RAPI's answer to `DELETE /2/jobs/<id>`: luxid's `CancelJob` result `[success, message]`.
@@ -303,4 +333,77 @@ pub(super) async fn cancel_chain(
         }
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn sample_body(name: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/ganeti-3.0")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let sample: Value = serde_json::from_str(&text).unwrap();
+        sample["response"]["body"].clone()
+    }
+
+    #[test]
+    fn decodes_why_a_real_job_failed() {
+        let failure = decode_failure(&sample_body("rapi-57-node1-drain-master-final.json"))
+            .expect("the job failed");
+        assert_eq!(failure.opcode.as_deref(), Some("OP_NODE_SET_PARAMS"));
+        assert_eq!(failure.target.as_deref(), Some("node1.ganeti.test"));
+        assert_eq!(
+            failure.error,
+            "OpPrereqError: The master role can be changed only via master-failover (wrong_input)"
+        );
+        // A job that succeeded has no failure.
+        assert_eq!(
+            decode_failure(&sample_body("rapi-60-node2-del-tag-final.json")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_chain_job_failed_for_its_predecessor_names_the_dependency() {
+        // What Ganeti records in a job whose `depends` job ended in error.
+        let job = json!({
+            "id": 31, "status": "error",
+            "ops": [{"OP_ID": "OP_INSTANCE_MIGRATE", "instance_name": "inst3",
+                     "depends": [[30, ["success"]]]}],
+            "opstatus": ["error"],
+            "opresult": [["OpExecError", [
+                "Dependency job 30 finished with status 'error', not one of 'success' as required"
+            ]]],
+        });
+        assert_eq!(
+            decode_failure(&job).map(|f| f.summary()).as_deref(),
+            Some(
+                "OP_INSTANCE_MIGRATE inst3: OpExecError: Dependency job 30 finished with \
+                 status 'error', not one of 'success' as required"
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_or_garbled_jobs_have_no_failure() {
+        for job in [
+            json!(null),
+            json!({"id": 5, "status": null, "ops": null, "opstatus": null, "opresult": null}),
+            json!({"status": "error"}),
+            json!({"ops": [], "opstatus": ["error"]}),
+            json!([1, 2, 3]),
+        ] {
+            assert_eq!(decode_failure(&job), None, "{job}");
+        }
+        // Still a failure when only the opcode is garbled.
+        let job = json!({"ops": "?", "opstatus": ["error"], "opresult": [["OpExecError", ["x"]]]});
+        assert_eq!(
+            decode_failure(&job).map(|f| f.summary()).as_deref(),
+            Some("OpExecError: x")
+        );
+    }
 }

@@ -35,6 +35,7 @@ use super::{BackendError, CancelOutcome, ClusterBackend, Submission};
 use crate::model::{
     cluster::ClusterSnapshot,
     job::{JobId, JobStatus},
+    job_failure::JobFailure,
     opcode::Opcode,
 };
 
@@ -132,5 +133,13 @@ impl ClusterBackend for RapiBackend {
     ) -> LocalBoxFuture<'static, Result<CancelOutcome, BackendError>> {
         let client = self.client.clone();
         async move { jobs::cancel_chain(&client, id).await }.boxed_local()
+    }
+
+    fn job_failure(
+        &self,
+        id: JobId,
+    ) -> LocalBoxFuture<'static, Result<Option<JobFailure>, BackendError>> {
+        let client = self.client.clone();
+        async move { jobs::chain_failure(&client, id).await }.boxed_local()
     }
 }
