@@ -1513,6 +1513,18 @@ impl<'a> RestartLoop<'a> {
         let (ok, out, _) = self.lab.try_gx(Some(&self.node), &["curl", "-sf", &url]);
         ok.then(|| serde_json::from_str(&out).ok()).flatten()
     }
+
+    /// `POST path` with `body` as the test's write user, from inside its node; `None`
+    /// unless 200.
+    fn post(&self, path: &str, body: &str) -> Option<Value> {
+        let url = format!("{}{path}", self.api);
+        let user = format!("{API_USER}:{API_PASSWORD}");
+        let (ok, out, _) = self.lab.try_gx(
+            Some(&self.node),
+            &["curl", "-sf", "-u", &user, "-X", "POST", "-d", body, &url],
+        );
+        ok.then(|| serde_json::from_str(&out).ok()).flatten()
+    }
 }
 
 impl Drop for RestartLoop<'_> {
@@ -1530,8 +1542,9 @@ impl Drop for RestartLoop<'_> {
 /// node keep the state's copies; maintd runs on node1 (the master) and on node2 (a
 /// candidate, which exits with code 11 and is started again by a loop, as systemd would).
 /// Once the drain is done and before the instances move, `gnt-cluster master-failover`
-/// makes node2 master: its maintd takes over the copies and finishes the same incident,
-/// with the same UUID. No job is submitted twice (the queue's jobs for the incident, by
+/// makes node2 master (maintd paused meanwhile, so that nothing runs while the master
+/// changes): its maintd takes over the copies, still paused, and once resumed finishes the
+/// same incident, with the same UUID. No job is submitted twice (the queue's jobs for the incident, by
 /// the submission keys and opcodes of their reason trails and summaries), none fails, and
 /// the node ends drained, empty and tagged ready.
 #[test]
@@ -1576,8 +1589,29 @@ fn lab_master_failover_mid_evacuation_keeps_the_incident_and_submits_nothing_twi
             && !rows[node].primaries.is_empty())
         .then(|| uuid(&incident))
     });
+    // Held still across the failover: the next round could otherwise submit the moves
+    // just before it, and Ganeti itself ends an opcode running while the master changes
+    // (NoMasterError), which this test is not about. The pause is part of the state, so
+    // the new master must keep it until an operator resumes.
+    let paused = first
+        .post("/1/pause", r#"{"reason": "lab: master failover"}"#)
+        .expect("pause on node1");
+    assert_eq!(paused["paused"], true, "{paused}");
+    wait_until(within(180), "maintd's jobs settled while paused", || {
+        let jobs = lab.maintd_jobs_since(last);
+        jobs.iter()
+            .all(|(_, status)| status == "success")
+            .then_some(())
+    });
     let (ok, out, err) = lab.try_gx(Some(new_master), &["gnt-cluster", "master-failover"]);
     assert!(ok, "master failover: {out}{err}");
+    let kept = wait_until(within(120), "node2's maintd to take over, paused", || {
+        second
+            .get("/1/safety")
+            .filter(|safety| safety["paused"] == true)
+    });
+    assert_eq!(kept["pause_reason"], "lab: master failover", "{kept}");
+    second.post("/1/resume", "").expect("resume on node2");
 
     let done = wait_until(
         within(240),
