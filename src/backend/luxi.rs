@@ -740,8 +740,9 @@ async fn job_statuses(
 /// The `QueryJobs` fields [`decode_failure_row`] reads.
 const FAILURE_FIELDS: [&str; 3] = ["ops", "opstatus", "opresult"];
 
-/// Decode one `QueryJobs` row for [`FAILURE_FIELDS`]: the job's first failed opcode and its
-/// error. An unknown job (a `null` row or a row of `null`s) has none.
+/// Decode one `QueryJobs` row of the fields `ops`, `opstatus` and `opresult`: the job's
+/// first failed opcode and its error. An unknown job (a `null` row or a row of `null`s)
+/// has none.
 pub fn decode_failure_row(row: &Value) -> Result<Option<JobFailure>, BackendError> {
     match row {
         Value::Null => Ok(None),
