@@ -291,7 +291,11 @@ fn bounded_search_decides_as_the_exhaustive_screen() {
                     .collect::<Vec<_>>()
             };
             assert_eq!(key(&fast), key(&slow), "seed {seed}, group {group}\n{text}");
-            assert_eq!(key(&parallel), key(&slow), "seed {seed} in parallel\n{text}");
+            assert_eq!(
+                key(&parallel),
+                key(&slow),
+                "seed {seed} in parallel\n{text}"
+            );
             assert_eq!(parallel.stop, slow.stop, "seed {seed}");
             assert_eq!(fast.stop, slow.stop, "seed {seed}");
             steps += fast.steps.len();
@@ -327,10 +331,7 @@ fn parallel_steps_equal_the_sequential_ones() {
     let mut ties = String::from("g0|uuid-0|preferred||\n\n");
     for n in 0..12 {
         let primaries = placement.iter().filter(|(p, _)| *p == n).count() as i64;
-        let disks = placement
-            .iter()
-            .filter(|(p, s)| *p == n || *s == n)
-            .count() as i64;
+        let disks = placement.iter().filter(|(p, s)| *p == n || *s == n).count() as i64;
         ties += &format!(
             "n{n}|131072|4096|{}|4194304|{}|16|{}|uuid-0|8||N|0|1|1.0\n",
             131072 - 4096 - 2048 * primaries,
@@ -361,7 +362,11 @@ fn parallel_steps_equal_the_sequential_ones() {
                 ..opts.clone()
             };
             let parallel = balance_group(&mut c, 0, &opts, &mut |_| {});
-            assert_eq!(step_keys(&parallel), step_keys(&sequential), "{name}, {threads}");
+            assert_eq!(
+                step_keys(&parallel),
+                step_keys(&sequential),
+                "{name}, {threads}"
+            );
             assert_eq!(parallel.stop, sequential.stop, "{name}");
         }
     }
@@ -395,18 +400,23 @@ fn the_first_job_set_is_computed_alone() {
             let mut computed = 0;
             let mut c = base.clone();
             let mut busy = Vec::new();
-            let first = balance_group_until(&mut c, group, &opts, &mut |_| {}, true, &mut |_, s| {
-                computed += 1;
-                let nodes = s.involved_nodes();
-                let stop = nodes.iter().any(|n| busy.contains(n));
-                busy.extend(nodes);
-                stop
-            });
+            let first =
+                balance_group_until(&mut c, group, &opts, &mut |_| {}, true, &mut |_, s| {
+                    computed += 1;
+                    let nodes = s.involved_nodes();
+                    let stop = nodes.iter().any(|n| busy.contains(n));
+                    busy.extend(nodes);
+                    stop
+                });
             let mut c = base.clone();
             let public = balance_first_job_set(&mut c, group, &opts);
             assert_eq!(step_keys(&public), step_keys(&first), "seed {seed}");
             assert_eq!(first.steps.len(), disjoint, "seed {seed}");
-            assert_eq!(step_keys(&first)[..], step_keys(&full)[..disjoint], "seed {seed}");
+            assert_eq!(
+                step_keys(&first)[..],
+                step_keys(&full)[..disjoint],
+                "seed {seed}"
+            );
             let more = usize::from(full.steps.len() > disjoint);
             assert_eq!(computed, disjoint + more, "seed {seed}: steps computed");
             if more == 1 {
