@@ -755,7 +755,7 @@ pub(super) struct Engine {
 
 /// Below this many side slots a step scans them on one thread: starting threads would
 /// cost more than it saves. (The tests scan every cluster in parallel.)
-const MIN_PARALLEL_SLOTS: usize = if cfg!(test) { 0 } else { 4096 };
+const MIN_PARALLEL_SLOTS: usize = if cfg!(test) { 1 } else { 4096 };
 
 /// What one scanning thread writes: its lookups, its screen, and the target terms it
 /// computed (class, position), stored into the classes after the scan.
