@@ -1288,9 +1288,10 @@ fn worker_threads(opts: &BalanceOptions) -> usize {
     }
 }
 
-/// Below this many kept candidates a step confirms them on one thread: starting threads
-/// would cost more than it saves. (The tests confirm every set in parallel.)
-const MIN_PARALLEL_CONFIRM: usize = if cfg!(test) { 2 } else { 8 };
+/// Below this much work (kept candidates × nodes of the group) a step confirms its
+/// candidates on one thread: starting threads would cost more than it saves. (The tests
+/// confirm every set of two or more in parallel.)
+const MIN_PARALLEL_CONFIRM: usize = if cfg!(test) { 2 } else { 16_384 };
 
 /// Runs `work` on contiguous chunks of `items` on up to `threads` threads and returns
 /// the results in chunk order (on the calling thread alone when `parallel` is false).
@@ -1388,7 +1389,8 @@ fn confirm(ctx: &StepContext, kept: &[Candidate]) -> Option<(Step, MoveOutcome)>
             })
             .collect()
     };
-    let parallel = kept.len() >= MIN_PARALLEL_CONFIRM;
+    let work = kept.len() * if cfg!(test) { 1 } else { ctx.group_nodes.len() };
+    let parallel = work >= MIN_PARALLEL_CONFIRM;
     let scored = in_chunks(kept, worker_threads(opts), parallel, score_all);
     let mut best: Option<(f64, MoveOutcome)> = None;
     let mut best_score = cur;
