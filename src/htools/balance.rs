@@ -1370,7 +1370,8 @@ fn confirm(ctx: &StepContext, kept: &[Candidate]) -> Option<(Step, MoveOutcome)>
     let cur = ctx.cur;
     // Each candidate is simulated and scored on its own (on several threads when there
     // are many); the choice is then made in hbal's order, as one scan would make it.
-    let score_all = |chunk: &[Candidate]| -> Vec<Option<(f64, MoveOutcome)>> {
+    // Only scores cross threads, so the threads free what they allocate.
+    let score_all = |chunk: &[Candidate]| -> Vec<Option<f64>> {
         chunk
             .iter()
             .map(|cand| {
@@ -1385,22 +1386,25 @@ fn confirm(ctx: &StepContext, kept: &[Candidate]) -> Option<(Step, MoveOutcome)>
                     exact_score_reference(ctx, &outcome).to_bits(),
                     "{cand:?}"
                 );
-                Some((exact, outcome))
+                Some(exact)
             })
             .collect()
     };
     let work = kept.len() * if cfg!(test) { 1 } else { ctx.group_nodes.len() };
     let parallel = work >= MIN_PARALLEL_CONFIRM;
-    let scored = in_chunks(kept, worker_threads(opts), parallel, score_all);
-    let mut best: Option<(f64, MoveOutcome)> = None;
+    let scores = in_chunks(kept, worker_threads(opts), parallel, score_all);
+    let mut best: Option<(f64, &Candidate)> = None;
     let mut best_score = cur;
-    for (exact, outcome) in scored.into_iter().flatten().flatten() {
-        if exact < best_score {
+    for (cand, exact) in kept.iter().zip(scores.into_iter().flatten()) {
+        if let Some(exact) = exact.filter(|&e| e < best_score) {
             best_score = exact;
-            best = Some((exact, outcome));
+            best = Some((exact, cand));
         }
     }
-    let (new, outcome) = best?;
+    let (new, cand) = best?;
+    let outcome = cluster
+        .simulate_move(cand.instance, cand.mv, opts.force)
+        .ok()?;
     if !(new < cur && (cur > opts.min_gain_limit || cur - new >= opts.min_gain)) {
         return None;
     }
