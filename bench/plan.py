@@ -8,12 +8,15 @@ programs) it runs, one process at a time so that they never compete for a core:
 * hbal -t FILE -C [-l N]                        (when hbal runs at that size)
 * maintd plan --text FILE --balance [--max-steps N] --json   (same step limit)
 * maintd plan --text FILE --balance --json      (the full balance, if hbal was limited)
+* maintd plan --text FILE --balance --json --threads 1   (the same full balance on one
+  thread: the sequential scan, for the side-by-side ratio; the steps must be the same)
 
 each under `/usr/bin/time -v` (peak resident memory; wall time is measured by this
 script, and runs under a second are repeated without the wrapper, best of 5), and
 prints a markdown table:
-steps, time per step, the per-step time ratio hbal/maintd, full-balance time and peak
-memory, plus whether both programs took the same steps.
+steps, time per step, the per-step time ratio hbal/maintd, full-balance time on one
+thread and on every core (and their ratio) and peak memory, plus whether both programs
+took the same steps.
 
 hbal's time per step is its whole run divided by its steps (its loading is negligible
 at these sizes); maintd's is (run - run with --max-steps 0) / steps, i.e. without
@@ -202,12 +205,22 @@ def main():
             else:
                 row["full_time"], row["full_rss"] = row["m_time"], row["m_rss"]
                 row["full_done"], row["full_steps"] = True, len(row["m_steps"])
+                full = out
+            # the same full balance on one thread: the sequential scan
+            sys.stderr.write("%s: maintd plan --threads 1 (full balance, at most %d s) ...\n"
+                             % (name, args.full_timeout))
+            seq = out + ".seq"
+            (row["seq_time"], row["seq_rss"],
+             row["seq_done"]) = timed(base + ["--threads", "1"], seq, repeat_below=1.0,
+                                      timeout=args.full_timeout)
+            row["seq_same"] = (row["seq_done"] and row["full_done"]
+                               and maintd_steps(seq) == maintd_steps(full))
             rows.append(row)
 
     print("| cluster | hbal steps | hbal time/step | hbal peak RSS | maintd load "
           "| maintd time/step | ratio/step | same steps | maintd full balance "
-          "| maintd peak RSS |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| same on 1 thread | 1 thread / all cores | maintd peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         m_steps = len(r["m_steps"])
         m_per = max(r["m_time"] - r["m_load"], 0.0) / max(m_steps, 1)
@@ -226,10 +239,15 @@ def main():
         else:
             full = "stopped after %s (%d steps)" % (fmt_time(r["full_time"]),
                                                    r["full_steps"])
-        rss = max(x for x in (r["m_rss"], r["full_rss"]) if x is not None)
-        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f MiB |" % (
+        if r["seq_done"]:
+            seq = "%s / %s = %.2f×" % (fmt_time(r["seq_time"]), fmt_time(r["full_time"]),
+                                      r["seq_time"] / r["full_time"])
+        else:
+            seq = "stopped after %s" % fmt_time(r["seq_time"])
+        rss = max(x for x in (r["m_rss"], r["full_rss"], r["seq_rss"]) if x is not None)
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f MiB |" % (
             r["cluster"], *hbal_cols, fmt_time(r["m_load"]), fmt_time(m_per), ratio,
-            same, full, rss))
+            same, full, "yes" if r["seq_same"] else "NO", seq, rss))
     print()
     print("gen_cluster --seed %d; one process at a time on %d cores; hbal time/step = "
           "run / steps; maintd time/step = (run - run with --max-steps 0) / steps; "

@@ -53,8 +53,8 @@ pub struct BalanceOptions {
     /// maintd's allowed nodes: only these are targets, and only instances whose nodes
     /// are all allowed move. `None`: every node.
     pub allowed_nodes: Option<Vec<usize>>,
-    /// Threads of the exhaustive screen, used when the bounds do not apply (0: all
-    /// available cores).
+    /// Threads that evaluate a step's candidate moves (0: all available cores; 1: the
+    /// sequential scan). The decisions are the same for every count.
     pub threads: usize,
 }
 
@@ -128,6 +128,9 @@ pub enum StopReason {
     StepLimit,
     /// No move improves the score enough.
     NoImprovement,
+    /// The first job set was complete: the next step would touch one of its nodes
+    /// ([`balance_first_job_set`]).
+    JobSetComplete,
 }
 
 /// A balancing plan for one group.
@@ -1132,7 +1135,85 @@ fn screen_disk_move(
 
 /// The exact score of the group after a simulated move: hbal's summation orders on the
 /// step's node values with the changed nodes substituted.
+///
+/// Bit for bit [`score::components_from_values`] (which the tests check): every
+/// component's sums run in node order as there, but side by side, in one pass over the
+/// nodes per sum instead of one per component.
+#[allow(clippy::needless_range_loop)]
 fn exact_score(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
+    let cluster = ctx.cluster;
+    let map = if ctx.has_location {
+        exact_map(ctx, outcome)
+    } else {
+        0.0
+    };
+    let changed: Vec<(usize, bool, [f64; COMPONENTS])> = outcome
+        .nodes
+        .iter()
+        .map(|(i, n)| (*i, n.state.offline, score::node_values(&n.state)))
+        .collect();
+    let node = |i: usize| match changed.iter().find(|(j, _, _)| *j == i) {
+        Some((_, off, v)) => (*off, v),
+        None => (cluster.nodes[i].state.offline, &ctx.values[i]),
+    };
+    let mut online = 0usize;
+    let mut sum = [0.0f64; COMPONENTS];
+    let mut offline_sum = [0.0f64; COMPONENTS];
+    for &i in &ctx.group_nodes {
+        let (off, v) = node(i);
+        let acc = if off {
+            &mut offline_sum
+        } else {
+            online += 1;
+            &mut sum
+        };
+        for (a, x) in acc.iter_mut().zip(v) {
+            *a += x;
+        }
+    }
+    let count = online as f64;
+    let mean = sum.map(|s| s / count);
+    let mut squares = [0.0f64; COMPONENTS];
+    for &i in &ctx.group_nodes {
+        let (off, v) = node(i);
+        if !off {
+            for c in 0..COMPONENTS {
+                let d = v[c] - mean[c];
+                squares[c] += d * d;
+            }
+        }
+    }
+    let components: [f64; COMPONENTS] = std::array::from_fn(|c| match AGGREGATION[c] {
+        Aggregation::StdDev => (squares[c] / count).sqrt(),
+        Aggregation::SumOnline => sum[c],
+        Aggregation::SumOffline => offline_sum[c],
+        Aggregation::Map => map,
+    });
+    score::weighted(&components)
+}
+
+/// The location-exclusion component after a simulated move.
+fn exact_map(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
+    let cluster = ctx.cluster;
+    let node = |i: usize| {
+        outcome
+            .nodes
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map_or(&cluster.nodes[i], |(_, n)| n)
+    };
+    score::location_exclusion_score(
+        ctx.group_nodes
+            .iter()
+            .filter(|&&i| !node(i).offline())
+            .map(|&i| node(i).location_exclusion_pairs()),
+    )
+}
+
+/// [`exact_score`] as hbal sums it, one component at a time: the reference the tests
+/// hold the fast version to.
+#[cfg(test)]
+fn exact_score_reference(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
     let cluster = ctx.cluster;
     let node = |i: usize| {
         outcome
@@ -1199,6 +1280,44 @@ fn step(
     confirm(&ctx, &kept)
 }
 
+/// The threads `opts` asks for (0: every available core).
+fn worker_threads(opts: &BalanceOptions) -> usize {
+    match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// Below this much work (kept candidates × nodes of the group) a step confirms its
+/// candidates on one thread: starting threads would cost more than it saves. (The tests
+/// confirm every set of two or more in parallel.)
+const MIN_PARALLEL_CONFIRM: usize = if cfg!(test) { 2 } else { 16_384 };
+
+/// Runs `work` on contiguous chunks of `items` on up to `threads` threads and returns
+/// the results in chunk order (on the calling thread alone when `parallel` is false).
+fn in_chunks<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    parallel: bool,
+    work: impl Fn(&[T]) -> R + Sync,
+) -> Vec<R> {
+    if !parallel || threads < 2 || items.len() < 2 {
+        return vec![work(items)];
+    }
+    let size = items.len().div_ceil(threads);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(size)
+            .map(|chunk| scope.spawn(move || work(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Screens every candidate move (on `opts.threads` threads): the candidates within
 /// [`SCREEN_EPSILON`] of the best estimate, in hbal's order.
 fn exhaustive_screen(ctx: &StepContext) -> Vec<Candidate> {
@@ -1207,11 +1326,7 @@ fn exhaustive_screen(ctx: &StepContext) -> Vec<Candidate> {
     let instances: Vec<usize> = (0..cluster.instances.len())
         .filter(|&i| ctx.movable(i))
         .collect();
-    let threads = match opts.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    }
-    .clamp(1, instances.len().max(1));
+    let threads = worker_threads(opts).clamp(1, instances.len().max(1));
     let screen_chunk = |chunk: &[usize]| {
         let mut scratch = Scratch::new(cluster.nodes.len());
         let mut screen = Screen {
@@ -1253,20 +1368,43 @@ fn confirm(ctx: &StepContext, kept: &[Candidate]) -> Option<(Step, MoveOutcome)>
     let cluster = ctx.cluster;
     let opts = ctx.opts;
     let cur = ctx.cur;
-    let mut best: Option<(f64, MoveOutcome)> = None;
+    // Each candidate is simulated and scored on its own (on several threads when there
+    // are many); the choice is then made in hbal's order, as one scan would make it.
+    // Only scores cross threads, so the threads free what they allocate.
+    let score_all = |chunk: &[Candidate]| -> Vec<Option<f64>> {
+        chunk
+            .iter()
+            .map(|cand| {
+                let Ok(outcome) = cluster.simulate_move(cand.instance, cand.mv, opts.force) else {
+                    debug_assert!(false, "screened move {cand:?} fails in the model");
+                    return None;
+                };
+                let exact = exact_score(ctx, &outcome);
+                #[cfg(test)]
+                assert_eq!(
+                    exact.to_bits(),
+                    exact_score_reference(ctx, &outcome).to_bits(),
+                    "{cand:?}"
+                );
+                Some(exact)
+            })
+            .collect()
+    };
+    let work = kept.len() * if cfg!(test) { 1 } else { ctx.group_nodes.len() };
+    let parallel = work >= MIN_PARALLEL_CONFIRM;
+    let scores = in_chunks(kept, worker_threads(opts), parallel, score_all);
+    let mut best: Option<(f64, &Candidate)> = None;
     let mut best_score = cur;
-    for cand in kept {
-        let Ok(outcome) = cluster.simulate_move(cand.instance, cand.mv, opts.force) else {
-            debug_assert!(false, "screened move {cand:?} fails in the model");
-            continue;
-        };
-        let exact = exact_score(ctx, &outcome);
-        if exact < best_score {
+    for (cand, exact) in kept.iter().zip(scores.into_iter().flatten()) {
+        if let Some(exact) = exact.filter(|&e| e < best_score) {
             best_score = exact;
-            best = Some((exact, outcome));
+            best = Some((exact, cand));
         }
     }
-    let (new, outcome) = best?;
+    let (new, cand) = best?;
+    let outcome = cluster
+        .simulate_move(cand.instance, cand.mv, opts.force)
+        .ok()?;
     if !(new < cur && (cur > opts.min_gain_limit || cur - new >= opts.min_gain)) {
         return None;
     }
@@ -1303,6 +1441,41 @@ fn balance_group_with(
     on_step: &mut dyn FnMut(&Step),
     bounds: bool,
 ) -> Plan {
+    balance_group_until(cluster, group, opts, on_step, bounds, &mut |_, _| false)
+}
+
+/// Balances group `group` like [`balance_group`] but only up to its first job set: the
+/// steps from the first on that touch pairwise disjoint node sets (hbal's job sets,
+/// `involved_nodes`). The step that would touch a node of the set again is computed,
+/// not taken (neither applied nor returned), and no step after it is computed: the
+/// daemon submits only the first job set and plans again from the new state.
+///
+/// The steps are bit for bit the full plan's first steps. hbal splits a whole plan into
+/// job sets from its last step back, so its first set can end earlier, when later
+/// steps chain differently; it is always a prefix of this one, and every step of this
+/// one is independent of the others.
+pub fn balance_first_job_set(cluster: &mut Cluster, group: usize, opts: &BalanceOptions) -> Plan {
+    let mut busy: Vec<usize> = Vec::new();
+    balance_group_until(cluster, group, opts, &mut |_| {}, true, &mut |_, step| {
+        let nodes = step.involved_nodes();
+        if nodes.iter().any(|n| busy.contains(n)) {
+            return true;
+        }
+        busy.extend(nodes);
+        false
+    })
+}
+
+/// [`balance_group_with`], stopping (with [`StopReason::JobSetComplete`]) before the
+/// first step for which `stop_before(steps so far, step)` is true.
+fn balance_group_until(
+    cluster: &mut Cluster,
+    group: usize,
+    opts: &BalanceOptions,
+    on_step: &mut dyn FnMut(&Step),
+    bounds: bool,
+    stop_before: &mut dyn FnMut(&[Step], &Step) -> bool,
+) -> Plan {
     let nodes = cluster.group_nodes(group);
     let initial = score::score(cluster, &nodes);
     let opt = score::optimal_score(cluster, &nodes);
@@ -1336,6 +1509,10 @@ fn balance_group_with(
             plan.stop = StopReason::NoImprovement;
             break;
         };
+        if stop_before(&plan.steps, &step) {
+            plan.stop = StopReason::JobSetComplete;
+            break;
+        }
         let touched: Vec<usize> = outcome.nodes.iter().map(|(i, _)| *i).collect();
         cluster.apply_move(outcome);
         if let Some(engine) = engine.as_mut() {

@@ -579,7 +579,8 @@ pub fn pending_tag_jobs(
 }
 
 /// 2.17's `balanceTask` (`MaintD/Balance.hs`) on the round: balance each group over the
-/// nodes nobody else touches, and submit the plan's first job set.
+/// nodes nobody else touches, and submit the plan's first job set (computed alone:
+/// [`balance::balance_first_job_set`]).
 fn balance_step(round: &mut Round<'_>, work: &Cluster, settings: &HtoolsSettings) {
     let loaded;
     let work = if settings.balance_by_cpu_load {
@@ -622,11 +623,9 @@ fn balance_step(round: &mut Round<'_>, work: &Cluster, settings: &HtoolsSettings
     let work = &pinned;
     for group in 0..work.groups.len() {
         let mut cluster = work.clone();
-        let plan = balance::balance_group(&mut cluster, group, &opts, &mut |_| {});
-        let Some(first) = balance::job_sets(&plan.steps).into_iter().next() else {
-            continue;
-        };
-        for step in first.into_iter().map(|i| &plan.steps[i]) {
+        // Only the first job set is submitted: steps beyond it are not computed.
+        let plan = balance::balance_first_job_set(&mut cluster, group, &opts);
+        for step in &plan.steps {
             let nodes: BTreeSet<String> = step
                 .involved_nodes()
                 .into_iter()

@@ -25,7 +25,8 @@
 use std::collections::HashMap;
 
 use super::{
-    screen_disk_move, Candidate, Delta, Scratch, Screen, StepContext, SCREEN_EPSILON, SD, SUMS,
+    screen_disk_move, worker_threads, Candidate, Delta, Scratch, Screen, StepContext,
+    SCREEN_EPSILON, SD, SUMS,
 };
 use crate::htools::model::{
     Cluster, DiskTemplate, Instance, InstanceStatus, MirrorType, Move, NodeState, PrimaryContext,
@@ -580,8 +581,9 @@ impl Class {
         self.entries[pos] = entry;
     }
 
-    /// Computes entry `pos`'s term with this step's coefficients unless done already.
-    fn compute(&mut self, b: &Bounds, drift: f64, step: u32, pos: usize) {
+    /// Entry `pos`'s key with this step's coefficients, and whether it had to be computed
+    /// now (it is not stored: [`Self::compute`] stores it).
+    fn key_now(&self, b: &Bounds, drift: f64, step: u32, pos: usize) -> (f64, bool) {
         if self.stamp[pos] != step && self.key[pos] != f64::INFINITY {
             let e = &self.entries[pos];
             let term = b.target_term(&e.feat, e.relax);
@@ -590,7 +592,16 @@ impl Class {
             } else {
                 term
             };
-            self.key[pos] = term + drift;
+            (term + drift, true)
+        } else {
+            (self.key[pos], false)
+        }
+    }
+
+    /// Computes entry `pos`'s term with this step's coefficients unless done already.
+    fn compute(&mut self, b: &Bounds, drift: f64, step: u32, pos: usize) {
+        if let (key, true) = self.key_now(b, drift, step, pos) {
+            self.key[pos] = key;
             self.stamp[pos] = step;
             self.moved.push(pos as u32);
         }
@@ -719,7 +730,8 @@ pub(super) struct Engine {
     classes: Vec<Class>,
     /// Bound of the change of each lane's value on one node by one move.
     unit: [f64; LANES],
-    scratch: Scratch,
+    /// One scratch per scanning thread.
+    scratches: Vec<Scratch>,
     has_location: bool,
     /// Per side slot, its term when last computed plus `drift` then: the term now is at
     /// least `key − drift` (−∞: not computed since the side changed).
@@ -739,6 +751,18 @@ pub(super) struct Engine {
     inst_nodes: Vec<(u32, u32)>,
     /// Scratch marks, one per target position.
     mark: Vec<bool>,
+}
+
+/// Below this many side slots a step scans them on one thread: starting threads would
+/// cost more than it saves. (The tests scan every cluster in parallel.)
+const MIN_PARALLEL_SLOTS: usize = if cfg!(test) { 1 } else { 4096 };
+
+/// What one scanning thread writes: its lookups, its screen, and the target terms it
+/// computed (class, position), stored into the classes after the scan.
+struct ScanOut<'a> {
+    scratch: &'a mut Scratch,
+    screen: &'a mut Screen,
+    computed: &'a mut Vec<(u32, u32)>,
 }
 
 /// [`Engine::slot_class`] of a slot without targets.
@@ -777,7 +801,7 @@ impl Engine {
             sides: Vec::new(),
             classes: Vec::new(),
             unit: [0.0; LANES],
-            scratch: Scratch::new(n),
+            scratches: vec![Scratch::new(n)],
             has_location: !cluster.tags.location_prefixes.is_empty(),
             key: Vec::new(),
             drift: 0.0,
@@ -1172,26 +1196,81 @@ impl Engine {
                 first.truncate(FIRST);
             }
         }
+        // The slots' keys and marks are written by the scan (each thread owns a contiguous
+        // part); everything else is read only, and the target terms the scan computes are
+        // stored afterwards.
+        let mut keys = std::mem::take(&mut self.key);
+        let mut expanded = std::mem::take(&mut self.expanded);
+        let mut scratches = std::mem::take(&mut self.scratches);
+        let mut computed = Vec::new();
         for &(bound, i) in &first {
             if bound <= screen.best + SCREEN_EPSILON + b.margin {
-                self.visit(ctx, &b, i, &mut screen);
+                let mut out = ScanOut {
+                    scratch: &mut scratches[0],
+                    screen: &mut screen,
+                    computed: &mut computed,
+                };
+                self.visit(ctx, &b, i, &mut keys[i], &mut expanded[i], &mut out);
             }
         }
-        for i in 0..self.key.len() {
-            let key = self.key[i];
-            if key == f64::INFINITY {
-                continue;
+        self.store_terms(&b, &mut computed);
+        let threads = worker_threads(ctx.opts);
+        let this = &*self;
+        let b = &b;
+        let cheap = &cheap;
+        if threads < 2 || keys.len() < MIN_PARALLEL_SLOTS.max(2 * threads) {
+            let mut out = ScanOut {
+                scratch: &mut scratches[0],
+                screen: &mut screen,
+                computed: &mut computed,
+            };
+            this.scan(ctx, b, cheap, 0, &mut keys, &mut expanded, &mut out);
+        } else {
+            // Each thread keeps every candidate within the margin of its own best, which
+            // is never better than the overall best: the filter below keeps exactly what
+            // one scan would keep.
+            let n = ctx.cluster.nodes.len();
+            scratches.resize_with(threads, || Scratch::new(n));
+            let size = keys.len().div_ceil(threads);
+            let start = screen.best;
+            let parts: Vec<(Screen, Vec<(u32, u32)>)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = keys
+                    .chunks_mut(size)
+                    .zip(expanded.chunks_mut(size))
+                    .zip(scratches.iter_mut())
+                    .enumerate()
+                    .map(|(part, ((keys, expanded), scratch))| {
+                        scope.spawn(move || {
+                            let mut screen = Screen {
+                                best: start,
+                                kept: Vec::new(),
+                            };
+                            let mut computed = Vec::new();
+                            let mut out = ScanOut {
+                                scratch,
+                                screen: &mut screen,
+                                computed: &mut computed,
+                            };
+                            this.scan(ctx, b, cheap, part * size, keys, expanded, &mut out);
+                            (screen, computed)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            });
+            for (part, terms) in parts {
+                screen.best = screen.best.min(part.best);
+                screen.kept.extend(part.kept);
+                computed.extend(terms);
             }
-            let limit = screen.best + SCREEN_EPSILON + b.margin;
-            let partial = b.base + (key - self.drift);
-            if partial + cheap(self.slot_class[i]) > limit
-                || partial + self.slot_min_target(i) > limit
-                || self.expanded[i] == self.steps
-            {
-                continue;
-            }
-            self.visit(ctx, &b, i, &mut screen);
         }
+        self.key = keys;
+        self.expanded = expanded;
+        self.scratches = scratches;
+        self.store_terms(b, &mut computed);
         let best = screen.best;
         let mut kept: Vec<Candidate> = screen
             .kept
@@ -1230,14 +1309,60 @@ impl Engine {
         self.classes[(code & !(1 << 31)) as usize].min_term(code >> 31 == 1, p, s)
     }
 
-    /// Computes side slot `i`'s term exactly (refreshing its cached key) and expands it
+    /// Stores the target terms a scan computed (each `(class, position)` once).
+    fn store_terms(&mut self, b: &Bounds, computed: &mut Vec<(u32, u32)>) {
+        for (class, pos) in computed.drain(..) {
+            self.classes[class as usize].compute(b, self.drift, self.steps, pos as usize);
+        }
+    }
+
+    /// Visits the slots from `first` on whose cached bounds stay within the limit
+    /// (`keys` and `expanded` are those slots' entries).
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &self,
+        ctx: &StepContext,
+        b: &Bounds,
+        cheap: &(dyn Fn(u32) -> f64 + Sync),
+        first: usize,
+        keys: &mut [f64],
+        expanded: &mut [u32],
+        out: &mut ScanOut,
+    ) {
+        for j in 0..keys.len() {
+            let key = keys[j];
+            if key == f64::INFINITY {
+                continue;
+            }
+            let i = first + j;
+            let limit = out.screen.best + SCREEN_EPSILON + b.margin;
+            let partial = b.base + (key - self.drift);
+            if partial + cheap(self.slot_class[i]) > limit
+                || partial + self.slot_min_target(i) > limit
+                || expanded[j] == self.steps
+            {
+                continue;
+            }
+            self.visit(ctx, b, i, &mut keys[j], &mut expanded[j], out);
+        }
+    }
+
+    /// Computes side slot `i`'s term exactly (refreshing its cached `key`) and expands it
     /// if its bound stays within the limit.
-    fn visit(&mut self, ctx: &StepContext, b: &Bounds, i: usize, screen: &mut Screen) {
+    fn visit(
+        &self,
+        ctx: &StepContext,
+        b: &Bounds,
+        i: usize,
+        key: &mut f64,
+        expanded: &mut u32,
+        out: &mut ScanOut,
+    ) {
         let idx = self.slot_inst[i] as usize;
         let slot = i - self.insts[idx].first;
-        let side = self.sides[i];
+        let side = &self.sides[i];
         if !side.ok {
-            self.key[i] = f64::INFINITY;
+            *key = f64::INFINITY;
             return;
         }
         let term = b.side_term(
@@ -1250,21 +1375,26 @@ impl Engine {
         } else {
             term
         };
-        self.key[i] = term + self.drift;
-        self.expanded[i] = self.steps;
+        *key = term + self.drift;
+        *expanded = self.steps;
         let bound = b.base + term + self.slot_min_target(i);
-        if bound <= screen.best + SCREEN_EPSILON + b.margin {
+        if bound <= out.screen.best + SCREEN_EPSILON + b.margin {
             let l = Live {
                 term,
                 instance: idx,
                 slot,
             };
-            self.expand(ctx, b, &l, screen);
+            self.expand(ctx, b, &l, out);
         }
     }
 
     /// Simulates and offers every move of a live side whose bound stays within the limit.
-    fn expand(&mut self, ctx: &StepContext, b: &Bounds, l: &Live, screen: &mut Screen) {
+    fn expand(&self, ctx: &StepContext, b: &Bounds, l: &Live, out: &mut ScanOut) {
+        let ScanOut {
+            scratch,
+            screen,
+            computed,
+        } = out;
         let cluster = ctx.cluster;
         let opts = ctx.opts;
         let idx = l.instance;
@@ -1282,19 +1412,29 @@ impl Engine {
         let (drift, step) = (self.drift, self.steps);
         let (class, force) = match rec.kinds[l.slot] {
             TargetKind::None => (None, false),
-            TargetKind::Primary(f) => (Some(&mut self.classes[rec.pri_class]), f),
-            TargetKind::Secondary(f) => (Some(&mut self.classes[rec.sec_class]), f),
+            TargetKind::Primary(f) => (Some(rec.pri_class), f),
+            TargetKind::Secondary(f) => (Some(rec.sec_class), f),
         };
+        let class_index = class.unwrap_or(0) as u32;
+        let class = class.map(|c| &self.classes[c]);
         // A target passes when its cached bound (the order's key) and then its term
-        // (computed now if stale) stay within the limit; the order's keys ascend.
-        let passes = |class: &mut Class, oi: usize, screen: &Screen| -> Option<usize> {
+        // (computed now if stale, and stored after the scan) stay within the limit; the
+        // order's keys ascend.
+        let passes = |class: &Class,
+                      oi: usize,
+                      screen: &Screen,
+                      computed: &mut Vec<(u32, u32)>|
+         -> Option<usize> {
             let (okey, pos) = class.order[oi];
             let pos = pos as usize;
             if b.base + l.term + (okey - drift) > limit(screen) {
                 return None;
             }
-            class.compute(b, drift, step, pos);
-            Some(pos).filter(|&pos| b.base + l.term + (class.key[pos] - drift) <= limit(screen))
+            let (key, fresh) = class.key_now(b, drift, step, pos);
+            if fresh {
+                computed.push((class_index, pos as u32));
+            }
+            Some(pos).filter(|_| b.base + l.term + (key - drift) <= limit(screen))
         };
         if inst.dt.mirror() == MirrorType::External {
             let Some(class) = class else { return };
@@ -1302,7 +1442,7 @@ impl Engine {
                 if b.base + l.term + (class.order[oi].0 - drift) > limit(screen) {
                     break;
                 }
-                let Some(pos) = passes(class, oi, screen) else {
+                let Some(pos) = passes(class, oi, screen, computed) else {
                     continue;
                 };
                 let t = self.targets[pos];
@@ -1368,13 +1508,12 @@ impl Engine {
             }
             _ => None,
         };
-        let scratch = &mut self.scratch;
         fill_lookup(cluster, scratch, kind, p, s, false);
         for oi in 0..class.order.len() {
             if b.base + l.term + (class.order[oi].0 - drift) > limit(screen) {
                 break;
             }
-            let Some(pos) = passes(class, oi, screen) else {
+            let Some(pos) = passes(class, oi, screen, computed) else {
                 continue;
             };
             let t = self.targets[pos];

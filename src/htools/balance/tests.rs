@@ -276,9 +276,14 @@ fn bounded_search_decides_as_the_exhaustive_screen() {
         }
         for group in 0..groups {
             engines += usize::from(bound::Engine::new(&base, group, &opts).is_some());
-            let (mut a, mut b) = (base.clone(), base.clone());
+            let (mut a, mut b, mut c) = (base.clone(), base.clone(), base.clone());
             let fast = balance_group_with(&mut a, group, &opts, &mut |_| {}, true);
             let slow = balance_group_with(&mut b, group, &opts, &mut |_| {}, false);
+            let two = BalanceOptions {
+                threads: 2,
+                ..opts.clone()
+            };
+            let parallel = balance_group_with(&mut c, group, &two, &mut |_| {}, true);
             let key = |p: &Plan| {
                 p.steps
                     .iter()
@@ -286,10 +291,144 @@ fn bounded_search_decides_as_the_exhaustive_screen() {
                     .collect::<Vec<_>>()
             };
             assert_eq!(key(&fast), key(&slow), "seed {seed}, group {group}\n{text}");
+            assert_eq!(
+                key(&parallel),
+                key(&slow),
+                "seed {seed} in parallel\n{text}"
+            );
+            assert_eq!(parallel.stop, slow.stop, "seed {seed}");
             assert_eq!(fast.stop, slow.stop, "seed {seed}");
             steps += fast.steps.len();
         }
     }
     assert!(steps > 5000, "only {steps} steps compared");
     assert!(engines > 400, "bounds used for only {engines} plans");
+}
+
+/// The steps of a plan, scores bit for bit.
+fn step_keys(plan: &Plan) -> Vec<(usize, Move, usize, Option<usize>, u64)> {
+    plan.steps
+        .iter()
+        .map(|s| (s.instance, s.mv, s.pnode, s.snode, s.score.to_bits()))
+        .collect()
+}
+
+/// The scan and the confirmation split over threads decide as one thread does, on
+/// generated clusters of a few thousand moves per step, and on one of identical nodes and
+/// instances, where many candidates tie and the first in hbal's order must win.
+#[test]
+fn parallel_steps_equal_the_sequential_ones() {
+    use crate::htools::generate::Spec;
+    let mut clusters: Vec<(String, Cluster)> = [(30, 500, 1), (40, 700, 2), (24, 400, 3)]
+        .into_iter()
+        .map(|(n, i, seed)| {
+            let c = Spec::new(n, i, seed).generate().unwrap().cluster().unwrap();
+            (format!("{n}/{i} seed {seed}"), c)
+        })
+        .collect();
+    // Twelve identical nodes; identical instances, all primaries on three of them.
+    let placement: Vec<(usize, usize)> = (0..120).map(|i| (i % 3, 3 + (i * 5) % 9)).collect();
+    let mut ties = String::from("g0|uuid-0|preferred||\n\n");
+    for n in 0..12 {
+        let primaries = placement.iter().filter(|(p, _)| *p == n).count() as i64;
+        let disks = placement.iter().filter(|(p, s)| *p == n || *s == n).count() as i64;
+        ties += &format!(
+            "n{n}|131072|4096|{}|4194304|{}|16|{}|uuid-0|8||N|0|1|1.0\n",
+            131072 - 4096 - 2048 * primaries,
+            4194304 - 20480 * disks,
+            if n == 0 { "M" } else { "N" }
+        );
+    }
+    ties += "\n";
+    for (i, (p, s)) in placement.iter().enumerate() {
+        ties += &format!("i{i}|2048|20480|1|running|Y|n{p}|n{s}|drbd||1|-|N\n");
+    }
+    let pol = "1024,1,10240,1,1,1|128,1,1024,1,1,1;65536,16,1048576,16,8,12|drbd,plain|4.0|32.0";
+    ties += &format!("\n\n|{pol}\ng0|{pol}\n");
+    clusters.push(("ties".to_owned(), parse(&ties).unwrap()));
+    for (name, base) in clusters {
+        let opts = BalanceOptions {
+            max_steps: Some(60),
+            threads: 1,
+            ..BalanceOptions::default()
+        };
+        let mut one = base.clone();
+        let sequential = balance_group(&mut one, 0, &opts, &mut |_| {});
+        assert!(sequential.steps.len() >= 10, "{name}: {sequential:?}");
+        for threads in [2, 3] {
+            let mut c = base.clone();
+            let opts = BalanceOptions {
+                threads,
+                ..opts.clone()
+            };
+            let parallel = balance_group(&mut c, 0, &opts, &mut |_| {});
+            assert_eq!(
+                step_keys(&parallel),
+                step_keys(&sequential),
+                "{name}, {threads}"
+            );
+            assert_eq!(parallel.stop, sequential.stop, "{name}");
+        }
+    }
+}
+
+/// The first job set alone: the full plan's first steps, as many as touch disjoint
+/// nodes, computing one step beyond them and no more; hbal's first job set of the full
+/// plan is a prefix of it.
+#[test]
+fn the_first_job_set_is_computed_alone() {
+    let mut sets = 0;
+    for seed in 0..60u64 {
+        let (text, groups) = random_cluster(seed);
+        let base = parse(&text).unwrap();
+        let opts = BalanceOptions::default();
+        for group in 0..groups {
+            let mut full_cluster = base.clone();
+            let full = balance_group(&mut full_cluster, group, &opts, &mut |_| {});
+            // The longest prefix of pairwise disjoint steps.
+            let mut busy = Vec::new();
+            let disjoint = full
+                .steps
+                .iter()
+                .take_while(|s| {
+                    let nodes = s.involved_nodes();
+                    let free = !nodes.iter().any(|n| busy.contains(n));
+                    busy.extend(nodes);
+                    free
+                })
+                .count();
+            let mut computed = 0;
+            let mut c = base.clone();
+            let mut busy = Vec::new();
+            let first =
+                balance_group_until(&mut c, group, &opts, &mut |_| {}, true, &mut |_, s| {
+                    computed += 1;
+                    let nodes = s.involved_nodes();
+                    let stop = nodes.iter().any(|n| busy.contains(n));
+                    busy.extend(nodes);
+                    stop
+                });
+            let mut c = base.clone();
+            let public = balance_first_job_set(&mut c, group, &opts);
+            assert_eq!(step_keys(&public), step_keys(&first), "seed {seed}");
+            assert_eq!(first.steps.len(), disjoint, "seed {seed}");
+            assert_eq!(
+                step_keys(&first)[..],
+                step_keys(&full)[..disjoint],
+                "seed {seed}"
+            );
+            let more = usize::from(full.steps.len() > disjoint);
+            assert_eq!(computed, disjoint + more, "seed {seed}: steps computed");
+            if more == 1 {
+                assert_eq!(first.stop, StopReason::JobSetComplete, "seed {seed}");
+            }
+            if let Some(hbal_first) = job_sets(&full.steps).first() {
+                let prefix: Vec<usize> = (0..hbal_first.len()).collect();
+                assert_eq!(hbal_first, &prefix, "seed {seed}");
+                assert!(hbal_first.len() <= disjoint, "seed {seed}");
+                sets += 1;
+            }
+        }
+    }
+    assert!(sets > 30, "only {sets} plans had steps");
 }

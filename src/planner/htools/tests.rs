@@ -513,12 +513,21 @@ fn balancing_submits_hbals_first_job_set() {
         allowed_nodes: Some((0..6).collect()),
         ..BalanceOptions::default()
     };
-    let engine = balance::balance_group(&mut cluster, 0, &opts, &mut |_| {});
-    let first = &balance::job_sets(&engine.steps)[0];
+    let mut alone = cluster.clone();
+    let first = balance::balance_first_job_set(&mut alone, 0, &opts);
     let expected: Vec<String> = first
+        .steps
+        .iter()
+        .map(|s| cluster.instances[s.instance].name.clone())
+        .collect();
+    // hbal's first job set of the whole plan starts it (and here is all of it).
+    let engine = balance::balance_group(&mut cluster, 0, &opts, &mut |_| {});
+    let hbal_first: Vec<String> = balance::job_sets(&engine.steps)[0]
         .iter()
         .map(|&i| cluster.instances[engine.steps[i].instance].name.clone())
         .collect();
+    assert_eq!(hbal_first, expected);
+    assert!(engine.steps.len() > first.steps.len(), "{engine:?}");
     let planned: Vec<String> = plan
         .jobs
         .iter()
