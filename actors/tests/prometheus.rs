@@ -19,7 +19,7 @@ use std::{
 
 use maintd::metrics::{parse_exposition, sample_value};
 use serde_json::{json, Value};
-use support::{http_ok, http_text, path, wait_until, within, Proc};
+use support::{http_ok, http_text, path, wait_until, within, SimWithMaintd};
 
 const NEEDS: &str = "needs promtool and prometheus (Debian's prometheus package)";
 
@@ -29,49 +29,33 @@ fn config_dir() -> PathBuf {
 }
 
 /// `maintd sim` (the daemon on a simulated cluster), polling every half second.
-struct SimDaemon {
-    proc: Proc,
-    /// maintd's API.
-    api: String,
-    /// The simulator's control API.
-    control: String,
+struct SimDaemon(SimWithMaintd);
+
+impl std::ops::Deref for SimDaemon {
+    type Target = SimWithMaintd;
+
+    fn deref(&self) -> &SimWithMaintd {
+        &self.0
+    }
 }
 
 impl SimDaemon {
     fn start(dir: &Path) -> SimDaemon {
-        let args: Vec<String> = [
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--sim-listen",
-            "127.0.0.1:0",
-            "--nodes",
-            "4",
-            "--instances",
-            "8",
-            "--job-seconds",
-            "0.2",
-            "--round-delay",
-            "0.5",
-            "--poll-interval",
-            "0.5",
-            "--state-dir",
-            &path(&dir.join("state")),
-            "--luxi-socket",
-            &path(&dir.join("luxi.sock")),
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let mut proc = Proc::spawn("sim", &args, &dir.join("sim.log"));
-        let deadline = within(30);
-        let address = |line: String| {
-            line.strip_prefix("http://")
-                .map(|rest| rest.split('/').next().unwrap_or_default().to_owned())
-                .unwrap_or_else(|| panic!("not an http address: {line:?}"))
-        };
-        let control = address(proc.line("control API:", deadline));
-        let api = address(proc.line("maintd API:", deadline));
-        SimDaemon { proc, api, control }
+        SimDaemon(SimWithMaintd::start(
+            dir,
+            &[
+                "--nodes",
+                "4",
+                "--instances",
+                "8",
+                "--job-seconds",
+                "0.2",
+                "--round-delay",
+                "0.5",
+                "--poll-interval",
+                "0.5",
+            ],
+        ))
     }
 
     /// `GET /metrics` as curl asks it (no Accept header: the text format).

@@ -284,26 +284,8 @@ fn what_a_node_reports_is_escaped_on_the_page() {
 #[test]
 fn under_maintd_sim_the_page_says_the_api_is_open_and_shows_the_buttons() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let args: Vec<String> = [
-        "sim",
-        "--nodes",
-        "3",
-        "--instances",
-        "3",
-        "--listen",
-        "127.0.0.1:0",
-        "--sim-listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &path(&dir.path().join("state")),
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let mut sim = Proc::spawn("maintd sim", &args, &dir.path().join("sim.log"));
-    let api = sim
-        .line("maintd API:", within(30))
-        .trim_start_matches("http://")
-        .to_owned();
+    let sim = SimWithMaintd::start(dir.path(), &["--nodes", "3", "--instances", "3"]);
+    let api = sim.api.clone();
     let page = wait_until(within(30), "the page", || {
         let answer = request(&api, "GET", "/ui/", None);
         (answer.status == 200).then_some(answer)

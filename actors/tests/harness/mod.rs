@@ -138,8 +138,8 @@ impl Harness {
         self.api_with_body(method, path, "").await
     }
 
-    /// Call maintd's HTTP API with a request body: (status, JSON body).
-    pub async fn api_with_body(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
+    /// Send `request` to maintd's HTTP API (open access), from a fixed client address.
+    async fn call_api(&self, request: web_test::TestRequest) -> actix_web::dev::ServiceResponse {
         let daemon = self.daemon.as_ref().expect("daemon running");
         let app = web_test::init_service(api::app(
             daemon.link.clone(),
@@ -148,16 +148,20 @@ impl Harness {
             daemon.metrics.clone(),
         ))
         .await;
+        let request = request.peer_addr("127.0.0.9:40000".parse().expect("address"));
+        web_test::call_service(&app, request.to_request()).await
+    }
+
+    /// Call maintd's HTTP API with a request body: (status, JSON body).
+    pub async fn api_with_body(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
         let request = match method {
             "GET" => web_test::TestRequest::get(),
             "POST" => web_test::TestRequest::post(),
             other => panic!("method {other}"),
         };
-        let request = request
-            .uri(path)
-            .peer_addr("127.0.0.9:40000".parse().expect("address"))
-            .set_payload(body.to_owned());
-        let response = web_test::call_service(&app, request.to_request()).await;
+        let response = self
+            .call_api(request.uri(path).set_payload(body.to_owned()))
+            .await;
         let status = response.status();
         let body = to_bytes(response.into_body()).await.unwrap_or_default();
         let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -166,21 +170,11 @@ impl Harness {
 
     /// `GET /metrics` with `accept` as the Accept header: (status, content type, body).
     pub async fn scrape(&self, accept: Option<&str>) -> (StatusCode, String, String) {
-        let daemon = self.daemon.as_ref().expect("daemon running");
-        let app = web_test::init_service(api::app(
-            daemon.link.clone(),
-            self.clock,
-            std::sync::Arc::new(maintd_actors::daemon::access::ApiAccess::open()),
-            daemon.metrics.clone(),
-        ))
-        .await;
-        let mut request = web_test::TestRequest::get()
-            .uri("/metrics")
-            .peer_addr("127.0.0.9:40000".parse().expect("address"));
+        let mut request = web_test::TestRequest::get().uri("/metrics");
         if let Some(accept) = accept {
             request = request.insert_header(("Accept", accept));
         }
-        let response = web_test::call_service(&app, request.to_request()).await;
+        let response = self.call_api(request).await;
         let status = response.status();
         let content_type = response
             .headers()

@@ -24,7 +24,7 @@ pub mod sim;
 #[allow(unused_imports)]
 pub use daemon::{Daemon, DaemonSpec};
 #[allow(unused_imports)]
-pub use sim::{MaintdJob, Sim, SimSpec};
+pub use sim::{MaintdJob, Sim, SimSpec, SimWithMaintd};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_maintd");
 /// Interval of every polling loop.

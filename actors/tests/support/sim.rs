@@ -1,5 +1,5 @@
 //! `maintd sim --cluster-only` as a separate process, and maintd's jobs as its queue shows
-//! them.
+//! them; `maintd sim` with its own maintd.
 
 use std::{
     collections::BTreeSet,
@@ -196,5 +196,46 @@ impl MaintdJob {
     /// Whether the job has ended (successfully or not).
     pub fn finalized(&self) -> bool {
         matches!(self.status.as_str(), "success" | "error" | "canceled")
+    }
+}
+
+/// `maintd sim`: maintd on its own simulated cluster, both on loopback ports chosen at
+/// start (killed on drop).
+pub struct SimWithMaintd {
+    /// The process.
+    pub proc: Proc,
+    /// maintd's API, `host:port`.
+    pub api: String,
+    /// The simulator's control API, `host:port`.
+    pub control: String,
+}
+
+impl SimWithMaintd {
+    /// Start it with its state in `dir` and `options` (e.g. `--nodes 4`).
+    pub fn start(dir: &Path, options: &[&str]) -> SimWithMaintd {
+        let mut args: Vec<String> = [
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--sim-listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            &path(&dir.join("state")),
+            "--luxi-socket",
+            &path(&dir.join("luxi.sock")),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(options.iter().map(|option| (*option).to_owned()));
+        let mut proc = Proc::spawn("maintd sim", &args, &dir.join("sim.log"));
+        let deadline = within(30);
+        let address = |line: String| {
+            line.strip_prefix("http://")
+                .map(|rest| rest.split('/').next().unwrap_or_default().to_owned())
+                .unwrap_or_else(|| panic!("not an http address: {line:?}"))
+        };
+        let control = address(proc.line("control API:", deadline));
+        let api = address(proc.line("maintd API:", deadline));
+        SimWithMaintd { proc, api, control }
     }
 }

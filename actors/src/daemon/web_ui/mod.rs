@@ -90,15 +90,25 @@ async fn to_page() -> HttpResponse {
         .finish()
 }
 
+/// The page, or only its live part (`render` says which), of the state now.
+async fn render_state(
+    request: &HttpRequest,
+    link: &RegistryLink,
+    clock: &Clock,
+    render: fn(&Viewer, &Live, &str) -> Markup,
+) -> Result<HttpResponse, ApiError> {
+    let now = clock.now();
+    let live = gather(link, now).await?;
+    let markup = render(&viewer(request), &live, &view::utc_time_of_day(now));
+    Ok(html(live_status(&live), markup))
+}
+
 async fn full_page(
     request: HttpRequest,
     link: Data<RegistryLink>,
     clock: Data<Clock>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = clock.now();
-    let live = gather(&link, now).await?;
-    let markup = page::page(&viewer(&request), &live, &view::utc_time_of_day(now));
-    Ok(html(live_status(&live), markup))
+    render_state(&request, &link, &clock, page::page).await
 }
 
 async fn live_part(
@@ -106,10 +116,7 @@ async fn live_part(
     link: Data<RegistryLink>,
     clock: Data<Clock>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = clock.now();
-    let live = gather(&link, now).await?;
-    let markup = page::live_part(&viewer(&request), &live, &view::utc_time_of_day(now));
-    Ok(html(live_status(&live), markup))
+    render_state(&request, &link, &clock, page::live_part).await
 }
 
 /// Browsers send Basic credentials by themselves only to the directory of the URL that

@@ -13,13 +13,7 @@ pub fn page(viewer: &Viewer, live: &Live, updated: &str) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "maintd" }
-                link rel="stylesheet" href="/ui/style.css";
-                script src="/ui/ui.js" defer {}
-            }
+            (head("maintd", true))
             body data-refresh=(REFRESH_SECONDS) {
                 header.top {
                     div.brand {
@@ -233,17 +227,26 @@ fn node_table(rows: &[NodeRow]) -> Markup {
     }
 }
 
+/// The `<head>` of every page: `title`, the stylesheet, and the refreshing script if
+/// `live`.
+fn head(title: &str, live: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) }
+            link rel="stylesheet" href="/ui/style.css";
+            @if live { script src="/ui/ui.js" defer {} }
+        }
+    }
+}
+
 /// The answer to `/login` until the browser sends credentials.
 pub fn login_needed() -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "maintd: log in" }
-                link rel="stylesheet" href="/ui/style.css";
-            }
+            (head("maintd: log in", false))
             body {
                 main.card.narrow {
                     h2 { "Log in" }
