@@ -285,6 +285,17 @@ fn queued(dir: &Path) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Everything `receiver` got once an incident's completion is among it.
+fn delivered_through_completion(receiver: &Receiver) -> Vec<Value> {
+    wait_until(within(60), "the completion to be delivered", || {
+        let delivered = receiver.delivered();
+        delivered
+            .iter()
+            .any(|e| e["to"] == "completed")
+            .then_some(delivered)
+    })
+}
+
 #[test]
 fn a_receiver_that_hangs_then_fails_then_recovers_gets_every_transition_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -317,13 +328,7 @@ fn a_receiver_that_hangs_then_fails_then_recovers_gets_every_transition_in_order
     );
 
     receiver.answer_with(200);
-    let delivered = wait_until(within(60), "the completion to be delivered", || {
-        let delivered = receiver.delivered();
-        delivered
-            .iter()
-            .any(|e| e["to"] == "completed")
-            .then_some(delivered)
-    });
+    let delivered = delivered_through_completion(&receiver);
     assert_transitions(&delivered, &uuid, &node);
     assert_signed(&receiver.requests());
     // Delivered means gone from the queue.
@@ -356,13 +361,7 @@ fn queued_notifications_survive_a_restart_while_the_receiver_is_down() {
     let mut daemon = Daemon::spawn(&sim, base, &spec);
     daemon.wait_serving(within(60));
     receiver.answer_with(200);
-    let delivered = wait_until(within(60), "the completion to be delivered", || {
-        let delivered = receiver.delivered();
-        delivered
-            .iter()
-            .any(|e| e["to"] == "completed")
-            .then_some(delivered)
-    });
+    let delivered = delivered_through_completion(&receiver);
     let stream = assert_transitions(&delivered, &uuid, &node);
     assert_eq!(before[0]["stream"], stream.as_str(), "the same stream");
     assert_signed(&receiver.requests());
