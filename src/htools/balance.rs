@@ -1147,11 +1147,7 @@ fn exact_score(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
     } else {
         0.0
     };
-    let changed: Vec<(usize, bool, [f64; COMPONENTS])> = outcome
-        .nodes
-        .iter()
-        .map(|(i, n)| (*i, n.state.offline, score::node_values(&n.state)))
-        .collect();
+    let changed = changed_values(outcome);
     let node = |i: usize| match changed.iter().find(|(j, _, _)| *j == i) {
         Some((_, off, v)) => (*off, v),
         None => (cluster.nodes[i].state.offline, &ctx.values[i]),
@@ -1210,34 +1206,26 @@ fn exact_map(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
     )
 }
 
+/// The nodes a move changed: index, offline, and their score values.
+fn changed_values(outcome: &MoveOutcome) -> Vec<(usize, bool, [f64; COMPONENTS])> {
+    outcome
+        .nodes
+        .iter()
+        .map(|(i, n)| (*i, n.state.offline, score::node_values(&n.state)))
+        .collect()
+}
+
 /// [`exact_score`] as hbal sums it, one component at a time: the reference the tests
 /// hold the fast version to.
 #[cfg(test)]
 fn exact_score_reference(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
     let cluster = ctx.cluster;
-    let node = |i: usize| {
-        outcome
-            .nodes
-            .iter()
-            .find(|(j, _)| *j == i)
-            .map_or(&cluster.nodes[i], |(_, n)| n)
-    };
-    // Without location tags no node has (location, exclusion) pairs: the map is empty.
     let map = if ctx.has_location {
-        score::location_exclusion_score(
-            ctx.group_nodes
-                .iter()
-                .filter(|&&i| !node(i).offline())
-                .map(|&i| node(i).location_exclusion_pairs()),
-        )
+        exact_map(ctx, outcome)
     } else {
         0.0
     };
-    let changed: Vec<(usize, bool, [f64; COMPONENTS])> = outcome
-        .nodes
-        .iter()
-        .map(|(i, n)| (*i, n.state.offline, score::node_values(&n.state)))
-        .collect();
+    let changed = changed_values(outcome);
     score::weighted(&score::components_from_values(
         &ctx.group_nodes,
         |i| match changed.iter().find(|(j, _, _)| *j == i) {
