@@ -161,30 +161,14 @@ fn garbage(addr: &str) -> String {
 #[test]
 fn the_maintd_binary_cuts_a_garbage_flood() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let args: Vec<String> = [
-        "sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--sim-listen",
-        "127.0.0.1:0",
-        // Nothing else to log during the flood.
-        "--poll-interval",
-        "3600",
-        "--round-delay",
-        "3600",
-        "--state-dir",
-    ]
-    .iter()
-    .map(|a| (*a).to_owned())
-    .chain([path(&dir.path().join("state"))])
-    .collect();
-    let mut sim = Proc::spawn("maintd sim", &args, &dir.path().join("sim.log"));
-    let api = sim
-        .line("maintd API:", within(30))
-        .trim_start_matches("http://")
-        .to_owned();
+    // Nothing else to log during the flood.
+    let sim = SimWithMaintd::start(
+        dir.path(),
+        &["--poll-interval", "3600", "--round-delay", "3600"],
+    );
+    let api = sim.api.clone();
 
-    let before = sim.log_text().lines().count();
+    let before = sim.proc.log_text().lines().count();
     for _ in 0..FLOOD {
         let answer = garbage(&api);
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
@@ -194,7 +178,7 @@ fn the_maintd_binary_cuts_a_garbage_flood() {
     let refused = http(&api, "GET", "/no/such/path", None).expect("answered");
     assert_eq!(refused.0, 404, "{refused:?}");
 
-    let log = sim.log_text();
+    let log = sim.proc.log_text();
     let grown: Vec<&str> = log.lines().skip(before).collect();
     let actix = grown.iter().filter(|l| l.contains(ACTIX_LINE)).count();
     assert!(
