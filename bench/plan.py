@@ -23,8 +23,14 @@ at these sizes); maintd's is (run - run with --max-steps 0) / steps, i.e. withou
 loading and the initial score, which the table shows separately. A full balance that
 exceeds --full-timeout is stopped and reported with the steps it had done.
 
+A second table compares node evacuation with Debian's `hail` (node-evacuate of
+node-0002, the request written by gen_cluster): hail's time, `maintd plan --evacuate`'s
+time, their ratio, and whether both moved the same instances to the same nodes and
+failed the same ones.
+
 Usage: bench/plan.sh [--quick] [--sizes 10/200,20/400,...] [--hbal-max-nodes N]
                      [--seed S] [--full-timeout SECONDS] [--maintd PATH]
+                     [--evac-sizes 50/1000/all,1000/20000/primary,...]
 """
 
 import argparse
@@ -44,6 +50,11 @@ GEN = os.environ.get("GEN_CLUSTER", os.path.join(
     os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")),
     "release", "examples", "gen_cluster"))
 HTOOLS_DIRS = ["/usr/lib/ganeti/3.0/usr/bin", "/usr/lib/ganeti/iallocators"]
+# (nodes, instances, evacuation mode): hail's ChangeAll tries every pair of nodes, so
+# mode "all" stays at small sizes.
+DEFAULT_EVAC = [(50, 1000, "all"), (200, 4000, "primary"), (200, 4000, "secondary"),
+                (1000, 20000, "primary"), (1000, 20000, "secondary")]
+QUICK_EVAC = [(50, 1000, "all"), (200, 4000, "primary"), (200, 4000, "secondary")]
 
 # (nodes, instances, hbal step limit or None for a full balance)
 DEFAULT_SIZES = [(10, 200, None), (20, 400, None), (50, 1000, 3),
@@ -52,13 +63,13 @@ QUICK_SIZES = [(10, 200, None), (20, 400, 10), (50, 1000, 1), (200, 4000, 1)]
 STEP_LINE = re.compile(r"^\s*\d+\.\s+\S+\s+\S+\s+=>\s+\S+\s+[0-9.]+\s+a=")
 
 
-def find_hbal():
-    found = shutil.which("hbal") or next(
-        (os.path.join(d, "hbal") for d in HTOOLS_DIRS
-         if os.access(os.path.join(d, "hbal"), os.X_OK)), None)
+def find_tool(name):
+    found = shutil.which(name) or next(
+        (os.path.join(d, name) for d in HTOOLS_DIRS
+         if os.access(os.path.join(d, name), os.X_OK)), None)
     if not found:
-        sys.exit("hbal not found: apt-get install -y --no-install-recommends "
-                 "ganeti-htools-3.0")
+        sys.exit("%s not found: apt-get install -y --no-install-recommends "
+                 "ganeti-htools-3.0" % name)
     return found
 
 
@@ -153,6 +164,9 @@ def main():
     p.add_argument("--full-timeout", type=int, default=300,
                    help="stop a maintd full balance after this many seconds [300]")
     p.add_argument("--maintd", default=os.path.join(REPO, "target", "release", "maintd"))
+    p.add_argument("--evac-sizes",
+                   help="comma-separated NODES/INSTANCES/MODE for the hail comparison "
+                        "(MODE: primary, secondary or all); empty: none")
     args = p.parse_args()
 
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
@@ -163,7 +177,7 @@ def main():
             sizes.append((parts[0], parts[1], parts[2] if len(parts) > 2 else None))
     if not os.access("/usr/bin/time", os.X_OK):
         sys.exit("/usr/bin/time missing: apt-get install -y time")
-    hbal = find_hbal() if any(n <= args.hbal_max_nodes for n, _, _ in sizes) else None
+    hbal = find_tool("hbal") if any(n <= args.hbal_max_nodes for n, _, _ in sizes) else None
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="maintd-bench-") as tmp:
@@ -216,6 +230,11 @@ def main():
             row["seq_same"] = (row["seq_done"] and row["full_done"]
                                and maintd_steps(seq) == maintd_steps(full))
             rows.append(row)
+        evac_sizes = QUICK_EVAC if args.quick else DEFAULT_EVAC
+        if args.evac_sizes is not None:
+            evac_sizes = [(int(n), int(i), m) for n, i, m in
+                          (item.split("/") for item in args.evac_sizes.split(",") if item)]
+        evac_rows = [evacuation(args, tmp, *size) for size in evac_sizes]
 
     print("| cluster | hbal steps | hbal time/step | hbal peak RSS | maintd load "
           "| maintd time/step | ratio/step | same steps | maintd full balance "
@@ -253,6 +272,52 @@ def main():
           "run / steps; maintd time/step = (run - run with --max-steps 0) / steps; "
           "ratio/step = hbal time/step / maintd time/step." % (
               args.seed, os.cpu_count() or 0))
+    if evac_rows:
+        print()
+        print_evacuations(evac_rows)
+
+
+def evacuation(args, tmp, nodes, instances, mode):
+    """hail and maintd evacuating node-0002 of one generated cluster, one at a time."""
+    name = "%d/%d %s" % (nodes, instances, mode)
+    cluster = os.path.join(tmp, "e%d-%d.txt" % (nodes, instances))
+    request = os.path.join(tmp, "e%d-%d-%s.json" % (nodes, instances, mode))
+    subprocess.check_call([GEN, "--nodes", str(nodes), "--instances", str(instances),
+                           "--seed", str(args.seed), "-o", cluster,
+                           "--evac-request", request, "--evac-node", "node-0002",
+                           "--evac-mode", mode], stderr=subprocess.DEVNULL)
+    sys.stderr.write("%s: hail node-evacuate ...\n" % name)
+    hail_out = request + ".hail"
+    hail_time, hail_rss, _ = timed([find_tool("hail"), "-t", cluster, request], hail_out,
+                                   repeat_below=1.0)
+    sys.stderr.write("%s: maintd plan --evacuate ...\n" % name)
+    m_out = request + ".maintd"
+    m_time, m_rss, _ = timed([args.maintd, "plan", "--text", cluster, "--evacuate",
+                              "node-0002", "--mode", mode, "--json"], m_out,
+                             repeat_below=1.0)
+    with open(hail_out) as fh:
+        moved, failed, _ = json.load(fh)["result"]
+    with open(m_out) as fh:
+        mine = json.load(fh)
+    same = (moved == mine["moved"]
+            and [f[0] for f in failed] == [f[0] for f in mine["failed"]])
+    return {"cluster": name, "moved": len(moved), "hail_time": hail_time,
+            "hail_rss": hail_rss, "m_time": m_time, "m_rss": m_rss, "same": same}
+
+
+def print_evacuations(rows):
+    print("| cluster, mode | instances moved | hail | maintd | ratio | same moves "
+          "| peak RSS hail / maintd |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print("| %s | %d | %s | %s | %.0f× | %s | %.0f / %.0f MiB |" % (
+            r["cluster"], r["moved"], fmt_time(r["hail_time"]), fmt_time(r["m_time"]),
+            r["hail_time"] / max(r["m_time"], 1e-9), "yes" if r["same"] else "NO",
+            r["hail_rss"], r["m_rss"]))
+    print()
+    print("node-0002 evacuated by hail -t FILE REQUEST and maintd plan --text FILE "
+          "--evacuate node-0002 --mode MODE --json; same moves: the same instances moved "
+          "to the same nodes, in the same order, and the same ones failed.")
 
 
 if __name__ == "__main__":
