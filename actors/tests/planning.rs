@@ -89,7 +89,7 @@ fn the_api_answers_while_a_round_is_being_planned() {
         let (status, nodes) = h.api("GET", "/1/nodes").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(nodes.as_array().map(Vec::len), Some(6), "{nodes}");
-        let (status, _) = h.scrape(None).await;
+        let (status, _, _) = h.scrape(None).await;
         assert_eq!(status, StatusCode::OK);
         assert!(h.jobs().is_empty(), "nothing submitted while planning");
         // Released, the round goes on and submits the evacuation's first job.

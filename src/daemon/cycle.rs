@@ -150,7 +150,9 @@ pub async fn step<S: RoundSteps>(
     if !steps.round_finished().await? {
         return Ok(Progress::Waiting);
     }
+    let started = Instant::now();
     let cluster = Arc::new(backend.snapshot().await.map_err(CycleError::Snapshot)?);
+    let snapshot_seconds = started.elapsed().as_secs_f64();
     let context = steps.reconcile(cluster.clone(), clock.now()).await?;
     let wanted = planner.jobs_to_query(&cluster);
     let job_statuses: BTreeMap<_, _> = if wanted.is_empty() {
@@ -167,7 +169,7 @@ pub async fn step<S: RoundSteps>(
             .filter_map(|(id, status)| Some((id, status?)))
             .collect()
     };
-    debug!(target: "maintd::planner", incidents = context.incidents.len(), key_prefix = %context.key_prefix, "planning a round");
+    debug!(target: "maintd::planner", incidents = context.incidents.len(), key_prefix = %context.key_prefix, snapshot_seconds, seconds = started.elapsed().as_secs_f64(), "planning a round");
     let plan = planner
         .plan(PlanRequest {
             cluster,
@@ -495,7 +497,13 @@ mod tests {
             ..Recorder::default()
         });
         let started = Instant::now();
-        let progress = step(&steps, &cluster, &PlannerThread::new(planner.clone()), clock()).await;
+        let progress = step(
+            &steps,
+            &cluster,
+            &PlannerThread::new(planner.clone()),
+            clock(),
+        )
+        .await;
         let Ok(Progress::Round(batch)) = progress else {
             panic!("expected a round, got {progress:?}");
         };
@@ -530,7 +538,13 @@ mod tests {
         let steps = Steps::default();
         let cluster = Cluster::default();
         let planner = Arc::new(Recorder::default());
-        let progress = step(&steps, &cluster, &PlannerThread::new(planner.clone()), clock()).await;
+        let progress = step(
+            &steps,
+            &cluster,
+            &PlannerThread::new(planner.clone()),
+            clock(),
+        )
+        .await;
         let Ok(Progress::Round(batch)) = progress else {
             panic!("expected a round, got {progress:?}");
         };
@@ -550,7 +564,13 @@ mod tests {
             ..Steps::default()
         };
         let started = Instant::now();
-        let progress = step(&steps, &Cluster::default(), &Recorder::default().thread(), clock()).await;
+        let progress = step(
+            &steps,
+            &Cluster::default(),
+            &Recorder::default().thread(),
+            clock(),
+        )
+        .await;
         let Ok(Progress::Round(batch)) = progress else {
             panic!("expected a round, got {progress:?}");
         };
@@ -582,7 +602,13 @@ mod tests {
                 },
             ),
         ] {
-            let progress = step(&steps, &Cluster::default(), &Recorder::default().thread(), clock()).await;
+            let progress = step(
+                &steps,
+                &Cluster::default(),
+                &Recorder::default().thread(),
+                clock(),
+            )
+            .await;
             let batch = match progress {
                 Ok(Progress::Round(batch)) if !follow_up => batch,
                 Ok(Progress::FollowUps(batch)) if follow_up => batch,

@@ -12,7 +12,7 @@ mod thread;
 
 pub use htools::{pending_tag_jobs, HtoolsPlanner, HtoolsSettings};
 pub use simple::SimplePlanner;
-pub use thread::{PlanError, PlanRequest, PlannerThread, THREAD_NAME};
+pub use thread::{PlanError, PlanRequest, PlannerThread, NICENESS, THREAD_NAME};
 
 pub use crate::model::safety::EXCLUDE_TAG;
 

@@ -7,6 +7,10 @@
 //! process takes the thread with it. A plan nobody awaits any more is abandoned: not
 //! started if it is still queued, its answer dropped otherwise.
 //!
+//! The thread runs at a lower priority ([`NICENESS`] more than the daemon's), as do the
+//! threads a balancing step starts from it: on a busy machine the API, the pollers and
+//! the job watcher come first, and a plan only takes the cores left over.
+//!
 //! The answer is awaited through a blocking task of the runtime. Besides keeping the
 //! actor thread free, that stops tokio's paused clock (virtual time, in tests) from
 //! jumping ahead while the plan is computed, so a round's timing does not depend on how
@@ -113,6 +117,9 @@ impl std::fmt::Debug for PlannerThread {
 /// Name of the thread (in `top -H`, `ps -L`).
 pub const THREAD_NAME: &str = "maintd-planner";
 
+/// How much nicer than the rest of maintd the planner thread runs.
+pub const NICENESS: i32 = 10;
+
 impl PlannerThread {
     /// `planner`, to be run on its own thread.
     pub fn new(planner: Arc<dyn Planner>) -> Self {
@@ -185,6 +192,7 @@ impl Drop for AbandonOnDrop {
 
 /// The planner thread: plans each request in turn until every sender is gone.
 fn serve(planner: &dyn Planner, jobs: &mpsc::Receiver<Job>) {
+    lower_priority();
     for job in jobs {
         if job.abandoned.load(Ordering::Relaxed) {
             continue;
@@ -194,6 +202,15 @@ fn serve(planner: &dyn Planner, jobs: &mpsc::Receiver<Job>) {
             Err(panic) => Answer::Panicked(panic_message(panic.as_ref())),
         };
         let _ = job.answer.send(answer);
+    }
+}
+
+/// Make the calling thread (and the threads it starts later) [`NICENESS`] nicer. On
+/// Linux the nice value is the thread's own. Failing costs only the priority.
+fn lower_priority() {
+    use rustix::process::{getpriority_process, setpriority_process};
+    if let Ok(nice) = getpriority_process(None) {
+        let _ = setpriority_process(None, (nice + NICENESS).min(19));
     }
 }
 

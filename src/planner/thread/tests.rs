@@ -85,6 +85,27 @@ async fn plans_on_the_planner_thread() {
     assert_eq!(plan.warnings, ["plan r2"]);
 }
 
+/// A planner reporting its thread's nice value.
+struct Niceness(Mutex<Sender<i32>>);
+
+impl Planner for Niceness {
+    fn plan(&self, _: PlanInput<'_>) -> RoundPlan {
+        let nice = rustix::process::getpriority_process(None).expect("nice value");
+        let _ = self.0.lock().expect("not poisoned").send(nice);
+        RoundPlan::default()
+    }
+}
+
+#[tokio::test]
+async fn the_planner_thread_is_nicer_than_the_daemon() {
+    let (niceness, reported) = mpsc::channel();
+    let thread = PlannerThread::new(Arc::new(Niceness(Mutex::new(niceness))));
+    thread.plan(request("r1")).await.expect("a plan");
+    let ours = rustix::process::getpriority_process(None).expect("nice value");
+    let theirs = reported.try_recv().expect("planned");
+    assert_eq!(theirs, (ours + NICENESS).min(19));
+}
+
 #[tokio::test]
 async fn a_panicking_planner_fails_its_round_only() {
     let (thread, plans) = free();
