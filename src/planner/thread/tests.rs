@@ -17,11 +17,15 @@ fn request(key_prefix: &str) -> PlanRequest {
     }
 }
 
+/// What the planner reports as it starts a plan: the request's key prefix and the
+/// thread's name.
+type Entered = (String, Option<String>);
+
 /// A planner that tells `entered` which request it plans (by key prefix) and on which
 /// thread, then waits for `release` (when given) before answering; it panics on the
 /// prefix `panic`.
 struct Gated {
-    entered: Mutex<Sender<(String, Option<String>)>>,
+    entered: Mutex<Sender<Entered>>,
     release: Option<Mutex<mpsc::Receiver<()>>>,
 }
 
@@ -47,7 +51,7 @@ impl Planner for Gated {
 }
 
 /// A planner answering at once, and what it reports.
-fn free() -> (PlannerThread, mpsc::Receiver<(String, Option<String>)>) {
+fn free() -> (PlannerThread, mpsc::Receiver<Entered>) {
     let (entered, plans) = mpsc::channel();
     let planner = Gated {
         entered: Mutex::new(entered),
@@ -57,11 +61,7 @@ fn free() -> (PlannerThread, mpsc::Receiver<(String, Option<String>)>) {
 }
 
 /// A planner answering only when released, what it reports, and its release.
-fn gated() -> (
-    PlannerThread,
-    mpsc::Receiver<(String, Option<String>)>,
-    Sender<()>,
-) {
+fn gated() -> (PlannerThread, mpsc::Receiver<Entered>, Sender<()>) {
     let (entered, plans) = mpsc::channel();
     let (release, released) = mpsc::channel();
     let planner = Gated {
