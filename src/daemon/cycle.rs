@@ -669,6 +669,34 @@ mod tests {
         assert!(!steps.calls().iter().any(|c| c.starts_with("start")));
     }
 
+    /// A planner that fails.
+    struct Broken;
+
+    impl Planner for Broken {
+        fn plan(&self, _: PlanInput<'_>) -> RoundPlan {
+            panic!("hail crashed");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_plan_starts_no_round() {
+        let steps = Steps {
+            round: planned(&["r7-1"], 42),
+            ..Steps::default()
+        };
+        let thread = PlannerThread::new(Arc::new(Broken));
+        let progress = step(&steps, &Cluster::default(), &thread, clock()).await;
+        let Err(e) = progress else {
+            panic!("expected an error, got {progress:?}");
+        };
+        assert_eq!(
+            e,
+            CycleError::Planner(PlanError::Panicked("hail crashed".into()))
+        );
+        assert_eq!(e.to_string(), "the planner failed: hail crashed");
+        assert!(!steps.calls().iter().any(|c| c.starts_with("start")));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_registry_that_does_not_answer_ends_the_step() {
         let steps = Steps {
