@@ -8,7 +8,7 @@
 //! One [`Metrics`] lives as long as the process and is shared by every actor that counts
 //! an event; counters start at zero at each start, as Prometheus expects.
 
-use std::{collections::BTreeMap, rc::Rc, time::Instant};
+use std::{collections::BTreeMap, time::Instant};
 
 use prometheus_client::{
     encoding::{prometheus_text, text, EncodeLabelSet},
@@ -395,20 +395,20 @@ fn state_registry(state: Option<&StateSample>) -> Registry {
 
 /// A planner that records how long each [`Planner::plan`] takes in [`Metrics`].
 pub struct TimedPlanner {
-    inner: Rc<dyn Planner>,
+    inner: std::sync::Arc<dyn Planner>,
     metrics: std::sync::Arc<Metrics>,
 }
 
 impl TimedPlanner {
     /// Time `inner`'s plans into `metrics`.
-    pub fn new(inner: Rc<dyn Planner>, metrics: std::sync::Arc<Metrics>) -> Self {
+    pub fn new(inner: std::sync::Arc<dyn Planner>, metrics: std::sync::Arc<Metrics>) -> Self {
         TimedPlanner { inner, metrics }
     }
 }
 
 impl Planner for TimedPlanner {
     fn plan(&self, input: PlanInput<'_>) -> RoundPlan {
-        // Planning runs hail synchronously: the real time it took, even in virtual time.
+        // The real time the plan took on the planner thread, even in virtual time.
         let started = Instant::now();
         let plan = self.inner.plan(input);
         self.metrics.observe_plan(started.elapsed().as_secs_f64());

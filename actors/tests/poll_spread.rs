@@ -79,6 +79,7 @@ fn first_polls_are_spread_evenly_over_the_interval() {
             },
             exit_if_not_master: false,
             clock,
+            planner: None,
         };
         let daemon = app::start(&settings, wiring).expect("daemon starts");
         advance(3.0 * interval.as_secs_f64()).await;

@@ -7,10 +7,11 @@
 //! The registry and the state replicator are reached through [`RoundSteps`], so the cycle
 //! runs the same with actors or with a test's answers and delays.
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
 use thiserror::Error;
 use tokio::time::Instant;
+use tracing::debug;
 
 use crate::{
     backend::{BackendError, ClusterBackend},
@@ -21,7 +22,7 @@ use crate::{
         opcode::Opcode,
         safety::SafetyGate,
     },
-    planner::{PlanInput, Planner},
+    planner::{PlanError, PlanRequest, PlannerThread},
 };
 
 /// One job ready for submission, identified by its submission key.
@@ -68,7 +69,7 @@ pub trait RoundSteps {
     /// Forget incidents `cluster` no longer justifies; what the planner needs.
     fn reconcile(
         &self,
-        cluster: ClusterSnapshot,
+        cluster: Arc<ClusterSnapshot>,
         at: f64,
     ) -> impl Future<Output = Result<PlanContext, CycleError>>;
 
@@ -99,6 +100,9 @@ pub enum CycleError {
     /// The statuses of the jobs the planner needs could not be read.
     #[error("cannot query the statuses of the jobs the planner needs: {0}")]
     JobStatuses(BackendError),
+    /// The planner did not answer.
+    #[error("{0}")]
+    Planner(PlanError),
 }
 
 /// Jobs to submit now.
@@ -131,11 +135,12 @@ pub enum Progress {
     Round(Batch),
 }
 
-/// One step of the round cycle; see the module doc.
+/// One step of the round cycle; see the module doc. The plan is made on `planner`'s
+/// thread: this future only awaits it.
 pub async fn step<S: RoundSteps>(
     steps: &S,
     backend: &dyn ClusterBackend,
-    planner: &dyn Planner,
+    planner: &PlannerThread,
     clock: Clock,
 ) -> Result<Progress, CycleError> {
     let follow_ups = steps.extend_round(clock.now_ns()).await?;
@@ -145,7 +150,9 @@ pub async fn step<S: RoundSteps>(
     if !steps.round_finished().await? {
         return Ok(Progress::Waiting);
     }
-    let cluster = backend.snapshot().await.map_err(CycleError::Snapshot)?;
+    let started = Instant::now();
+    let cluster = Arc::new(backend.snapshot().await.map_err(CycleError::Snapshot)?);
+    let snapshot_seconds = started.elapsed().as_secs_f64();
     let context = steps.reconcile(cluster.clone(), clock.now()).await?;
     let wanted = planner.jobs_to_query(&cluster);
     let job_statuses: BTreeMap<_, _> = if wanted.is_empty() {
@@ -162,15 +169,20 @@ pub async fn step<S: RoundSteps>(
             .filter_map(|(id, status)| Some((id, status?)))
             .collect()
     };
-    let plan = planner.plan(PlanInput {
-        cluster: &cluster,
-        incidents: &context.incidents,
-        key_prefix: &context.key_prefix,
-        now_ns: clock.now_ns(),
-        job_statuses: &job_statuses,
-        node_loads: &context.node_loads,
-        gate: &context.gate,
-    });
+    debug!(target: "maintd::planner", incidents = context.incidents.len(), key_prefix = %context.key_prefix, snapshot_seconds, seconds = started.elapsed().as_secs_f64(), "planning a round");
+    let plan = planner
+        .plan(PlanRequest {
+            cluster,
+            incidents: context.incidents,
+            key_prefix: context.key_prefix,
+            now_ns: clock.now_ns(),
+            job_statuses,
+            node_loads: context.node_loads,
+            gate: context.gate,
+        })
+        .await
+        .map_err(CycleError::Planner)?;
+    debug!(target: "maintd::planner", jobs = plan.jobs.len(), "round planned");
     let planned = steps.start_round(plan, clock.now()).await?;
     Ok(Progress::Round(durable(steps, planned).await))
 }
@@ -235,7 +247,10 @@ impl RoundTiming {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::{Cell, RefCell};
+    use std::{
+        cell::{Cell, RefCell},
+        sync::Mutex,
+    };
 
     use futures_util::future::LocalBoxFuture;
 
@@ -243,6 +258,7 @@ mod tests {
     use crate::{
         backend::Submission,
         model::job::{JobId, JobStatus},
+        planner::{PlanInput, Planner},
     };
 
     fn job(key: &str) -> JobToSubmit {
@@ -303,7 +319,7 @@ mod tests {
 
         async fn reconcile(
             &self,
-            cluster: ClusterSnapshot,
+            cluster: Arc<ClusterSnapshot>,
             at: f64,
         ) -> Result<PlanContext, CycleError> {
             self.call(format!("reconcile {} at {at}", cluster.master))?;
@@ -398,12 +414,24 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         query: Vec<JobId>,
-        seen: RefCell<Option<Seen>>,
+        seen: Mutex<Option<Seen>>,
+    }
+
+    impl Recorder {
+        /// What it was given, if it planned.
+        fn seen(&self) -> Option<Seen> {
+            self.seen.lock().expect("not poisoned").clone()
+        }
+
+        /// It, on a planner thread.
+        fn thread(self) -> PlannerThread {
+            PlannerThread::new(Arc::new(self))
+        }
     }
 
     impl Planner for Recorder {
         fn plan(&self, input: PlanInput<'_>) -> RoundPlan {
-            *self.seen.borrow_mut() = Some((
+            *self.seen.lock().expect("not poisoned") = Some((
                 input.key_prefix.to_owned(),
                 input.now_ns,
                 input.job_statuses.clone(),
@@ -430,7 +458,7 @@ mod tests {
             ..Steps::default()
         };
         let cluster = Cluster::default();
-        let progress = step(&steps, &cluster, &Recorder::default(), clock()).await;
+        let progress = step(&steps, &cluster, &Recorder::default().thread(), clock()).await;
         let Ok(Progress::FollowUps(batch)) = progress else {
             panic!("expected follow-ups, got {progress:?}");
         };
@@ -447,7 +475,7 @@ mod tests {
             ..Steps::default()
         };
         let cluster = Cluster::default();
-        let progress = step(&steps, &cluster, &Recorder::default(), clock()).await;
+        let progress = step(&steps, &cluster, &Recorder::default().thread(), clock()).await;
         assert!(matches!(progress, Ok(Progress::Waiting)), "{progress:?}");
         assert_eq!(steps.calls(), ["extend at 1000000000000", "finished?"]);
         assert_eq!(cluster.snapshots.get(), 0);
@@ -464,12 +492,18 @@ mod tests {
             statuses: Some(vec![Some(JobStatus::Running), None]),
             ..Cluster::default()
         };
-        let planner = Recorder {
+        let planner = Arc::new(Recorder {
             query: vec![JobId(5), JobId(6)],
             ..Recorder::default()
-        };
+        });
         let started = Instant::now();
-        let progress = step(&steps, &cluster, &planner, clock()).await;
+        let progress = step(
+            &steps,
+            &cluster,
+            &PlannerThread::new(planner.clone()),
+            clock(),
+        )
+        .await;
         let Ok(Progress::Round(batch)) = progress else {
             panic!("expected a round, got {progress:?}");
         };
@@ -488,7 +522,7 @@ mod tests {
         );
         assert_eq!(*cluster.queried.borrow(), [vec![JobId(5), JobId(6)]]);
         // The job the queue does not know is absent from the planner's statuses.
-        let seen = planner.seen.borrow().clone();
+        let seen = planner.seen();
         assert_eq!(
             seen,
             Some((
@@ -503,8 +537,14 @@ mod tests {
     async fn no_status_query_when_the_planner_needs_none() {
         let steps = Steps::default();
         let cluster = Cluster::default();
-        let planner = Recorder::default();
-        let progress = step(&steps, &cluster, &planner, clock()).await;
+        let planner = Arc::new(Recorder::default());
+        let progress = step(
+            &steps,
+            &cluster,
+            &PlannerThread::new(planner.clone()),
+            clock(),
+        )
+        .await;
         let Ok(Progress::Round(batch)) = progress else {
             panic!("expected a round, got {progress:?}");
         };
@@ -513,7 +553,7 @@ mod tests {
         assert_eq!(batch.not_durable, None);
         assert!(!steps.calls().iter().any(|c| c.starts_with("durable")));
         assert!(cluster.queried.borrow().is_empty());
-        assert!(planner.seen.borrow().is_some());
+        assert!(planner.seen().is_some());
     }
 
     #[tokio::test(start_paused = true)]
@@ -524,7 +564,13 @@ mod tests {
             ..Steps::default()
         };
         let started = Instant::now();
-        let progress = step(&steps, &Cluster::default(), &Recorder::default(), clock()).await;
+        let progress = step(
+            &steps,
+            &Cluster::default(),
+            &Recorder::default().thread(),
+            clock(),
+        )
+        .await;
         let Ok(Progress::Round(batch)) = progress else {
             panic!("expected a round, got {progress:?}");
         };
@@ -556,7 +602,13 @@ mod tests {
                 },
             ),
         ] {
-            let progress = step(&steps, &Cluster::default(), &Recorder::default(), clock()).await;
+            let progress = step(
+                &steps,
+                &Cluster::default(),
+                &Recorder::default().thread(),
+                clock(),
+            )
+            .await;
             let batch = match progress {
                 Ok(Progress::Round(batch)) if !follow_up => batch,
                 Ok(Progress::FollowUps(batch)) if follow_up => batch,
@@ -588,7 +640,7 @@ mod tests {
             snapshot_fails: true,
             ..Cluster::default()
         };
-        let progress = step(&steps, &broken, &Recorder::default(), clock()).await;
+        let progress = step(&steps, &broken, &Recorder::default().thread(), clock()).await;
         assert!(
             matches!(
                 progress,
@@ -602,17 +654,46 @@ mod tests {
             round: planned(&["r7-1"], 42),
             ..Steps::default()
         };
-        let planner = Recorder {
+        let planner = Arc::new(Recorder {
             query: vec![JobId(5)],
             ..Recorder::default()
-        };
-        let progress = step(&steps, &Cluster::default(), &planner, clock()).await;
+        });
+        let thread = PlannerThread::new(planner.clone());
+        let progress = step(&steps, &Cluster::default(), &thread, clock()).await;
         let Err(e) = progress else {
             panic!("expected an error, got {progress:?}");
         };
         assert!(matches!(e, CycleError::JobStatuses(_)));
         assert!(e.to_string().contains("luxid restarting"), "{e}");
-        assert!(planner.seen.borrow().is_none());
+        assert!(planner.seen().is_none());
+        assert!(!steps.calls().iter().any(|c| c.starts_with("start")));
+    }
+
+    /// A planner that fails.
+    struct Broken;
+
+    impl Planner for Broken {
+        fn plan(&self, _: PlanInput<'_>) -> RoundPlan {
+            panic!("hail crashed");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_plan_starts_no_round() {
+        let steps = Steps {
+            round: planned(&["r7-1"], 42),
+            ..Steps::default()
+        };
+        let thread = PlannerThread::new(Arc::new(Broken));
+        let progress = step(&steps, &Cluster::default(), &thread, clock()).await;
+        let Err(e) = progress else {
+            panic!("expected an error, got {progress:?}");
+        };
+        assert_eq!(
+            e,
+            CycleError::Planner(PlanError::Panicked("hail crashed".into()))
+        );
+        assert_eq!(e.to_string(), "the planner failed: hail crashed");
         assert!(!steps.calls().iter().any(|c| c.starts_with("start")));
     }
 
@@ -623,7 +704,7 @@ mod tests {
             ..Steps::default()
         };
         let cluster = Cluster::default();
-        let progress = step(&steps, &cluster, &Recorder::default(), clock()).await;
+        let progress = step(&steps, &cluster, &Recorder::default().thread(), clock()).await;
         assert_eq!(
             progress.map(|_| ()),
             Err(CycleError::Registry("mailbox closed".into()))

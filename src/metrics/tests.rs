@@ -277,7 +277,7 @@ impl Planner for FixedPlanner {
 #[test]
 fn a_timed_planner_plans_as_its_inner_one_and_counts_each_plan() {
     let metrics = Arc::new(Metrics::new());
-    let planner = TimedPlanner::new(Rc::new(FixedPlanner), metrics.clone());
+    let planner = TimedPlanner::new(Arc::new(FixedPlanner), metrics.clone());
     let cluster = ClusterSnapshot::default();
     assert_eq!(planner.jobs_to_query(&cluster), vec![JobId(7)]);
     let gate = crate::model::safety::SafetyGate::open();

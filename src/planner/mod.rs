@@ -8,9 +8,11 @@
 mod htools;
 mod round;
 mod simple;
+mod thread;
 
 pub use htools::{pending_tag_jobs, HtoolsPlanner, HtoolsSettings};
 pub use simple::SimplePlanner;
+pub use thread::{PlanError, PlanRequest, PlannerThread, NICENESS, THREAD_NAME};
 
 pub use crate::model::safety::EXCLUDE_TAG;
 
@@ -43,8 +45,9 @@ pub struct PlanInput<'a> {
     pub gate: &'a SafetyGate,
 }
 
-/// Decides the jobs of one round. Implementations must be deterministic.
-pub trait Planner {
+/// Decides the jobs of one round. Implementations must be deterministic, and shareable
+/// across threads: the daemon plans on a thread of its own ([`PlannerThread`]).
+pub trait Planner: Send + Sync {
     /// Plan the next round.
     fn plan(&self, input: PlanInput<'_>) -> RoundPlan;
 

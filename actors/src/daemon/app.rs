@@ -19,7 +19,7 @@ use maintd::{
     metrics::{Metrics, TimedPlanner},
     model::incident::{MaintenanceState, StatePolicy},
     notify::QUEUE_FILE,
-    planner::{HtoolsPlanner, Planner, SimplePlanner},
+    planner::{HtoolsPlanner, Planner, PlannerThread, SimplePlanner},
     signing::KeySource,
     store::{JsonStore, StoreError},
 };
@@ -57,6 +57,8 @@ pub struct Wiring {
     pub clock: Clock,
     /// Copies of the state on the master candidates; `None`: off.
     pub replication: Option<ReplicationDeps>,
+    /// The planner; `None`: the one `[planner]` describes (tests bring their own).
+    pub planner: Option<Arc<dyn Planner>>,
 }
 
 /// Handles to the running daemon.
@@ -79,11 +81,13 @@ pub fn supervisor_deps(
     metrics: Arc<Metrics>,
 ) -> Result<SupervisorDeps, StoreError> {
     let store = JsonStore::open(&PathBuf::from(&settings.daemon.state_dir), STATE_FILE)?;
-    let planner: Rc<dyn Planner> = match settings.planner.engine {
-        PlannerEngine::Htools => Rc::new(HtoolsPlanner::new(settings.planner.htools())),
-        PlannerEngine::Simple => Rc::new(SimplePlanner),
+    let planner: Arc<dyn Planner> = match (&wiring.planner, settings.planner.engine) {
+        (Some(planner), _) => planner.clone(),
+        (None, PlannerEngine::Htools) => Arc::new(HtoolsPlanner::new(settings.planner.htools())),
+        (None, PlannerEngine::Simple) => Arc::new(SimplePlanner),
     };
-    let planner = Rc::new(TimedPlanner::new(planner, metrics.clone()));
+    // One planner thread for the life of the daemon, whichever master term plans on it.
+    let planner = PlannerThread::new(Arc::new(TimedPlanner::new(planner, metrics.clone())));
     Ok(SupervisorDeps {
         backend: wiring.backend.clone(),
         diagnose: wiring.diagnose.clone(),
@@ -403,6 +407,7 @@ pub fn serve(
         exit_if_not_master: true,
         clock,
         replication,
+        planner: None,
     };
     let daemon = start(settings, wiring).map_err(|e| e.to_string())?;
     let limits = HttpLimits::new(settings.daemon.max_connections);

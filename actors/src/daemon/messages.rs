@@ -61,8 +61,8 @@ pub struct ChildRestarted {
 #[derive(Message, Debug)]
 #[rtype(result = "PlanContext")]
 pub struct Reconcile {
-    /// The cluster now.
-    pub cluster: ClusterSnapshot,
+    /// The cluster now (shared with the plan made from it).
+    pub cluster: std::sync::Arc<ClusterSnapshot>,
     /// When it was taken.
     pub at: f64,
 }

@@ -6,7 +6,7 @@
 //! holds the timer, keeps one step at a time, carries the steps to the registry and the
 //! state replicator, and submits what a step hands out.
 
-use std::rc::Rc;
+use std::{rc::Rc, sync::Arc};
 
 use actix::{prelude::*, WeakAddr};
 use maintd::{
@@ -14,7 +14,7 @@ use maintd::{
     clock::Clock,
     daemon::cycle::{self, Batch, CycleError, PlanContext, Progress, RoundSteps},
     model::{cluster::ClusterSnapshot, incident::RoundPlan},
-    planner::Planner,
+    planner::PlannerThread,
 };
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -34,7 +34,8 @@ use crate::{
 /// The round-planner actor.
 pub struct RoundPlanner {
     backend: Rc<dyn ClusterBackend>,
-    planner: Rc<dyn Planner>,
+    /// The plans are made on its thread; this actor only awaits them.
+    planner: PlannerThread,
     // Weak: the supervisor holds the only strong addresses of its children, so that
     // dropping them stops the children instead of a sibling keeping them (or, for the
     // supervised watcher, restarting them).
@@ -53,7 +54,7 @@ impl RoundPlanner {
     /// A planner; the first round may start at once.
     pub fn new(
         backend: Rc<dyn ClusterBackend>,
-        planner: Rc<dyn Planner>,
+        planner: PlannerThread,
         registry: Addr<EventRegistry>,
         watcher: Addr<JobWatcher>,
         timing: RoundTiming,
@@ -106,9 +107,10 @@ impl RoundPlanner {
         let backend = self.backend.clone();
         let planner = self.planner.clone();
         let clock = self.clock;
-        async move { cycle::step(&steps, &*backend, &*planner, clock).await }
+        let started = Instant::now();
+        async move { cycle::step(&steps, &*backend, &planner, clock).await }
             .into_actor(self)
-            .map(|result, act, _| {
+            .map(move |result, act, _| {
                 act.busy = false;
                 act.next_due = act.timing.next_due(&result, Instant::now(), act.next_due);
                 match result {
@@ -124,7 +126,9 @@ impl RoundPlanner {
                     Ok(Progress::Round(batch)) => {
                         let jobs = act.jobs_of(batch);
                         if !jobs.is_empty() {
-                            info!(target: "maintd::planner", jobs = jobs.len(), "submitting round");
+                            // How long since the round started: its snapshot, plan and save.
+                            let seconds = started.elapsed().as_secs_f64();
+                            info!(target: "maintd::planner", jobs = jobs.len(), seconds, "submitting round");
                             act.submit(jobs);
                         }
                     }
@@ -174,7 +178,7 @@ impl RoundSteps for Steps {
 
     async fn reconcile(
         &self,
-        cluster: ClusterSnapshot,
+        cluster: Arc<ClusterSnapshot>,
         at: f64,
     ) -> Result<PlanContext, CycleError> {
         self.registry

@@ -25,7 +25,7 @@ use maintd::{
     clock::Clock,
     metrics::Metrics,
     model::incident::MaintenanceState,
-    planner::Planner,
+    planner::PlannerThread,
     store::JsonStore,
 };
 use tracing::{error, info, warn};
@@ -51,7 +51,7 @@ pub struct SupervisorDeps {
     /// CPU load reports, when balancing uses them.
     pub load: Option<Rc<dyn LoadSource>>,
     /// Round planning.
-    pub planner: Rc<dyn Planner>,
+    pub planner: PlannerThread,
     /// State persistence.
     pub store: JsonStore,
     /// Where the web actor finds the registry.

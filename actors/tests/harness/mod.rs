@@ -55,6 +55,8 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     /// The ssconf directory the daemon reads, if any.
     pub ssconf_dir: Option<std::path::PathBuf>,
+    /// The daemon's planner; `None`: the one the settings describe.
+    pub planner: Option<std::sync::Arc<dyn maintd::planner::Planner>>,
 }
 
 impl Harness {
@@ -83,6 +85,16 @@ impl Harness {
     /// A simulated cluster generated from `spec` and a daemon on it, configured by
     /// `configure`.
     pub async fn start_spec(spec: SimSpec, configure: impl FnOnce(&mut Settings)) -> Harness {
+        Self::start_planning_with(spec, configure, None).await
+    }
+
+    /// Like [`Harness::start_spec`], the daemon planning with `planner` (when `Some`)
+    /// instead of the planner its settings describe.
+    pub async fn start_planning_with(
+        spec: SimSpec,
+        configure: impl FnOnce(&mut Settings),
+        planner: Option<std::sync::Arc<dyn maintd::planner::Planner>>,
+    ) -> Harness {
         let clock = Clock::starting_at(1_800_000_000.0);
         let sim = SimHandle::generate(&spec, clock);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -97,6 +109,7 @@ impl Harness {
             clock,
             dir,
             ssconf_dir: None,
+            planner,
         };
         harness.start_daemon().await;
         harness
@@ -117,6 +130,7 @@ impl Harness {
             },
             exit_if_not_master: false,
             clock: self.clock,
+            planner: self.planner.clone(),
         };
         self.daemon = Some(app::start(&self.settings, wiring).expect("daemon starts"));
         self.wait_for(10.0, "mastership", async |h: &Harness| {

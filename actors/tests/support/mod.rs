@@ -183,6 +183,15 @@ impl Proc {
         );
     }
 
+    /// Send `signal` (a `kill` name such as `TERM`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {}: {status}", self.name);
+    }
+
     /// Wait for the process to exit by itself.
     pub fn wait_exit(&mut self, deadline: Instant) -> ExitStatus {
         let what = format!("{} to exit", self.name);
