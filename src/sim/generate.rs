@@ -21,6 +21,18 @@ const NODE_CPUS: u32 = 16;
 const MEMORY_HEADROOM: u64 = 8 * 1024;
 const DISK_HEADROOM: u64 = 100 * 1024;
 
+/// The instance sizes a generated cluster uses: (memory MiB, vCPUs, disk MiB). Real
+/// clusters run a few standard sizes, and the balancer's bound-driven search works per
+/// size: one random size per instance would leave thousands of sizes at 20,000 instances.
+const FLAVORS: [(u64, u32, u64); 6] = [
+    (1024, 1, 10 * 1024),
+    (2048, 1, 20 * 1024),
+    (2048, 2, 40 * 1024),
+    (4096, 2, 50 * 1024),
+    (8192, 4, 80 * 1024),
+    (8192, 4, 100 * 1024),
+];
+
 /// What cluster to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimSpec {
@@ -106,10 +118,11 @@ pub(crate) fn generate(spec: &SimSpec, now: f64) -> SimCluster {
             } else {
                 Vec::new()
             };
+            let (memory, vcpus, flavor_disk) = FLAVORS[rng.gen_range(0..FLAVORS.len())];
             let disk = if disk_template == DiskTemplate::Diskless {
                 0
             } else {
-                rng.gen_range(10..=100u64) * 1024
+                flavor_disk
             };
             let admin_state = if rng.gen_range(0..10) == 0 {
                 AdminState::Down
@@ -122,9 +135,9 @@ pub(crate) fn generate(spec: &SimSpec, now: f64) -> SimCluster {
                 primary: nodes[primary_index].name.clone(),
                 secondaries,
                 disk_template,
-                memory: rng.gen_range(1..=8u64) * 1024,
+                memory,
                 disk,
-                vcpus: rng.gen_range(1..=4),
+                vcpus,
                 admin_state,
                 tags: BTreeSet::new(),
             }
