@@ -17,9 +17,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --quick: shorter measurements (20 s per polling size and for responsiveness) and
+# plan.sh's smaller hbal runs.
 quick=()
+seconds=()
 if [ "${1:-}" = "--quick" ]; then
   quick=(--quick)
+  seconds=(--seconds 20)
 fi
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --quiet --package maintd-actors --bin maintd
@@ -32,11 +36,11 @@ echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinf
 echo
 echo "## Polling"
 echo
-python3 bench/poll.py --maintd "$maintd" "${quick[@]}"
+python3 bench/poll.py --maintd "$maintd" "${seconds[@]}"
 echo
 echo "## Responsiveness while planning"
 echo
-python3 bench/responsive.py --maintd "$maintd" "${quick[@]}"
+python3 bench/responsive.py --maintd "$maintd" --no-build "${seconds[@]}"
 echo
 echo "## Planning against hbal and hail"
 echo
