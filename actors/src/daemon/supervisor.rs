@@ -108,16 +108,11 @@ impl ClusterSupervisor {
 
     fn refresh_nodes(&mut self, ctx: &mut Context<Self>) {
         let me = ctx.address();
-        let snapshot = self.deps.backend.snapshot();
+        // The nodes alone: on a large cluster a whole snapshot is mostly instances.
+        let online = self.deps.backend.online_nodes();
         actix::spawn(async move {
-            match snapshot.await {
-                Ok(cluster) => {
-                    let nodes = cluster
-                        .nodes
-                        .into_iter()
-                        .filter(|n| !n.offline)
-                        .map(|n| n.name)
-                        .collect();
+            match online.await {
+                Ok(nodes) => {
                     me.do_send(NodesListed { nodes });
                 }
                 Err(e) => warn!(target: "maintd::supervisor", error = %e, "could not list nodes"),
