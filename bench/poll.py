@@ -2,8 +2,9 @@
 """Polling benchmark: `maintd daemon` polling a simulated cluster of 1,000 and 5,000 nodes.
 
 For each size it starts `maintd sim --cluster-only` (N nodes, 20 N instances) and
-`maintd daemon` against it in dry-run (poll interval 5 s), both on 127.0.0.1 only, and
-measures over a window (60 s by default):
+`maintd daemon` against it in dry-run (poll interval 5 s, round delay 1 h), both on
+127.0.0.1 only. After the first sweep and a warm-up (15 s: the round maintd plans at
+start is over), it measures over a window (60 s by default):
 
 - the daemon's CPU (percent of one core) and RSS (largest sample; MB and KB per node);
 - failed polls (`maintd_poll_failures_total` on /metrics, since the daemon started);
@@ -18,6 +19,7 @@ measures over a window (60 s by default):
 
 Python 3 standard library only. Build first: `cargo build --release -p maintd-actors`.
 Usage: `python3 bench/poll.py [--sizes 1000,5000] [--seconds 60] [--maintd PATH]`.
+RSS is the largest sample in the window. CPU is measured in the window only.
 """
 
 import argparse
@@ -200,7 +202,7 @@ def sequential_sweep(sim_port, nodes):
     return time.monotonic() - started, failures
 
 
-def run_size(binary, nodes, seconds, interval, workdir, seed):
+def run_size(binary, nodes, seconds, interval, warmup, workdir, seed):
     instances = nodes * INSTANCES_PER_NODE
     env = dict(os.environ)
     env.update(
@@ -267,6 +269,7 @@ def run_size(binary, nodes, seconds, interval, workdir, seed):
                 break
             time.sleep(0.5)
         first_sweep = time.time() - started
+        time.sleep(warmup)
 
         # The measurement window.
         rng = random.Random(seed + nodes)
@@ -401,6 +404,7 @@ def main():
     parser.add_argument("--sizes", default="1000,5000", help="node counts, comma-separated")
     parser.add_argument("--seconds", type=float, default=60.0, help="measured time per size")
     parser.add_argument("--interval", type=float, default=5.0, help="poll interval (s)")
+    parser.add_argument("--warmup", type=float, default=15.0, help="wait after the first sweep (s)")
     parser.add_argument("--seed", type=int, default=1, help="choice of nodes and times")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
@@ -412,7 +416,9 @@ def main():
         workdir = tempfile.mkdtemp(prefix=f"maintd-bench-poll-{nodes}-")
         print(f"{nodes} nodes: running ({workdir}) ...", file=sys.stderr, flush=True)
         try:
-            result = run_size(args.maintd, nodes, args.seconds, args.interval, workdir, args.seed)
+            result = run_size(
+                args.maintd, nodes, args.seconds, args.interval, args.warmup, workdir, args.seed
+            )
             print(f"{nodes} nodes: {json.dumps(result)}", file=sys.stderr, flush=True)
             results.append(result)
         finally:
