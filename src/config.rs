@@ -464,6 +464,8 @@ pub struct MonitoringSettings {
     /// Age of the oldest signed report accepted.
     #[serde(deserialize_with = "duration::deserialize")]
     pub max_report_age: Duration,
+    /// Most polls in flight at once, over all nodes.
+    pub max_concurrent_polls: usize,
 }
 
 /// `[rounds]`.
@@ -645,6 +647,11 @@ impl Settings {
                 self.monitoring.diagnose_url
             )));
         }
+        if self.monitoring.max_concurrent_polls == 0 {
+            return Err(ConfigError::Invalid(
+                "monitoring.max_concurrent_polls must be at least 1".into(),
+            ));
+        }
         if self.monitoring.max_report_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "monitoring.max_report_bytes must be positive".into(),
@@ -806,6 +813,14 @@ mod tests {
         let mut settings = Settings::defaults();
         settings.monitoring.poll_interval = Duration::ZERO;
         assert!(settings.validate().is_err());
+        assert_eq!(
+            Settings::defaults().monitoring.max_concurrent_polls,
+            crate::daemon::polling::DEFAULT_MAX_CONCURRENT_POLLS
+        );
+        let mut settings = Settings::defaults();
+        settings.monitoring.max_concurrent_polls = 0;
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("monitoring.max_concurrent_polls"), "{err}");
     }
 
     #[test]

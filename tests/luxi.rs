@@ -411,6 +411,26 @@ async fn backend_decodes_a_snapshot() {
 }
 
 #[tokio::test]
+async fn online_nodes_come_from_a_query_of_the_nodes_alone() {
+    let luxid = FakeLuxid::start(|method, args| match (method, args[0].as_str()) {
+        ("Query", Some("node")) => Reply::Ok(json!({"fields": [], "data": [
+            [cell(json!("node1")), cell(json!(false))],
+            [cell(json!("node2")), cell(json!(true))],
+            [cell(json!("node3")), cell(json!(false))]
+        ]})),
+        _ => Reply::Fail(json!("unexpected")),
+    });
+    let nodes = LuxiBackend::new(luxid.config())
+        .online_nodes()
+        .await
+        .expect("online nodes");
+    assert_eq!(nodes, ["node1", "node3"]);
+    let requests = luxid.requests();
+    assert_eq!(requests.len(), 1, "no instance query: {requests:?}");
+    assert_eq!(requests[0]["args"][1], json!(["name", "offline"]));
+}
+
+#[tokio::test]
 async fn backend_submits_and_follows_jobs() {
     let luxid = FakeLuxid::start(|method, args| match method {
         "SubmitManyJobs" => Reply::Ok(json!([[true, 31], [false, "Queue drained"]])),

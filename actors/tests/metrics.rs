@@ -248,6 +248,8 @@ fn an_idle_daemon_says_it_is_not_master_and_keeps_its_counters() {
 fn prometheus_gets_openmetrics() {
     run_paused(|| async {
         let h = Harness::start(3, 3, 0.5).await;
+        // Each node is polled once within a poll interval (sim.toml: 1 s), at its place.
+        harness::advance(1.0).await;
         let (status, content_type, body) = h
             .scrape(Some(
                 "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",

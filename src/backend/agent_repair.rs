@@ -398,6 +398,10 @@ impl ClusterBackend for AgentRepairs {
         self.inner.master_node()
     }
 
+    fn online_nodes(&self) -> LocalBoxFuture<'static, Result<Vec<String>, BackendError>> {
+        self.inner.online_nodes()
+    }
+
     fn submit_jobs(
         &self,
         jobs: Vec<Vec<Opcode>>,

@@ -3,6 +3,14 @@
 //! `design-monitoring-agent`) or from the simulator.
 //!
 //! awc needs the actix runtime (`actix_rt`); call [`HttpDiagnose::fetch`] from inside it.
+//!
+//! One [`HttpDiagnose`] (and the [`HttpLoad`] made from it with [`HttpLoad::sharing`])
+//! holds one client and one connection pool for all nodes; clones share them. Its
+//! connector opens at most [`HttpDiagnose::with_connection_limit`] connections at once.
+//! Connections are kept for reuse only when every node's URL has the same host and port
+//! (a proxy, the simulator): with one host per node (`http://{node}:1815/...`) each
+//! connection would be reused only by the next poll of the same node, so a large cluster
+//! would hold one idle socket per node; there each request closes its connection.
 //! The client is built without TLS support, so an `https` template is accepted but its
 //! requests fail as [`FetchError::Unreachable`] until awc's TLS features are enabled.
 
@@ -32,6 +40,9 @@ pub const MOND_URL_TEMPLATE: &str = "http://{node}:1815/1/report/node/diagnose";
 /// Default limit on one fetch, from connecting to the end of the body.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default limit on the connections open at once (awc's own default).
+pub const DEFAULT_CONNECTION_LIMIT: usize = 100;
+
 /// Why a URL template was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TemplateError {
@@ -58,6 +69,8 @@ pub struct HttpDiagnose {
     timeout: Duration,
     max_body_bytes: usize,
     client: Client,
+    /// Connections are kept for reuse: every node's URL has the same host and port.
+    reuse_connections: bool,
     verification: Option<Arc<Verification>>,
 }
 
@@ -76,6 +89,7 @@ impl std::fmt::Debug for HttpDiagnose {
             .field("template", &self.template)
             .field("timeout", &self.timeout)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("reuse_connections", &self.reuse_connections)
             .finish_non_exhaustive()
     }
 }
@@ -98,14 +112,22 @@ impl HttpDiagnose {
         max_body_bytes: usize,
     ) -> Result<Self, TemplateError> {
         validate_template(template)?;
-        let client = Client::builder().timeout(timeout).finish();
         Ok(HttpDiagnose {
             template: template.to_owned(),
             timeout,
             max_body_bytes,
-            client,
+            client: new_client(timeout, DEFAULT_CONNECTION_LIMIT),
+            reuse_connections: shares_one_host(template),
             verification: None,
         })
+    }
+
+    /// Open at most `limit` connections at once (at least 1); a request beyond waits for
+    /// one to close or come back to the pool, within its timeout. Replaces the client:
+    /// call before cloning.
+    pub fn with_connection_limit(mut self, limit: usize) -> Self {
+        self.client = new_client(self.timeout, limit.max(1));
+        self
     }
 
     /// Accept only reports signed with `key`, answering this very request (each fetch
@@ -125,8 +147,17 @@ impl HttpDiagnose {
             template: MOND_URL_TEMPLATE.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_REPORT_BYTES,
-            client: Client::builder().timeout(DEFAULT_TIMEOUT).finish(),
+            client: new_client(DEFAULT_TIMEOUT, DEFAULT_CONNECTION_LIMIT),
+            reuse_connections: shares_one_host(MOND_URL_TEMPLATE),
             verification: None,
+        }
+    }
+
+    /// The client for one request.
+    fn request(&self) -> Request {
+        Request {
+            client: self.client.clone(),
+            reuse_connection: self.reuse_connections,
         }
     }
 
@@ -139,6 +170,28 @@ impl HttpDiagnose {
         }
         Ok(self.template.replace(NODE_PLACEHOLDER, node))
     }
+}
+
+/// A client with its own connector (and so its own pool) of at most `limit` connections.
+fn new_client(timeout: Duration, limit: usize) -> Client {
+    Client::builder()
+        .connector(awc::Connector::new().limit(limit))
+        .timeout(timeout)
+        .finish()
+}
+
+/// Whether every node's URL from `template` has the same host and port, so that one
+/// kept connection serves the next poll of any node.
+fn shares_one_host(template: &str) -> bool {
+    let authority = |node: &str| {
+        template
+            .replace(NODE_PLACEHOLDER, node)
+            .parse::<Uri>()
+            .ok()
+            .and_then(|uri| uri.authority().map(|a| a.as_str().to_owned()))
+    };
+    let first = authority("node-a");
+    first.is_some() && first == authority("node-b")
 }
 
 /// Check that `template` has the placeholder and gives an http(s) URL with a host.
@@ -167,7 +220,7 @@ pub fn validate_template(template: &str) -> Result<(), TemplateError> {
 /// One fetch: send, check the status, read at most `max_body_bytes + 1` bytes, check the
 /// signature if required, parse.
 async fn fetch_report(
-    client: Client,
+    client: Request,
     url: String,
     max_body_bytes: usize,
     verification: Option<Arc<Verification>>,
@@ -197,13 +250,24 @@ async fn fetch_report(
     Ok(parse_report(&report, max_body_bytes)?)
 }
 
+/// The shared client, and whether the connection goes back to its pool after a request.
+#[derive(Clone)]
+struct Request {
+    client: Client,
+    reuse_connection: bool,
+}
+
 /// One fetch: send, check the status, read at most `max_body_bytes + 1` bytes.
 async fn fetch_body(
-    client: Client,
+    request: Request,
     url: String,
     max_body_bytes: usize,
 ) -> Result<Vec<u8>, FetchError> {
-    let mut response = client.get(url.as_str()).send().await.map_err(|e| {
+    let mut get = request.client.get(url.as_str());
+    if !request.reuse_connection {
+        get = get.force_close();
+    }
+    let mut response = get.send().await.map_err(|e| {
         let reason = match e {
             SendRequestError::Timeout => "timed out".to_owned(),
             other => other.to_string(),
@@ -244,7 +308,7 @@ async fn fetch_body(
 impl DiagnoseSource for HttpDiagnose {
     fn fetch(&self, node: &str) -> LocalBoxFuture<'static, Result<Diagnose, FetchError>> {
         let url = self.url_for(node);
-        let client = self.client.clone();
+        let client = self.request();
         let (timeout, max_body_bytes) = (self.timeout, self.max_body_bytes);
         let verification = self.verification.clone();
         async move {
@@ -292,6 +356,17 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn connections_are_kept_only_when_all_nodes_share_a_host() {
+        assert!(!shares_one_host(MOND_URL_TEMPLATE));
+        assert!(!shares_one_host("http://{node}.example.com/diag"));
+        assert!(shares_one_host(
+            "http://127.0.0.1:8080/mond/{node}/1/report/node/diagnose"
+        ));
+        // A different port per node would be a different host too.
+        assert!(!shares_one_host("http://127.0.0.1:{node}/diag"));
+    }
+
     #[actix_rt::test]
     async fn node_names_cannot_redirect_the_request() {
         let source = HttpDiagnose::mond();
@@ -333,12 +408,28 @@ impl HttpLoad {
             reports: HttpDiagnose::new(template, timeout, max_body_bytes)?,
         })
     }
+
+    /// A source for `template` with the limits, the client and the connection pool of
+    /// `diagnose`: one pool for all of a node's reports.
+    pub fn sharing(diagnose: &HttpDiagnose, template: &str) -> Result<Self, TemplateError> {
+        validate_template(template)?;
+        Ok(HttpLoad {
+            reports: HttpDiagnose {
+                template: template.to_owned(),
+                timeout: diagnose.timeout,
+                max_body_bytes: diagnose.max_body_bytes,
+                client: diagnose.client.clone(),
+                reuse_connections: shares_one_host(template),
+                verification: None,
+            },
+        })
+    }
 }
 
 impl LoadSource for HttpLoad {
     fn fetch_load(&self, node: &str) -> LocalBoxFuture<'static, Result<CpuLoad, FetchError>> {
         let url = self.reports.url_for(node);
-        let client = self.reports.client.clone();
+        let client = self.reports.request();
         let (timeout, max_body_bytes) = (self.reports.timeout, self.reports.max_body_bytes);
         async move {
             let url = url?;

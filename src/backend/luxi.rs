@@ -643,6 +643,24 @@ async fn master_node(client: &LuxiClient) -> Result<String, BackendError> {
         .ok_or_else(|| BackendError::Protocol(format!("no master node in {result}")))
 }
 
+/// The fields of [`online_nodes`]' node query.
+const ONLINE_NODE_FIELDS: [&str; 2] = ["name", "offline"];
+
+/// The names of the online nodes, from a query of the nodes alone.
+async fn online_nodes(client: &LuxiClient) -> Result<Vec<String>, BackendError> {
+    let nodes = query(client, "node", &ONLINE_NODE_FIELDS).await?;
+    let mut online = Vec::new();
+    for row in query_rows(&nodes, ONLINE_NODE_FIELDS.len())? {
+        let name = row
+            .text(0)
+            .ok_or_else(|| BackendError::Protocol("node row without a name".into()))?;
+        if !row.flag(1).unwrap_or(false) {
+            online.push(name);
+        }
+    }
+    Ok(online)
+}
+
 async fn snapshot(client: &LuxiClient) -> Result<ClusterSnapshot, BackendError> {
     let nodes = query(client, "node", &NODE_FIELDS).await?;
     let instances = query(client, "instance", &INSTANCE_FIELDS).await?;
@@ -832,6 +850,11 @@ impl ClusterBackend for LuxiBackend {
     fn master_node(&self) -> LocalBoxFuture<'static, Result<String, BackendError>> {
         let client = self.client.clone();
         async move { master_node(&client).await }.boxed_local()
+    }
+
+    fn online_nodes(&self) -> LocalBoxFuture<'static, Result<Vec<String>, BackendError>> {
+        let client = self.client.clone();
+        async move { online_nodes(&client).await }.boxed_local()
     }
 
     fn submit_jobs(

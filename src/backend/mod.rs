@@ -70,6 +70,22 @@ pub trait ClusterBackend {
     /// Name of the current master node.
     fn master_node(&self) -> LocalBoxFuture<'static, Result<String, BackendError>>;
 
+    /// The names of the online nodes: the nodes to poll. The default takes them from a
+    /// whole [`ClusterBackend::snapshot`]; a backend that can ask for the nodes alone
+    /// should, since on a large cluster the instances are most of a snapshot.
+    fn online_nodes(&self) -> LocalBoxFuture<'static, Result<Vec<String>, BackendError>> {
+        let snapshot = self.snapshot();
+        Box::pin(async move {
+            Ok(snapshot
+                .await?
+                .nodes
+                .into_iter()
+                .filter(|n| !n.offline)
+                .map(|n| n.name)
+                .collect())
+        })
+    }
+
     /// Submit several jobs at once (Luxi `SubmitManyJobs`); one result per job, in order.
     fn submit_jobs(
         &self,

@@ -7,7 +7,9 @@
 //! | [`cycle`] | `RoundPlanner`: one step of the round cycle, and when the next round is due |
 //! | [`watch`] | `JobWatcher`: recovery after a restart, submission outcomes, status polls |
 //! | [`mastership`] | `MasterElection`: whether this node is master, and what follows |
+//! | [`polling`] | `NodePoller`: each node's place in the poll interval, and its next slot |
 
 pub mod cycle;
 pub mod mastership;
+pub mod polling;
 pub mod watch;

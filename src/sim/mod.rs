@@ -19,6 +19,7 @@ pub mod generate;
 pub mod luxi;
 pub mod luxi_server;
 pub mod ops;
+mod placement;
 pub mod query;
 pub mod queue;
 pub mod views;
@@ -357,6 +358,7 @@ impl SimCluster {
     /// Nodes, instances, groups and tags at `now`.
     pub fn snapshot(&mut self, now: f64) -> ClusterSnapshot {
         self.tick(now);
+        let placement = self.placement();
         ClusterSnapshot {
             master: self.master.clone(),
             cluster_tags: self.cluster_tags.clone(),
@@ -380,9 +382,13 @@ impl SimCluster {
                     uuid: n.uuid.clone(),
                     group: n.group_uuid.clone(),
                     memory_total: n.memory_total,
-                    memory_free: self.memory_free(&n.name),
+                    memory_free: n
+                        .memory_total
+                        .saturating_sub(placement.usage(&n.name).memory_used),
                     disk_total: n.disk_total,
-                    disk_free: self.disk_free(&n.name),
+                    disk_free: n
+                        .disk_total
+                        .saturating_sub(placement.usage(&n.name).disk_used),
                     cpus: n.cpus,
                     offline: n.offline,
                     drained: n.drained,
@@ -403,7 +409,10 @@ impl SimCluster {
                     memory: i.memory,
                     disk: i.disk,
                     vcpus: i.vcpus,
-                    status: self.instance_status(i).name().to_owned(),
+                    status: self
+                        .status_given(i, placement.node(&i.primary).is_none_or(|n| n.offline))
+                        .name()
+                        .to_owned(),
                     tags: i.tags.clone(),
                     ..Instance::default()
                 })
@@ -638,6 +647,7 @@ impl SimCluster {
         total.saturating_sub(self.disk_used(node))
     }
 
+    #[cfg(test)]
     pub(crate) fn primaries_of(&self, node: &str) -> Vec<String> {
         self.instances
             .iter()
@@ -646,6 +656,7 @@ impl SimCluster {
             .collect()
     }
 
+    #[cfg(test)]
     pub(crate) fn secondaries_of(&self, node: &str) -> Vec<String> {
         self.instances
             .iter()
@@ -672,6 +683,15 @@ impl SimCluster {
     /// Ganeti's instance `status`, derived from the admin state and the primary's state.
     pub(crate) fn instance_status(&self, instance: &SimInstance) -> InstanceStatus {
         let primary_offline = self.node(&instance.primary).is_none_or(|n| n.offline);
+        self.status_given(instance, primary_offline)
+    }
+
+    /// [`SimCluster::instance_status`], knowing whether the primary is offline (or unknown).
+    pub(crate) fn status_given(
+        &self,
+        instance: &SimInstance,
+        primary_offline: bool,
+    ) -> InstanceStatus {
         match instance.admin_state {
             AdminState::Offline => InstanceStatus::AdminOffline,
             _ if primary_offline => InstanceStatus::ErrorNodeOffline,

@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 
 use serde_json::{json, Value};
 
+use super::placement::Placement;
 use super::queue::{log_entry, SimJob};
 use super::{ganeti_timestamp, SimCluster, SimGroup, SimInstance, SimNode};
 
@@ -346,11 +347,17 @@ fn strings<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
     Value::Array(items.into_iter().map(|s| json!(s)).collect())
 }
 
+/// The cluster's [`Placement`], computed at most once per query and only when a field
+/// needs it.
+type LazyPlacement<'a> = std::cell::OnceCell<Placement<'a>>;
+
 impl SimCluster {
-    fn cell(&self, item: Item<'_>, field: &str) -> Cell {
+    fn cell<'a>(&'a self, lazy: &LazyPlacement<'a>, item: Item<'_>, field: &str) -> Cell {
         match item {
-            Item::Node(node) => self.node_cell(node, field),
-            Item::Instance(instance) => self.instance_cell(instance, field),
+            Item::Node(node) => self.node_cell(lazy.get_or_init(|| self.placement()), node, field),
+            Item::Instance(instance) => {
+                self.instance_cell(lazy.get_or_init(|| self.placement()), instance, field)
+            }
             Item::Group(group) => self.group_cell(group, field),
             Item::Job(job) => job_cell(job, field),
             Item::MissingJob(id) => match field {
@@ -361,11 +368,12 @@ impl SimCluster {
         }
     }
 
-    fn node_cell(&self, node: &SimNode, field: &str) -> Cell {
+    fn node_cell(&self, placement: &Placement<'_>, node: &SimNode, field: &str) -> Cell {
         if node.offline && LIVE_NODE_FIELDS.contains(&field) {
             return Cell::Offline;
         }
         let name = &node.name;
+        let usage = placement.usage(name);
         let value = match field {
             "name" => json!(name),
             "uuid" => json!(node.uuid),
@@ -375,9 +383,9 @@ impl SimCluster {
             // Memory accounting leaves nothing to the node OS: mfree is mtotal minus the
             // running instances.
             "mnode" => json!(0),
-            "mfree" => json!(self.memory_free(name)),
+            "mfree" => json!(node.memory_total.saturating_sub(usage.memory_used)),
             "dtotal" => json!(node.disk_total),
-            "dfree" => json!(self.disk_free(name)),
+            "dfree" => json!(node.disk_total.saturating_sub(usage.disk_used)),
             "sptotal" | "spfree" => json!(0),
             "ctotal" => json!(node.cpus),
             "cnos" | "cnodes" | "csockets" => json!(1),
@@ -390,11 +398,11 @@ impl SimCluster {
             "vm_capable" => json!(node.vm_capable),
             "powered" => json!(true),
             "role" => json!(self.node_role(node)),
-            "pinst_cnt" => json!(self.primaries_of(name).len()),
-            "sinst_cnt" => json!(self.secondaries_of(name).len()),
-            "pinst_list" => json!(self.primaries_of(name)),
-            "sinst_list" => json!(self.secondaries_of(name)),
-            "pip" | "sip" => json!(node_address(self, name)),
+            "pinst_cnt" => json!(usage.primaries.len()),
+            "sinst_cnt" => json!(usage.secondaries.len()),
+            "pinst_list" => json!(usage.primaries),
+            "sinst_list" => json!(usage.secondaries),
+            "pip" | "sip" => json!(node_address(placement, name)),
             "tags" => strings(&node.tags),
             "ndparams" => json!({"spindle_count": 1, "exclusive_storage": false, "cpu_speed": 1.0}),
             "ndp/spindle_count" => json!(1),
@@ -407,11 +415,17 @@ impl SimCluster {
         Cell::Normal(value)
     }
 
-    fn instance_cell(&self, instance: &SimInstance, field: &str) -> Cell {
-        let primary_offline = self.node(&instance.primary).is_none_or(|n| n.offline);
+    fn instance_cell(
+        &self,
+        placement: &Placement<'_>,
+        instance: &SimInstance,
+        field: &str,
+    ) -> Cell {
+        let primary_offline = placement.node(&instance.primary).is_none_or(|n| n.offline);
         let running = instance.uses_memory() && !primary_offline;
         let group_of = |node: &str| {
-            self.node(node)
+            placement
+                .node(node)
                 .and_then(|n| self.group_name(&n.group_uuid))
                 .map(str::to_owned)
         };
@@ -430,7 +444,7 @@ impl SimCluster {
             "admin_up" => json!(instance.admin_state == super::AdminState::Up),
             "oper_state" | "oper_ram" | "oper_vcpus" if primary_offline => return Cell::Offline,
             "oper_state" => json!(running),
-            "status" => json!(self.instance_status(instance).name()),
+            "status" => json!(self.status_given(instance, primary_offline).name()),
             "disk_template" => json!(instance.disk_template),
             "disk_usage" => json!(if instance.uses_local_disk() {
                 instance.disk
@@ -476,26 +490,32 @@ impl SimCluster {
     }
 
     fn group_cell(&self, group: &SimGroup, field: &str) -> Cell {
-        let members: Vec<&SimNode> = self
-            .nodes_slice()
-            .iter()
-            .filter(|n| n.group_uuid == group.uuid)
-            .collect();
-        let primaries: Vec<&String> = self
-            .instances_slice()
-            .iter()
-            .filter(|i| members.iter().any(|n| n.name == i.primary))
-            .map(|i| &i.name)
-            .collect();
+        // Members and their primaries only for the fields that need them: a group query
+        // of a large cluster asks for names and policies.
+        let members = || -> Vec<&SimNode> {
+            self.nodes_slice()
+                .iter()
+                .filter(|n| n.group_uuid == group.uuid)
+                .collect()
+        };
+        let primaries = || -> Vec<&String> {
+            let members: std::collections::HashSet<&str> =
+                members().iter().map(|n| n.name.as_str()).collect();
+            self.instances_slice()
+                .iter()
+                .filter(|i| members.contains(i.primary.as_str()))
+                .map(|i| &i.name)
+                .collect()
+        };
         let value = match field {
             "name" => json!(group.name),
             "uuid" => json!(group.uuid),
             "alloc_policy" => json!(group.alloc_policy),
             "tags" => strings(&group.tags),
-            "node_cnt" => json!(members.len()),
-            "node_list" => strings(members.iter().map(|n| &n.name)),
-            "pinst_cnt" => json!(primaries.len()),
-            "pinst_list" => strings(primaries),
+            "node_cnt" => json!(members().len()),
+            "node_list" => strings(members().iter().map(|n| &n.name)),
+            "pinst_cnt" => json!(primaries().len()),
+            "pinst_list" => strings(primaries()),
             "ipolicy" => json!({
                 "minmax": [{
                     "min": {"cpu-count": 1, "disk-count": 1, "disk-size": 1024, "memory-size": 128, "nic-count": 1, "spindle-use": 1},
@@ -538,11 +558,12 @@ impl SimCluster {
         let filter = Filter::parse(filter)?;
         filter.check_fields(kind)?;
         let mut data = Vec::new();
+        let lazy = LazyPlacement::new();
         for item in self.items(kind) {
-            if filter.matches(&|field| self.cell(item, field))? {
+            if filter.matches(&|field| self.cell(&lazy, item, field))? {
                 let row: Vec<Value> = fields
                     .iter()
-                    .map(|field| self.cell(item, field).to_json())
+                    .map(|field| self.cell(&lazy, item, field).to_json())
                     .collect();
                 data.push(Value::Array(row));
             }
@@ -566,6 +587,7 @@ impl SimCluster {
         self.tick(now);
         check_output_fields(kind, fields)?;
         let items = self.items(kind);
+        let lazy = LazyPlacement::new();
         let selected: Vec<Item<'_>> = if names.is_empty() {
             items
         } else {
@@ -573,7 +595,7 @@ impl SimCluster {
             for name in names {
                 let found = items
                     .iter()
-                    .find(|item| self.cell(**item, "name").normal() == Some(&json!(name)));
+                    .find(|item| self.cell(&lazy, **item, "name").normal() == Some(&json!(name)));
                 match found {
                     Some(item) => selected.push(*item),
                     None => {
@@ -593,7 +615,7 @@ impl SimCluster {
         };
         Ok(selected
             .into_iter()
-            .map(|item| self.plain_row(item, fields))
+            .map(|item| self.plain_row(&lazy, item, fields))
             .collect())
     }
 
@@ -617,17 +639,23 @@ impl SimCluster {
                 })
                 .collect(),
         };
+        let lazy = LazyPlacement::new();
         Ok(items
             .into_iter()
-            .map(|item| self.plain_row(item, fields))
+            .map(|item| self.plain_row(&lazy, item, fields))
             .collect())
     }
 
-    fn plain_row(&self, item: Item<'_>, fields: &[String]) -> Value {
+    fn plain_row<'a>(
+        &'a self,
+        lazy: &LazyPlacement<'a>,
+        item: Item<'_>,
+        fields: &[String],
+    ) -> Value {
         Value::Array(
             fields
                 .iter()
-                .map(|field| self.cell(item, field).into_value())
+                .map(|field| self.cell(lazy, item, field).into_value())
                 .collect(),
         )
     }
@@ -650,12 +678,8 @@ fn check_output_fields(kind: QueryKind, fields: &[String]) -> Result<(), QueryEr
 }
 
 /// A made-up but stable primary address per node: 192.0.2.<position>.
-fn node_address(sim: &SimCluster, name: &str) -> String {
-    let position = sim
-        .nodes_slice()
-        .iter()
-        .position(|n| n.name == name)
-        .unwrap_or(0);
+fn node_address(placement: &Placement<'_>, name: &str) -> String {
+    let position = placement.position(name).unwrap_or(0);
     format!("192.0.2.{}", position + 1)
 }
 

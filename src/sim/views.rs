@@ -3,7 +3,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{MonitoringBehaviour, SimCluster, SimJob};
+use super::placement::Placement;
+use super::{MonitoringBehaviour, SimCluster, SimJob, SimNode};
 use crate::model::cluster::DiskTemplate;
 use crate::model::job::{JobId, JobStatus};
 
@@ -120,36 +121,45 @@ impl SimCluster {
     /// Every node at `now`.
     pub fn node_views(&mut self, now: f64) -> Vec<NodeView> {
         self.tick(now);
+        let placement = self.placement();
         self.nodes_slice()
             .iter()
-            .map(|node| NodeView {
-                name: node.name.clone(),
-                uuid: node.uuid.clone(),
-                group: self
-                    .group_name(&node.group_uuid)
-                    .unwrap_or_default()
-                    .to_owned(),
-                drained: node.drained,
-                offline: node.offline,
-                master_candidate: node.master_candidate,
-                master: node.name == self.master_name(),
-                vm_capable: node.vm_capable,
-                tags: node.tags.iter().cloned().collect(),
-                primary_instances: self.primaries_of(&node.name),
-                secondary_instances: self.secondaries_of(&node.name),
-                memory_total: node.memory_total,
-                memory_free: self.memory_free(&node.name),
-                disk_total: node.disk_total,
-                disk_free: self.disk_free(&node.name),
-                diagnose: node.diagnose.clone(),
-                monitoring: node.monitoring.clone(),
-            })
+            .map(|node| self.view_of(&placement, node))
             .collect()
+    }
+
+    fn view_of(&self, placement: &Placement<'_>, node: &SimNode) -> NodeView {
+        let usage = placement.usage(&node.name);
+        NodeView {
+            name: node.name.clone(),
+            uuid: node.uuid.clone(),
+            group: self
+                .group_name(&node.group_uuid)
+                .unwrap_or_default()
+                .to_owned(),
+            drained: node.drained,
+            offline: node.offline,
+            master_candidate: node.master_candidate,
+            master: node.name == self.master_name(),
+            vm_capable: node.vm_capable,
+            tags: node.tags.iter().cloned().collect(),
+            primary_instances: usage.primaries.iter().map(|&i| i.to_owned()).collect(),
+            secondary_instances: usage.secondaries.iter().map(|&i| i.to_owned()).collect(),
+            memory_total: node.memory_total,
+            memory_free: node.memory_total.saturating_sub(usage.memory_used),
+            disk_total: node.disk_total,
+            disk_free: node.disk_total.saturating_sub(usage.disk_used),
+            diagnose: node.diagnose.clone(),
+            monitoring: node.monitoring.clone(),
+        }
     }
 
     /// One node at `now`; `None` if unknown.
     pub fn node_view(&mut self, name: &str, now: f64) -> Option<NodeView> {
-        self.node_views(now).into_iter().find(|n| n.name == name)
+        self.tick(now);
+        let placement = self.placement();
+        let node = placement.node(name)?;
+        Some(self.view_of(&placement, node))
     }
 
     /// Every instance at `now`.

@@ -105,6 +105,7 @@ pub fn supervisor_deps(
                 settings.monitoring.backoff_max,
             ),
         },
+        max_concurrent_polls: settings.monitoring.max_concurrent_polls,
         rounds: RoundTiming {
             round_delay: settings.rounds.round_delay,
             error_backoff: settings.rounds.error_backoff,
@@ -389,12 +390,16 @@ pub fn serve(
             Rc::new(repairs)
         }
     };
+    // One client and connection pool for every poller, for both reports; the pollers
+    // never hold more connections than they have permits.
     let mut diagnose = HttpDiagnose::new(
         &settings.monitoring.diagnose_url,
         settings.monitoring.timeout,
         settings.monitoring.max_report_bytes,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?
+    .with_connection_limit(settings.monitoring.max_concurrent_polls);
+    let load = http_load_source(settings, &diagnose)?;
     if let Some(key) = key {
         info!(target: "maintd", key = %settings.cluster.hmac_key, "diagnose reports must be signed with the cluster's HMAC key");
         diagnose = diagnose.verified_with(key, settings.monitoring.max_report_age, clock);
@@ -402,7 +407,7 @@ pub fn serve(
     let wiring = Wiring {
         backend,
         diagnose: Rc::new(diagnose),
-        load: Some(http_load_source(settings)?),
+        load: Some(load),
         master_check: identity.master_check,
         exit_if_not_master: true,
         clock,
@@ -430,14 +435,13 @@ pub fn serve(
     })
 }
 
-/// The `cpu-avg-load` source of the settings (`monitoring.load_url`). Must be called
-/// inside the actix runtime.
-pub fn http_load_source(settings: &Settings) -> Result<Rc<dyn LoadSource>, String> {
-    let source = HttpLoad::new(
-        &settings.monitoring.load_url,
-        settings.monitoring.timeout,
-        settings.monitoring.max_report_bytes,
-    )
-    .map_err(|e| format!("monitoring.load_url: {e}"))?;
+/// The `cpu-avg-load` source of the settings (`monitoring.load_url`), on the client and
+/// connection pool of `diagnose`.
+pub fn http_load_source(
+    settings: &Settings,
+    diagnose: &HttpDiagnose,
+) -> Result<Rc<dyn LoadSource>, String> {
+    let source = HttpLoad::sharing(diagnose, &settings.monitoring.load_url)
+        .map_err(|e| format!("monitoring.load_url: {e}"))?;
     Ok(Rc::new(source))
 }

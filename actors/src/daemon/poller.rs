@@ -1,7 +1,10 @@
-//! NodePoller: one per node. Fetches the node's diagnose report every poll interval and
-//! reports it to the registry. A failed fetch is reported too, then the poller stops itself;
-//! its `Supervisor` restarts it in place and it waits a capped exponential backoff before
-//! polling again, so an unreachable node costs little and never disturbs other pollers.
+//! NodePoller: one per node. Fetches the node's diagnose report every poll interval, at
+//! the node's own place in the interval ([`maintd::daemon::polling`]), and reports it to
+//! the registry. A poll first takes one of the cluster's shared [`PollPermits`], so that at
+//! most `monitoring.max_concurrent_polls` are in flight at once. A failed fetch is
+//! reported too, then the poller stops itself; its `Supervisor` restarts it in place and
+//! it waits a capped exponential backoff before polling again, so an unreachable node
+//! costs little and never disturbs other pollers.
 
 use std::{rc::Rc, time::Duration};
 
@@ -10,7 +13,9 @@ use maintd::{
     backend::{DiagnoseSource, LoadSource},
     backoff::Backoff,
     clock::Clock,
+    daemon::polling::{poll_offset, until_next_slot},
 };
+use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::daemon::messages::{ChildRestarted, NodeLoadSeen, NodeObserved, Shutdown};
@@ -25,13 +30,13 @@ pub struct PollTiming {
     pub backoff: Backoff,
 }
 
-/// The first-poll delay of the node at `position` (0-based) among `count` nodes: the
-/// positions spread evenly over `interval`, so that a cluster's polls (one connection
-/// each) do not all start at the same moment. Deterministic; `count` 0 counts as 1.
-pub fn poll_offset(interval: Duration, position: usize, count: usize) -> Duration {
-    let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
-    let position = u32::try_from(position).unwrap_or(u32::MAX).min(count - 1);
-    interval / count * position
+/// The polls that may be in flight at once, shared by all the pollers of a cluster: a
+/// poll holds one from before its first request until its last answer.
+pub type PollPermits = Rc<Semaphore>;
+
+/// Permits for at most `max` polls at once (at least 1).
+pub fn poll_permits(max: usize) -> PollPermits {
+    Rc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)))
 }
 
 /// The poller actor of one node.
@@ -47,13 +52,14 @@ pub struct NodePoller {
     attempt: u32,
     /// Where to fetch the node's CPU load too, and where to send it.
     load: Option<(Rc<dyn LoadSource>, Recipient<NodeLoadSeen>)>,
-    /// Delay of the very first poll, so that the pollers of a cluster spread their polls
-    /// over the interval instead of all connecting at once.
+    /// The node's place in the interval ([`poll_offset`]).
     offset: Duration,
+    /// Taken for each poll; shared with the cluster's other pollers.
+    permits: PollPermits,
 }
 
 impl NodePoller {
-    /// A poller for `node`.
+    /// A poller for `node`, polling only while it holds one of `permits`.
     pub fn new(
         node: String,
         source: Rc<dyn DiagnoseSource>,
@@ -61,7 +67,9 @@ impl NodePoller {
         restarts: Option<WeakRecipient<ChildRestarted>>,
         timing: PollTiming,
         clock: Clock,
+        permits: PollPermits,
     ) -> Self {
+        let offset = poll_offset(timing.interval, &node);
         NodePoller {
             node,
             source,
@@ -71,14 +79,15 @@ impl NodePoller {
             clock,
             attempt: 0,
             load: None,
-            offset: Duration::ZERO,
+            offset,
+            permits,
         }
     }
 
-    /// Wait `offset` before the first poll (see [`poll_offset`]).
-    pub fn with_offset(mut self, offset: Duration) -> Self {
-        self.offset = offset;
-        self
+    /// The wait until this node's next slot.
+    fn until_next_slot(&self) -> Duration {
+        let since_epoch = Duration::try_from_secs_f64(self.clock.now()).unwrap_or_default();
+        until_next_slot(self.timing.interval, self.offset, since_epoch)
     }
 
     /// Also fetch the node's `cpu-avg-load` report after each valid diagnose report.
@@ -88,14 +97,18 @@ impl NodePoller {
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        let fetch = self.source.fetch(&self.node);
+        let source = self.source.clone();
         let load = self
             .load
             .as_ref()
             .map(|(source, sink)| (source.clone(), sink.clone()));
         let node = self.node.clone();
+        let permits = self.permits.clone();
         async move {
-            let report = fetch.await;
+            // The permit is never closed; should it be, the poll goes ahead uncapped. The
+            // wait for it is not part of the fetch's time limit.
+            let _permit = permits.acquire().await.ok();
+            let report = source.fetch(&node).await;
             // The load matters only from a node that answers; its failure is reported
             // but never stops the diagnose polling.
             if let (Ok(_), Some((source, sink))) = (&report, load) {
@@ -116,10 +129,12 @@ impl NodePoller {
                 ctx.stop();
             } else {
                 act.attempt = 0;
-                ctx.run_later(act.timing.interval, Self::poll);
+                ctx.run_later(act.until_next_slot(), Self::poll);
             }
         })
-        .wait(ctx);
+        // Spawned, not awaited: a shutdown stops the poller at once, its poll dropped
+        // (and its permit given back), even while it waits for a permit.
+        .spawn(ctx);
     }
 }
 
@@ -129,7 +144,7 @@ impl Actor for NodePoller {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // attempt is 0 only at the first start: a restart follows a failure.
         let delay = if self.attempt == 0 {
-            self.offset
+            self.until_next_slot()
         } else {
             self.timing.backoff.delay(self.attempt)
         };
@@ -172,18 +187,5 @@ mod tests {
         let got: Vec<u64> = (1..=6).map(|a| t.backoff.delay(a).as_secs()).collect();
         assert_eq!(got, vec![5, 10, 20, 40, 60, 60]);
         assert_eq!(t.backoff.delay(u32::MAX), Duration::from_secs(60));
-    }
-
-    #[test]
-    fn offsets_spread_evenly_over_the_interval() {
-        let interval = Duration::from_secs(5);
-        let got: Vec<Duration> = (0..4).map(|i| poll_offset(interval, i, 4)).collect();
-        assert_eq!(
-            got,
-            [0, 1250, 2500, 3750].map(Duration::from_millis).to_vec()
-        );
-        assert_eq!(poll_offset(interval, 0, 0), Duration::ZERO);
-        // Out-of-range positions stay within the interval.
-        assert!(poll_offset(interval, 10, 4) < interval);
     }
 }

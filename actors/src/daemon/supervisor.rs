@@ -28,14 +28,14 @@ use maintd::{
     planner::PlannerThread,
     store::JsonStore,
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     daemon::api::RegistryLink,
     daemon::job_watcher::JobWatcher,
     daemon::messages::{ChildRestarted, NodeLoadSeen, NodesListed, Shutdown},
     daemon::notifier::{Notifier, NotifyDeps},
-    daemon::poller::{poll_offset, NodePoller, PollTiming},
+    daemon::poller::{poll_permits, NodePoller, PollPermits, PollTiming},
     daemon::registry::{EventRegistry, RegistryConfig},
     daemon::round_planner::{RoundPlanner, RoundTiming},
     daemon::state_replicator::{ReplicationDeps, StateReplicator},
@@ -58,6 +58,8 @@ pub struct SupervisorDeps {
     pub link: RegistryLink,
     /// Poller timing.
     pub poll: PollTiming,
+    /// Most polls in flight at once (`monitoring.max_concurrent_polls`).
+    pub max_concurrent_polls: usize,
     /// Round timing.
     pub rounds: RoundTiming,
     /// Job status query interval.
@@ -85,12 +87,15 @@ pub struct ClusterSupervisor {
     replicator: Option<Addr<StateReplicator>>,
     notifier: Option<Addr<Notifier>>,
     pollers: BTreeMap<String, Addr<NodePoller>>,
+    /// Shared by all pollers: caps the polls in flight.
+    poll_permits: PollPermits,
 }
 
 impl ClusterSupervisor {
     /// A supervisor; children start with the actor.
     pub fn new(deps: SupervisorDeps) -> Self {
         ClusterSupervisor {
+            poll_permits: poll_permits(deps.max_concurrent_polls),
             deps,
             registry: None,
             watcher: None,
@@ -103,16 +108,11 @@ impl ClusterSupervisor {
 
     fn refresh_nodes(&mut self, ctx: &mut Context<Self>) {
         let me = ctx.address();
-        let snapshot = self.deps.backend.snapshot();
+        // The nodes alone: on a large cluster a whole snapshot is mostly instances.
+        let online = self.deps.backend.online_nodes();
         actix::spawn(async move {
-            match snapshot.await {
-                Ok(cluster) => {
-                    let nodes = cluster
-                        .nodes
-                        .into_iter()
-                        .filter(|n| !n.offline)
-                        .map(|n| n.name)
-                        .collect();
+            match online.await {
+                Ok(nodes) => {
                     me.do_send(NodesListed { nodes });
                 }
                 Err(e) => warn!(target: "maintd::supervisor", error = %e, "could not list nodes"),
@@ -246,15 +246,15 @@ impl Handler<NodesListed> for ClusterSupervisor {
             }
             keep
         });
-        let count = wanted.len();
-        for (position, node) in wanted.into_iter().enumerate() {
+        let mut added = 0usize;
+        for node in wanted {
             if self.pollers.contains_key(&node) {
                 continue;
             }
-            // Spread by the node's place in the sorted list: a cluster's first polls are
-            // evenly spaced over the interval, and each poller keeps its own pace after.
-            let offset = poll_offset(self.deps.poll.interval, position, count);
-            info!(target: "maintd::supervisor", %node, "polling node");
+            // Each poller finds its own place in the interval from its node's name, so
+            // that nodes coming and going move no other node's polls.
+            debug!(target: "maintd::supervisor", %node, "polling node");
+            added += 1;
             let (source, sink, timing, clock) = (
                 self.deps.diagnose.clone(),
                 registry.clone().recipient(),
@@ -262,6 +262,7 @@ impl Handler<NodesListed> for ClusterSupervisor {
                 self.deps.clock,
             );
             let restarts = ctx.address().recipient::<ChildRestarted>().downgrade();
+            let permits = self.poll_permits.clone();
             let name = node.clone();
             let load = self
                 .deps
@@ -269,14 +270,17 @@ impl Handler<NodesListed> for ClusterSupervisor {
                 .clone()
                 .map(|source| (source, registry.clone().recipient::<NodeLoadSeen>()));
             let poller = Supervisor::start(move |_| {
-                let poller = NodePoller::new(name, source, sink, Some(restarts), timing, clock)
-                    .with_offset(offset);
+                let poller =
+                    NodePoller::new(name, source, sink, Some(restarts), timing, clock, permits);
                 match load {
                     Some((source, sink)) => poller.with_load(source, sink),
                     None => poller,
                 }
             });
             self.pollers.insert(node, poller);
+        }
+        if added > 0 {
+            info!(target: "maintd::supervisor", added, polled = self.pollers.len(), "polling nodes");
         }
     }
 }

@@ -80,7 +80,7 @@ pub fn serve_signed(
             .app_data(key.clone())
             .configure(api::configure)
     })
-    .workers(1)
+    .workers(2)
     .disable_signals()
     .bind(http_listen)
     .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {http_listen}: {e}")))?;

@@ -1,0 +1,136 @@
+//! When each node is polled. Every node has a fixed place in the poll interval, taken
+//! from a hash of its name: a cluster's polls spread evenly over the interval, and a node
+//! joining or leaving moves no other node's polls. A poller keeps its place: after each
+//! poll it waits for its next slot (one interval after the last), skipping slots a slow
+//! poll overran, so that polling time never adds up into drift and clumping.
+
+use std::time::Duration;
+
+/// How many polls may be in flight at once when the settings do not say.
+pub const DEFAULT_MAX_CONCURRENT_POLLS: usize = 64;
+
+/// FNV-1a over the name, then a 64-bit finalizer (from SplitMix64) so that names
+/// differing in one last character still land far apart. Stable across builds and
+/// platforms, unlike the standard library's hasher.
+fn stable_hash(name: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
+/// The place of `node`'s polls within `interval`: its first poll waits this long, and
+/// every later poll comes a whole number of intervals after. Depends on the node's name
+/// and the interval only, never on the other nodes. Always less than `interval` (zero
+/// for a zero interval).
+pub fn poll_offset(interval: Duration, node: &str) -> Duration {
+    let nanos = interval.as_nanos();
+    // The hash scaled to [0, interval): (hash × interval) / 2^64, exact in u128 for any
+    // interval below 2^64 ns (584 years).
+    let scaled = (u128::from(stable_hash(node)) * nanos) >> 64;
+    Duration::from_nanos(u64::try_from(scaled).unwrap_or(u64::MAX))
+}
+
+/// The wait from now until `node`'s next slot: the first instant strictly after now that
+/// lies `offset` (its [`poll_offset`]) past a multiple of `interval` since the Unix epoch;
+/// `since_epoch` is now's Unix time. On the epoch's grid every daemon, and every restart
+/// of one, polls a node at the same places of the interval. A poll that overran its
+/// interval skips the slots it missed. A zero interval gives zero.
+pub fn until_next_slot(interval: Duration, offset: Duration, since_epoch: Duration) -> Duration {
+    let period = interval.as_nanos();
+    if period == 0 {
+        return Duration::ZERO;
+    }
+    let into_slot = (since_epoch.as_nanos() + period - offset.as_nanos() % period) % period;
+    Duration::from_nanos(u64::try_from(period - into_slot).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(5);
+
+    fn names(count: usize) -> Vec<String> {
+        (1..=count)
+            .map(|i| format!("node{i}.example.com"))
+            .collect()
+    }
+
+    #[test]
+    fn offsets_are_fixed_per_name() {
+        // Pinned: a change of hash would move every node's polls after an upgrade,
+        // harmless but worth noticing.
+        assert_eq!(
+            poll_offset(INTERVAL, "node1.example.com"),
+            Duration::from_nanos(1_248_291_260)
+        );
+        assert_eq!(
+            poll_offset(INTERVAL, "node2.example.com"),
+            Duration::from_nanos(879_306_234)
+        );
+        assert_eq!(stable_hash(""), 0xf52a_15e9_a9b5_e89b);
+    }
+
+    #[test]
+    fn offsets_stay_within_the_interval() {
+        for name in names(1000) {
+            assert!(poll_offset(INTERVAL, &name) < INTERVAL, "{name}");
+        }
+        assert_eq!(poll_offset(Duration::ZERO, "node1"), Duration::ZERO);
+        assert!(poll_offset(Duration::from_nanos(1), "node1") < Duration::from_nanos(1));
+        // The largest interval still maps below itself, without overflow.
+        let huge = Duration::from_secs(u64::MAX / 2);
+        assert!(poll_offset(huge, "node1") < huge);
+    }
+
+    #[test]
+    fn offsets_spread_a_cluster_evenly() {
+        // 5000 nodes in 50 buckets of 100 ms: each bucket expects 100 polls. A hash that
+        // clumped (for example by the shared prefix) would overfill some bucket.
+        const BUCKETS: usize = 50;
+        let mut counts = [0usize; BUCKETS];
+        for name in names(5000) {
+            let offset = poll_offset(INTERVAL, &name);
+            let bucket = (offset.as_nanos() * BUCKETS as u128 / INTERVAL.as_nanos()) as usize;
+            counts[bucket] += 1;
+        }
+        let (least, most) = (counts.iter().min(), counts.iter().max());
+        assert!(
+            least >= Some(&60) && most <= Some(&140),
+            "uneven spread: {counts:?}"
+        );
+    }
+
+    #[test]
+    fn the_next_slot_keeps_the_pace() {
+        let ms = Duration::from_millis;
+        let offset = ms(1200);
+        // Slots at 1.2 s, 6.2 s, 11.2 s ... since the epoch.
+        assert_eq!(until_next_slot(INTERVAL, offset, ms(0)), ms(1200));
+        // A poll due at 6.2 s that took 30 ms waits the remaining 4.97 s.
+        assert_eq!(until_next_slot(INTERVAL, offset, ms(6230)), ms(4970));
+        // Ending right on a slot: that slot has begun, the next is a full interval away.
+        assert_eq!(until_next_slot(INTERVAL, offset, ms(6200)), INTERVAL);
+        // A poll due at 6.2 s that took 7 s missed the slot at 11.2 s: next at 16.2 s.
+        assert_eq!(until_next_slot(INTERVAL, offset, ms(13_200)), ms(3000));
+        // Far from the epoch, as Unix time is.
+        let now = Duration::from_secs(1_800_000_000) + ms(1000);
+        assert_eq!(until_next_slot(INTERVAL, offset, now), ms(200));
+        // An offset of a whole interval or more wraps around.
+        assert_eq!(
+            until_next_slot(INTERVAL, INTERVAL + offset, ms(0)),
+            ms(1200)
+        );
+        assert_eq!(
+            until_next_slot(Duration::ZERO, offset, ms(7)),
+            Duration::ZERO
+        );
+    }
+}
