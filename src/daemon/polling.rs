@@ -31,10 +31,13 @@ fn stable_hash(name: &str) -> u64 {
 /// for a zero interval).
 pub fn poll_offset(interval: Duration, node: &str) -> Duration {
     let nanos = interval.as_nanos();
-    // The hash scaled to [0, interval): (hash × interval) / 2^64, exact in u128 for any
-    // interval below 2^64 ns (584 years).
-    let scaled = (u128::from(stable_hash(node)) * nanos) >> 64;
-    Duration::from_nanos(u64::try_from(scaled).unwrap_or(u64::MAX))
+    let hash = u128::from(stable_hash(node));
+    // The hash scaled to [0, interval): ⌊hash × interval / 2^64⌋, computed on the
+    // interval's high and low 64 bits so that no interval overflows the product.
+    let scaled = hash * (nanos >> 64) + ((hash * (nanos & u128::from(u64::MAX))) >> 64);
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
+    let secs = u64::try_from(scaled / NANOS_PER_SEC).unwrap_or(u64::MAX);
+    Duration::new(secs, (scaled % NANOS_PER_SEC) as u32)
 }
 
 /// The wait from now until `node`'s next slot: the first instant strictly after now that
