@@ -1270,8 +1270,10 @@ fn step(
 
 /// The threads `opts` asks for (0: every available core).
 fn worker_threads(opts: &BalanceOptions) -> usize {
+    // Asked once: the answer reads the cgroup's CPU quota, and every step needs it.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     match opts.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         n => n,
     }
 }

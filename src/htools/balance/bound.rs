@@ -23,6 +23,8 @@
 //! and so are the decisions.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use super::{
     screen_disk_move, worker_threads, Candidate, Delta, Scratch, Screen, StepContext,
@@ -173,6 +175,8 @@ struct Class {
     order: Vec<(f64, u32)>,
     /// Positions whose key changed since the order was built (may repeat).
     moved: Vec<u32>,
+    /// The buffer the next repair builds its order in.
+    spare: Vec<(f64, u32)>,
     /// The three smallest terms and their target nodes, strict and forced (among the
     /// entries computed this step).
     best: [[(f64, u32); 3]; 2],
@@ -601,6 +605,14 @@ impl Class {
     /// Computes entry `pos`'s term with this step's coefficients unless done already.
     fn compute(&mut self, b: &Bounds, drift: f64, step: u32, pos: usize) {
         if let (key, true) = self.key_now(b, drift, step, pos) {
+            self.store(pos, key, step);
+        }
+    }
+
+    /// Stores entry `pos`'s key computed with step `step`'s coefficients, unless stored
+    /// already (two threads may have computed it).
+    fn store(&mut self, pos: usize, key: f64, step: u32) {
+        if self.stamp[pos] != step {
             self.key[pos] = key;
             self.stamp[pos] = step;
             self.moved.push(pos as u32);
@@ -616,7 +628,8 @@ impl Class {
         moved.retain(|&pos| !std::mem::replace(&mut mark[pos as usize], true));
         let key = &self.key;
         moved.sort_unstable_by(|a, b| key[*a as usize].total_cmp(&key[*b as usize]));
-        let mut merged = Vec::with_capacity(self.order.len());
+        let mut merged = std::mem::take(&mut self.spare);
+        merged.clear();
         let mut rest = self
             .order
             .iter()
@@ -638,7 +651,7 @@ impl Class {
         for &pos in &moved {
             mark[pos as usize] = false;
         }
-        self.order = merged;
+        self.spare = std::mem::replace(&mut self.order, merged);
         self.moved = moved;
         self.moved.clear();
     }
@@ -732,6 +745,10 @@ pub(super) struct Engine {
     unit: [f64; LANES],
     /// One scratch per scanning thread.
     scratches: Vec<Scratch>,
+    /// The target terms each scanning thread computed this step.
+    fresh: Vec<FreshTerms>,
+    /// The side slots that offered candidates in the last step, visited first.
+    hints: Vec<u32>,
     has_location: bool,
     /// Per side slot, its term when last computed plus `drift` then: the term now is at
     /// least `key − drift` (−∞: not computed since the side changed).
@@ -758,11 +775,107 @@ pub(super) struct Engine {
 const MIN_PARALLEL_SLOTS: usize = if cfg!(test) { 1 } else { 4096 };
 
 /// What one scanning thread writes: its lookups, its screen, and the target terms it
-/// computed (class, position), stored into the classes after the scan.
+/// computed, stored into the classes after the scan.
 struct ScanOut<'a> {
     scratch: &'a mut Scratch,
     screen: &'a mut Screen,
-    computed: &'a mut Vec<(u32, u32)>,
+    computed: &'a mut FreshTerms,
+}
+
+/// The target terms one scanning thread computed this step. The classes are shared
+/// read-only during a scan, so without this every side that reaches a stale target
+/// would compute its term again.
+struct FreshTerms {
+    /// Target positions per class.
+    stride: usize,
+    /// Per (class, position): the step whose coefficients computed `key` (0: none).
+    stamp: Vec<u32>,
+    key: Vec<f64>,
+    /// The (class, position) pairs computed, each once.
+    computed: Vec<(u32, u32)>,
+    /// The side slots whose expansion offered a candidate.
+    hits: Vec<u32>,
+}
+
+impl FreshTerms {
+    fn new(classes: usize, targets: usize) -> FreshTerms {
+        FreshTerms {
+            stride: targets,
+            stamp: vec![0; classes * targets],
+            key: vec![0.0; classes * targets],
+            computed: Vec::new(),
+            hits: Vec::new(),
+        }
+    }
+
+    /// Entry `pos` of class `class` (number `index`): its key with this step's
+    /// coefficients, computed at most once per step and thread.
+    #[allow(clippy::too_many_arguments)]
+    fn key(
+        &mut self,
+        class: &Class,
+        index: u32,
+        pos: usize,
+        b: &Bounds,
+        drift: f64,
+        step: u32,
+    ) -> f64 {
+        let at = index as usize * self.stride + pos;
+        if self.stamp[at] == step {
+            return self.key[at];
+        }
+        let (key, fresh) = class.key_now(b, drift, step, pos);
+        if fresh {
+            self.stamp[at] = step;
+            self.key[at] = key;
+            self.computed.push((index, pos as u32));
+        }
+        key
+    }
+}
+
+/// At most this many side slots are remembered as hints for the next step.
+const HINTS: usize = 64;
+
+/// Side slots a scanning thread takes at a time.
+const SCAN_CHUNK: usize = 2048;
+
+/// The best estimate the scanning threads have found so far. Scores are never negative,
+/// and the bits of non-negative floats order as the floats do.
+struct SharedBest(AtomicU64);
+
+impl SharedBest {
+    fn new(best: f64) -> SharedBest {
+        SharedBest(AtomicU64::new(Self::bits(best)))
+    }
+
+    fn bits(value: f64) -> u64 {
+        if value >= 0.0 {
+            value.to_bits()
+        } else {
+            // Negative or NaN: shares nothing, so no thread prunes by it.
+            f64::INFINITY.to_bits()
+        }
+    }
+
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    fn lower(&self, best: f64) {
+        self.0.fetch_min(Self::bits(best), Ordering::Relaxed);
+    }
+}
+
+/// A bound below the target terms of slot class code `code`, from each class's smallest
+/// term (strict, then forced) in `class_min`.
+#[inline(always)]
+fn cheap_target(class_min: &[f64], code: u32) -> f64 {
+    if code == NO_TARGET {
+        0.0
+    } else {
+        class_min[2 * (code & !(1 << 31)) as usize + (code >> 31) as usize]
+    }
 }
 
 /// [`Engine::slot_class`] of a slot without targets.
@@ -802,6 +915,8 @@ impl Engine {
             classes: Vec::new(),
             unit: [0.0; LANES],
             scratches: vec![Scratch::new(n)],
+            fresh: Vec::new(),
+            hints: Vec::new(),
             has_location: !cluster.tags.location_prefixes.is_empty(),
             key: Vec::new(),
             drift: 0.0,
@@ -915,6 +1030,7 @@ impl Engine {
             }
         }
         engine.mark = vec![false; engine.targets.len()];
+        engine.fresh = vec![FreshTerms::new(engine.classes.len(), engine.targets.len())];
         engine.key = vec![f64::INFINITY; engine.sides.len()];
         engine.expanded = vec![0; engine.sides.len()];
         engine.slot_class = vec![NO_TARGET; engine.sides.len()];
@@ -1175,102 +1291,134 @@ impl Engine {
             .iter()
             .flat_map(|c| [c.best[0][0].0.min(c.rest), c.best[1][0].0.min(c.rest)])
             .collect();
-        let cheap = |code: u32| {
-            if code == NO_TARGET {
-                0.0
-            } else {
-                class_min[2 * (code & !(1 << 31)) as usize + (code >> 31) as usize]
-            }
-        };
-        // First the sides whose cached bounds are lowest, so that the limit falls early.
-        const FIRST: usize = 32;
-        let mut first: Vec<(f64, usize)> = Vec::with_capacity(FIRST + 1);
-        for (i, (&key, &code)) in self.key.iter().zip(&self.slot_class).enumerate() {
-            if key == f64::INFINITY {
-                continue;
-            }
-            let bound = b.base + (key - self.drift) + cheap(code);
-            if first.len() < FIRST || bound < first[FIRST - 1].0 {
-                let at = first.partition_point(|e| e.0 <= bound);
-                first.insert(at, (bound, i));
-                first.truncate(FIRST);
-            }
-        }
+        let cheap = |code: u32| cheap_target(&class_min, code);
+        // First the sides that offered candidates in the last step, lowest bound first:
+        // the best move now is most often one of them, so the limit falls early.
+        let mut first: Vec<(f64, usize)> = std::mem::take(&mut self.hints)
+            .into_iter()
+            .map(|i| i as usize)
+            .filter(|&i| self.key[i] != f64::INFINITY)
+            .map(|i| (b.base + (self.key[i] - self.drift) + cheap(self.slot_class[i]), i))
+            .collect();
+        first.sort_unstable_by(|x, y| x.0.total_cmp(&y.0));
         // The slots' keys and marks are written by the scan (each thread owns a contiguous
         // part); everything else is read only, and the target terms the scan computes are
         // stored afterwards.
         let mut keys = std::mem::take(&mut self.key);
         let mut expanded = std::mem::take(&mut self.expanded);
         let mut scratches = std::mem::take(&mut self.scratches);
-        let mut computed = Vec::new();
+        let mut fresh = std::mem::take(&mut self.fresh);
         for &(bound, i) in &first {
             if bound <= screen.best + SCREEN_EPSILON + b.margin {
                 let mut out = ScanOut {
                     scratch: &mut scratches[0],
                     screen: &mut screen,
-                    computed: &mut computed,
+                    computed: &mut fresh[0],
                 };
                 self.visit(ctx, &b, i, &mut keys[i], &mut expanded[i], &mut out);
             }
         }
-        self.store_terms(&b, &mut computed);
+        // Shared with every scanning thread from here on.
+        self.store_terms(&mut fresh[0]);
         let threads = worker_threads(ctx.opts);
         let this = &*self;
         let b = &b;
-        let cheap = &cheap;
+        let class_min = &class_min;
         if threads < 2 || keys.len() < MIN_PARALLEL_SLOTS.max(2 * threads) {
             let mut out = ScanOut {
                 scratch: &mut scratches[0],
                 screen: &mut screen,
-                computed: &mut computed,
+                computed: &mut fresh[0],
             };
-            this.scan(ctx, b, cheap, 0, &mut keys, &mut expanded, &mut out);
+            this.scan(ctx, b, class_min, 0, &mut keys, &mut expanded, &mut out);
         } else {
             // Each thread keeps every candidate within the margin of its own best, which
             // is never better than the overall best: the filter below keeps exactly what
             // one scan would keep.
             let n = ctx.cluster.nodes.len();
             scratches.resize_with(threads, || Scratch::new(n));
-            let size = keys.len().div_ceil(threads);
+            let (classes, targets) = (this.classes.len(), this.targets.len());
+            fresh.resize_with(threads, || FreshTerms::new(classes, targets));
+            // The slots in chunks that the threads take in turn (the costly slots
+            // cluster), every thread pruning with the best estimate any has found.
+            let chunks: Vec<Mutex<(&mut [f64], &mut [u32])>> = keys
+                .chunks_mut(SCAN_CHUNK)
+                .zip(expanded.chunks_mut(SCAN_CHUNK))
+                .map(Mutex::new)
+                .collect();
+            let next = AtomicUsize::new(0);
+            let shared = SharedBest::new(screen.best);
             let start = screen.best;
-            let parts: Vec<(Screen, Vec<(u32, u32)>)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = keys
-                    .chunks_mut(size)
-                    .zip(expanded.chunks_mut(size))
-                    .zip(scratches.iter_mut())
-                    .enumerate()
-                    .map(|(part, ((keys, expanded), scratch))| {
-                        scope.spawn(move || {
-                            let mut screen = Screen {
-                                best: start,
-                                kept: Vec::new(),
-                            };
-                            let mut computed = Vec::new();
-                            let mut out = ScanOut {
-                                scratch,
-                                screen: &mut screen,
-                                computed: &mut computed,
-                            };
-                            this.scan(ctx, b, cheap, part * size, keys, expanded, &mut out);
-                            (screen, computed)
-                        })
-                    })
-                    .collect();
-                handles
+            let work = |scratch: &mut Scratch, computed: &mut FreshTerms| {
+                let mut screen = Screen {
+                    best: start,
+                    kept: Vec::new(),
+                };
+                let mut out = ScanOut {
+                    scratch,
+                    screen: &mut screen,
+                    computed,
+                };
+                loop {
+                    let chunk = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(slots) = chunks.get(chunk) else {
+                        break;
+                    };
+                    let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
+                    let (keys, expanded) = &mut *slots;
+                    out.screen.best = out.screen.best.min(shared.get());
+                    this.scan(ctx, b, class_min, chunk * SCAN_CHUNK, keys, expanded, &mut out);
+                    shared.lower(out.screen.best);
+                }
+                screen
+            };
+            let (mine, others) = scratches.split_first_mut().zip(fresh.split_first_mut()).map_or(
+                (None, Vec::new()),
+                |((scratch, scratches), (computed, fresh))| {
+                    (Some((scratch, computed)), scratches.iter_mut().zip(fresh.iter_mut()).collect())
+                },
+            );
+            let parts: Vec<Screen> = std::thread::scope(|scope| {
+                let handles: Vec<_> = others
                     .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
+                    .map(|(scratch, computed)| scope.spawn(|| work(scratch, computed)))
+                    .collect();
+                let mut parts: Vec<Screen> = mine
+                    .map(|(scratch, computed)| work(scratch, computed))
+                    .into_iter()
+                    .collect();
+                parts.extend(
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+                );
+                parts
             });
-            for (part, terms) in parts {
+            drop(chunks);
+            for part in parts {
                 screen.best = screen.best.min(part.best);
                 screen.kept.extend(part.kept);
-                computed.extend(terms);
             }
         }
         self.key = keys;
         self.expanded = expanded;
         self.scratches = scratches;
-        self.store_terms(b, &mut computed);
+        let mut hints = Vec::new();
+        for computed in &mut fresh {
+            self.store_terms(computed);
+            hints.append(&mut computed.hits);
+        }
+        self.fresh = fresh;
+        hints.sort_unstable();
+        hints.dedup();
+        if hints.len() > HINTS {
+            let key = &self.key;
+            hints.select_nth_unstable_by(HINTS, |x, y| {
+                key[*x as usize].total_cmp(&key[*y as usize])
+            });
+            hints.truncate(HINTS);
+        }
+        self.hints = hints;
         let best = screen.best;
         let mut kept: Vec<Candidate> = screen
             .kept
@@ -1309,10 +1457,11 @@ impl Engine {
         self.classes[(code & !(1 << 31)) as usize].min_term(code >> 31 == 1, p, s)
     }
 
-    /// Stores the target terms a scan computed (each `(class, position)` once).
-    fn store_terms(&mut self, b: &Bounds, computed: &mut Vec<(u32, u32)>) {
-        for (class, pos) in computed.drain(..) {
-            self.classes[class as usize].compute(b, self.drift, self.steps, pos as usize);
+    /// Stores the target terms a scanning thread computed.
+    fn store_terms(&mut self, fresh: &mut FreshTerms) {
+        for (class, pos) in fresh.computed.drain(..) {
+            let key = fresh.key[class as usize * fresh.stride + pos as usize];
+            self.classes[class as usize].store(pos as usize, key, self.steps);
         }
     }
 
@@ -1323,7 +1472,7 @@ impl Engine {
         &self,
         ctx: &StepContext,
         b: &Bounds,
-        cheap: &(dyn Fn(u32) -> f64 + Sync),
+        class_min: &[f64],
         first: usize,
         keys: &mut [f64],
         expanded: &mut [u32],
@@ -1337,7 +1486,7 @@ impl Engine {
             let i = first + j;
             let limit = out.screen.best + SCREEN_EPSILON + b.margin;
             let partial = b.base + (key - self.drift);
-            if partial + cheap(self.slot_class[i]) > limit
+            if partial + cheap_target(class_min, self.slot_class[i]) > limit
                 || partial + self.slot_min_target(i) > limit
                 || expanded[j] == self.steps
             {
@@ -1384,7 +1533,11 @@ impl Engine {
                 instance: idx,
                 slot,
             };
+            let offered = out.screen.kept.len();
             self.expand(ctx, b, &l, out);
+            if out.screen.kept.len() > offered {
+                out.computed.hits.push(i as u32);
+            }
         }
     }
 
@@ -1423,17 +1576,14 @@ impl Engine {
         let passes = |class: &Class,
                       oi: usize,
                       screen: &Screen,
-                      computed: &mut Vec<(u32, u32)>|
+                      computed: &mut FreshTerms|
          -> Option<usize> {
             let (okey, pos) = class.order[oi];
             let pos = pos as usize;
             if b.base + l.term + (okey - drift) > limit(screen) {
                 return None;
             }
-            let (key, fresh) = class.key_now(b, drift, step, pos);
-            if fresh {
-                computed.push((class_index, pos as u32));
-            }
+            let key = computed.key(class, class_index, pos, b, drift, step);
             Some(pos).filter(|_| b.base + l.term + (key - drift) <= limit(screen))
         };
         if inst.dt.mirror() == MirrorType::External {
@@ -1508,7 +1658,8 @@ impl Engine {
             }
             _ => None,
         };
-        fill_lookup(cluster, scratch, kind, p, s, false);
+        // Filled when the first target passes: most expanded sides have none.
+        let mut filled = false;
         for oi in 0..class.order.len() {
             if b.base + l.term + (class.order[oi].0 - drift) > limit(screen) {
                 break;
@@ -1519,6 +1670,10 @@ impl Engine {
             let t = self.targets[pos];
             if (!force && !class.entries[pos].ok_strict) || t == p || t == s {
                 continue;
+            }
+            if !filled {
+                fill_lookup(cluster, scratch, kind, p, s, false);
+                filled = true;
             }
             let entry = &class.entries[pos].feat;
             let estimate = match kind {
@@ -1554,7 +1709,9 @@ impl Engine {
                 screen.offer(ctx.estimate(&d), idx, mv);
             }
         }
-        fill_lookup(cluster, scratch, kind, p, s, true);
+        if filled {
+            fill_lookup(cluster, scratch, kind, p, s, true);
+        }
     }
 }
 
@@ -1644,6 +1801,7 @@ impl Class {
                 .map(|pos| (f64::INFINITY, pos))
                 .collect(),
             moved: Vec::new(),
+            spare: Vec::new(),
             best: [[(f64::INFINITY, u32::MAX); 3]; 2],
             rest: f64::INFINITY,
             range: [(f64::INFINITY, f64::NEG_INFINITY); LANES],
