@@ -351,11 +351,16 @@ impl Harness {
 
     /// The node hosting the most primary instances (and secondaries), not the master.
     pub fn busiest_node(&self) -> String {
+        self.busiest_node_except(&[])
+    }
+
+    /// The busiest non-master node other than those in `except`.
+    pub fn busiest_node_except(&self, except: &[&str]) -> String {
         let now = self.clock.now();
         let views = self.sim.lock().node_views(now);
         views
             .into_iter()
-            .filter(|n| !n.master)
+            .filter(|n| !n.master && !except.contains(&n.name.as_str()))
             .max_by_key(|n| {
                 (
                     n.primary_instances.len(),
