@@ -23,8 +23,7 @@
 //! and so are the decisions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::{
     screen_disk_move, worker_threads, Candidate, Delta, Scratch, Screen, StepContext,
@@ -751,14 +750,15 @@ pub(super) struct Engine {
     hints: Vec<u32>,
     has_location: bool,
     /// Per side slot, its term when last computed plus `drift` then: the term now is at
-    /// least `key − drift` (−∞: not computed since the side changed).
-    key: Vec<f64>,
+    /// least `key − drift` (−∞: not computed since the side changed). The bits of an
+    /// `f64`: the scanning threads write the keys of the slots they visit.
+    key: Vec<AtomicU64>,
     /// The accumulated drift bound of side terms.
     drift: f64,
     /// The previous step's coefficients.
     prev: Option<LaneParams>,
-    /// Per side slot, the step in which it was last expanded.
-    expanded: Vec<u32>,
+    /// Per side slot, the step in which it was last visited.
+    expanded: Vec<AtomicU32>,
     steps: u32,
     /// Per side slot: its instance, and its target class with `force` in the top bit
     /// ([`NO_TARGET`] for failover).
@@ -836,6 +836,9 @@ impl FreshTerms {
 
 /// At most this many side slots are remembered as hints for the next step.
 const HINTS: usize = 64;
+
+/// Hints a scanning thread takes at a time.
+const HINT_CHUNK: usize = 4;
 
 /// Side slots a scanning thread takes at a time.
 const SCAN_CHUNK: usize = 2048;
@@ -1031,8 +1034,10 @@ impl Engine {
         }
         engine.mark = vec![false; engine.targets.len()];
         engine.fresh = vec![FreshTerms::new(engine.classes.len(), engine.targets.len())];
-        engine.key = vec![f64::INFINITY; engine.sides.len()];
-        engine.expanded = vec![0; engine.sides.len()];
+        engine.key = (0..engine.sides.len())
+            .map(|_| AtomicU64::new(f64::INFINITY.to_bits()))
+            .collect();
+        engine.expanded = (0..engine.sides.len()).map(|_| AtomicU32::new(0)).collect();
         engine.slot_class = vec![NO_TARGET; engine.sides.len()];
         engine.slot_inst = vec![0; engine.sides.len()];
         for (idx, rec) in engine.insts.iter().enumerate() {
@@ -1088,7 +1093,9 @@ impl Engine {
         }
         let slots = rec.first..rec.first + rec.count;
         self.sides[slots.clone()].fill(Side::NONE);
-        self.key[slots.clone()].fill(f64::INFINITY);
+        for i in slots.clone() {
+            self.set_slot_key(i, f64::INFINITY);
+        }
         self.slot_class[slots.clone()].fill(NO_TARGET);
         let inst = &cluster.instances[idx];
         self.inst_nodes[idx] = (inst.pnode as u32, inst.snode.map_or(u32::MAX, |s| s as u32));
@@ -1243,7 +1250,7 @@ impl Engine {
         for slot in 0..rec.count {
             let i = rec.first + slot;
             let ok = self.sides[i].ok;
-            self.key[i] = if ok { f64::NEG_INFINITY } else { f64::INFINITY };
+            self.set_slot_key(i, if ok { f64::NEG_INFINITY } else { f64::INFINITY });
             self.slot_class[i] = match rec.kinds[slot] {
                 TargetKind::None => NO_TARGET,
                 TargetKind::Primary(f) => rec.pri_class as u32 | (u32::from(f) << 31),
@@ -1264,13 +1271,14 @@ impl Engine {
                 for class in &mut self.classes {
                     class.moved.extend(0..class.key.len() as u32);
                 }
-                for key in self
-                    .key
-                    .iter_mut()
-                    .chain(self.classes.iter_mut().flat_map(|c| c.key.iter_mut()))
-                {
+                for key in self.classes.iter_mut().flat_map(|c| c.key.iter_mut()) {
                     if *key != f64::INFINITY {
                         *key = f64::NEG_INFINITY;
+                    }
+                }
+                for i in 0..self.key.len() {
+                    if self.slot_key(i) != f64::INFINITY {
+                        self.set_slot_key(i, f64::NEG_INFINITY);
                     }
                 }
             }
@@ -1281,10 +1289,6 @@ impl Engine {
             class.range_moved = false;
             class.refresh_terms(&b, self.drift, self.steps, &self.targets, &mut self.mark);
         }
-        let mut screen = Screen {
-            best: ctx.cur,
-            kept: Vec::new(),
-        };
         // Each class's smallest target term, a bound below any slot's own minimum.
         let class_min: Vec<f64> = self
             .classes
@@ -1297,111 +1301,106 @@ impl Engine {
         let mut first: Vec<(f64, usize)> = std::mem::take(&mut self.hints)
             .into_iter()
             .map(|i| i as usize)
-            .filter(|&i| self.key[i] != f64::INFINITY)
-            .map(|i| (b.base + (self.key[i] - self.drift) + cheap(self.slot_class[i]), i))
+            .filter(|&i| self.slot_key(i) != f64::INFINITY)
+            .map(|i| (b.base + (self.slot_key(i) - self.drift) + cheap(self.slot_class[i]), i))
             .collect();
         first.sort_unstable_by(|x, y| x.0.total_cmp(&y.0));
-        // The slots' keys and marks are written by the scan (each thread owns a contiguous
-        // part); everything else is read only, and the target terms the scan computes are
-        // stored afterwards.
-        let mut keys = std::mem::take(&mut self.key);
-        let mut expanded = std::mem::take(&mut self.expanded);
+        // The threads take the hints, then the slots, in chunks (the costly slots
+        // cluster), every thread pruning with the best estimate any has found. Each keeps
+        // every candidate within the margin of its own best, which is never better than
+        // the overall best: the filter below keeps exactly what one scan would keep.
+        // The slots' keys and marks are atomics, each slot visited once; everything else
+        // is read only, and the target terms the threads compute are stored afterwards.
+        let threads = if self.key.len() < MIN_PARALLEL_SLOTS.max(2) {
+            1
+        } else {
+            worker_threads(ctx.opts).max(1)
+        };
+        let n = ctx.cluster.nodes.len();
         let mut scratches = std::mem::take(&mut self.scratches);
         let mut fresh = std::mem::take(&mut self.fresh);
-        for &(bound, i) in &first {
-            if bound <= screen.best + SCREEN_EPSILON + b.margin {
-                let mut out = ScanOut {
-                    scratch: &mut scratches[0],
-                    screen: &mut screen,
-                    computed: &mut fresh[0],
-                };
-                self.visit(ctx, &b, i, &mut keys[i], &mut expanded[i], &mut out);
-            }
-        }
-        // Shared with every scanning thread from here on.
-        self.store_terms(&mut fresh[0]);
-        let threads = worker_threads(ctx.opts);
+        scratches.resize_with(threads, || Scratch::new(n));
+        let (classes, targets) = (self.classes.len(), self.targets.len());
+        fresh.resize_with(threads, || FreshTerms::new(classes, targets));
+        let next_hint = AtomicUsize::new(0);
+        let next_chunk = AtomicUsize::new(0);
+        let chunks = self.key.len().div_ceil(SCAN_CHUNK);
+        let shared = SharedBest::new(ctx.cur);
         let this = &*self;
         let b = &b;
         let class_min = &class_min;
-        if threads < 2 || keys.len() < MIN_PARALLEL_SLOTS.max(2 * threads) {
+        let first = &first;
+        let work = |scratch: &mut Scratch, computed: &mut FreshTerms| {
+            let mut screen = Screen {
+                best: ctx.cur,
+                kept: Vec::new(),
+            };
             let mut out = ScanOut {
-                scratch: &mut scratches[0],
+                scratch,
                 screen: &mut screen,
-                computed: &mut fresh[0],
+                computed,
             };
-            this.scan(ctx, b, class_min, 0, &mut keys, &mut expanded, &mut out);
-        } else {
-            // Each thread keeps every candidate within the margin of its own best, which
-            // is never better than the overall best: the filter below keeps exactly what
-            // one scan would keep.
-            let n = ctx.cluster.nodes.len();
-            scratches.resize_with(threads, || Scratch::new(n));
-            let (classes, targets) = (this.classes.len(), this.targets.len());
-            fresh.resize_with(threads, || FreshTerms::new(classes, targets));
-            // The slots in chunks that the threads take in turn (the costly slots
-            // cluster), every thread pruning with the best estimate any has found.
-            let chunks: Vec<Mutex<(&mut [f64], &mut [u32])>> = keys
-                .chunks_mut(SCAN_CHUNK)
-                .zip(expanded.chunks_mut(SCAN_CHUNK))
-                .map(Mutex::new)
-                .collect();
-            let next = AtomicUsize::new(0);
-            let shared = SharedBest::new(screen.best);
-            let start = screen.best;
-            let work = |scratch: &mut Scratch, computed: &mut FreshTerms| {
-                let mut screen = Screen {
-                    best: start,
-                    kept: Vec::new(),
-                };
-                let mut out = ScanOut {
-                    scratch,
-                    screen: &mut screen,
-                    computed,
-                };
-                loop {
-                    let chunk = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(slots) = chunks.get(chunk) else {
-                        break;
-                    };
-                    let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
-                    let (keys, expanded) = &mut *slots;
-                    out.screen.best = out.screen.best.min(shared.get());
-                    this.scan(ctx, b, class_min, chunk * SCAN_CHUNK, keys, expanded, &mut out);
-                    shared.lower(out.screen.best);
+            loop {
+                let at = next_hint.fetch_add(HINT_CHUNK, Ordering::Relaxed);
+                if at >= first.len() {
+                    break;
                 }
-                screen
-            };
-            let (mine, others) = scratches.split_first_mut().zip(fresh.split_first_mut()).map_or(
-                (None, Vec::new()),
-                |((scratch, scratches), (computed, fresh))| {
-                    (Some((scratch, computed)), scratches.iter_mut().zip(fresh.iter_mut()).collect())
-                },
-            );
-            let parts: Vec<Screen> = std::thread::scope(|scope| {
-                let handles: Vec<_> = others
-                    .into_iter()
-                    .map(|(scratch, computed)| scope.spawn(|| work(scratch, computed)))
-                    .collect();
-                let mut parts: Vec<Screen> = mine
-                    .map(|(scratch, computed)| work(scratch, computed))
-                    .into_iter()
-                    .collect();
-                parts.extend(
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
-                );
-                parts
-            });
-            drop(chunks);
-            for part in parts {
-                screen.best = screen.best.min(part.best);
-                screen.kept.extend(part.kept);
+                out.screen.best = out.screen.best.min(shared.get());
+                for &(bound, i) in &first[at..(at + HINT_CHUNK).min(first.len())] {
+                    if bound <= out.screen.best + SCREEN_EPSILON + b.margin
+                        && this.claim(i)
+                    {
+                        this.visit(ctx, b, i, &mut out);
+                    }
+                }
+                shared.lower(out.screen.best);
             }
+            loop {
+                let chunk = next_chunk.fetch_add(1, Ordering::Relaxed);
+                if chunk >= chunks {
+                    break;
+                }
+                out.screen.best = out.screen.best.min(shared.get());
+                let slots = chunk * SCAN_CHUNK..((chunk + 1) * SCAN_CHUNK).min(this.key.len());
+                this.scan(ctx, b, class_min, slots, &mut out);
+                shared.lower(out.screen.best);
+            }
+            screen
+        };
+        let (mine, others) = scratches
+            .split_first_mut()
+            .zip(fresh.split_first_mut())
+            .map_or((None, Vec::new()), |((scratch, scratches), (computed, fresh))| {
+                let others = scratches.iter_mut().zip(fresh.iter_mut()).collect();
+                (Some((scratch, computed)), others)
+            });
+        let parts: Vec<Screen> = std::thread::scope(|scope| {
+            let handles: Vec<_> = others
+                .into_iter()
+                .map(|(scratch, computed)| {
+                    std::thread::Builder::new()
+                        .name("maintd-balance".into())
+                        .spawn_scoped(scope, || work(scratch, computed))
+                })
+                .collect();
+            let mut parts: Vec<Screen> = mine
+                .map(|(scratch, computed)| work(scratch, computed))
+                .into_iter()
+                .collect();
+            // A thread that could not be started took no chunk: the others did its share.
+            for handle in handles.into_iter().flatten() {
+                parts.push(handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            }
+            parts
+        });
+        let mut screen = Screen {
+            best: ctx.cur,
+            kept: Vec::new(),
+        };
+        for part in parts {
+            screen.best = screen.best.min(part.best);
+            screen.kept.extend(part.kept);
         }
-        self.key = keys;
-        self.expanded = expanded;
         self.scratches = scratches;
         let mut hints = Vec::new();
         for computed in &mut fresh {
@@ -1412,9 +1411,9 @@ impl Engine {
         hints.sort_unstable();
         hints.dedup();
         if hints.len() > HINTS {
-            let key = &self.key;
+            let this = &*self;
             hints.select_nth_unstable_by(HINTS, |x, y| {
-                key[*x as usize].total_cmp(&key[*y as usize])
+                this.slot_key(*x as usize).total_cmp(&this.slot_key(*y as usize))
             });
             hints.truncate(HINTS);
         }
@@ -1465,53 +1464,57 @@ impl Engine {
         }
     }
 
-    /// Visits the slots from `first` on whose cached bounds stay within the limit
-    /// (`keys` and `expanded` are those slots' entries).
-    #[allow(clippy::too_many_arguments)]
+    /// Visits the slots in `slots` whose cached bounds stay within the limit.
     fn scan(
         &self,
         ctx: &StepContext,
         b: &Bounds,
         class_min: &[f64],
-        first: usize,
-        keys: &mut [f64],
-        expanded: &mut [u32],
+        slots: std::ops::Range<usize>,
         out: &mut ScanOut,
     ) {
-        for j in 0..keys.len() {
-            let key = keys[j];
+        for i in slots {
+            let key = self.slot_key(i);
             if key == f64::INFINITY {
                 continue;
             }
-            let i = first + j;
             let limit = out.screen.best + SCREEN_EPSILON + b.margin;
             let partial = b.base + (key - self.drift);
             if partial + cheap_target(class_min, self.slot_class[i]) > limit
                 || partial + self.slot_min_target(i) > limit
-                || expanded[j] == self.steps
+                || !self.claim(i)
             {
                 continue;
             }
-            self.visit(ctx, b, i, &mut keys[j], &mut expanded[j], out);
+            self.visit(ctx, b, i, out);
         }
     }
 
-    /// Computes side slot `i`'s term exactly (refreshing its cached `key`) and expands it
+    /// Side slot `i`'s cached key.
+    #[inline(always)]
+    fn slot_key(&self, i: usize) -> f64 {
+        f64::from_bits(self.key[i].load(Ordering::Relaxed))
+    }
+
+    fn set_slot_key(&self, i: usize, key: f64) {
+        self.key[i].store(key.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Marks side slot `i` visited in this step; false when it was already.
+    #[inline(always)]
+    fn claim(&self, i: usize) -> bool {
+        self.expanded[i].load(Ordering::Relaxed) != self.steps
+            && self.expanded[i].swap(self.steps, Ordering::Relaxed) != self.steps
+    }
+
+    /// Computes side slot `i`'s term exactly (refreshing its cached key) and expands it
     /// if its bound stays within the limit.
-    fn visit(
-        &self,
-        ctx: &StepContext,
-        b: &Bounds,
-        i: usize,
-        key: &mut f64,
-        expanded: &mut u32,
-        out: &mut ScanOut,
-    ) {
+    fn visit(&self, ctx: &StepContext, b: &Bounds, i: usize, out: &mut ScanOut) {
         let idx = self.slot_inst[i] as usize;
         let slot = i - self.insts[idx].first;
         let side = &self.sides[i];
         if !side.ok {
-            *key = f64::INFINITY;
+            self.set_slot_key(i, f64::INFINITY);
             return;
         }
         let term = b.side_term(
@@ -1524,8 +1527,7 @@ impl Engine {
         } else {
             term
         };
-        *key = term + self.drift;
-        *expanded = self.steps;
+        self.set_slot_key(i, term + self.drift);
         let bound = b.base + term + self.slot_min_target(i);
         if bound <= out.screen.best + SCREEN_EPSILON + b.margin {
             let l = Live {
