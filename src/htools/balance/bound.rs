@@ -791,6 +791,10 @@ struct FreshTerms {
     /// Per (class, position): the step whose coefficients computed `key` (0: none).
     stamp: Vec<u32>,
     key: Vec<f64>,
+    /// Per (class, position) of a class with a relaxed reservation: the step whose
+    /// coefficients computed `term0`, and the term for a peers entry of 0.
+    stamp0: Vec<u32>,
+    term0: Vec<f64>,
     /// The (class, position) pairs computed, each once.
     computed: Vec<(u32, u32)>,
     /// The side slots whose expansion offered a candidate.
@@ -803,6 +807,8 @@ impl FreshTerms {
             stride: targets,
             stamp: vec![0; classes * targets],
             key: vec![0.0; classes * targets],
+            stamp0: vec![0; classes * targets],
+            term0: vec![0.0; classes * targets],
             computed: Vec::new(),
             hits: Vec::new(),
         }
@@ -831,6 +837,23 @@ impl FreshTerms {
             self.computed.push((index, pos as u32));
         }
         key
+    }
+
+    /// The term of entry `pos` of class `class` (number `index`) when the target holds
+    /// no peers entry for the new primary (the lower end of its relaxed range): exact
+    /// for most targets, where the key bounds every entry.
+    fn term0(&mut self, class: &Class, index: u32, pos: usize, b: &Bounds, step: u32) -> f64 {
+        let at = index as usize * self.stride + pos;
+        if self.stamp0[at] != step {
+            let term = b.target_term(&class.entries[pos].feat, None);
+            self.stamp0[at] = step;
+            self.term0[at] = if term.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                term
+            };
+        }
+        self.term0[at]
     }
 }
 
@@ -1579,14 +1602,14 @@ impl Engine {
                       oi: usize,
                       screen: &Screen,
                       computed: &mut FreshTerms|
-         -> Option<usize> {
+         -> Option<(usize, f64)> {
             let (okey, pos) = class.order[oi];
             let pos = pos as usize;
             if b.base + l.term + (okey - drift) > limit(screen) {
                 return None;
             }
-            let key = computed.key(class, class_index, pos, b, drift, step);
-            Some(pos).filter(|_| b.base + l.term + (key - drift) <= limit(screen))
+            let term = computed.key(class, class_index, pos, b, drift, step) - drift;
+            Some((pos, term)).filter(|_| b.base + l.term + term <= limit(screen))
         };
         if inst.dt.mirror() == MirrorType::External {
             let Some(class) = class else { return };
@@ -1594,7 +1617,7 @@ impl Engine {
                 if b.base + l.term + (class.order[oi].0 - drift) > limit(screen) {
                     break;
                 }
-                let Some(pos) = passes(class, oi, screen, computed) else {
+                let Some((pos, _)) = passes(class, oi, screen, computed) else {
                     continue;
                 };
                 let t = self.targets[pos];
@@ -1660,13 +1683,24 @@ impl Engine {
             }
             _ => None,
         };
+        // The side's term for a peers entry of 0 where its reservation is relaxed (the
+        // old primary or secondary getting the instance back as secondary): exact for
+        // the targets its node holds no entry for, where its key bounds every entry.
+        let side0 = side.relax.map(|_| {
+            let term = b.side_term(&side.feat, None, Some(&class.range()));
+            if term.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                term
+            }
+        });
         // Filled when the first target passes: most expanded sides have none.
         let mut filled = false;
         for oi in 0..class.order.len() {
             if b.base + l.term + (class.order[oi].0 - drift) > limit(screen) {
                 break;
             }
-            let Some(pos) = passes(class, oi, screen, computed) else {
+            let Some((pos, term)) = passes(class, oi, screen, computed) else {
                 continue;
             };
             let t = self.targets[pos];
@@ -1685,6 +1719,15 @@ impl Engine {
                     } else {
                         scratch.target_peer_s[t]
                     };
+                    if peer == 0
+                        && class.entries[pos].relax.is_some()
+                        && b.base
+                            + l.term
+                            + computed.term0(class, class_index, pos, b, step)
+                            > limit(screen)
+                    {
+                        continue;
+                    }
                     let t_feat = with_peer(entry, &cluster.nodes[t].state, need, peer);
                     b.surrogate(&side.feat, Some(&t_feat))
                 }
@@ -1694,6 +1737,11 @@ impl Engine {
                     } else {
                         scratch.s_peers[t]
                     };
+                    if let Some(side0) = side0.filter(|_| peer == 0) {
+                        if b.base + side0 + term > limit(screen) {
+                            continue;
+                        }
+                    }
                     match &varying {
                         Some((n, true)) if peer != 0 => {
                             b.surrogate(&with_peer(&side.feat, n, need, peer), Some(entry))
