@@ -1325,7 +1325,12 @@ impl Engine {
             .into_iter()
             .map(|i| i as usize)
             .filter(|&i| self.slot_key(i) != f64::INFINITY)
-            .map(|i| (b.base + (self.slot_key(i) - self.drift) + cheap(self.slot_class[i]), i))
+            .map(|i| {
+                (
+                    b.base + (self.slot_key(i) - self.drift) + cheap(self.slot_class[i]),
+                    i,
+                )
+            })
             .collect();
         first.sort_unstable_by(|x, y| x.0.total_cmp(&y.0));
         // The threads take the hints, then the slots, in chunks (the costly slots
@@ -1370,9 +1375,7 @@ impl Engine {
                 }
                 out.screen.best = out.screen.best.min(shared.get());
                 for &(bound, i) in &first[at..(at + HINT_CHUNK).min(first.len())] {
-                    if bound <= out.screen.best + SCREEN_EPSILON + b.margin
-                        && this.claim(i)
-                    {
+                    if bound <= out.screen.best + SCREEN_EPSILON + b.margin && this.claim(i) {
                         this.visit(ctx, b, i, &mut out);
                     }
                 }
@@ -1393,10 +1396,13 @@ impl Engine {
         let (mine, others) = scratches
             .split_first_mut()
             .zip(fresh.split_first_mut())
-            .map_or((None, Vec::new()), |((scratch, scratches), (computed, fresh))| {
-                let others = scratches.iter_mut().zip(fresh.iter_mut()).collect();
-                (Some((scratch, computed)), others)
-            });
+            .map_or(
+                (None, Vec::new()),
+                |((scratch, scratches), (computed, fresh))| {
+                    let others = scratches.iter_mut().zip(fresh.iter_mut()).collect();
+                    (Some((scratch, computed)), others)
+                },
+            );
         let parts: Vec<Screen> = std::thread::scope(|scope| {
             let handles: Vec<_> = others
                 .into_iter()
@@ -1412,7 +1418,11 @@ impl Engine {
                 .collect();
             // A thread that could not be started took no chunk: the others did its share.
             for handle in handles.into_iter().flatten() {
-                parts.push(handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+                parts.push(
+                    handle
+                        .join()
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                );
             }
             parts
         });
@@ -1436,7 +1446,8 @@ impl Engine {
         if hints.len() > HINTS {
             let this = &*self;
             hints.select_nth_unstable_by(HINTS, |x, y| {
-                this.slot_key(*x as usize).total_cmp(&this.slot_key(*y as usize))
+                this.slot_key(*x as usize)
+                    .total_cmp(&this.slot_key(*y as usize))
             });
             hints.truncate(HINTS);
         }
@@ -1721,9 +1732,7 @@ impl Engine {
                     };
                     if peer == 0
                         && class.entries[pos].relax.is_some()
-                        && b.base
-                            + l.term
-                            + computed.term0(class, class_index, pos, b, step)
+                        && b.base + l.term + computed.term0(class, class_index, pos, b, step)
                             > limit(screen)
                     {
                         continue;
