@@ -12,6 +12,13 @@ use maintd_actors::{
     startup::run_client,
 };
 
+/// mimalloc gives freed memory back to the system. With glibc's malloc the daemon kept
+/// its peak for good: a 5,000-node cluster's snapshot and plan take a few hundred MB once
+/// per round, and the daemon's resident memory stayed there between rounds (360 MB
+/// instead of about 50 MB).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Status(args) => run_client(async move { client::status(&args).await }),
