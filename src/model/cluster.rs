@@ -401,6 +401,12 @@ impl ClusterSnapshot {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// The names of every node, for membership tests over many nodes (`node` is a
+    /// linear search).
+    pub fn node_names(&self) -> std::collections::HashSet<&str> {
+        self.nodes.iter().map(|n| n.name.as_str()).collect()
+    }
+
     /// Instances whose primary is `node`.
     pub fn primaries_of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
         self.instances.iter().filter(move |i| i.primary == node)

@@ -654,7 +654,8 @@ impl MaintenanceState {
             "the operator removed its failure tag",
             now,
         );
-        self.reports.retain(|node, _| cluster.node(node).is_some());
+        let names = cluster.node_names();
+        self.reports.retain(|node, _| names.contains(node.as_str()));
         let mut gone = departed;
         gone.extend(untagged);
         gone.extend(self.forget_unobserved(now));

@@ -415,10 +415,9 @@ impl Handler<Reconcile> for EventRegistry {
         for uuid in &forgotten {
             info!(target: "maintd::registry", %uuid, "incident forgotten");
         }
-        self.polls
-            .retain(|node, _| msg.cluster.node(node).is_some());
-        self.loads
-            .retain(|node, _| msg.cluster.node(node).is_some());
+        let names = msg.cluster.node_names();
+        self.polls.retain(|node, _| names.contains(node.as_str()));
+        self.loads.retain(|node, _| names.contains(node.as_str()));
         let tagged = msg.cluster.cluster_tags.contains(PAUSE_TAG);
         if tagged != self.paused_by_tag {
             if tagged {
