@@ -34,6 +34,7 @@ Usage: bench/plan.sh [--quick] [--sizes 10/200,20/400,...] [--hbal-max-nodes N]
 """
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -67,6 +68,16 @@ def find_tool(name):
     found = shutil.which(name) or next(
         (os.path.join(d, name) for d in HTOOLS_DIRS
          if os.access(os.path.join(d, name), os.X_OK)), None)
+    if not found:
+        # ganeti-htools-3.0 alone ships hail only inside the `htools` binary, which
+        # takes its part from the name it is called by.
+        multi = next((os.path.join(d, "htools") for d in HTOOLS_DIRS
+                      if os.access(os.path.join(d, "htools"), os.X_OK)), None)
+        if multi:
+            link_dir = tempfile.mkdtemp(prefix="maintd-bench-htools-")
+            atexit.register(shutil.rmtree, link_dir, True)
+            found = os.path.join(link_dir, name)
+            os.symlink(multi, found)
     if not found:
         sys.exit("%s not found: apt-get install -y --no-install-recommends "
                  "ganeti-htools-3.0" % name)
@@ -230,11 +241,6 @@ def main():
             row["seq_same"] = (row["seq_done"] and row["full_done"]
                                and maintd_steps(seq) == maintd_steps(full))
             rows.append(row)
-        evac_sizes = QUICK_EVAC if args.quick else DEFAULT_EVAC
-        if args.evac_sizes is not None:
-            evac_sizes = [(int(n), int(i), m) for n, i, m in
-                          (item.split("/") for item in args.evac_sizes.split(",") if item)]
-        evac_rows = [evacuation(args, tmp, *size) for size in evac_sizes]
 
     print("| cluster | hbal steps | hbal time/step | hbal peak RSS | maintd load "
           "| maintd time/step | ratio/step | same steps | maintd full balance "
@@ -272,7 +278,15 @@ def main():
           "run / steps; maintd time/step = (run - run with --max-steps 0) / steps; "
           "ratio/step = hbal time/step / maintd time/step." % (
               args.seed, os.cpu_count() or 0))
-    if evac_rows:
+    # The balancing table is out before the evacuations start: they take long.
+    sys.stdout.flush()
+    evac_sizes = QUICK_EVAC if args.quick else DEFAULT_EVAC
+    if args.evac_sizes is not None:
+        evac_sizes = [(int(n), int(i), m) for n, i, m in
+                      (item.split("/") for item in args.evac_sizes.split(",") if item)]
+    if evac_sizes:
+        with tempfile.TemporaryDirectory(prefix="maintd-bench-") as tmp:
+            evac_rows = [evacuation(args, tmp, *size) for size in evac_sizes]
         print()
         print_evacuations(evac_rows)
 
