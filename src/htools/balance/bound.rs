@@ -816,7 +816,6 @@ impl FreshTerms {
 
     /// Entry `pos` of class `class` (number `index`): its key with this step's
     /// coefficients, computed at most once per step and thread.
-    #[allow(clippy::too_many_arguments)]
     fn key(
         &mut self,
         class: &Class,
