@@ -181,6 +181,10 @@ struct Class {
     best: [[(f64, u32); 3]; 2],
     /// A bound below the terms of the entries not computed this step.
     rest: f64,
+    /// The deepest bound of a target term the last step's expansions walked to: this
+    /// step computes the entries up to it (plus the drift since) exactly, so that the
+    /// walks meet exact keys and stop where the real terms do.
+    depth: f64,
     /// Per lane, a range holding every feasible target's change of the lane's sum.
     range: ARange,
     /// The range widened since the last step.
@@ -671,7 +675,14 @@ impl Class {
         while done < self.order.len() {
             let pos = self.order[done].1 as usize;
             let lb = self.key[pos] - drift;
-            if lb >= best[1][2].0 || lb == f64::INFINITY {
+            // The three smallest strict terms are wanted too (most slots may only pair
+            // with strict targets), but not at any price when few targets are strict.
+            let strict_known = lb >= best[0][2].0;
+            let forced_known = lb >= best[1][2].0;
+            let walked = lb > self.depth || done >= DEPTH_SEARCH;
+            if (strict_known || (forced_known && done >= STRICT_SEARCH)) && walked
+                || lb == f64::INFINITY
+            {
                 break;
             }
             self.compute(b, drift, step, pos);
@@ -718,6 +729,14 @@ impl Class {
             .map_or(self.rest, |(v, _)| v.min(self.rest))
     }
 }
+
+/// How many entries a class computes at most per step while looking for its smallest
+/// strict terms once its smallest forced terms are known.
+const STRICT_SEARCH: usize = 256;
+
+/// How many entries a class computes at most per step to reach the depth the last
+/// step's expansions walked to.
+const DEPTH_SEARCH: usize = 512;
 
 /// A side whose bound does not rule its moves out.
 #[derive(Debug, Clone, Copy)]
@@ -799,6 +818,8 @@ struct FreshTerms {
     computed: Vec<(u32, u32)>,
     /// The side slots whose expansion offered a candidate.
     hits: Vec<u32>,
+    /// Per class: the deepest target-term bound an expansion walked to.
+    depth: Vec<f64>,
 }
 
 impl FreshTerms {
@@ -811,6 +832,7 @@ impl FreshTerms {
             term0: vec![0.0; classes * targets],
             computed: Vec::new(),
             hits: Vec::new(),
+            depth: vec![f64::NEG_INFINITY; classes],
         }
     }
 
@@ -1310,6 +1332,7 @@ impl Engine {
         for class in &mut self.classes {
             class.range_moved = false;
             class.refresh_terms(&b, self.drift, self.steps, &self.targets, &mut self.mark);
+            class.depth = f64::NEG_INFINITY;
         }
         // Each class's smallest target term, a bound below any slot's own minimum.
         let class_min: Vec<f64> = self
@@ -1491,6 +1514,9 @@ impl Engine {
 
     /// Stores the target terms a scanning thread computed.
     fn store_terms(&mut self, fresh: &mut FreshTerms) {
+        for (class, depth) in self.classes.iter_mut().zip(&mut fresh.depth) {
+            class.depth = class.depth.max(std::mem::replace(depth, f64::NEG_INFINITY));
+        }
         for (class, pos) in fresh.computed.drain(..) {
             let key = fresh.key[class as usize * fresh.stride + pos as usize];
             self.classes[class as usize].store(pos as usize, key, self.steps);
@@ -1605,6 +1631,11 @@ impl Engine {
         };
         let class_index = class.unwrap_or(0) as u32;
         let class = class.map(|c| &self.classes[c]);
+        if class.is_some() {
+            let walk = limit(screen) - b.base - l.term;
+            let depth = &mut computed.depth[class_index as usize];
+            *depth = depth.max(walk);
+        }
         // A target passes when its cached bound (the order's key) and then its term
         // (computed now if stale, and stored after the scan) stay within the limit; the
         // order's keys ascend.
@@ -1862,6 +1893,7 @@ impl Class {
             spare: Vec::new(),
             best: [[(f64::INFINITY, u32::MAX); 3]; 2],
             rest: f64::INFINITY,
+            depth: f64::NEG_INFINITY,
             range: [(f64::INFINITY, f64::NEG_INFINITY); LANES],
             range_moved: false,
         }
