@@ -958,7 +958,8 @@ impl Engine {
             in_group_online,
             allowed,
             insts: Vec::with_capacity(cluster.instances.len()),
-            sides: Vec::new(),
+            // Reserved whole: growing it would hold the old and the new buffer at once.
+            sides: Vec::with_capacity(cluster.instances.len() * DRBD_SLOTS),
             classes: Vec::new(),
             unit: [0.0; LANES],
             scratches: vec![Scratch::new(n)],
