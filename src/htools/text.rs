@@ -5,6 +5,7 @@
 //! numbers follow Haskell's `read` (leading spaces tolerated, trailing ones not). Every
 //! malformed input is a [`TextError`] naming its 1-based line; nothing here panics.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use super::model::{
@@ -203,9 +204,9 @@ fn parse_node(line: &Line, groups: &[Group]) -> Result<NodeData, TextError> {
     })
 }
 
-fn parse_instance(line: &Line, nodes: &[NodeData]) -> Result<Instance, TextError> {
+fn parse_instance(line: &Line, nodes: &HashMap<String, usize>) -> Result<Instance, TextError> {
     let f = line.fields(10, "instance")?;
-    let node = |name: &str| nodes.iter().position(|n| n.name == name);
+    let node = |name: &str| nodes.get(name).copied();
     let status = InstanceStatus::parse(f[4])
         .ok_or_else(|| line.error(format!("unknown instance status {:?}", f[4])))?;
     let pnode = node(f[6]).ok_or_else(|| line.error(format!("unknown primary node {:?}", f[6])))?;
@@ -308,16 +309,18 @@ pub fn parse(input: &str) -> Result<Cluster, TextError> {
         .map(parse_group)
         .collect::<Result<Vec<_>, _>>()?;
     let mut nodes = Vec::with_capacity(sects[1].len());
+    // Node names to indices: a search of the list per instance is quadratic.
+    let mut node_index = HashMap::with_capacity(sects[1].len());
     for line in &sects[1] {
         let node = parse_node(line, &groups)?;
-        if nodes.iter().any(|n: &NodeData| n.name == node.name) {
+        if node_index.insert(node.name.clone(), nodes.len()).is_some() {
             return Err(line.error(format!("duplicate node {:?}", node.name)));
         }
         nodes.push(node);
     }
     let mut instances = Vec::with_capacity(sects[2].len());
     for line in &sects[2] {
-        let inst = parse_instance(line, &nodes)?;
+        let inst = parse_instance(line, &node_index)?;
         instances.push(inst);
     }
     let cluster_tags = sects[3].iter().map(|l| l.text.to_owned()).collect();

@@ -711,7 +711,38 @@ impl Class {
             .get(done)
             .map_or(f64::INFINITY, |&(_, pos)| self.key[pos as usize] - drift);
         self.best = best;
-        self.repair(mark);
+        self.repair_front(done);
+    }
+
+    /// Puts the first `done` positions of the order, the only ones computed since the
+    /// last repair, back in order: their keys only rose, so they merge into the rest, and
+    /// the rest past the last of them stays where it is.
+    fn repair_front(&mut self, done: usize) {
+        if self.moved.is_empty() {
+            return;
+        }
+        self.moved.clear();
+        let key = &self.key;
+        let mut front = std::mem::take(&mut self.spare);
+        front.clear();
+        front.extend(
+            self.order[..done]
+                .iter()
+                .map(|&(_, pos)| (key[pos as usize], pos)),
+        );
+        front.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let order = &mut self.order;
+        let (mut next, mut write) = (done, 0);
+        for &entry in &front {
+            while next < order.len() && order[next].0 < entry.0 {
+                order[write] = order[next];
+                next += 1;
+                write += 1;
+            }
+            order[write] = entry;
+            write += 1;
+        }
+        self.spare = front;
     }
 
     /// The range of the targets' changes of the lane sums (an empty lane as 0).
