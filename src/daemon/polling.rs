@@ -40,10 +40,8 @@ pub fn poll_offset(interval: Duration, node: &str) -> Duration {
     // together, so a large cluster's polls wake the daemon a few dozen times per
     // interval rather than once per node.
     let slot = (u128::from(stable_hash(node)) * SLOTS_PER_INTERVAL) >> 64;
-    // ⌊interval × slot / SLOTS_PER_INTERVAL⌋, on the interval's high and low 64 bits so
-    // that no interval overflows the product.
-    let scaled = (nanos >> 64) * slot * (1 << 64) / SLOTS_PER_INTERVAL
-        + ((nanos & u128::from(u64::MAX)) * slot) / SLOTS_PER_INTERVAL;
+    // A Duration holds under 2^95 ns and the slot is under 2^5: the product fits.
+    let scaled = nanos * slot / SLOTS_PER_INTERVAL;
     const NANOS_PER_SEC: u128 = 1_000_000_000;
     let secs = u64::try_from(scaled / NANOS_PER_SEC).unwrap_or(u64::MAX);
     Duration::new(secs, (scaled % NANOS_PER_SEC) as u32)
@@ -97,9 +95,12 @@ mod tests {
         }
         assert_eq!(poll_offset(Duration::ZERO, "node1"), Duration::ZERO);
         assert!(poll_offset(Duration::from_nanos(1), "node1") < Duration::from_nanos(1));
-        // The largest interval still maps below itself, without overflow.
+        // The largest intervals still map below themselves, without overflow.
         let huge = Duration::from_secs(u64::MAX / 2);
         assert!(poll_offset(huge, "node1") < huge);
+        for name in names(100) {
+            assert!(poll_offset(Duration::MAX, &name) < Duration::MAX, "{name}");
+        }
     }
 
     #[test]

@@ -711,6 +711,8 @@ impl Class {
             .get(done)
             .map_or(f64::INFINITY, |&(_, pos)| self.key[pos as usize] - drift);
         self.best = best;
+        // Used up: this step's walks set it again.
+        self.depth = f64::NEG_INFINITY;
         self.repair_front(done);
     }
 
@@ -1364,7 +1366,6 @@ impl Engine {
         for class in &mut self.classes {
             class.range_moved = false;
             class.refresh_terms(&b, self.drift, self.steps, &self.targets, &mut self.mark);
-            class.depth = f64::NEG_INFINITY;
         }
         // Each class's smallest target term, a bound below any slot's own minimum.
         let class_min: Vec<f64> = self

@@ -59,6 +59,16 @@ fn errors_name_the_line() {
         "{err}"
     );
 
+    // A node listed twice: the second line is named.
+    let beta = EXAMPLE
+        .lines()
+        .find(|l| l.starts_with("beta|"))
+        .expect("the example has node beta");
+    let bad = EXAMPLE.replacen(beta, &format!("{beta}\n{beta}"), 1);
+    let err = parse(&bad).unwrap_err();
+    assert_eq!(err.line, 5);
+    assert!(err.message.contains("duplicate node \"beta\""), "{err}");
+
     let err = parse("a|b|preferred|\n\nx\n").unwrap_err();
     assert_eq!(err.line, 0);
     assert!(err.message.contains("2 sections instead of 4"));
