@@ -5,7 +5,8 @@
 //! O(instances × nodes² ) per step. Here a candidate touches at most three nodes, so its
 //! score is estimated in O(components) from running sums of every component, centred on
 //! the current means so the one-pass variance stays accurate. The estimate only
-//! *screens*: every candidate within [`SCREEN_EPSILON`] of the best estimate is then
+//! *screens*: every candidate within the step's window ([`screen_window`]) of the best
+//! estimate is then
 //! re-simulated with the model's move primitives and scored exactly in hbal's summation
 //! order, and hbal's rule (first strictly better candidate, in instance then move order)
 //! is applied to the exact scores.
@@ -17,7 +18,10 @@
 //! (still used when the bounds do not apply) would keep. Decisions therefore equal hbal's.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
+use super::helpers::{with_helpers, Helpers};
 use super::model::{
     Cluster, DiskTemplate, FailMode, Instance, MirrorType, Move, MoveOutcome, NodeState,
     PrimaryContext,
@@ -25,9 +29,17 @@ use super::model::{
 use super::score::{self, Aggregation, AGGREGATION, COMPONENTS, WEIGHTS};
 use crate::model::opcode::OpBody;
 
-/// Candidates whose estimated score is within this of the best estimate are re-scored
-/// exactly. The estimate's error is many orders of magnitude smaller.
-pub const SCREEN_EPSILON: f64 = 1e-7;
+/// How far above the best estimate a candidate's estimate may lie and still be scored
+/// exactly, for a group of `nodes` online nodes at score `cur`.
+///
+/// A sum of n terms rounds by at most about n·ε of its size, and every part of the score
+/// is such a sum (a deviation's error is relative to the variance, the √ halves it), so
+/// the estimate and hbal's exact score each err by about n·ε·|score|. The window is 64
+/// times that, twice over: at 1000 nodes, 130 times the largest difference seen between
+/// the two. A narrower window scores fewer near-ties exactly.
+pub fn screen_window(nodes: usize, cur: f64) -> f64 {
+    64.0 * (nodes as f64 + 1.0) * f64::EPSILON * (1.0 + cur.abs())
+}
 
 /// Balancing options (hbal's flags; defaults are hbal's).
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +228,11 @@ struct StepContext<'a> {
     has_location: bool,
     has_migration: bool,
     cur: f64,
+    /// The screen's window: [`screen_window`].
+    window: f64,
+    /// Per SD lane, the lowest and highest value of an online node.
+    sd_lowest: [f64; SD.len()],
+    sd_highest: [f64; SD.len()],
     /// Per SD lane, the interval [lo, hi] of variances around the current one on which
     /// the weighted chord `a + b·var` bounds the weighted standard deviation from
     /// below (√ is concave); NaN bounds disable it for the lane.
@@ -253,47 +270,70 @@ impl<'a> StepContext<'a> {
             .iter()
             .map(|node| score::node_values(&node.state))
             .collect();
-        let online_nodes: Vec<usize> = group_nodes
-            .iter()
-            .copied()
-            .filter(|&i| in_group_online[i])
-            .collect();
-        let count = online_nodes.len() as f64;
-        let mut center = [0.0; COMPONENTS];
+        // Two passes over the nodes, every component side by side: each component's sums
+        // still run in node order, as one pass per component would sum them.
+        let mut count = 0usize;
+        let mut online_sum = [-0.0f64; COMPONENTS];
+        let mut offline_sum = [-0.0f64; COMPONENTS];
+        let mut lowest = [f64::INFINITY; COMPONENTS];
+        let mut highest = [f64::NEG_INFINITY; COMPONENTS];
+        for &i in &group_nodes {
+            let v = &values[i];
+            if in_group_online[i] {
+                count += 1;
+                for c in 0..COMPONENTS {
+                    online_sum[c] += v[c];
+                    lowest[c] = lowest[c].min(v[c]);
+                    highest[c] = highest[c].max(v[c]);
+                }
+            } else {
+                for c in 0..COMPONENTS {
+                    offline_sum[c] += v[c];
+                }
+            }
+        }
+        let count_f = count as f64;
+        let center: [f64; COMPONENTS] = std::array::from_fn(|c| {
+            let mean = online_sum[c] / count_f;
+            if AGGREGATION[c] == Aggregation::StdDev && mean.is_finite() {
+                mean
+            } else {
+                0.0
+            }
+        });
+        let mut dev_sum = [0.0f64; COMPONENTS];
+        let mut dev_squares = [0.0f64; COMPONENTS];
+        for &i in &group_nodes {
+            if in_group_online[i] {
+                let v = &values[i];
+                for c in 0..COMPONENTS {
+                    let d = v[c] - center[c];
+                    dev_sum[c] += d;
+                    dev_squares[c] += d * d;
+                }
+            }
+        }
         let mut s1 = [0.0; COMPONENTS];
         let mut s2 = [0.0; COMPONENTS];
         for c in 0..COMPONENTS {
             match AGGREGATION[c] {
                 Aggregation::StdDev => {
-                    let mean = online_nodes.iter().map(|&i| values[i][c]).sum::<f64>() / count;
-                    center[c] = if mean.is_finite() { mean } else { 0.0 };
-                    for &i in &online_nodes {
-                        let d = values[i][c] - center[c];
-                        s1[c] += d;
-                        s2[c] += d * d;
-                    }
+                    s1[c] = dev_sum[c];
+                    s2[c] = dev_squares[c];
                 }
-                Aggregation::SumOnline => {
-                    s1[c] = online_nodes.iter().map(|&i| values[i][c]).sum();
-                }
-                Aggregation::SumOffline => {
-                    s1[c] = group_nodes
-                        .iter()
-                        .filter(|&&i| !in_group_online[i])
-                        .map(|&i| values[i][c])
-                        .sum();
-                }
+                Aggregation::SumOnline => s1[c] = online_sum[c],
+                Aggregation::SumOffline => s1[c] = offline_sum[c],
                 Aggregation::Map => {}
             }
         }
         let mut map_counts = HashMap::new();
-        for &i in &online_nodes {
+        for &i in group_nodes.iter().filter(|&&i| in_group_online[i]) {
             for &(k, c) in cluster.nodes[i].location_exclusion_pairs() {
                 *map_counts.entry(k).or_insert(0) += c;
             }
         }
         let map_value = map_counts.values().map(|&c| f64::from(c) - 1.0).sum();
-        let inv_online = 1.0 / count;
+        let inv_online = 1.0 / count_f;
         let mut chord_lo = [f64::NAN; SD.len()];
         let mut chord_hi = [f64::NAN; SD.len()];
         let mut chord_a = [0.0; SD.len()];
@@ -330,6 +370,9 @@ impl<'a> StepContext<'a> {
             has_location: !cluster.tags.location_prefixes.is_empty(),
             has_migration: !cluster.tags.migration_prefixes.is_empty(),
             cur,
+            window: screen_window(count, cur),
+            sd_lowest: SD.map(|c| lowest[c]),
+            sd_highest: SD.map(|c| highest[c]),
             chord_lo,
             chord_hi,
             chord_a,
@@ -525,7 +568,7 @@ impl<'a> StepContext<'a> {
     /// when its lower bound already rules it out.
     #[inline]
     fn offer(&self, screen: &mut Screen, delta: &Delta, instance: usize, mv: Move) {
-        if self.lower_bound(delta) > screen.best + SCREEN_EPSILON {
+        if self.lower_bound(delta) > screen.best + screen.window {
             return;
         }
         screen.offer(self.estimate(delta), instance, mv);
@@ -691,17 +734,19 @@ fn fill_scratch(cluster: &Cluster, scratch: &mut Scratch, p: usize, s: Option<us
 /// Screening state of one thread.
 struct Screen {
     best: f64,
+    /// [`StepContext::window`].
+    window: f64,
     kept: Vec<Candidate>,
 }
 
 impl Screen {
     fn offer(&mut self, estimate: f64, instance: usize, mv: Move) {
-        if estimate.is_nan() || estimate > self.best + SCREEN_EPSILON {
+        if estimate.is_nan() || estimate > self.best + self.window {
             return;
         }
         if estimate < self.best {
             self.best = estimate;
-            let limit = self.best + SCREEN_EPSILON;
+            let limit = self.best + self.window;
             self.kept.retain(|c| c.estimate <= limit);
         }
         self.kept.push(Candidate {
@@ -1245,7 +1290,9 @@ pub fn try_balance(
     opts: &BalanceOptions,
 ) -> Option<(Step, MoveOutcome)> {
     let mut engine = bound::Engine::new(cluster, group, opts);
-    step(cluster, group, cur, opts, engine.as_mut())
+    with_helpers(worker_threads(opts), |helpers| {
+        step(cluster, group, cur, opts, engine.as_mut(), helpers)
+    })
 }
 
 /// One balancing step, screened with `engine`'s bounds when there is one (and they apply
@@ -1256,16 +1303,17 @@ fn step(
     cur: f64,
     opts: &BalanceOptions,
     engine: Option<&mut bound::Engine>,
+    helpers: &Helpers,
 ) -> Option<(Step, MoveOutcome)> {
     let ctx = StepContext::new(cluster, group, opts, cur);
     if ctx.group_nodes.is_empty() {
         return None;
     }
-    let kept = match engine.and_then(|e| e.screen(&ctx)) {
+    let kept = match engine.and_then(|e| e.screen(&ctx, helpers)) {
         Some(kept) => kept,
         None => exhaustive_screen(&ctx),
     };
-    confirm(&ctx, &kept)
+    confirm(&ctx, &kept, helpers)
 }
 
 /// The threads `opts` asks for (0: every available core).
@@ -1278,38 +1326,8 @@ fn worker_threads(opts: &BalanceOptions) -> usize {
     }
 }
 
-/// Below this much work (kept candidates × nodes of the group) a step confirms its
-/// candidates on one thread: starting threads would cost more than it saves. (The tests
-/// confirm every set of two or more in parallel.)
-const MIN_PARALLEL_CONFIRM: usize = if cfg!(test) { 2 } else { 16_384 };
-
-/// Runs `work` on contiguous chunks of `items` on up to `threads` threads and returns
-/// the results in chunk order (on the calling thread alone when `parallel` is false).
-fn in_chunks<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    parallel: bool,
-    work: impl Fn(&[T]) -> R + Sync,
-) -> Vec<R> {
-    if !parallel || threads < 2 || items.len() < 2 {
-        return vec![work(items)];
-    }
-    let size = items.len().div_ceil(threads);
-    let work = &work;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(size)
-            .map(|chunk| scope.spawn(move || work(chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
-}
-
 /// Screens every candidate move (on `opts.threads` threads): the candidates within
-/// [`SCREEN_EPSILON`] of the best estimate, in hbal's order.
+/// the step's window of the best estimate, in hbal's order.
 fn exhaustive_screen(ctx: &StepContext) -> Vec<Candidate> {
     let cluster = ctx.cluster;
     let opts = ctx.opts;
@@ -1321,6 +1339,7 @@ fn exhaustive_screen(ctx: &StepContext) -> Vec<Candidate> {
         let mut scratch = Scratch::new(cluster.nodes.len());
         let mut screen = Screen {
             best: ctx.cur,
+            window: ctx.window,
             kept: Vec::new(),
         };
         for &i in chunk {
@@ -1348,45 +1367,54 @@ fn exhaustive_screen(ctx: &StepContext) -> Vec<Candidate> {
     screens
         .into_iter()
         .flat_map(|s| s.kept)
-        .filter(|c| c.estimate <= best_estimate + SCREEN_EPSILON)
+        .filter(|c| c.estimate <= best_estimate + ctx.window)
         .collect()
 }
 
 /// hbal's choice among the screened candidates `kept` (in hbal's order): the first with
 /// the strictly lowest exact score, if the gain rules accept it.
-fn confirm(ctx: &StepContext, kept: &[Candidate]) -> Option<(Step, MoveOutcome)> {
+fn confirm(
+    ctx: &StepContext,
+    kept: &[Candidate],
+    helpers: &Helpers,
+) -> Option<(Step, MoveOutcome)> {
     let cluster = ctx.cluster;
     let opts = ctx.opts;
     let cur = ctx.cur;
-    // Each candidate is simulated and scored on its own (on several threads when there
-    // are many); the choice is then made in hbal's order, as one scan would make it.
+    // Each candidate is simulated and scored on its own (on every thread when there are
+    // several); the choice is then made in hbal's order, as one scan would make it.
     // Only scores cross threads, so the threads free what they allocate.
-    let score_all = |chunk: &[Candidate]| -> Vec<Option<f64>> {
-        chunk
-            .iter()
-            .map(|cand| {
-                let Ok(outcome) = cluster.simulate_move(cand.instance, cand.mv, opts.force) else {
-                    debug_assert!(false, "screened move {cand:?} fails in the model");
-                    return None;
-                };
-                let exact = exact_score(ctx, &outcome);
-                #[cfg(test)]
-                assert_eq!(
-                    exact.to_bits(),
-                    exact_score_reference(ctx, &outcome).to_bits(),
-                    "{cand:?}"
-                );
-                Some(exact)
-            })
-            .collect()
+    let score = |cand: &Candidate| -> Option<f64> {
+        let Ok(outcome) = cluster.simulate_move(cand.instance, cand.mv, opts.force) else {
+            debug_assert!(false, "screened move {cand:?} fails in the model");
+            return None;
+        };
+        let exact = exact_score(ctx, &outcome);
+        #[cfg(test)]
+        assert_eq!(
+            exact.to_bits(),
+            exact_score_reference(ctx, &outcome).to_bits(),
+            "{cand:?}"
+        );
+        Some(exact)
     };
-    let work = kept.len() * if cfg!(test) { 1 } else { ctx.group_nodes.len() };
-    let parallel = work >= MIN_PARALLEL_CONFIRM;
-    let scores = in_chunks(kept, worker_threads(opts), parallel, score_all);
+    let scores: Vec<OnceLock<Option<f64>>> = kept.iter().map(|_| OnceLock::new()).collect();
+    let next = AtomicUsize::new(0);
+    let score_some = |_: usize| loop {
+        let at = next.fetch_add(1, Ordering::Relaxed);
+        let Some(cand) = kept.get(at) else { break };
+        // Each index is taken once, so the cell is still empty.
+        let _ = scores[at].set(score(cand));
+    };
+    if kept.len() > 1 {
+        helpers.run(&score_some);
+    } else {
+        score_some(0);
+    }
     let mut best: Option<(f64, &Candidate)> = None;
     let mut best_score = cur;
-    for (cand, exact) in kept.iter().zip(scores.into_iter().flatten()) {
-        if let Some(exact) = exact.filter(|&e| e < best_score) {
+    for (cand, exact) in kept.iter().zip(scores) {
+        if let Some(exact) = exact.into_inner().flatten().filter(|&e| e < best_score) {
             best_score = exact;
             best = Some((exact, cand));
         }
@@ -1486,7 +1514,7 @@ fn balance_group_until(
         None
     };
     let mut cur = initial;
-    loop {
+    with_helpers(worker_threads(opts), |helpers| loop {
         if opts.max_steps.is_some_and(|m| plan.steps.len() >= m) {
             plan.stop = StopReason::StepLimit;
             break;
@@ -1495,7 +1523,8 @@ fn balance_group_until(
             plan.stop = StopReason::Optimal;
             break;
         }
-        let Some((step, outcome)) = step(cluster, group, cur, opts, engine.as_mut()) else {
+        let Some((step, outcome)) = step(cluster, group, cur, opts, engine.as_mut(), helpers)
+        else {
             plan.stop = StopReason::NoImprovement;
             break;
         };
@@ -1506,12 +1535,12 @@ fn balance_group_until(
         let touched: Vec<usize> = outcome.nodes.iter().map(|(i, _)| *i).collect();
         cluster.apply_move(outcome);
         if let Some(engine) = engine.as_mut() {
-            engine.update(cluster, &touched, opts);
+            engine.update(cluster, &touched, opts, helpers);
         }
         cur = step.score;
         on_step(&step);
         plan.steps.push(step);
-    }
+    });
     plan.final_score = cur;
     plan
 }

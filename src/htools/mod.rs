@@ -13,11 +13,15 @@
 //! - [`score`]: the cluster score (`compCV`) in hbal's summation order.
 //! - [`balance`]: one balancing step (`tryBalance`), iteration (hbal's `iterateDepth`),
 //!   job sets (`splitJobs`) and opcodes (`iMoveToJob`).
+//! - [`helpers`]: the spinning helper threads that run a balancing step's phases.
 
 pub mod balance;
 pub mod evacuate;
 pub mod generate;
 pub mod harep;
+// The one module that may use `unsafe`: see its documentation.
+#[allow(unsafe_code)]
+pub mod helpers;
 pub mod load;
 pub mod model;
 pub mod score;

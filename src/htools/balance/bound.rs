@@ -24,11 +24,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use super::{
-    screen_disk_move, worker_threads, Candidate, Delta, Scratch, Screen, StepContext,
-    SCREEN_EPSILON, SD, SUMS,
-};
+use super::{screen_disk_move, Candidate, Delta, Scratch, Screen, StepContext, SD, SUMS};
+use crate::htools::helpers::Helpers;
 use crate::htools::model::{
     Cluster, DiskTemplate, Instance, InstanceStatus, MirrorType, Move, NodeState, PrimaryContext,
 };
@@ -126,6 +125,17 @@ enum TargetKind {
     Primary(bool),
     /// The target gets the instance as secondary (with this `force`).
     Secondary(bool),
+}
+
+/// An instance's sides as computed now, to store into the engine.
+struct NewSides {
+    /// Primary and secondary (`u32::MAX`: none).
+    nodes: (u32, u32),
+    sides: [Side; DRBD_SLOTS],
+    /// The slots' target kinds (`None`: left as they were).
+    kinds: Option<[TargetKind; DRBD_SLOTS]>,
+    /// Whether the slots are published (else they stay unusable).
+    publish: bool,
 }
 
 /// The cached sides of one instance.
@@ -285,12 +295,6 @@ impl Bounds {
         if !inv_n.is_finite() {
             return None;
         }
-        let online: Vec<usize> = ctx
-            .group_nodes
-            .iter()
-            .copied()
-            .filter(|&i| ctx.in_group_online[i])
-            .collect();
         let mut b = Bounds {
             m: [0.0; LANES],
             v0: [0.0; LANES],
@@ -317,10 +321,8 @@ impl Bounds {
             let dev = ctx.sd_s1[k] * inv_n;
             let m = ctx.center[c] + dev;
             let v0 = ctx.sd_s2[k] * inv_n - dev * dev;
-            let r = online
-                .iter()
-                .map(|&i| (ctx.values[i][c] - m).abs())
-                .fold(0.0f64, f64::max);
+            // The largest |value − m|: rounding is monotonic, so the extremes give it.
+            let r = (ctx.sd_highest[k] - m).max(m - ctx.sd_lowest[k]).max(0.0);
             if !(m.is_finite() && v0.is_finite() && r.is_finite() && unit[k].is_finite()) {
                 return None;
             }
@@ -818,9 +820,17 @@ pub(super) struct Engine {
     slot_class: Vec<u32>,
     /// Per instance: primary and secondary (`u32::MAX` if none).
     inst_nodes: Vec<(u32, u32)>,
-    /// Scratch marks, one per target position.
-    mark: Vec<bool>,
+    /// Scratch marks, one per target position, for each thread.
+    marks: Vec<Mutex<Vec<bool>>>,
 }
+
+/// Locks `m`, also after a panic elsewhere poisoned it (a panic ends the balance).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How many instances a thread takes at a time when refreshing sides after a move.
+const UPDATE_CHUNK: usize = 8;
 
 /// Below this many side slots a step scans them on one thread: starting threads would
 /// cost more than it saves. (The tests scan every cluster in parallel.)
@@ -1007,7 +1017,7 @@ impl Engine {
             slot_inst: Vec::new(),
             slot_class: Vec::new(),
             inst_nodes: vec![(u32::MAX, u32::MAX); cluster.instances.len()],
-            mark: Vec::new(),
+            marks: Vec::new(),
         };
         // Instance classes and side slots.
         let mut pri_classes: HashMap<_, usize> = HashMap::new();
@@ -1110,7 +1120,6 @@ impl Engine {
                 engine.classes[c].refresh_target(cluster, pos, t);
             }
         }
-        engine.mark = vec![false; engine.targets.len()];
         engine.fresh = vec![FreshTerms::new(engine.classes.len(), engine.targets.len())];
         engine.key = (0..engine.sides.len())
             .map(|_| AtomicU64::new(f64::INFINITY.to_bits()))
@@ -1128,21 +1137,75 @@ impl Engine {
     }
 
     /// Keeps the caches in step after a move changed nodes `touched`.
-    pub(super) fn update(&mut self, cluster: &Cluster, touched: &[usize], opts: &BalanceOptions) {
+    pub(super) fn update(
+        &mut self,
+        cluster: &Cluster,
+        touched: &[usize],
+        opts: &BalanceOptions,
+        helpers: &Helpers,
+    ) {
+        let moved: Vec<(usize, usize)> = touched
+            .iter()
+            .filter_map(|&u| self.target_pos[u].map(|pos| (pos, u)))
+            .collect();
+        if !moved.is_empty() {
+            // Each class on one thread at a time, its targets in the order touched.
+            let classes: Vec<Mutex<&mut Class>> = self.classes.iter_mut().map(Mutex::new).collect();
+            let next_class = AtomicUsize::new(0);
+            let refresh = |_: usize| {
+                while let Some(class) = classes.get(next_class.fetch_add(1, Ordering::Relaxed)) {
+                    let mut class = lock(class);
+                    for &(pos, u) in &moved {
+                        class.refresh_target(cluster, pos, u);
+                    }
+                }
+            };
+            if classes.len() > 1 {
+                helpers.run(&refresh);
+            } else {
+                refresh(0);
+            }
+        }
         let mut instances = Vec::new();
         for &u in touched {
-            if let Some(pos) = self.target_pos[u] {
-                for class in &mut self.classes {
-                    class.refresh_target(cluster, pos, u);
-                }
-            }
             instances.extend(cluster.nodes[u].primaries());
             instances.extend(cluster.nodes[u].secondaries());
         }
         instances.sort_unstable();
         instances.dedup();
-        for idx in instances {
-            self.refresh_sides(cluster, idx, opts);
+        // Computed on every thread, stored on this one.
+        let next = AtomicUsize::new(0);
+        let computed: Vec<Mutex<Vec<(usize, NewSides)>>> = (0..helpers.threads())
+            .map(|_| Mutex::new(Vec::new()))
+            .collect();
+        let this = &*self;
+        let compute = |t: usize| {
+            let mut mine = lock(&computed[t]);
+            loop {
+                let at = next.fetch_add(UPDATE_CHUNK, Ordering::Relaxed);
+                let Some(chunk) = instances.get(at..(at + UPDATE_CHUNK).min(instances.len()))
+                else {
+                    break;
+                };
+                if chunk.is_empty() {
+                    break;
+                }
+                for &idx in chunk {
+                    if let Some(sides) = this.sides_of(cluster, idx, opts) {
+                        mine.push((idx, sides));
+                    }
+                }
+            }
+        };
+        if instances.len() > UPDATE_CHUNK {
+            helpers.run(&compute);
+        } else {
+            compute(0);
+        }
+        for part in computed {
+            for (idx, sides) in part.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                self.store_sides(idx, &sides);
+            }
         }
     }
 
@@ -1165,22 +1228,45 @@ impl Engine {
 
     /// Recomputes the sides of instance `idx` from the current node states.
     fn refresh_sides(&mut self, cluster: &Cluster, idx: usize, opts: &BalanceOptions) {
-        let rec = self.insts[idx];
-        if rec.count == 0 {
-            return;
+        if let Some(sides) = self.sides_of(cluster, idx, opts) {
+            self.store_sides(idx, &sides);
         }
+    }
+
+    /// Stores instance `idx`'s sides computed by [`Self::sides_of`].
+    fn store_sides(&mut self, idx: usize, sides: &NewSides) {
+        let rec = self.insts[idx];
         let slots = rec.first..rec.first + rec.count;
-        self.sides[slots.clone()].fill(Side::NONE);
+        self.sides[slots.clone()].copy_from_slice(&sides.sides[..rec.count]);
         for i in slots.clone() {
             self.set_slot_key(i, f64::INFINITY);
         }
-        self.slot_class[slots.clone()].fill(NO_TARGET);
+        self.slot_class[slots].fill(NO_TARGET);
+        self.inst_nodes[idx] = sides.nodes;
+        if let Some(kinds) = sides.kinds {
+            self.insts[idx].kinds = kinds;
+        }
+        if sides.publish {
+            self.publish(idx);
+        }
+    }
+
+    /// Instance `idx`'s sides now (`None`: it has no slots).
+    fn sides_of(&self, cluster: &Cluster, idx: usize, opts: &BalanceOptions) -> Option<NewSides> {
+        let rec = self.insts[idx];
+        if rec.count == 0 {
+            return None;
+        }
         let inst = &cluster.instances[idx];
-        self.inst_nodes[idx] = (inst.pnode as u32, inst.snode.map_or(u32::MAX, |s| s as u32));
+        let nodes = (inst.pnode as u32, inst.snode.map_or(u32::MAX, |s| s as u32));
         let mut kinds = [TargetKind::None; DRBD_SLOTS];
         if !self.movable(cluster, idx, opts) {
-            self.insts[idx].kinds = kinds;
-            return;
+            return Some(NewSides {
+                nodes,
+                sides: [Side::NONE; DRBD_SLOTS],
+                kinds: Some(kinds),
+                publish: false,
+            });
         }
         let inst = &cluster.instances[idx];
         let p = inst.pnode;
@@ -1210,12 +1296,21 @@ impl Engine {
                 };
                 kinds[0] = TargetKind::Primary(f_p);
             }
-            self.sides[rec.first] = out[0];
-            self.insts[idx].kinds = kinds;
-            self.publish(idx);
-            return;
+            return Some(NewSides {
+                nodes,
+                sides: out,
+                kinds: Some(kinds),
+                publish: true,
+            });
         }
-        let Some(s) = inst.snode else { return };
+        let Some(s) = inst.snode else {
+            return Some(NewSides {
+                nodes,
+                sides: out,
+                kinds: None,
+                publish: false,
+            });
+        };
         let sn = &cluster.nodes[s];
         let s_on = self.in_group_online[s];
         let vs = score::node_values(&sn.state);
@@ -1317,9 +1412,12 @@ impl Engine {
                 }
             }
         }
-        self.sides[slots].copy_from_slice(&out);
-        self.insts[idx].kinds = kinds;
-        self.publish(idx);
+        Some(NewSides {
+            nodes,
+            sides: out,
+            kinds: Some(kinds),
+            publish: true,
+        })
     }
 
     /// Publishes instance `idx`'s refreshed sides to the per-slot arrays.
@@ -1338,9 +1436,13 @@ impl Engine {
     }
 
     /// One balancing step from score `cur`: the screen's kept candidates (every candidate
-    /// within [`SCREEN_EPSILON`] of the best estimate), or `None` when the bounds cannot
+    /// within the step's window of the best estimate), or `None` when the bounds cannot
     /// be used for this cluster state.
-    pub(super) fn screen(&mut self, ctx: &StepContext) -> Option<Vec<Candidate>> {
+    pub(super) fn screen(
+        &mut self,
+        ctx: &StepContext,
+        helpers: &Helpers,
+    ) -> Option<Vec<Candidate>> {
         let b = Bounds::new(ctx, &self.unit)?;
         let ranges = self.classes.iter().any(|c| c.range_moved);
         match self.prev.map(|p| p.drift(&b, ranges)) {
@@ -1363,10 +1465,29 @@ impl Engine {
         }
         self.prev = Some(LaneParams::of(&b));
         self.steps += 1;
-        for class in &mut self.classes {
-            class.range_moved = false;
-            class.refresh_terms(&b, self.drift, self.steps, &self.targets, &mut self.mark);
+        // The classes are independent: the threads take them one at a time, each with
+        // its own marks.
+        let target_count = self.targets.len();
+        self.marks
+            .resize_with(helpers.threads(), || Mutex::new(vec![false; target_count]));
+        let (drift, steps, targets, marks) = (self.drift, self.steps, &self.targets, &self.marks);
+        let classes: Vec<Mutex<&mut Class>> = self.classes.iter_mut().map(Mutex::new).collect();
+        let next_class = AtomicUsize::new(0);
+        let refresh = |t: usize| {
+            let Some(mark) = marks.get(t) else { return };
+            let mut mark = lock(mark);
+            while let Some(class) = classes.get(next_class.fetch_add(1, Ordering::Relaxed)) {
+                let mut class = lock(class);
+                class.range_moved = false;
+                class.refresh_terms(&b, drift, steps, targets, &mut mark);
+            }
+        };
+        if classes.len() > 1 {
+            helpers.run(&refresh);
+        } else {
+            refresh(0);
         }
+        drop(classes);
         // Each class's smallest target term, a bound below any slot's own minimum.
         let class_min: Vec<f64> = self
             .classes
@@ -1397,14 +1518,20 @@ impl Engine {
         let threads = if self.key.len() < MIN_PARALLEL_SLOTS.max(2) {
             1
         } else {
-            worker_threads(ctx.opts).max(1)
+            helpers.threads()
         };
         let n = ctx.cluster.nodes.len();
+        let (classes, targets) = (self.classes.len(), self.targets.len());
         let mut scratches = std::mem::take(&mut self.scratches);
         let mut fresh = std::mem::take(&mut self.fresh);
         scratches.resize_with(threads, || Scratch::new(n));
-        let (classes, targets) = (self.classes.len(), self.targets.len());
         fresh.resize_with(threads, || FreshTerms::new(classes, targets));
+        // One workspace per thread, each locked only by its own thread.
+        let workspaces: Vec<Mutex<(Scratch, FreshTerms, Option<Screen>)>> = scratches
+            .into_iter()
+            .zip(fresh)
+            .map(|(scratch, computed)| Mutex::new((scratch, computed, None)))
+            .collect();
         let next_hint = AtomicUsize::new(0);
         let next_chunk = AtomicUsize::new(0);
         let chunks = self.key.len().div_ceil(SCAN_CHUNK);
@@ -1416,6 +1543,7 @@ impl Engine {
         let work = |scratch: &mut Scratch, computed: &mut FreshTerms| {
             let mut screen = Screen {
                 best: ctx.cur,
+                window: ctx.window,
                 kept: Vec::new(),
             };
             let mut out = ScanOut {
@@ -1430,7 +1558,7 @@ impl Engine {
                 }
                 out.screen.best = out.screen.best.min(shared.get());
                 for &(bound, i) in &first[at..(at + HINT_CHUNK).min(first.len())] {
-                    if bound <= out.screen.best + SCREEN_EPSILON + b.margin && this.claim(i) {
+                    if bound <= out.screen.best + ctx.window + b.margin && this.claim(i) {
                         this.visit(ctx, b, i, &mut out);
                     }
                 }
@@ -1448,46 +1576,35 @@ impl Engine {
             }
             screen
         };
-        let (mine, others) = scratches
-            .split_first_mut()
-            .zip(fresh.split_first_mut())
-            .map_or(
-                (None, Vec::new()),
-                |((scratch, scratches), (computed, fresh))| {
-                    let others = scratches.iter_mut().zip(fresh.iter_mut()).collect();
-                    (Some((scratch, computed)), others)
-                },
-            );
-        let parts: Vec<Screen> = std::thread::scope(|scope| {
-            let handles: Vec<_> = others
-                .into_iter()
-                .map(|(scratch, computed)| {
-                    std::thread::Builder::new()
-                        .name("maintd-balance".into())
-                        .spawn_scoped(scope, || work(scratch, computed))
-                })
-                .collect();
-            let mut parts: Vec<Screen> = mine
-                .map(|(scratch, computed)| work(scratch, computed))
-                .into_iter()
-                .collect();
-            // A thread that could not be started took no chunk: the others did its share.
-            for handle in handles.into_iter().flatten() {
-                parts.push(
-                    handle
-                        .join()
-                        .unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                );
+        let scan_part = |t: usize| {
+            // Helpers beyond this scan's threads take no part.
+            if let Some(workspace) = workspaces.get(t) {
+                let mut guard = lock(workspace);
+                let (scratch, computed, screen) = &mut *guard;
+                *screen = Some(work(scratch, computed));
             }
-            parts
-        });
+        };
+        if threads > 1 {
+            helpers.run(&scan_part);
+        } else {
+            scan_part(0);
+        }
         let mut screen = Screen {
             best: ctx.cur,
+            window: ctx.window,
             kept: Vec::new(),
         };
-        for part in parts {
-            screen.best = screen.best.min(part.best);
-            screen.kept.extend(part.kept);
+        let mut scratches = Vec::with_capacity(threads);
+        let mut fresh = Vec::with_capacity(threads);
+        for workspace in workspaces {
+            let (scratch, computed, part) =
+                workspace.into_inner().unwrap_or_else(|e| e.into_inner());
+            if let Some(part) = part {
+                screen.best = screen.best.min(part.best);
+                screen.kept.extend(part.kept);
+            }
+            scratches.push(scratch);
+            fresh.push(computed);
         }
         self.scratches = scratches;
         let mut hints = Vec::new();
@@ -1511,7 +1628,7 @@ impl Engine {
         let mut kept: Vec<Candidate> = screen
             .kept
             .into_iter()
-            .filter(|c| c.estimate <= best + SCREEN_EPSILON)
+            .filter(|c| c.estimate <= best + ctx.window)
             .collect();
         // hbal's order: instances, then failover, then targets, then kinds.
         let pos = |t: usize| self.target_pos[t].unwrap_or(usize::MAX);
@@ -1570,7 +1687,7 @@ impl Engine {
             if key == f64::INFINITY {
                 continue;
             }
-            let limit = out.screen.best + SCREEN_EPSILON + b.margin;
+            let limit = out.screen.best + ctx.window + b.margin;
             let partial = b.base + (key - self.drift);
             if partial + cheap_target(class_min, self.slot_class[i]) > limit
                 || partial + self.slot_min_target(i) > limit
@@ -1621,7 +1738,7 @@ impl Engine {
         };
         self.set_slot_key(i, term + self.drift);
         let bound = b.base + term + self.slot_min_target(i);
-        if bound <= out.screen.best + SCREEN_EPSILON + b.margin {
+        if bound <= out.screen.best + ctx.window + b.margin {
             let l = Live {
                 term,
                 instance: idx,
@@ -1651,7 +1768,7 @@ impl Engine {
         let p = inst.pnode;
         let pn = &cluster.nodes[p];
         let f_p = pn.offline() || opts.force;
-        let limit = |screen: &Screen| screen.best + SCREEN_EPSILON + b.margin;
+        let limit = |screen: &Screen| screen.best + ctx.window + b.margin;
         let remove_ctx = pn.primary_context(inst, inst.loc_score, false);
         let p_minus = pn.state.remove_primary(inst, remove_ctx);
         let mut d_p_minus = Delta::ZERO;
