@@ -27,16 +27,21 @@ unsafe impl Send for JobPtr {}
 
 /// What the calling thread and its helpers share.
 struct Shared {
-    /// The job of the current epoch (`None` between jobs).
+    /// The current job (`None` between jobs).
     job: Mutex<Option<JobPtr>>,
-    /// Raised once per job: a helper runs each epoch's job once.
-    epoch: AtomicU64,
-    /// Helpers that have not finished the current job.
-    pending: AtomicUsize,
+    /// The current job's number (the high bits, from [`SEAT_BITS`]) and its seats still
+    /// free for helpers (the low bits): a helper takes a seat to join the job.
+    open: AtomicU64,
+    /// Helpers that have finished their part of the current job.
+    done: AtomicUsize,
     stop: AtomicBool,
     /// The first panic of a helper's part of the current job.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
+
+/// Bits of [`Shared::open`] that count free seats.
+const SEAT_BITS: u32 = 16;
+const SEAT_MASK: u64 = (1 << SEAT_BITS) - 1;
 
 /// Locks `m`, also after a panic elsewhere poisoned it (the data stays consistent:
 /// every critical section here is a single store or take).
@@ -48,62 +53,92 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Helpers<'s> {
     shared: &'s Shared,
     threads: Vec<Thread>,
+    /// The number of the last job.
+    jobs: std::cell::Cell<u64>,
 }
 
-/// What a helper needs to know: the shared state, its index and how long to spin.
+/// What a helper needs to know: the shared state and how long to spin.
 #[derive(Clone, Copy)]
 struct Seat<'s> {
     shared: &'s Shared,
-    index: usize,
     spin_for: Duration,
 }
 
 impl Helpers<'_> {
-    /// How many threads run each job, the calling thread included.
+    /// How many threads may run each job, the calling thread included.
     pub fn threads(&self) -> usize {
         self.threads.len() + 1
     }
 
-    /// Runs `job(i)` for each `i` in `0..self.threads()`, 0 on the calling thread and
-    /// the others on the helpers, and returns once all have returned. A panic in any
-    /// part is raised here, after every part has ended.
+    /// Runs `job(0)` on the calling thread and `job(i)`, each `i` in `1..self.threads()`
+    /// at most once, on the helpers that join before the caller's part ends; returns once
+    /// every part has returned. A helper that is not running then (the machine is busy)
+    /// does not hold the job up, so a job must share its work dynamically, the caller's
+    /// part doing whatever no helper took. A panic in any part is raised here, after
+    /// every part has ended.
     pub fn run(&self, job: &(dyn Fn(usize) + Sync)) {
         if self.threads.is_empty() {
             job(0);
             return;
         }
         let ptr: *const (dyn Fn(usize) + Sync + '_) = job;
-        // SAFETY: only the borrow's lifetime changes. The helpers dereference the pointer
-        // only between seeing this job's epoch and lowering `pending`, and `Finish`
-        // neither lets this function return nor lets a panic leave it before `pending`
-        // is 0; it then clears the slot. So every use ends while `job` is borrowed.
+        // SAFETY: only the borrow's lifetime changes. A helper dereferences the pointer
+        // only after taking a seat of this job and before counting itself `done`, and
+        // `Finish` closes the seats and waits for every helper that took one before this
+        // function returns or a panic leaves it; it then clears the slot. So every use
+        // ends while `job` is borrowed.
         let ptr = unsafe {
             std::mem::transmute::<
                 *const (dyn Fn(usize) + Sync + '_),
                 *const (dyn Fn(usize) + Sync + 'static),
             >(ptr)
         };
+        let number = self.jobs.get() + 1;
+        self.jobs.set(number);
         *lock(&self.shared.job) = Some(JobPtr(ptr));
-        self.shared
-            .pending
-            .store(self.threads.len(), Ordering::Release);
-        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        self.shared.done.store(0, Ordering::Relaxed);
+        self.shared.open.store(
+            number << SEAT_BITS | self.threads.len() as u64,
+            Ordering::Release,
+        );
         for thread in &self.threads {
             // A spinning helper only has a token set; a sleeping one wakes.
             thread.unpark();
         }
 
-        /// Waits for the helpers' parts, also when the caller's part panics.
-        struct Finish<'a>(&'a Shared);
+        /// Closes the seats and waits for the helpers that took one, also when the
+        /// caller's part panics.
+        struct Finish<'a> {
+            shared: &'a Shared,
+            number: u64,
+            helpers: usize,
+        }
         impl Drop for Finish<'_> {
             fn drop(&mut self) {
-                while self.0.pending.load(Ordering::Acquire) != 0 {
-                    std::hint::spin_loop();
+                let left = self
+                    .shared
+                    .open
+                    .swap(self.number << SEAT_BITS, Ordering::AcqRel)
+                    & SEAT_MASK;
+                let joined = self.helpers - left as usize;
+                let mut spins = 0u32;
+                while self.shared.done.load(Ordering::Acquire) != joined {
+                    spins = spins.wrapping_add(1);
+                    if spins % 64 == 0 {
+                        // A helper sharing this CPU (a busy machine) gets to finish.
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
                 }
-                *lock(&self.0.job) = None;
+                *lock(&self.shared.job) = None;
             }
         }
-        let finish = Finish(self.shared);
+        let finish = Finish {
+            shared: self.shared,
+            number,
+            helpers: self.threads.len(),
+        };
         job(0);
         drop(finish);
         if let Some(panic) = lock(&self.shared.panic).take() {
@@ -112,52 +147,70 @@ impl Helpers<'_> {
     }
 }
 
-/// A helper's loop: runs each new epoch's job with its thread index.
+/// A helper's loop: joins each new job that still has a free seat.
 fn helper(seat: Seat) {
-    let (shared, index) = (seat.shared, seat.index);
+    let shared = seat.shared;
     let mut seen = 0;
     loop {
-        let epoch = next_epoch(shared, seen, seat.spin_for);
+        let number = next_job(shared, seen, seat.spin_for);
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
-        seen = epoch;
+        seen = number;
+        let mut open = shared.open.load(Ordering::Acquire);
+        let index = loop {
+            if open >> SEAT_BITS != number || open & SEAT_MASK == 0 {
+                break None;
+            }
+            match shared
+                .open
+                .compare_exchange(open, open - 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                // The free seats are numbered 1 to their count: take the highest.
+                Ok(_) => break Some((open & SEAT_MASK) as usize),
+                Err(now) => open = now,
+            }
+        };
+        let Some(index) = index else { continue };
         let job = *lock(&shared.job);
         if let Some(JobPtr(ptr)) = job {
-            // SAFETY: `run` keeps the job borrowed until `pending` reaches 0 (see there).
+            // SAFETY: `run` keeps the job borrowed until every seated helper is done.
             let job = unsafe { &*ptr };
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job(index))) {
                 lock(&shared.panic).get_or_insert(panic);
             }
         }
-        shared.pending.fetch_sub(1, Ordering::AcqRel);
+        shared.done.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-/// Waits until the epoch differs from `seen` (or the helpers stop): spinning for
-/// `spin_for`, then sleeping until [`Helpers::run`] wakes the thread.
-fn next_epoch(shared: &Shared, seen: u64, spin_for: Duration) -> u64 {
+/// Waits until a job numbered other than `seen` is open (or the helpers stop), and
+/// returns its number: spinning for `spin_for`, then sleeping until [`Helpers::run`]
+/// wakes the thread.
+fn next_job(shared: &Shared, seen: u64, spin_for: Duration) -> u64 {
     let start = Instant::now();
     let mut spins = 0u32;
     loop {
-        let epoch = shared.epoch.load(Ordering::Acquire);
-        if epoch != seen || shared.stop.load(Ordering::Acquire) {
-            return epoch;
+        let number = shared.open.load(Ordering::Acquire) >> SEAT_BITS;
+        if number != seen || shared.stop.load(Ordering::Acquire) {
+            return number;
         }
         spins = spins.wrapping_add(1);
-        if spins % 1024 == 0 && start.elapsed() >= spin_for {
+        if spins % 512 != 0 {
+            std::hint::spin_loop();
+        } else if start.elapsed() < spin_for {
+            // Leaves the CPU to any other thread that wants it (a busy machine).
+            std::thread::yield_now();
+        } else {
             // An unpark between the check above and this park leaves a token: no wake
             // is lost.
             std::thread::park();
-        } else {
-            std::hint::spin_loop();
         }
     }
 }
 
 /// Runs `body` with `threads − 1` helper threads (none for 0 or 1), which end when it
-/// returns. A helper that cannot be started is left out: jobs must not depend on the
-/// number of threads for their result.
+/// returns. A helper that cannot be started is left out.
 pub fn with_helpers<R>(threads: usize, body: impl FnOnce(&Helpers) -> R) -> R {
     with_helpers_spinning(threads, SPIN_FOR, body)
 }
@@ -170,30 +223,32 @@ fn with_helpers_spinning<R>(
 ) -> R {
     let shared = Shared {
         job: Mutex::new(None),
-        epoch: AtomicU64::new(0),
-        pending: AtomicUsize::new(0),
+        open: AtomicU64::new(0),
+        done: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         panic: Mutex::new(None),
     };
+    // At most as many helpers as there are seat numbers.
+    let helpers = threads.saturating_sub(1).min(SEAT_MASK as usize);
     std::thread::scope(|scope| {
-        let mut threads_started = Vec::new();
-        for index in 1..threads.max(1) {
+        let mut started: Vec<std::thread::ScopedJoinHandle<()>> = Vec::new();
+        for _ in 0..helpers {
             let seat = Seat {
                 shared: &shared,
-                index,
                 spin_for,
             };
-            let started = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("maintd-balance".into())
                 .spawn_scoped(scope, move || helper(seat));
-            match started {
-                Ok(handle) => threads_started.push(handle.thread().clone()),
+            match spawned {
+                Ok(handle) => started.push(handle),
                 Err(_) => break,
             }
         }
         let helpers = Helpers {
             shared: &shared,
-            threads: threads_started,
+            threads: started.iter().map(|h| h.thread().clone()).collect(),
+            jobs: std::cell::Cell::new(0),
         };
 
         /// Stops the helpers when the body ends, also by a panic (the scope then
@@ -217,19 +272,29 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
 
+    /// Spins until `flag` is set, failing after a generous deadline.
+    fn wait_for(flag: &AtomicBool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !flag.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "no helper joined");
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
-    fn every_thread_runs_each_job_once() {
+    fn the_caller_runs_each_job_once_and_helpers_at_most_once_each() {
         for threads in [0, 1, 2, 4] {
             with_helpers(threads, |helpers| {
                 assert_eq!(helpers.threads(), threads.max(1));
-                for round in 0..200u32 {
+                for _ in 0..200 {
                     let runs: Vec<AtomicU32> =
                         (0..helpers.threads()).map(|_| AtomicU32::new(0)).collect();
                     helpers.run(&|i| {
-                        runs[i].fetch_add(round + 1, Ordering::Relaxed);
+                        runs[i].fetch_add(1, Ordering::Relaxed);
                     });
-                    for r in &runs {
-                        assert_eq!(r.load(Ordering::Relaxed), round + 1);
+                    assert_eq!(runs[0].load(Ordering::Relaxed), 1);
+                    for r in &runs[1..] {
+                        assert!(r.load(Ordering::Relaxed) <= 1);
                     }
                 }
             });
@@ -240,50 +305,64 @@ mod tests {
     fn jobs_borrow_the_callers_data_and_share_work() {
         let items: Vec<u64> = (1..=10_000).collect();
         let total = with_helpers(3, |helpers| {
-            let next = AtomicUsize::new(0);
-            let sum = AtomicU64::new(0);
-            helpers.run(&|_| loop {
-                let at = next.fetch_add(100, Ordering::Relaxed);
-                if at >= items.len() {
-                    break;
-                }
-                let part: u64 = items[at..(at + 100).min(items.len())].iter().sum();
-                sum.fetch_add(part, Ordering::Relaxed);
-            });
-            sum.into_inner()
+            let mut total = 0;
+            for _ in 0..50 {
+                let next = AtomicUsize::new(0);
+                let sum = AtomicU64::new(0);
+                helpers.run(&|_| loop {
+                    let at = next.fetch_add(100, Ordering::Relaxed);
+                    if at >= items.len() {
+                        break;
+                    }
+                    let part: u64 = items[at..(at + 100).min(items.len())].iter().sum();
+                    sum.fetch_add(part, Ordering::Relaxed);
+                });
+                total += sum.into_inner();
+            }
+            total
         });
-        assert_eq!(total, 10_000 * 10_001 / 2);
+        assert_eq!(total, 50 * 10_000 * 10_001 / 2);
     }
 
     #[test]
     fn a_helpers_panic_is_raised_by_run_and_the_helpers_go_on() {
         with_helpers(2, |helpers| {
+            let joined = AtomicBool::new(false);
             let caught = catch_unwind(AssertUnwindSafe(|| {
                 helpers.run(&|i| {
-                    if i == 1 {
+                    if i == 0 {
+                        wait_for(&joined);
+                    } else {
+                        joined.store(true, Ordering::Release);
                         panic!("part 1 fails");
                     }
                 })
             }));
             let panic = caught.expect_err("the helper's panic reaches the caller");
             assert_eq!(panic.downcast_ref::<&str>(), Some(&"part 1 fails"));
-            let runs = AtomicU32::new(0);
-            helpers.run(&|_| {
-                runs.fetch_add(1, Ordering::Relaxed);
+            let joined = AtomicBool::new(false);
+            helpers.run(&|i| {
+                if i == 0 {
+                    wait_for(&joined);
+                } else {
+                    joined.store(true, Ordering::Release);
+                }
             });
-            assert_eq!(runs.into_inner(), 2);
         });
     }
 
     #[test]
     fn the_callers_panic_waits_for_the_helpers_and_ends_them() {
         let done = AtomicU32::new(0);
+        let joined = AtomicBool::new(false);
         let caught = catch_unwind(AssertUnwindSafe(|| {
             with_helpers(2, |helpers| {
                 helpers.run(&|i| {
                     if i == 0 {
+                        wait_for(&joined);
                         panic!("caller fails");
                     }
+                    joined.store(true, Ordering::Release);
                     // The caller's unwinding must wait for this part.
                     std::thread::yield_now();
                     done.fetch_add(1, Ordering::Relaxed);
@@ -298,12 +377,15 @@ mod tests {
     fn sleeping_helpers_wake_for_every_job() {
         // Helpers that sleep as soon as they are idle: every job must wake them.
         with_helpers_spinning(3, Duration::ZERO, |helpers| {
-            for _ in 0..500 {
-                let runs = AtomicU32::new(0);
-                helpers.run(&|_| {
-                    runs.fetch_add(1, Ordering::Relaxed);
+            for _ in 0..300 {
+                let joined = [AtomicBool::new(false), AtomicBool::new(false)];
+                helpers.run(&|i| {
+                    if i == 0 {
+                        joined.iter().for_each(wait_for);
+                    } else {
+                        joined[i - 1].store(true, Ordering::Release);
+                    }
                 });
-                assert_eq!(runs.into_inner(), 3);
             }
         });
     }
