@@ -20,6 +20,11 @@ use maintd_actors::{
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Where the kernel offers transparent huge pages, mimalloc takes them, and a huge
+    // page is resident whole: a 1,000-node balance peaked at 86 MB instead of 52 MB.
+    // They made it about 10 % faster; the memory matters more on a master node. A
+    // kernel without the setting leaves things as they are.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let result = match Cli::parse().command {
         Command::Status(args) => run_client(async move { client::status(&args).await }),
         Command::Info { uuid, client } => {
