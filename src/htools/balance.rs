@@ -6,10 +6,9 @@
 //! score is estimated in O(components) from running sums of every component, centred on
 //! the current means so the one-pass variance stays accurate. The estimate only
 //! *screens*: every candidate within the step's window ([`screen_window`]) of the best
-//! estimate is then
-//! re-simulated with the model's move primitives and scored exactly in hbal's summation
-//! order, and hbal's rule (first strictly better candidate, in instance then move order)
-//! is applied to the exact scores.
+//! estimate is then re-simulated with the model's move primitives and scored exactly in
+//! hbal's summation order, and hbal's rule (first strictly better candidate, in instance
+//! then move order) is applied to the exact scores.
 //!
 //! Most candidates are never estimated: the `bound` module keeps, across steps, rigorous
 //! lower bounds of every candidate's score split into a part of the instance's old nodes
@@ -34,9 +33,11 @@ use crate::model::opcode::OpBody;
 ///
 /// A sum of n terms rounds by at most about n·ε of its size, and every part of the score
 /// is such a sum (a deviation's error is relative to the variance, the √ halves it), so
-/// the estimate and hbal's exact score each err by about n·ε·|score|. The window is 64
-/// times that, twice over: at 1000 nodes, 130 times the largest difference seen between
-/// the two. A narrower window scores fewer near-ties exactly.
+/// the estimate and hbal's exact score each err by at most about n·ε·|score|, and the
+/// best candidate's estimate lies within twice that of the best estimate. The window,
+/// 64·(n + 1)·ε·(1 + |score|), is 32 times that: at 1000 nodes, at least 130 times the
+/// largest difference between an estimate and its exact score seen in a full balance. A
+/// narrower window scores fewer near-ties exactly.
 pub fn screen_window(nodes: usize, cur: f64) -> f64 {
     64.0 * (nodes as f64 + 1.0) * f64::EPSILON * (1.0 + cur.abs())
 }

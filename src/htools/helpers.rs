@@ -4,7 +4,7 @@
 //! each. Waking a sleeping thread (a futex wake, on a virtual machine an interrupt to an
 //! idle virtual CPU) can take 100 µs, and starting one 50 µs: measured on a 2-core VM,
 //! phases handed to sleeping or new threads ran no faster than on one thread. So these
-//! helpers spin between phases, and sleep only after [`SPIN_FOR`] without work: a long
+//! helpers spin between phases, and sleep only after 2 ms without work: a long
 //! pause (the daemon between rounds) costs no CPU.
 
 use std::any::Any;
