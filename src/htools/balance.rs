@@ -1252,6 +1252,47 @@ fn exact_map(ctx: &StepContext, outcome: &MoveOutcome) -> f64 {
     )
 }
 
+/// Estimates of a group's score after single moves, to screen many candidate targets
+/// before scoring only the best few exactly (the evacuation's target searches, which
+/// otherwise score the whole group for every target).
+pub(crate) struct MoveEstimates<'a> {
+    ctx: StepContext<'a>,
+}
+
+impl<'a> MoveEstimates<'a> {
+    /// The estimates for group `group` of `cluster` as it is now; `None` when they do not
+    /// cover every component of the score (location tags: the map component) or the
+    /// group has no online node.
+    pub(crate) fn new(
+        cluster: &'a Cluster,
+        group: usize,
+        opts: &'a BalanceOptions,
+    ) -> Option<MoveEstimates<'a>> {
+        if !cluster.tags.location_prefixes.is_empty() {
+            return None;
+        }
+        let cur = score::score(cluster, &cluster.group_nodes(group));
+        let ctx = StepContext::new(cluster, group, opts, cur);
+        (ctx.inv_online.is_finite() && cur.is_finite()).then_some(MoveEstimates { ctx })
+    }
+
+    /// The estimated score after `outcome`: within [`Self::window`] / 2 of the exact
+    /// score (hbal's summation) of the cluster with the move applied.
+    pub(crate) fn estimate(&self, outcome: &MoveOutcome) -> f64 {
+        let mut delta = Delta::ZERO;
+        for (idx, node) in &outcome.nodes {
+            self.ctx.add_change(&mut delta, *idx, &node.state);
+        }
+        self.ctx.estimate(&delta)
+    }
+
+    /// How far above the lowest estimate a candidate's estimate may lie and still have
+    /// the lowest exact score ([`screen_window`]).
+    pub(crate) fn window(&self) -> f64 {
+        self.ctx.window
+    }
+}
+
 /// The nodes a move changed: index, offline, and their score values.
 fn changed_values(outcome: &MoveOutcome) -> Vec<(usize, bool, [f64; COMPONENTS])> {
     outcome
