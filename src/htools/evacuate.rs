@@ -560,10 +560,7 @@ impl Evacuator<'_> {
                         Ok(outcome) => fits.push((estimates.estimate(&outcome), target)),
                         Err(fm) => {
                             if fits.is_empty() {
-                                failures.push_str(&format!(
-                                    " Node {} failed: {fm};",
-                                    cluster.nodes[target].name()
-                                ));
+                                failures.push_str(&failure_note(cluster, target, fm));
                             }
                         }
                     }
@@ -596,10 +593,7 @@ impl Evacuator<'_> {
                 }
                 Err((_, fm)) => {
                     if best.is_none() {
-                        failures.push_str(&format!(
-                            " Node {} failed: {fm};",
-                            self.cluster.nodes[target].name()
-                        ));
+                        failures.push_str(&failure_note(self.cluster, target, fm));
                     }
                 }
             }
@@ -719,6 +713,11 @@ impl Evacuator<'_> {
         let inst = &mut self.cluster.instances[self.idx];
         (inst.pnode, inst.snode, inst.loc_score) = undo.placement;
     }
+}
+
+/// hail's note of a target that failed a single-node search.
+fn failure_note(cluster: &Cluster, target: usize, fm: FailMode) -> String {
+    format!(" Node {} failed: {fm};", cluster.nodes[target].name())
 }
 
 /// Whether a candidate scoring `new` replaces the best so far scoring `old`: unless the

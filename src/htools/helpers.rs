@@ -43,9 +43,9 @@ struct Shared {
 const SEAT_BITS: u32 = 16;
 const SEAT_MASK: u64 = (1 << SEAT_BITS) - 1;
 
-/// Locks `m`, also after a panic elsewhere poisoned it (the data stays consistent:
-/// every critical section here is a single store or take).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, also after a panic elsewhere poisoned it: a part's panic is raised by
+/// [`Helpers::run`] anyway, and every critical section here is a single store or take.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::{screen_disk_move, Candidate, Delta, Scratch, Screen, StepContext, SD, SUMS};
-use crate::htools::helpers::Helpers;
+use crate::htools::helpers::{lock, Helpers};
 use crate::htools::model::{
     Cluster, DiskTemplate, Instance, InstanceStatus, MirrorType, Move, NodeState, PrimaryContext,
 };
@@ -824,11 +824,6 @@ pub(super) struct Engine {
     marks: Vec<Mutex<Vec<bool>>>,
 }
 
-/// Locks `m`, also after a panic elsewhere poisoned it (a panic ends the balance).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// How many instances a thread takes at a time when refreshing sides after a move.
 const UPDATE_CHUNK: usize = 8;
 
@@ -1203,7 +1198,7 @@ impl Engine {
             compute(0);
         }
         for part in computed {
-            for (idx, sides) in part.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            for (idx, sides) in std::mem::take(&mut *lock(&part)) {
                 self.store_sides(idx, &sides);
             }
         }
